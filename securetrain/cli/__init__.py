@@ -1,0 +1,1 @@
+"""The ``securetrain`` command. Sub-commands live in :mod:`securetrain.cli.commands`."""

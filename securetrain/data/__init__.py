@@ -1,0 +1,36 @@
+"""Data sets as tensors with known shapes and input bounds.
+
+Embedded (no download, shipped inside scikit-learn or generated): ``digits`` (default),
+``breast_cancer``, ``sequences``. Local files: ``mnist`` and ``fashion-mnist`` (IDX, raw or
+``.gz``), ``cifar10`` (the python batch files). Local files are looked for in ``root``, or
+``$SECURETRAIN_DATA/<name>``, or ``~/.securetrain/data/<name>``.
+
+Example:
+    >>> from securetrain import data
+    >>> x, y = data.load("digits", split="test")
+    >>> tuple(x.shape), int(y.max()) + 1, float(x.min()) >= 0.0, float(x.max()) <= 1.0
+    ((397, 1, 8, 8), 10, True, True)
+    >>> data.get_info("digits").bounds
+    (0.0, 1.0)
+"""
+
+from __future__ import annotations
+
+from securetrain.data.base import DATASETS, DatasetInfo, get_info, load, register_dataset
+from securetrain.data.validate import check_model_fits, validate_batch
+
+# Importing the loader modules registers them.
+from securetrain.data import embedded as _embedded  # noqa: F401  (registration)
+from securetrain.data import idx as _idx  # noqa: F401  (registration)
+from securetrain.data import cifar as _cifar  # noqa: F401  (registration)
+from securetrain.data import synthetic as _synthetic  # noqa: F401  (registration)
+
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "check_model_fits",
+    "get_info",
+    "load",
+    "register_dataset",
+    "validate_batch",
+]

@@ -1,0 +1,79 @@
+"""The data-set registry and the ``load`` entry point."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from securetrain.errors import ConfigurationError
+from securetrain.registry import Registry
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and an attack need to know about a data set.
+
+    ``bounds`` are the (lower, upper) limits every input value lies in; attacks keep
+    adversarial inputs inside them.
+    """
+
+    name: str
+    kind: str  # "image", "tabular" or "sequence"
+    input_shape: tuple[int, ...]
+    num_classes: int
+    bounds: tuple[float, float]
+    default_model: str
+    description: str = ""
+    local_files: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+Loader = Callable[[str, "Path | None"], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    info: DatasetInfo
+    loader: Loader
+
+
+DATASETS: Registry[_Entry] = Registry("data set")
+
+
+def register_dataset(info: DatasetInfo, loader: Loader, *, overwrite: bool = False) -> None:
+    """Register ``loader(split, root) -> (x, y)`` under ``info.name``."""
+    DATASETS.add(info.name, _Entry(info, loader), overwrite=overwrite)
+
+
+def get_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a registered data set."""
+    return DATASETS.get(name).info
+
+
+def data_root(name: str, root: str | os.PathLike[str] | None) -> Path:
+    """Where the local files of ``name`` are looked for."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get("SECURETRAIN_DATA")
+    base = Path(env) if env else Path.home() / ".securetrain" / "data"
+    return base / name
+
+
+def load(
+    name: str, split: str = "train", root: str | os.PathLike[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load ``split`` of data set ``name`` as ``(x: float32 Tensor, y: int64 Tensor)``.
+
+    Splits are fixed and seeded: the same call always returns the same tensors.
+    """
+    entry = DATASETS.get(name)
+    if split not in SPLITS:
+        raise ConfigurationError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    x, y = entry.loader(split, Path(root) if root is not None else None)
+    return x.float().contiguous(), y.long().contiguous()

@@ -1,0 +1,50 @@
+"""A small convolutional network for any image size and channel count."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from securetrain.models._shapes import image_shape
+
+
+class CNN(nn.Module):
+    """``[Conv3x3 -> ReLU -> MaxPool2]`` per channel width, then an MLP head.
+
+    Pooling is applied only while the feature map is at least 2x2, so 8x8 digits,
+    28x28 MNIST and 32x32x3 CIFAR-10 all work with the same code.
+
+    Example:
+        >>> import torch
+        >>> CNN(input_shape=(3, 32, 32), num_classes=10)(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        channels: Sequence[int] = (16, 32),
+        hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        c, h, w = image_shape("cnn", input_shape)
+        self.input_shape = (c, h, w)
+        layers: list[nn.Module] = []
+        for out_c in channels:
+            layers += [nn.Conv2d(c, int(out_c), kernel_size=3, padding=1), nn.ReLU()]
+            if h >= 2 and w >= 2:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            c = int(out_c)
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        return self.head(self.features(x))

@@ -1,0 +1,69 @@
+"""A small name -> factory registry, the one extension mechanism of the library.
+
+Example:
+    >>> from securetrain.registry import Registry
+    >>> shapes = Registry("shape")
+    >>> @shapes.register("square")
+    ... def square(side: float) -> float:
+    ...     return side * side
+    >>> shapes.get("square")(3.0)
+    9.0
+    >>> sorted(shapes)
+    ['square']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from securetrain.errors import ConfigurationError, UnknownNameError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to objects (usually factories). Unknown names list the choices."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str, *, overwrite: bool = False) -> Callable[[T], T]:
+        """Decorator that registers ``obj`` under ``name``."""
+
+        def decorator(obj: T) -> T:
+            self.add(name, obj, overwrite=overwrite)
+            return obj
+
+        return decorator
+
+    def add(self, name: str, obj: T, *, overwrite: bool = False) -> None:
+        """Register ``obj`` under ``name``; refuses to silently replace an entry."""
+        if not name or not isinstance(name, str):
+            raise ConfigurationError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+        if name in self._items and not overwrite:
+            raise ConfigurationError(
+                f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it"
+            )
+        self._items[name] = obj
+
+    def get(self, name: str) -> T:
+        """Return the entry for ``name`` or raise :class:`UnknownNameError` listing the choices."""
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UnknownNameError(self.kind, name, self._items) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._items)

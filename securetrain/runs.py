@@ -1,0 +1,159 @@
+"""Run directories: train into one, load a model from one.
+
+A run directory holds ``model.safetensors`` (weights, never unpickled), ``config.json``,
+``checkpoint.safetensors`` (to resume, defense state such as the privacy accountant
+included) and ``report.json`` / ``report.md`` / ``report.html``.
+
+Example:
+    >>> import tempfile
+    >>> import securetrain
+    >>> from securetrain.training import TrainConfig
+    >>> d = tempfile.mkdtemp()
+    >>> result = securetrain.train(TrainConfig(data="breast_cancer", epochs=1, progress=False), d)
+    >>> model = securetrain.load_model(d)
+    >>> model.training
+    False
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from securetrain import data as data_mod
+from securetrain.checkpoint import load_weights, save_weights
+from securetrain.errors import CheckpointError
+from securetrain.io import atomic_write_json
+from securetrain.models import build_model
+from securetrain.report import Report
+from securetrain.training import CHECKPOINT_NAME, Callback, Defense, TrainConfig, TrainResult, evaluate, fit
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class RunResult:
+    """A finished run: its directory, report and the plain trained model."""
+
+    run_dir: Path
+    report: Report
+    model: nn.Module
+    train_result: TrainResult
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    defenses: Sequence[Defense] = (),
+    *,
+    model: nn.Module | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    write_html: bool = True,
+) -> RunResult:
+    """Train a model on ``config.data`` with ``defenses`` and write a complete run directory.
+
+    ``model`` may be any ``nn.Module`` for the data set's input shape; by default the zoo
+    model ``config.model`` (or the data set's default) is built.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = data_mod.get_info(config.data)
+    train_xy = data_mod.load(config.data, "train", root=config.data_root)
+    test_xy = data_mod.load(config.data, "test", root=config.data_root)
+    torch.manual_seed(config.seed)
+    model_name = config.resolved_model() if model is None else type(model).__name__
+    if model is None:
+        model = build_model(model_name, info.input_shape, info.num_classes, **config.model_kwargs)
+    zoo = config.model is not None or model_name == info.default_model
+    run_config = {
+        "securetrain_version": _version(),
+        "data": {"name": info.name, "kind": info.kind, "input_shape": list(info.input_shape),
+                 "num_classes": info.num_classes, "bounds": list(info.bounds), "root": config.data_root},
+        "model": {"name": model_name, "kwargs": config.model_kwargs, "zoo": zoo},
+        "train": config.to_dict(),
+        "defenses": [d.config() for d in defenses],
+    }
+    atomic_write_json(out / CONFIG_NAME, run_config)
+
+    result = fit(
+        model,
+        train_xy,
+        test_xy,
+        config,
+        defenses,
+        num_classes=info.num_classes,
+        bounds=info.bounds,
+        checkpoint_path=out / CHECKPOINT_NAME,
+        resume=resume,
+        callbacks=callbacks,
+    )
+    plain = result.model
+    save_weights(out / WEIGHTS_NAME, plain)
+    metrics = evaluate(plain, *test_xy, batch_size=config.eval_batch_size)
+    report = Report(
+        data={"name": info.name, "kind": info.kind, "n_train": int(train_xy[0].shape[0]),
+              "n_test": int(test_xy[0].shape[0]), "input_shape": list(info.input_shape),
+              "num_classes": info.num_classes, "bounds": list(info.bounds)},
+        model={"name": model_name, "parameters": int(sum(p.numel() for p in plain.parameters())),
+               "kwargs": config.model_kwargs},
+        accuracy=metrics["accuracy"],
+        timing={"train_s": round(result.train_time_s, 3), "epochs": len(result.history),
+                "steps": result.session.step_count, "resumed_from_epoch": result.resumed_from_epoch,
+                "platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        extra={"training": {"history": result.history, "config": config.to_dict(),
+                            "defenses": [d.config() for d in defenses]},
+               "notes": list(result.session.notes), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    )
+    for key, section in result.sections.items():
+        if key in ("privacy", "robustness", "membership", "encrypted"):
+            setattr(report, key, section)
+        else:
+            report.extra[key] = section
+    report.save(out, html=write_html)
+    return RunResult(run_dir=out, report=report, model=plain, train_result=result)
+
+
+def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``config.json`` of a run directory."""
+    p = Path(run_dir) / CONFIG_NAME
+    if not p.is_file():
+        raise CheckpointError(f"{run_dir} is not a securetrain run directory (no {CONFIG_NAME})")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{p} is corrupted ({exc})") from exc
+
+
+def load_model(run_dir: str | os.PathLike[str]) -> nn.Module:
+    """The trained model of a run directory: a plain ``nn.Module`` in eval mode, no DP hooks.
+
+    Weights are read from safetensors; nothing is unpickled.
+    """
+    cfg = read_config(run_dir)
+    model_cfg = cfg["model"]
+    if not model_cfg.get("zoo", True):
+        raise CheckpointError(
+            f"{run_dir} was trained with a custom model ({model_cfg['name']}); build it yourself and "
+            f"load the weights with securetrain.checkpoint.load_weights('{Path(run_dir) / WEIGHTS_NAME}', model)"
+        )
+    d = cfg["data"]
+    model = build_model(model_cfg["name"], d["input_shape"], d["num_classes"], **(model_cfg.get("kwargs") or {}))
+    load_weights(Path(run_dir) / WEIGHTS_NAME, model)
+    return model.eval()
+
+
+def _version() -> str:
+    from securetrain import __version__
+
+    return __version__

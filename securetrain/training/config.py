@@ -1,0 +1,75 @@
+"""Training configuration and optimizer registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from securetrain.errors import ConfigurationError
+from securetrain.registry import Registry
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run apart from its defenses.
+
+    Example:
+        >>> cfg = TrainConfig(data="digits", model="cnn", epochs=3)
+        >>> cfg.resolved_model()
+        'cnn'
+    """
+
+    data: str = "digits"
+    model: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 5
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+    eval_batch_size: int = 512
+    progress: bool = True
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        if int(self.epochs) < 1:
+            raise ConfigurationError(f"epochs must be at least 1, got {self.epochs}")
+        if int(self.batch_size) < 1:
+            raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not float(self.lr) > 0:
+            raise ConfigurationError(f"lr must be positive, got {self.lr}")
+        OPTIMIZERS.get(self.optimizer)
+
+    def resolved_model(self) -> str:
+        """The model name, defaulting to the data set's default model."""
+        if self.model:
+            return self.model
+        from securetrain.data import get_info
+
+        return get_info(self.data).default_model
+
+    def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """Build the configured optimizer over ``params``."""
+        return OPTIMIZERS.get(self.optimizer)(params, self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly copy."""
+        return asdict(self)

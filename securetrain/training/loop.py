@@ -1,0 +1,226 @@
+"""The training loop: defenses plug in, a progress bar, per-epoch evaluation, checkpoints, resume."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from securetrain.checkpoint import load_state, save_state
+from securetrain.data.validate import check_model_fits, validate_batch
+from securetrain.errors import CheckpointError
+from securetrain.modes import unwrap
+from securetrain.training.config import TrainConfig
+from securetrain.training.defense import Callback, Defense, DefenseStack, TrainingSession
+from securetrain.training.evaluate import evaluate
+
+log = logging.getLogger("securetrain")
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+_RESUME_KEYS = ("data", "model", "model_kwargs", "batch_size", "optimizer", "lr", "seed")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns: the plain trained model and everything measured on the way."""
+
+    model: nn.Module
+    session: TrainingSession
+    history: list[dict[str, float]]
+    sections: dict[str, Any] = field(default_factory=dict)
+    train_time_s: float = 0.0
+    resumed_from_epoch: int = 0
+
+
+def fit(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor] | None,
+    config: TrainConfig,
+    defenses: Sequence[Defense] = (),
+    *,
+    num_classes: int | None = None,
+    bounds: tuple[float, float] | None = None,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Train ``model`` on ``train`` with ``defenses``; evaluate on ``test`` after each epoch.
+
+    Any ``nn.Module`` mapping a batch of inputs to logits works. A checkpoint is written
+    atomically after each epoch when ``checkpoint_path`` is given; with ``resume=True`` the
+    run continues from it (model, optimizer, RNG and defense state, e.g. the privacy
+    accountant) and ends exactly where an uninterrupted run would.
+
+    Example:
+        >>> import torch
+        >>> from securetrain.training import TrainConfig, fit
+        >>> x, y = torch.rand(64, 4), torch.randint(0, 2, (64,))
+        >>> r = fit(torch.nn.Linear(4, 2), (x, y), None, TrainConfig(epochs=1, progress=False))
+        >>> r.history[0]["epoch"], r.session.step_count
+        (1, 1)
+    """
+    x_tr, y_tr = train
+    n_classes = num_classes if num_classes is not None else int(y_tr.max()) + 1
+    validate_batch(x_tr, y_tr, n_classes, bounds, what="training data")
+    if test is not None:
+        validate_batch(test[0], test[1], n_classes, bounds, what="test data")
+    check_model_fits(model, tuple(x_tr.shape[1:]), n_classes)
+
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(
+        TensorDataset(x_tr, y_tr), batch_size=config.batch_size, shuffle=True, generator=generator
+    )
+    optimizer = config.make_optimizer(model.parameters())
+    stack = DefenseStack(list(defenses))
+    session = TrainingSession(
+        model=model,
+        optimizer=optimizer,
+        train_loader=loader,
+        defenses=stack,
+        dataset_size=int(x_tr.shape[0]),
+        generator=generator,
+    )
+    session.extras["epochs_planned"] = int(config.epochs)
+    session.extras["config"] = config
+    stack.setup(session)
+    session.loss_fn = stack.loss_fn()
+
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    start_epoch = 0
+    if resume and ckpt is not None and ckpt.exists():
+        start_epoch = _restore(ckpt, session, config)
+        log.info("resumed from %s after epoch %d", ckpt, start_epoch)
+
+    t0 = time.perf_counter()
+    try:
+        _run_epochs(session, config, start_epoch, test, ckpt, callbacks)
+    finally:
+        stack.teardown(session)
+    elapsed = time.perf_counter() - t0
+    sections = stack.report(session)
+    return TrainResult(
+        model=unwrap(session.model),
+        session=session,
+        history=session.history,
+        sections=sections,
+        train_time_s=elapsed,
+        resumed_from_epoch=start_epoch,
+    )
+
+
+def _run_epochs(
+    session: TrainingSession,
+    config: TrainConfig,
+    start_epoch: int,
+    test: tuple[torch.Tensor, torch.Tensor] | None,
+    ckpt: Path | None,
+    callbacks: Sequence[Callback],
+) -> None:
+    total = None
+    try:
+        total = (config.epochs - start_epoch) * len(session.train_loader)  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    bar = tqdm(total=total, disable=not config.progress, desc="train", unit="step", leave=False)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            if session.stop_reason is not None:
+                break
+            session.epoch = epoch
+            t_epoch = time.perf_counter()
+            loss_sum, seen = _train_one_epoch(session, bar)
+            session.defenses.end_epoch(session)
+            record: dict[str, float] = {
+                "epoch": epoch + 1,
+                "steps": session.step_count,
+                "train_loss": loss_sum / max(seen, 1),
+                "time_s": time.perf_counter() - t_epoch,
+            }
+            if test is not None:
+                metrics = evaluate(session.model, test[0], test[1], config.eval_batch_size)
+                record["test_accuracy"] = metrics["accuracy"]
+                record["test_loss"] = metrics["loss"]
+            record.update(session.extras.pop("epoch_metrics", {}))
+            session.history.append(record)
+            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("train_loss", "test_accuracy", "epsilon")})
+            log.info("epoch %d: %s", epoch + 1, record)
+            session.epoch = epoch + 1
+            if ckpt is not None:
+                _save(ckpt, session, config)
+            for cb in callbacks:
+                cb.on_epoch_end(session)
+    finally:
+        bar.close()
+
+
+def _train_one_epoch(session: TrainingSession, bar: tqdm) -> tuple[float, int]:
+    model = session.model
+    model.train()  # a wrapped model must be in train mode before every epoch (FIELD_NOTES)
+    loss_sum, seen = 0.0, 0
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    for x, y in session.train_loader:
+        if not session.can_step():
+            break
+        x, y = x.to(device), y.to(device)
+        session.optimizer.zero_grad(set_to_none=True)
+        loss = session.loss(x, y)
+        loss.backward()
+        session.step()
+        loss_sum += float(loss.detach()) * int(x.shape[0])
+        seen += int(x.shape[0])
+        bar.update(1)
+    return loss_sum, seen
+
+
+def _save(path: Path, session: TrainingSession, config: TrainConfig) -> None:
+    state = {
+        "epoch": session.epoch,
+        "step_count": session.step_count,
+        "history": session.history,
+        "notes": session.notes,
+        "stop_reason": session.stop_reason,
+        "config": {k: config.to_dict()[k] for k in _RESUME_KEYS},
+        "model": unwrap(session.model).state_dict(),
+        "optimizer": session.optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "loader_rng": session.generator.get_state() if session.generator is not None else None,
+        "defenses": session.defenses.state_dict(),
+    }
+    save_state(path, state)
+
+
+def _restore(path: Path, session: TrainingSession, config: TrainConfig) -> int:
+    state = load_state(path)
+    saved_cfg = state.get("config", {})
+    current = config.to_dict()
+    diffs = [k for k in _RESUME_KEYS if k in saved_cfg and saved_cfg[k] != current[k]]
+    if diffs:
+        raise CheckpointError(
+            f"cannot resume from {path}: the checkpoint was made with different settings for "
+            f"{', '.join(diffs)}; use the same settings or a new output directory"
+        )
+    try:
+        unwrap(session.model).load_state_dict(state["model"])
+        session.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"cannot resume from {path}: {exc}") from exc
+    torch.set_rng_state(state["torch_rng"])
+    if session.generator is not None and state.get("loader_rng") is not None:
+        session.generator.set_state(state["loader_rng"])
+    session.defenses.load_state_dict(state.get("defenses", {}))
+    session.history = list(state.get("history", []))
+    session.notes = list(state.get("notes", []))
+    session.step_count = int(state.get("step_count", 0))
+    session.stop_reason = state.get("stop_reason")
+    session.epoch = int(state["epoch"])
+    return session.epoch
