@@ -1,0 +1,83 @@
+"""Input checks shared by the membership attacks (typed errors whose messages say how to fix)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from securetrain.errors import AttackError
+
+
+def as_scores(scores: object, what: str) -> np.ndarray:
+    """``scores`` as a 1-D float64 array; refuses empty or non-finite input."""
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().cpu().numpy()
+    arr = np.asarray(scores, dtype=np.float64)
+    if arr.ndim != 1:
+        raise AttackError(f"{what} must be a 1-D array of scores, got shape {tuple(arr.shape)}")
+    if arr.size == 0:
+        raise AttackError(f"{what} is empty; membership inference needs at least one member and one non-member")
+    if not np.all(np.isfinite(arr)):
+        bad = int((~np.isfinite(arr)).sum())
+        raise AttackError(f"{what} contains {bad} non-finite scores (NaN or inf); check the model's outputs")
+    return arr
+
+
+def check_fprs(fprs: Iterable[float]) -> tuple[float, ...]:
+    """The false-positive rates at which TPR is reported; each must lie strictly in (0, 1)."""
+    out = []
+    for f in fprs:
+        f = float(f)
+        if not (0.0 < f < 1.0) or math.isnan(f):
+            raise AttackError(f"FPR must be in (0, 1), got {f}; e.g. fprs=(0.001, 0.01)")
+        out.append(f)
+    if not out:
+        raise AttackError("fprs is empty; give at least one false-positive rate in (0, 1), e.g. (0.001, 0.01)")
+    return tuple(out)
+
+
+def check_num_models(num_models: int) -> int:
+    """The number of shadow models: an integer of at least 1."""
+    if isinstance(num_models, bool) or not isinstance(num_models, (int, np.integer)):
+        raise AttackError(f"the number of shadow models must be an integer, got {num_models!r}")
+    if num_models < 1:
+        raise AttackError(
+            f"the number of shadow models must be at least 1, got {num_models}; "
+            "LiRA offline needs 1 or more, LiRA online 2 or more (4 to 16 is typical)"
+        )
+    return int(num_models)
+
+
+def check_xy(xy: Sequence[torch.Tensor], what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` as tensors with the same, non-zero number of rows."""
+    if not isinstance(xy, (tuple, list)) or len(xy) != 2:
+        raise AttackError(f"{what} must be a pair (x, y) of tensors")
+    x, y = xy
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise AttackError(f"{what} must be a pair (x, y) of torch tensors, got {type(x).__name__}, {type(y).__name__}")
+    if x.shape[0] == 0:
+        raise AttackError(f"{what} is empty; membership inference needs at least one member and one non-member")
+    if x.shape[0] != y.shape[0]:
+        raise AttackError(f"{what}: x has {x.shape[0]} rows but y has {y.shape[0]}")
+    return x, y.long()
+
+
+def row_keys(x: torch.Tensor, y: torch.Tensor) -> list[bytes]:
+    """A content hash of every (input, label) pair, to match examples across sets."""
+    xs = x.detach().cpu().float().contiguous().reshape(x.shape[0], -1).numpy()
+    ys = y.detach().cpu().long().numpy()
+    return [hashlib.blake2b(xs[i].tobytes() + ys[i].tobytes(), digest_size=16).digest() for i in range(xs.shape[0])]
+
+
+def check_disjoint(members: tuple[torch.Tensor, torch.Tensor], nonmembers: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Refuse member and non-member sets that share an example (same input and label)."""
+    shared = set(row_keys(*members)) & set(row_keys(*nonmembers))
+    if shared:
+        raise AttackError(
+            f"members and non-members overlap: {len(shared)} example(s) appear in both sets; "
+            "the membership ground truth must be two disjoint sets"
+        )

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import securetrain
+from securetrain.cli.main import main
+
+
+def test_train_then_report_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", "cnn", "--epochs", "2", "--out", str(out), "--seed", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and "report.html" in printed
+    for name in ("model.safetensors", "config.json", "checkpoint.safetensors", "report.json", "report.md", "report.html"):
+        assert (out / name).is_file(), name
+    rep = json.loads((out / "report.json").read_text())
+    for key in ("schema", "data", "model", "accuracy", "privacy", "robustness", "membership", "encrypted", "timing"):
+        assert key in rep
+    assert rep["privacy"] is None and rep["data"]["name"] == "digits" and rep["model"]["name"] == "cnn"
+    model = securetrain.load_model(out)
+    assert not model.training
+    x, y = securetrain.data.load("digits", "test")
+    acc = float((model(x).argmax(1) == y).float().mean())
+    assert abs(acc - rep["accuracy"]) < 1e-6
+    (out / "report.md").unlink()
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["train", "--data", "digits", "--model", "vgg", "--out", str(tmp_path)]) == 2
+    assert "error: unknown model 'vgg'; choose one of:" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "no report at" in capsys.readouterr().err
+
+
+def test_help_explains_every_option():
+    proc = subprocess.run([sys.executable, "-m", "securetrain.cli.main", "train", "--help"], capture_output=True, text=True, check=True)
+    for flag in ("--data", "--model", "--epochs", "--out", "--seed", "--resume", "--lr", "--batch-size"):
+        assert flag in proc.stdout
+
+
+def test_importing_the_package_is_cheap():
+    code = "import sys, securetrain; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
