@@ -20,9 +20,16 @@ if TYPE_CHECKING:
 __all__ = ["__version__", "load_model", "train"]
 
 
+_SUBMODULES = ("data", "models", "training", "report", "errors", "encrypted", "runs", "checkpoint", "modes")
+
+
 def __getattr__(name: str) -> Any:
     if name in ("load_model", "train"):
         from securetrain import runs
 
         return getattr(runs, name)
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"securetrain.{name}")
     raise AttributeError(f"module 'securetrain' has no attribute {name!r}")

@@ -1,0 +1,93 @@
+"""``securetrain encrypt``: run the run directory's model under CKKS and fill the report's
+``encrypted`` section."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "encrypt",
+        help="encrypted inference (TenSEAL CKKS) on the test split; fills the report's encrypted section",
+        description=(
+            "Compile the run's model for CKKS, plan parameters at 128-bit security, encrypt the test split on a "
+            "client, evaluate on a server that holds only the public context, decrypt, and record agreement with "
+            "the plaintext model, errors, timings and sizes in DIR/report.json (and report.md/html)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("dir", help="run directory (from `securetrain train`)")
+    p.add_argument("--mode", choices=("throughput", "latency"), default="throughput",
+                   help="throughput: the batch across ciphertext slots; latency: one sample per ciphertext")
+    p.add_argument("--samples", type=int, default=None,
+                   help="test samples to encrypt (default: all for throughput, 32 for latency)")
+    p.add_argument("--convert", choices=("none", "square", "poly"), default="none",
+                   help="convert a model that is not HE-friendly (activation to use), then fine-tune it")
+    p.add_argument("--fine-tune-epochs", type=int, default=3, help="fine-tuning epochs after --convert")
+    p.add_argument("--min-scale-bits", type=int, default=26, help="smallest CKKS scale (precision) accepted")
+    p.add_argument("--max-poly-modulus-degree", type=int, default=32768, help="largest ring the planner may pick")
+    p.add_argument("--no-html", action="store_true", help="skip report.html")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from securetrain import data as data_mod
+    from securetrain.encrypted import FineTune, evaluate_encrypted, make_he_friendly, validate
+    from securetrain.encrypted.validator import format_issues
+    from securetrain.errors import EncryptionError
+    from securetrain.report import Report
+    from securetrain.runs import load_model, read_config
+
+    cfg = read_config(args.dir)
+    report = Report.from_json(args.dir)
+    model = load_model(args.dir)
+    name, root = cfg["data"]["name"], cfg["data"].get("root")
+    shape = tuple(cfg["data"]["input_shape"])
+    x_test, y_test = data_mod.load(name, "test", root=root)
+    x_train, y_train = data_mod.load(name, "train", root=root)
+    converted = None
+    issues = validate(model)
+    if issues:
+        if args.convert == "none":
+            raise EncryptionError(
+                "the model cannot run under CKKS:\n" + format_issues(issues)
+                + "\nrerun with --convert square (or poly) to convert and fine-tune it, or train an HE-friendly "
+                "model: securetrain train --model he"
+            )
+        model = make_he_friendly(model, activation=args.convert, input_shape=shape,
+                                 fine_tune=FineTune(x_train, y_train, epochs=args.fine_tune_epochs))
+        converted = {"activation": args.convert, "fine_tune_epochs": args.fine_tune_epochs,
+                     "fixed": [str(i) for i in issues]}
+    samples = args.samples
+    if samples is None:
+        samples = x_test.shape[0] if args.mode == "throughput" else min(32, x_test.shape[0])
+    section = evaluate_encrypted(
+        model, x_test, mode=args.mode, samples=samples, y=y_test, input_shape=shape,
+        calibration=x_train[:512], min_scale_bits=args.min_scale_bits,
+        max_poly_modulus_degree=args.max_poly_modulus_degree,
+    )
+    if converted is not None:
+        section["converted"] = converted
+    report.encrypted = section
+    report.save(args.dir, html=not args.no_html)
+    s = section
+    lines = [
+        f"encrypted inference   CKKS {s['mode']} ({s['variant']}), N={s['poly_modulus_degree']}, "
+        f"chain {s['coeff_mod_bit_sizes']}, {s['security_bits']}-bit security",
+        f"samples               {s['samples']}",
+        f"argmax agreement      {s['agreement']:.4f}",
+        f"max |logit error|     {s['max_abs_error']:.3g} (tolerance {s['tolerance']:.3g})",
+        f"latency per request   {s['latency_s']:.3f} s",
+        f"time per sample       {s['per_sample_s'] * 1e3:.2f} ms",
+    ]
+    if "per_sample_full_slots_s" in s:
+        lines.append(f"  at full slots       {s['per_sample_full_slots_s'] * 1e3:.3f} ms ({s['slots']} samples per chunk)")
+    lines += [
+        f"public context        {s['public_context_bytes'] / 1e6:.1f} MB",
+        f"one ciphertext        {s['ciphertext_bytes'] / 1e6:.2f} MB",
+        f"report: {args.dir}/report.json",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0

@@ -1,0 +1,311 @@
+"""Latency packing: one sample per ciphertext.
+
+The first affine map uses an *expanded* layout when it fits: the client places input
+``idx[r][c]`` (the ``c``-th input that output ``r`` reads, from the layer's public
+sparsity pattern, with a constant 1 for the bias) at slot ``c * rows + r``; the server
+multiplies by the weights in the same layout and sums the ``chunks`` blocks with
+``log2(chunks)`` rotations (TenSEAL's ``enc_matmul_plain``, whose plaintext multiply
+costs one extra level). The result is replicated with period ``rows`` over all slots,
+which is what the diagonal method (TenSEAL's ``mm``) needs for every later affine map.
+Biases of middle layers are folded into the matrix through a constant-1 slot that each
+layer carries forward (adding a bias vector would only fill the first slots and break
+the replication the next layer relies on); the last layer adds its bias directly.
+
+Without the expanded layout (too many outputs for the slots), the client sends its
+features with a constant 1 appended and the first layer also uses the diagonal method.
+As in the throughput packing, the exact prime ratios of each rescale are folded into the
+weights.
+
+Example:
+    >>> import torch
+    >>> from securetrain.models import build_model
+    >>> from securetrain.encrypted.compiler import compile_model
+    >>> from securetrain.encrypted.planner import plan
+    >>> cm = compile_model(build_model("he", (1, 8, 8), 10), (1, 8, 8), calibration=torch.rand(4, 1, 8, 8))
+    >>> p = plan(cm, "latency")
+    >>> layout = LatencyPacking().layout(cm, p)
+    >>> layout["input"], layout["chunks"], layout["rows"], p.depth
+    ('expanded', 128, 32, 4)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from securetrain.encrypted.compiler import Affine, CompiledModel
+from securetrain.encrypted.packing import PACKINGS, Group, Packing, Program, next_pow2
+from securetrain.encrypted.planner import EncryptionPlan
+from securetrain.errors import EncryptionError
+
+CONST = -1
+ZERO = -2
+
+
+@dataclass
+class _Structure:
+    expanded: bool
+    chunks: int
+    rows: int
+    # per op: ("affine", p_in, m_out, has_const_out, bias_mode) or ("square", size)
+    stages: list[tuple[Any, ...]]
+    reason: str | None
+    diagonals: list[int]
+
+
+def _const_out_flags(compiled: CompiledModel) -> list[bool]:
+    """For each affine (in order): must its output carry the constant-1 slot?"""
+    n = compiled.n_affine
+    # affine j+1 folds its bias through a constant slot unless it is the last affine
+    return [(j + 1) < n - 1 for j in range(n)]
+
+
+def _structure(compiled: CompiledModel, slots: int, variant: str) -> _Structure:
+    ops = compiled.ops
+    flags = _const_out_flags(compiled)
+    expanded = False
+    chunks = rows = 0
+    first = ops[0] if ops else None
+    if isinstance(first, Affine):
+        w = first.weight.tocsr()
+        nnz = int(np.max(np.diff(w.indptr))) if w.shape[0] else 0
+        chunks = next_pow2(nnz + 1)
+        rows = next_pow2(first.out_features + (1 if flags[0] else 0))
+        expanded = variant == "expanded" and chunks * rows <= slots
+    stages: list[tuple[Any, ...]] = []
+    diagonals: list[int] = []
+    valid = slots  # slots holding correct, periodic values
+    period = compiled.input_size + 1  # replicated client input: features + constant 1
+    has_const = True
+    aff = 0
+    reason = None
+    if variant == "expanded" and not expanded:
+        reason = (f"the expanded first layer needs {chunks} x {rows} = {chunks * rows} slots"
+                  if chunks else "the model does not start with an affine map")
+    for k, op in enumerate(ops):
+        if isinstance(op, Affine):
+            const_out = flags[aff]
+            m = op.out_features + (1 if const_out else 0)
+            if k == 0 and expanded:
+                stages.append(("expanded", chunks, rows, const_out))
+                period, valid = rows, slots
+                diagonals.append(int(math.log2(slots // rows)))
+            else:
+                if op.in_features + (1 if has_const else 0) > period:
+                    reason = "internal layout error"
+                if not has_const and aff < compiled.n_affine - 1:
+                    reason = "internal layout error: a middle layer has no constant slot"
+                stages.append(("diag", period, m, const_out, has_const))
+                valid = valid - (period - 1)
+                diagonals.append(min(period, slots))
+                if period > slots or m > slots or valid < m:
+                    reason = (
+                        f"layer {k} maps {op.in_features} to {op.out_features} values: the diagonal method needs "
+                        f"{period + m - 1} slots of replicated input but {slots} are available"
+                    )
+                period = m
+            has_const = const_out
+            aff += 1
+        else:
+            stages.append(("square", op.size))
+    return _Structure(expanded, chunks, rows, stages, reason, diagonals)
+
+
+class LatencyProgram(Program):
+    """The server side of the latency packing for one model and plan."""
+
+    def __init__(self, compiled: CompiledModel, plan: EncryptionPlan) -> None:
+        st = _structure(compiled, plan.slots, plan.variant)
+        if st.reason:
+            raise EncryptionError(st.reason)
+        scale = plan.scale
+        primes = plan.rescale_primes()
+        slots = plan.slots
+        level = 0
+        factor = 1.0
+        self.steps: list[tuple[Any, ...]] = []
+        self.index: list[list[int]] | None = None
+        affines = [op for op in compiled.ops if isinstance(op, Affine)]
+        aff = 0
+        for op, stage in zip(compiled.ops, st.stages):
+            if stage[0] == "square":
+                self.steps.append(("square",))
+                factor = factor * factor * scale / primes[level]
+                level += 1
+                continue
+            a = affines[aff]
+            w = a.weight.tocsr()
+            if stage[0] == "expanded":
+                _, chunks, rows, const_out = stage
+                index = np.full((rows, chunks), ZERO, dtype=np.int64)
+                d = np.zeros((rows, chunks))
+                for r in range(a.out_features):
+                    cols = w.indices[w.indptr[r] : w.indptr[r + 1]]
+                    vals = w.data[w.indptr[r] : w.indptr[r + 1]]
+                    index[r, : len(cols)] = cols
+                    d[r, : len(cols)] = vals
+                    index[r, len(cols)] = CONST
+                    d[r, len(cols)] = a.bias[r]
+                if const_out:
+                    index[a.out_features, 0] = CONST
+                    d[a.out_features, 0] = 1.0
+                weights = np.zeros(slots)
+                weights[: chunks * rows] = (d.T.ravel()) * (primes[level] / scale / factor)
+                ones = [primes[level + 1] / scale] * (slots // rows)
+                self.steps.append(("expanded", weights.tolist(), ones, rows))
+                self.index = index.tolist()
+                level += 2
+            else:
+                _, period, m, const_out, has_const = stage
+                mat = np.zeros((period, m))
+                mat[: a.in_features, : a.out_features] = w.toarray().T
+                bias = None
+                if has_const:
+                    mat[a.in_features, : a.out_features] = a.bias
+                    if const_out:
+                        mat[a.in_features, a.out_features] = 1.0
+                else:
+                    bias = a.bias.tolist()
+                mat *= primes[level] / scale / factor
+                self.steps.append(("diag", mat.tolist(), bias))
+                level += 1
+            factor = 1.0
+            aff += 1
+        self.output_factor = factor
+        self.levels = level
+        self.structure = st
+
+    def run(self, context: Any, group: Group) -> Group:
+        out = []
+        for v in group.vectors:
+            for step in self.steps:
+                if step[0] == "square":
+                    v = v.square()
+                elif step[0] == "expanded":
+                    _, weights, ones, rows = step
+                    v = (v * weights).enc_matmul_plain(ones, rows)
+                else:
+                    _, mat, bias = step
+                    v = v.mm(mat)
+                    if bias is not None:
+                        v = v + bias
+            out.append(v)
+        return Group(group.samples, out)
+
+
+class LatencyPacking(Packing):
+    """One sample per ciphertext (vector packing)."""
+
+    name = "latency"
+    variants = ("expanded", "diagonal")
+
+    def fits(self, compiled: CompiledModel, slots: int, variant: str) -> str | None:
+        if variant not in self.variants:
+            return f"unknown latency variant {variant!r}"
+        if variant == "diagonal" and compiled.input_size + 1 > slots:
+            return f"{compiled.input_size} input features (+1 constant) do not fit in {slots} slots"
+        return _structure(compiled, slots, variant).reason
+
+    def depth(self, compiled: CompiledModel, slots: int, variant: str) -> int:
+        return compiled.depth + (1 if _structure(compiled, slots, variant).expanded else 0)
+
+    def galois_keys(self, compiled: CompiledModel, slots: int, variant: str) -> bool:
+        return True
+
+    def extra_first_level(self, compiled: CompiledModel, slots: int, variant: str) -> bool:
+        return _structure(compiled, slots, variant).expanded
+
+    def key_switches(self, compiled: CompiledModel, slots: int, variant: str) -> list[int]:
+        return list(_structure(compiled, slots, variant).diagonals)
+
+    def rotation_amplification(self, compiled: CompiledModel, slots: int, variant: str) -> float:
+        st = _structure(compiled, slots, variant)
+        # enc_matmul_plain rescales, then rotates and sums slots/rows blocks; the diagonal
+        # method rotates before its rescale, where key-switching noise is negligible.
+        return float(slots // st.rows) if st.expanded else 0.0
+
+    def notes(self, compiled: CompiledModel, slots: int, variant: str) -> list[str]:
+        st = _structure(compiled, slots, variant)
+        if st.expanded:
+            return [f"first layer in expanded layout ({st.chunks} chunks x {st.rows} rows, one extra level)"]
+        return ["first layer by the diagonal method on replicated input"]
+
+    def layout(self, compiled: CompiledModel, plan: EncryptionPlan) -> dict[str, Any]:
+        prog = LatencyProgram(compiled, plan)
+        st = prog.structure
+        base = {"kind": self.name, "features": compiled.input_size, "outputs": compiled.output_size,
+                "slots": plan.slots, "output_factor": prog.output_factor}
+        if st.expanded:
+            return {**base, "input": "expanded", "chunks": st.chunks, "rows": st.rows, "size": plan.slots,
+                    "index": prog.index}
+        return {**base, "input": "replicated", "size": compiled.input_size + 1}
+
+    def program(self, compiled: CompiledModel, plan: EncryptionPlan) -> Program:
+        return LatencyProgram(compiled, plan)
+
+    def encrypt(self, context: Any, layout: dict[str, Any], x: np.ndarray, *, chunk_size: int | None = None) -> list[Group]:
+        import tenseal as ts
+
+        groups = []
+        feats = int(layout["features"])
+        if layout["input"] == "expanded":
+            index = np.asarray(layout["index"], dtype=np.int64)
+            index = np.where(index == CONST, feats, np.where(index == ZERO, feats + 1, index))
+            reps = int(layout["slots"]) // (int(layout["chunks"]) * int(layout["rows"]))
+            for row in x:
+                ext = np.concatenate([row, [1.0, 0.0]])
+                block = ext[index.T].ravel()
+                groups.append(Group(1, [ts.ckks_vector(context, np.tile(block, reps).tolist())]))
+        else:
+            for row in x:
+                groups.append(Group(1, [ts.ckks_vector(context, np.concatenate([row, [1.0]]).tolist())]))
+        return groups
+
+    def decrypt(self, context: Any, layout: dict[str, Any], groups: list[Group]) -> np.ndarray:
+        n = int(layout["outputs"])
+        rows = []
+        for g in groups:
+            for v in g.vectors:
+                vals = np.asarray(v.decrypt(), dtype=np.float64)
+                if vals.size < n:
+                    raise EncryptionError(f"a result ciphertext holds {vals.size} values, expected {n}")
+                rows.append(vals[:n] / float(layout["output_factor"]))
+        return np.stack(rows) if rows else np.zeros((0, n))
+
+    def check_layout(self, layout: dict[str, Any], plan: EncryptionPlan) -> None:
+        super().check_layout(layout, plan)
+        feats, slots = int(layout["features"]), int(layout["slots"])
+        factor = layout.get("output_factor")
+        ok = isinstance(factor, (int, float)) and np.isfinite(factor) and factor != 0
+        if layout.get("input") == "expanded":
+            try:
+                index = np.asarray(layout["index"], dtype=np.int64)
+                chunks, rows = int(layout["chunks"]), int(layout["rows"])
+            except (KeyError, TypeError, ValueError):
+                ok = False
+            else:
+                ok = ok and (
+                    index.shape == (rows, chunks) and chunks * rows <= slots and slots % (chunks * rows) == 0
+                    and int(layout["size"]) == slots and bool(np.all((index >= ZERO) & (index < feats)))
+                )
+        elif layout.get("input") == "replicated":
+            ok = ok and int(layout.get("size", -1)) == feats + 1 <= slots
+        else:
+            ok = False
+        if not ok:
+            raise EncryptionError("malformed latency layout in the spec (input, index, size or output_factor)")
+
+    def check_group(self, layout: dict[str, Any], group: Group) -> None:
+        if group.samples != 1 or len(group.vectors) != 1:
+            raise EncryptionError("latency packing takes exactly one ciphertext per sample")
+        v = group.vectors[0]
+        if v.size() != int(layout["size"]):
+            raise EncryptionError(f"a latency input ciphertext must hold {layout['size']} values, got {v.size()}")
+
+
+PACKINGS.add("latency", LatencyPacking())
+
+__all__ = ["LatencyPacking", "LatencyProgram"]

@@ -1,0 +1,338 @@
+"""Choose CKKS parameters from a compiled model's depth and value range, before any encryption.
+
+Every affine map and every square uses one level of the coefficient-modulus chain
+(one rescale by one prime). A chain for depth ``d`` is ``[q0, s, ..., s (d times), q0]``:
+``s`` bits per level (the scale), ``q0 = s + integer bits`` for the final value, and a
+special prime for key switching, as large as ``q0`` and larger where rotations follow a
+rescale (the latency packing's expanded layer) so their noise stays below the scale's. At 128-bit security the total is
+capped (HE standard): 109 bits at N=4096, 218 at 8192, 438 at 16384, 881 at 32768. The
+planner takes the smallest ring whose cap fits the depth with a scale of at least
+``min_scale_bits`` and then the largest scale that fits; if nothing fits it raises
+:class:`EncryptionError` naming the depth, the cap and what to change, so "scale out of
+bounds" never surfaces halfway through an encrypted forward pass.
+
+Example:
+    >>> import torch
+    >>> from securetrain.models import build_model
+    >>> from securetrain.encrypted.compiler import compile_model
+    >>> cm = compile_model(build_model("he", (1, 8, 8), 10), (1, 8, 8), calibration=torch.rand(8, 1, 8, 8))
+    >>> p = plan(cm, "throughput")
+    >>> p.poly_modulus_degree, p.depth, sum(p.coeff_mod_bit_sizes) <= 218, p.security_bits
+    (8192, 3, True, 128)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from securetrain.encrypted.compiler import Affine, CompiledModel
+from securetrain.errors import EncryptionError
+
+MAX_COEFF_BITS_128: dict[int, int] = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
+"""HE-standard caps on the total coefficient-modulus bits for 128-bit security (as SEAL enforces)."""
+MAX_PRIME_BITS = 60
+SECURITY_BITS = 128
+
+
+@lru_cache(maxsize=64)
+def ckks_primes(poly_modulus_degree: int, coeff_mod_bit_sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """The primes SEAL picks for ``coeff_mod_bit_sizes`` (the same ones TenSEAL's context uses)."""
+    import tenseal.sealapi as sealapi
+
+    try:
+        mods = sealapi.CoeffModulus.Create(int(poly_modulus_degree), [int(b) for b in coeff_mod_bit_sizes])
+    except Exception as exc:  # SEAL raises a bare RuntimeError/ValueError for impossible chains
+        raise EncryptionError(
+            f"SEAL cannot build the modulus chain {list(coeff_mod_bit_sizes)} at N={poly_modulus_degree} ({exc}); "
+            "use larger prime sizes"
+        ) from exc
+    return tuple(int(m.value()) for m in mods)
+
+
+@dataclass(frozen=True)
+class EncryptionPlan:
+    """CKKS parameters for one model and one packing, plus what they were derived from."""
+
+    mode: str
+    poly_modulus_degree: int
+    coeff_mod_bit_sizes: tuple[int, ...]
+    scale_bits: int
+    depth: int
+    int_bits: int
+    value_bound: float
+    estimated_error: float
+    galois_keys: bool
+    variant: str = "default"
+    security_bits: int = SECURITY_BITS
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def slots(self) -> int:
+        return self.poly_modulus_degree // 2
+
+    @property
+    def total_bits(self) -> int:
+        return int(sum(self.coeff_mod_bit_sizes))
+
+    @property
+    def max_bits(self) -> int:
+        return MAX_COEFF_BITS_128[self.poly_modulus_degree]
+
+    @property
+    def scale(self) -> float:
+        return float(2**self.scale_bits)
+
+    def primes(self) -> tuple[int, ...]:
+        """All primes of the chain, special prime last."""
+        return ckks_primes(self.poly_modulus_degree, tuple(self.coeff_mod_bit_sizes))
+
+    def rescale_primes(self) -> tuple[int, ...]:
+        """The prime each successive rescale divides by (SEAL drops the last data prime first)."""
+        data = self.primes()[:-1]
+        return tuple(reversed(data[1:]))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["coeff_mod_bit_sizes"] = list(self.coeff_mod_bit_sizes)
+        d["notes"] = list(self.notes)
+        d["primes"] = [str(p) for p in self.primes()]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EncryptionPlan:
+        """Rebuild (and sanity-check) a plan received from a server."""
+        try:
+            plan = cls(
+                mode=str(d["mode"]),
+                poly_modulus_degree=int(d["poly_modulus_degree"]),
+                coeff_mod_bit_sizes=tuple(int(b) for b in d["coeff_mod_bit_sizes"]),
+                scale_bits=int(d["scale_bits"]),
+                depth=int(d["depth"]),
+                int_bits=int(d["int_bits"]),
+                value_bound=float(d["value_bound"]),
+                estimated_error=float(d["estimated_error"]),
+                galois_keys=bool(d["galois_keys"]),
+                variant=str(d.get("variant", "default")),
+                security_bits=int(d.get("security_bits", SECURITY_BITS)),
+                notes=tuple(str(n) for n in d.get("notes", ())),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EncryptionError(f"malformed encryption plan: {exc!r}") from exc
+        plan.check()
+        if "primes" in d and [str(p) for p in plan.primes()] != [str(p) for p in d["primes"]]:
+            raise EncryptionError(
+                "this TenSEAL/SEAL build picks different primes than the server's for the same plan; "
+                "client and server need the same tenseal version"
+            )
+        return plan
+
+    def check(self) -> None:
+        """Raise :class:`EncryptionError` unless the plan is valid at 128-bit security."""
+        n = self.poly_modulus_degree
+        if n not in MAX_COEFF_BITS_128:
+            raise EncryptionError(f"poly_modulus_degree must be one of {sorted(MAX_COEFF_BITS_128)}, got {n}")
+        bits = self.coeff_mod_bit_sizes
+        if len(bits) != self.depth + 2:
+            raise EncryptionError(f"a depth-{self.depth} plan needs {self.depth + 2} primes, got {len(bits)}")
+        if any(not 20 <= b <= MAX_PRIME_BITS for b in bits):
+            raise EncryptionError(f"every prime must have 20 to {MAX_PRIME_BITS} bits, got {list(bits)}")
+        if self.total_bits > self.max_bits:
+            raise EncryptionError(
+                f"the modulus chain {list(bits)} has {self.total_bits} bits; 128-bit security allows {self.max_bits} at N={n}"
+            )
+        from securetrain.encrypted.packing import get_packing
+
+        if self.variant not in get_packing(self.mode).variants:
+            raise EncryptionError(
+                f"{self.mode} packing has no variant {self.variant!r}; choose one of {', '.join(get_packing(self.mode).variants)}"
+            )
+        if self.security_bits != SECURITY_BITS:
+            raise EncryptionError(f"only {SECURITY_BITS}-bit security is supported, got {self.security_bits}")
+
+
+def value_bounds(compiled: CompiledModel, input_bound: float | None) -> float:
+    """Largest magnitude of any intermediate value: measured (calibration) or interval arithmetic."""
+    if compiled.calibration is not None:
+        return compiled.calibration.value_bound
+    if input_bound is None:
+        raise EncryptionError(
+            "the planner needs the range of the values: compile with calibration=x (a few samples of real "
+            "inputs) or pass input_bound=max |input value|"
+        )
+    b = np.full(compiled.input_size, float(abs(input_bound)))
+    worst = float(b.max())
+    for op in compiled.ops:
+        if isinstance(op, Affine):
+            b = np.asarray(abs(op.weight) @ b).ravel() + np.abs(op.bias)
+        else:
+            b = b * b
+        worst = max(worst, float(b.max()) if b.size else 0.0)
+    return worst
+
+
+def estimate_error(
+    compiled: CompiledModel,
+    poly_modulus_degree: int,
+    scale_bits: int,
+    *,
+    extra_first_level: bool = False,
+    key_switches: list[int] | None = None,
+    input_bound: float | None = None,
+    special_bits: int | None = None,
+    rotation_amplification: float = 0.0,
+    rescale_terms: list[int] | None = None,
+    safety: float = 6.0,
+) -> float:
+    """A heuristic bound on the absolute error of each decrypted output.
+
+    Each operation (fresh encryption, rescale, relinearisation, rotation) adds noise of
+    about ``N / 2^s`` per slot (measured on this stack: the largest error of a fresh
+    ciphertext over all slots), and weights are rounded to ``2^-(s+1)``. Noise is pushed
+    through the chain as random noise: an affine map scales it by the largest L2 norm of a
+    row of ``W``, a square by twice the largest value it squares (from the calibration
+    data); an output summed from ``k`` separately rescaled products gains ``sqrt(k)`` times
+    the per-operation noise. Key switches done after a rescale add ``N * 3.2 * levels / P`` each (``P`` the
+    special prime), times ``rotation_amplification`` for rotate-and-sum. The result is
+    multiplied by ``safety``. An estimate, not a guarantee; the tests compare it with
+    measured errors.
+    """
+    eta = poly_modulus_degree / 2.0**scale_bits
+    quant = 2.0 ** -(scale_bits + 1)
+    cal = compiled.calibration
+    in_max = cal.input_max if cal is not None else float(abs(input_bound or 1.0))
+    op_max = cal.op_max if cal is not None else None
+    delta = eta + in_max * quant
+    prev_max = in_max
+    switches = list(key_switches or [])
+    affine_idx = 0
+    for k, op in enumerate(compiled.ops):
+        cur_max = op_max[k] if op_max is not None else prev_max
+        if isinstance(op, Affine):
+            ks = switches[affine_idx] if affine_idx < len(switches) else 0
+            terms = rescale_terms[affine_idx] if rescale_terms and affine_idx < len(rescale_terms) else 1
+            w = op.weight
+            row_l2 = float(np.sqrt(np.max(np.asarray(w.multiply(w).sum(axis=1)).ravel()))) if w.nnz else 0.0
+            delta = (row_l2 * delta + (math.sqrt(max(terms, 1)) + math.sqrt(ks)) * eta
+                     + math.sqrt(op.in_features) * prev_max * quant)
+            if extra_first_level and affine_idx == 0:
+                delta += eta + cur_max * quant
+                if rotation_amplification and special_bits:
+                    levels = len(compiled.ops) + 2
+                    delta += rotation_amplification * poly_modulus_degree * 3.2 * levels / 2.0**special_bits
+            affine_idx += 1
+        else:
+            delta = 2.0 * prev_max * delta + delta * delta + eta
+        prev_max = cur_max
+    return safety * delta
+
+
+def plan(
+    compiled: CompiledModel,
+    mode: str = "throughput",
+    *,
+    poly_modulus_degree: int | None = None,
+    max_poly_modulus_degree: int = 32768,
+    min_scale_bits: int = 26,
+    max_scale_bits: int = 50,
+    headroom_bits: int = 2,
+    input_bound: float | None = None,
+) -> EncryptionPlan:
+    """The CKKS parameters for ``compiled`` under packing ``mode`` at 128-bit security.
+
+    ``headroom_bits`` of margin are kept above the largest value seen in calibration
+    (inputs far outside the calibration range can overflow silently, as in any CKKS
+    deployment). Raises :class:`EncryptionError` before anything is encrypted if no ring
+    fits.
+    """
+    from securetrain.encrypted.packing import get_packing
+
+    packing = get_packing(mode)
+    if not 20 <= min_scale_bits <= max_scale_bits <= MAX_PRIME_BITS - 1:
+        raise EncryptionError(
+            f"need 20 <= min_scale_bits <= max_scale_bits <= {MAX_PRIME_BITS - 1}, got {min_scale_bits} and {max_scale_bits}"
+        )
+    if poly_modulus_degree is not None and poly_modulus_degree not in MAX_COEFF_BITS_128:
+        raise EncryptionError(
+            f"poly_modulus_degree must be one of {sorted(MAX_COEFF_BITS_128)}, got {poly_modulus_degree}"
+        )
+    bound = value_bounds(compiled, input_bound)
+    if not math.isfinite(bound):
+        raise EncryptionError("the model's intermediate values are unbounded (non-finite); check the weights")
+    int_bits = max(1, math.ceil(math.log2(max(bound, 1e-12)))) + headroom_bits + 1
+    if int_bits + min_scale_bits > MAX_PRIME_BITS:
+        raise EncryptionError(
+            f"values reach {bound:.3g}, which needs {int_bits} integer bits on top of a {min_scale_bits}-bit scale: "
+            f"more than the {MAX_PRIME_BITS} bits of one prime. Rescale the model's inputs or weights (e.g. "
+            "normalise inputs to [0, 1]) or lower min_scale_bits"
+        )
+    candidates = [poly_modulus_degree] if poly_modulus_degree else [
+        n for n in sorted(MAX_COEFF_BITS_128) if n <= max_poly_modulus_degree
+    ]
+    if not candidates:
+        raise EncryptionError(f"max_poly_modulus_degree={max_poly_modulus_degree} is below the smallest ring (4096)")
+    reasons: list[str] = []
+    depth = None
+    for n in candidates:
+        slots = n // 2
+        limit = MAX_COEFF_BITS_128[n]
+        for variant in packing.variants:
+            reason = packing.fits(compiled, slots, variant)
+            if reason is not None:
+                reasons.append(f"N={n} ({variant}): {reason}")
+                continue
+            depth = packing.depth(compiled, slots, variant)
+            amp = packing.rotation_amplification(compiled, slots, variant)
+            # special prime: at least q0, and large enough that key switching after a rescale stays
+            # below the scale's noise (see estimate_error)
+            ks_bits = math.ceil(math.log2(3.2 * (depth + 2) * amp)) + 1 if amp > 0 else 0
+            extra = max(int_bits, ks_bits)
+            s = min(max_scale_bits, MAX_PRIME_BITS - extra, (limit - int_bits - extra) // (depth + 2))
+            if s < max(min_scale_bits, math.ceil(math.log2(2 * n)) + 6):
+                reasons.append(f"N={n} ({variant}): depth {depth} leaves a {s}-bit scale")
+                continue
+            q0 = s + int_bits
+            bits = (q0, *([s] * depth), s + extra)
+            try:
+                ckks_primes(n, bits)
+            except EncryptionError as exc:
+                reasons.append(f"N={n} ({variant}): {exc}")
+                continue
+            err = estimate_error(
+                compiled, n, s, extra_first_level=packing.extra_first_level(compiled, slots, variant),
+                key_switches=packing.key_switches(compiled, slots, variant), input_bound=input_bound,
+                special_bits=s + extra, rotation_amplification=amp,
+                rescale_terms=packing.rescales_per_output(compiled, slots, variant),
+            )
+            result = EncryptionPlan(
+                mode=packing.name, poly_modulus_degree=n, coeff_mod_bit_sizes=bits, scale_bits=s, depth=depth,
+                int_bits=int_bits, value_bound=bound, estimated_error=err,
+                galois_keys=packing.galois_keys(compiled, slots, variant), variant=variant,
+                notes=tuple(packing.notes(compiled, slots, variant)),
+            )
+            result.check()
+            return result
+    base = compiled.depth
+    if depth is None:
+        raise EncryptionError(
+            f"{packing.name} packing cannot lay out this model in any allowed ring ({'; '.join(reasons)}); "
+            "use mode='throughput' or a larger max_poly_modulus_degree"
+        )
+    n = candidates[-1]
+    limit = MAX_COEFF_BITS_128[n]
+    max_depth = max(0, (limit - 2 * (min_scale_bits + int_bits)) // min_scale_bits)
+    raise EncryptionError(
+        f"the model needs multiplicative depth {depth} ({compiled.n_affine} affine maps + {compiled.n_square} squares"
+        f"{' + 1 packing level' if depth > base else ''}), but at 128-bit security the largest allowed ring "
+        f"(N={n}) has {limit} modulus bits: enough for depth {max_depth} at a {min_scale_bits}-bit scale with "
+        f"{int_bits} integer bits. Reduce the depth (fewer activations or non-adjacent linear layers; adjacent "
+        f"linear layers fuse for free), lower min_scale_bits (less precision) or allow a larger "
+        f"max_poly_modulus_degree"
+    )
+
+
+__all__ = ["EncryptionPlan", "MAX_COEFF_BITS_128", "SECURITY_BITS", "ckks_primes", "estimate_error", "plan", "value_bounds"]

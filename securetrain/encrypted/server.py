@@ -1,0 +1,183 @@
+"""The server role: holds the model, never a secret key, and evaluates ciphertexts.
+
+:class:`EncryptedModel` is the model compiled and planned for one packing; its
+:meth:`~EncryptedModel.spec` is the public description a client needs (parameters and
+layout, no weights). :class:`InferenceServer` is built from that model and a client's
+*public* context bytes only: it refuses a context that carries a secret key, checks the
+parameters, evaluates requests and returns ciphertext bytes.
+
+Example:
+    >>> import torch
+    >>> from securetrain.models import build_model
+    >>> from securetrain.encrypted.client import EncryptionClient
+    >>> model = build_model("he", (1, 8, 8), 10, hidden=4)
+    >>> em = EncryptedModel.build(model, "throughput", calibration=torch.rand(8, 1, 8, 8))
+    >>> client = EncryptionClient(em.spec())
+    >>> server = InferenceServer(em, client.public_context())
+    >>> x = torch.rand(3, 1, 8, 8)
+    >>> out = client.decrypt(server.evaluate(client.encrypt(x)))
+    >>> bool(abs(out - model(x).detach().numpy()).max() < em.plan.estimated_error)
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from securetrain.encrypted.compiler import CompiledModel, compile_model
+from securetrain.encrypted.errors import ContextMismatchError, PublicContextError, WireFormatError
+from securetrain.encrypted.packing import Packing, Program, fresh_level_check, get_packing
+from securetrain.encrypted.planner import EncryptionPlan, plan
+from securetrain.encrypted.wire import REQUEST, RESPONSE, fingerprint, pack_groups, spec_fingerprint, unpack_groups
+from securetrain.errors import EncryptionError
+
+logger = logging.getLogger(__name__)
+
+SPEC_FORMAT = "securetrain.encrypted/1"
+
+
+@dataclass
+class EncryptedModel:
+    """A compiled model with its plan and server program for one packing."""
+
+    compiled: CompiledModel
+    plan: EncryptionPlan
+
+    def __post_init__(self) -> None:
+        self.packing: Packing = get_packing(self.plan.mode)
+        self.program: Program = self.packing.program(self.compiled, self.plan)
+        self.layout: dict[str, Any] = self.packing.layout(self.compiled, self.plan)
+        self._spec = {
+            "format": SPEC_FORMAT,
+            "model": self.compiled.name,
+            "mode": self.plan.mode,
+            "input_shape": list(self.compiled.input_shape),
+            "plan": self.plan.to_dict(),
+            "layout": self.layout,
+        }
+        self.spec_id = spec_fingerprint(self._spec)
+
+    @classmethod
+    def build(
+        cls,
+        model: nn.Module,
+        mode: str = "throughput",
+        *,
+        calibration: np.ndarray | torch.Tensor | None = None,
+        input_shape: Sequence[int] | None = None,
+        name: str | None = None,
+        **plan_options: Any,
+    ) -> EncryptedModel:
+        """Compile ``model``, measure value ranges on ``calibration`` and plan ``mode``."""
+        compiled = compile_model(model, input_shape, calibration=calibration, name=name)
+        return cls(compiled, plan(compiled, mode, **plan_options))
+
+    def spec(self) -> dict[str, Any]:
+        """The public description a client needs: parameters and layout (no weights); a copy."""
+        return copy.deepcopy(self._spec)
+
+
+@lru_cache(maxsize=32)
+def _expected_parms_id(poly_modulus_degree: int, bits: tuple[int, ...]) -> tuple[int, ...]:
+    import tenseal.sealapi as sealapi
+
+    parms = sealapi.EncryptionParameters(sealapi.SCHEME_TYPE.CKKS)
+    parms.set_poly_modulus_degree(poly_modulus_degree)
+    parms.set_coeff_modulus(sealapi.CoeffModulus.Create(poly_modulus_degree, list(bits)))
+    ctx = sealapi.SEALContext(parms, True, sealapi.SEC_LEVEL_TYPE.TC128)
+    return tuple(int(v) for v in ctx.key_parms_id())
+
+
+def load_public_context(data: bytes, plan: EncryptionPlan, *, n_threads: int | None = None) -> Any:
+    """Load a client's context from bytes, refusing it unless it is public and matches ``plan``."""
+    import tenseal as ts
+
+    if not isinstance(data, (bytes, bytearray)) or not data:
+        raise PublicContextError("a public context must be non-empty bytes (context.serialize(save_secret_key=False))")
+    try:
+        ctx = ts.context_from(bytes(data), n_threads=n_threads)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise PublicContextError(f"the context bytes are not a serialised TenSEAL context ({exc})") from exc
+    if ctx.is_private() or ctx.has_secret_key():
+        del ctx
+        raise PublicContextError(
+            "refused: the context carries a secret key. A server must never hold it (it could decrypt every "
+            "input and result); the client must send context.serialize(save_secret_key=False)"
+        )
+    seal = ctx.seal_context().data
+    if tuple(int(v) for v in seal.key_parms_id()) != _expected_parms_id(plan.poly_modulus_degree, tuple(plan.coeff_mod_bit_sizes)):
+        raise ContextMismatchError(
+            f"the context's encryption parameters differ from this model's plan (N={plan.poly_modulus_degree}, "
+            f"coeff_mod_bit_sizes={list(plan.coeff_mod_bit_sizes)}); build the client from the server's spec"
+        )
+    try:
+        scale = ctx.global_scale
+    except ValueError as exc:
+        raise PublicContextError("the context has no global scale; set context.global_scale = 2**scale_bits") from exc
+    if not np.isclose(scale, plan.scale, rtol=1e-12):
+        raise ContextMismatchError(f"the context's global scale 2^{np.log2(scale):.2f} differs from the plan's 2^{plan.scale_bits}")
+    if not ctx.has_relin_keys():
+        raise PublicContextError("the context has no relinearisation keys, which squaring needs")
+    if plan.galois_keys and not ctx.has_galois_keys():
+        raise PublicContextError(f"the {plan.mode} packing rotates ciphertexts: the context needs Galois keys")
+    if not ctx.has_public_key():
+        raise PublicContextError("the context has no public key")
+    return ctx
+
+
+class InferenceServer:
+    """Evaluates one client's requests; constructed from public context bytes only."""
+
+    def __init__(self, model: EncryptedModel, public_context: bytes, *, n_threads: int | None = None) -> None:
+        self.model = model
+        self.context = load_public_context(public_context, model.plan, n_threads=n_threads)
+        self.context_id = fingerprint(bytes(public_context))
+
+    def open_request(self, request: bytes) -> list[Any]:
+        """Parse and check a request; the loaded groups of ciphertexts."""
+        header, groups = unpack_groups(request, self.context, expect_kind=REQUEST)
+        if header.get("context") != self.context_id:
+            raise ContextMismatchError(
+                f"the request's ciphertexts were made under context {str(header.get('context'))[:12]}..., but this "
+                f"server holds context {self.context_id[:12]}...: encrypt with the context you registered"
+            )
+        if header.get("spec") != self.model.spec_id:
+            raise ContextMismatchError(
+                "the request was built for another model or plan (spec fingerprint differs); fetch the server's spec again"
+            )
+        if header.get("mode") != self.model.plan.mode:
+            raise WireFormatError(f"request mode {header.get('mode')!r} differs from the server's {self.model.plan.mode!r}")
+        for gi, g in enumerate(groups):
+            self.model.packing.check_group(self.model.layout, g)
+            for vi, v in enumerate(g.vectors):
+                fresh_level_check(v, self.model.plan.depth, self.model.plan.scale, f"ciphertext {vi} of group {gi}")
+        return groups
+
+    def evaluate(self, request: bytes) -> bytes:
+        """Evaluate a request (bytes) and return the response (bytes)."""
+        groups = self.open_request(request)
+        results = []
+        for g in groups:
+            try:
+                results.append(self.model.program.run(self.context, g))
+            except ValueError as exc:
+                if "scale out of bounds" in str(exc) or "end of modulus switching chain" in str(exc):
+                    raise EncryptionError(
+                        "the evaluation ran out of modulus levels; the plan does not match the model "
+                        f"(depth {self.model.plan.depth}); re-plan with securetrain.encrypted.plan"
+                    ) from exc
+                raise
+        header = {"mode": self.model.plan.mode, "context": self.context_id, "spec": self.model.spec_id}
+        return pack_groups(RESPONSE, header, results)
+
+
+__all__ = ["EncryptedModel", "InferenceServer", "SPEC_FORMAT", "load_public_context"]
