@@ -8,6 +8,9 @@ from typing import Any
 
 from securetrain.report.report import Report
 
+# Bulky detail kept in report.json but left out of the key/value tables (plots show the curves).
+_HIDDEN_KEYS = frozenset({"roc", "roc_curves", "epsilon_history", "layers", "timing", "attack_details"})
+
 _SECTION_TITLES = {
     "privacy": "Privacy (differential privacy)",
     "robustness": "Robustness (evasion attacks)",
@@ -68,7 +71,7 @@ def render_markdown(r: Report) -> str:
         if not sec:
             continue
         lines += [f"## {title}", "", "| key | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in sec.items() if k not in ("roc", "roc_curves", "epsilon_history")]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in sec.items() if k not in _HIDDEN_KEYS]
         lines.append("")
         for key in ("warnings", "flags"):
             for w in sec.get(key) or []:
@@ -118,7 +121,7 @@ def render_html(r: Report) -> str:
         sec = getattr(r, name)
         if not sec:
             continue
-        rows_ = [(k, _fmt(v)) for k, v in sec.items() if k not in ("roc", "roc_curves", "epsilon_history")]
+        rows_ = [(k, _fmt(v)) for k, v in sec.items() if k not in _HIDDEN_KEYS or name == "timing"]
         parts.append(f"<h2>{html.escape(title)}</h2>{_html_table(rows_)}")
         for key in ("warnings", "flags"):
             for w in sec.get(key) or []:
