@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-# Two cores on CI: keep torch from oversubscribing them when tests run.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The test models are tiny: one thread is as fast as two for them, and it avoids
+# oversubscribing CI's two cores when a test starts subprocesses (examples, torchrun).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
