@@ -1,0 +1,66 @@
+"""Evasion attacks, the robustness audit and its gradient-masking checks.
+
+Attacks are stateless configuration objects from a registry; the model is passed at call
+time and every attack returns the same :class:`AttackResult`. Gradient attacks (FGSM, PGD)
+are plain torch loops; Carlini-Wagner, DeepFool, HopSkipJump and Boundary are driven by Foolbox.
+
+Example:
+    >>> import torch
+    >>> from attacks.evasion import get_attack
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    >>> x, y = torch.rand(32, 1, 4, 4), torch.randint(0, 4, (32,))
+    >>> result = get_attack("pgd", steps=20)(model, x, y, [0.05, 0.3], bounds=(0.0, 1.0), seed=0)
+    >>> [round(a, 2) >= 0 for a in result.robust_accuracy]
+    [True, True]
+"""
+
+from __future__ import annotations
+
+from attacks.evasion.base import Attack, AttackContext, AttackKind, AttackResult
+from attacks.evasion.norms import NORMS, Norm
+from attacks.evasion.registry import ATTACKS, available_attacks, get_attack, register_attack
+
+# Importing the attack modules registers them (no other side effect; Foolbox loads lazily).
+from attacks.evasion.gradient import FGSM, PGD, L2PGD
+from attacks.evasion.noise import RandomNoise, RandomNoiseL2
+from attacks.evasion.minimization import CarliniWagnerL2, DeepFool, MinimizationAttack
+from attacks.evasion.decision import Boundary, HopSkipJump, HopSkipJumpL2
+from attacks.evasion.presets import DEFAULT_EPSILONS, PRESETS, AuditPreset
+from attacks.evasion.masking import MaskingCheck
+from attacks.evasion.audit import RobustnessResult, audit_robustness
+from attacks.evasion.plot import robustness_curves, robustness_figure
+from attacks.evasion.run_dir import audit_run
+
+__all__ = [
+    "ATTACKS",
+    "DEFAULT_EPSILONS",
+    "PRESETS",
+    "AuditPreset",
+    "MaskingCheck",
+    "RobustnessResult",
+    "audit_robustness",
+    "audit_run",
+    "robustness_curves",
+    "robustness_figure",
+    "NORMS",
+    "Attack",
+    "AttackContext",
+    "AttackKind",
+    "AttackResult",
+    "Boundary",
+    "CarliniWagnerL2",
+    "DeepFool",
+    "FGSM",
+    "HopSkipJump",
+    "HopSkipJumpL2",
+    "L2PGD",
+    "MinimizationAttack",
+    "Norm",
+    "PGD",
+    "RandomNoise",
+    "RandomNoiseL2",
+    "available_attacks",
+    "get_attack",
+    "register_attack",
+]

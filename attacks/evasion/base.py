@@ -1,0 +1,410 @@
+"""The attack base class and its result type.
+
+An attack is a stateless configuration object (a frozen dataclass); the model is passed at
+call time. :meth:`Attack.__call__` does the shared work for every attack, and subclasses
+implement only :meth:`Attack.run`:
+
+* checks the inputs, labels, epsilons and bounds, raising typed errors that say how to fix them;
+* runs inside :func:`securetrain.modes.attack_mode`, so the model is in eval mode, Opacus
+  per-sample-gradient hooks are off, parameter ``.grad`` / ``grad_sample`` are restored exactly,
+  and parameters are frozen (no gradient is ever accumulated into them);
+* never mutates its input, seeds its randomness without touching the caller's RNG stream;
+* projects every candidate into the epsilon ball and the input bounds;
+* decides success by the model's prediction, with clean mistakes counting as successes at any
+  epsilon (the unperturbed input already is an adversarial example).
+
+Example:
+    >>> import torch
+    >>> from attacks.evasion import get_attack
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    >>> x, y = torch.rand(8, 4), torch.randint(0, 3, (8,))
+    >>> result = get_attack("pgd", steps=10, restarts=1)(model, x, y, [0.0, 0.1, 0.5])
+    >>> len(result.robust_accuracy), result.success.shape
+    (3, torch.Size([3, 8]))
+    >>> bool((result.adversarials[1] - x).abs().max() <= 0.1 + 1e-6)
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Literal, final
+
+import torch
+from torch import nn
+
+from attacks.evasion.norms import Norm, distance, project
+from securetrain.errors import AttackError, ModelError
+from securetrain.modes import attack_mode, model_device, unwrap
+
+log = logging.getLogger("attacks.evasion")
+
+AttackKind = Literal["gradient", "decision", "noise"]
+Bounds = tuple[float, float]
+
+_BOUNDS_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    """What :meth:`Attack.run` may use besides the model, inputs and labels."""
+
+    bounds: Bounds
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What every attack returns, whatever it is.
+
+    ``adversarials[e]`` holds, for epsilon ``epsilons[e]``, one input per sample inside the
+    epsilon ball and the bounds: an adversarial example where ``success[e]`` is true (the
+    unperturbed input for a sample the model already gets wrong), else the attack's last
+    candidate. ``robust_accuracy[e]`` is the share of samples the model still classifies
+    correctly after the attack: ``1 - success[e].mean()``.
+    """
+
+    attack: str
+    norm: Norm
+    epsilons: tuple[float, ...]
+    adversarials: list[torch.Tensor]
+    success: torch.Tensor  # (len(epsilons), N) bool
+    clean_correct: torch.Tensor  # (N,) bool
+    distances: torch.Tensor  # (len(epsilons), N) norm of each returned perturbation
+    time_s: float
+
+    @property
+    def robust_accuracy(self) -> list[float]:
+        """Robust accuracy per epsilon."""
+        return [float(1.0 - s.float().mean()) for s in self.success]
+
+    @property
+    def clean_accuracy(self) -> float:
+        """Accuracy on the unperturbed inputs."""
+        return float(self.clean_correct.float().mean())
+
+
+class Attack(ABC):
+    """Base class of every evasion attack: configuration only, the model comes at call time.
+
+    Subclasses are frozen dataclasses that set the class attributes ``name``, ``norm``
+    (``"linf"`` or ``"l2"``; epsilons are measured in it), ``kind`` (``"gradient"``,
+    ``"decision"`` or ``"noise"``; the gradient-masking checks compare kinds) and
+    ``stochastic``, and implement :meth:`run`.
+    """
+
+    name: ClassVar[str] = ""
+    norm: ClassVar[Norm]
+    kind: ClassVar[AttackKind]
+    stochastic: ClassVar[bool] = False
+
+    @abstractmethod
+    def run(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        epsilons: Sequence[float],
+        ctx: AttackContext,
+    ) -> list[torch.Tensor]:
+        """Return one tensor of candidate adversarial inputs per epsilon (all positive).
+
+        Called by :meth:`__call__` inside :func:`~securetrain.modes.attack_mode` with the
+        plain inner module, only on samples the model classifies correctly, with
+        parameters frozen and the RNG seeded. Candidates need not lie in the ball or the
+        bounds: the caller projects them.
+        """
+
+    def generate(
+        self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, epsilon: float, ctx: AttackContext
+    ) -> torch.Tensor:
+        """Candidates for :meth:`perturb` (adversarial training). Defaults to :meth:`run`;
+        loss-maximising attacks override it to return their highest-loss point instead of
+        the first misclassified one."""
+        return self.run(model, inputs, labels, [epsilon], ctx)[0]
+
+    def config(self) -> dict[str, Any]:
+        """The attack's name, norm and settings (JSON-ready)."""
+        settings = asdict(self) if _is_dataclass_instance(self) else {}
+        return {"name": self.name, "norm": self.norm, "kind": self.kind, **settings}
+
+    @final
+    def __call__(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        epsilons: float | Sequence[float],
+        *,
+        bounds: Bounds = (0.0, 1.0),
+        num_classes: int | None = None,
+        seed: int | None = None,
+    ) -> AttackResult:
+        """Attack ``model`` on ``(inputs, labels)`` at every epsilon of ``epsilons``.
+
+        ``inputs`` must lie inside ``bounds`` (the data's input range, e.g.
+        ``securetrain.data.get_info(name).bounds``); ``num_classes``, if given, is the
+        logit width the model must produce. The same ``seed`` gives the same result; with
+        ``seed=None`` one is drawn from torch's global RNG.
+        """
+        eps = check_epsilons(epsilons)
+        lo, hi = check_bounds(bounds)
+        check_inputs(inputs, labels, (lo, hi))
+        start = time.perf_counter()
+        device = model_device(model)
+        x = inputs.detach().to(device=device, dtype=torch.float32).clone()
+        y = labels.detach().to(device=device, dtype=torch.long)
+        n = x.shape[0]
+        with attacking(model, seed) as net:
+            with torch.no_grad():
+                clean_logits = net(x)
+            classes = check_logits(clean_logits, y, num_classes)
+            clean_correct = clean_logits.argmax(1) == y
+            ctx = AttackContext(bounds=(lo, hi), num_classes=classes)
+            active = clean_correct.nonzero().flatten()
+            positive = [e for e in eps if e > 0]
+            candidates: list[torch.Tensor] = []
+            if positive and active.numel():
+                xa, ya = x[active], y[active]
+                raw = self.run(net, xa, ya, positive, ctx)
+                if len(raw) != len(positive):
+                    raise AttackError(
+                        f"attack {self.name!r} returned {len(raw)} candidate batches for "
+                        f"{len(positive)} epsilons; run() must return one per epsilon"
+                    )
+                candidates = [r.detach() for r in raw]
+            advs: list[torch.Tensor] = []
+            success = torch.ones(len(eps), n, dtype=torch.bool, device=device)
+            k = 0
+            for i, e in enumerate(eps):
+                adv = x.clone()
+                if e > 0 and active.numel():
+                    cand = candidates[k]
+                    k += 1
+                    if cand.shape != xa.shape:
+                        raise AttackError(
+                            f"attack {self.name!r} returned candidates of shape {tuple(cand.shape)} "
+                            f"for inputs of shape {tuple(xa.shape)}"
+                        )
+                    proj = project(cand.to(x.dtype), xa, e, self.norm).clamp_(lo, hi)
+                    with torch.no_grad():
+                        still_right = net(proj).argmax(1) == ya
+                    adv[active] = proj
+                    success[i, active] = ~still_right
+                else:
+                    success[i] = ~clean_correct
+                advs.append(adv.to(inputs.device))
+        dists = torch.stack([distance(a, inputs.to(a.dtype), self.norm) for a in advs]) if advs else torch.empty(0, n)
+        elapsed = time.perf_counter() - start
+        log.debug("%s: %d samples, %d epsilons, %.2fs", self.name, n, len(eps), elapsed)
+        return AttackResult(
+            attack=self.name,
+            norm=self.norm,
+            epsilons=tuple(eps),
+            adversarials=advs,
+            success=success.to(inputs.device),
+            clean_correct=clean_correct.to(inputs.device),
+            distances=dists,
+            time_s=elapsed,
+        )
+
+    @final
+    def perturb(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        epsilon: float,
+        *,
+        bounds: Bounds = (0.0, 1.0),
+        seed: int | None = None,
+    ) -> torch.Tensor:
+        """Adversarial inputs for one batch at one epsilon: the fast path for adversarial training.
+
+        Same guarantees as :meth:`__call__` (attack mode, Opacus hooks off, gradients and
+        mode restored, input untouched, result inside the ball and the bounds, detached),
+        but no success bookkeeping: every sample is attacked, and gradient attacks return
+        their highest-loss point.
+
+        Example:
+            >>> import torch
+            >>> from attacks.evasion import get_attack
+            >>> _ = torch.manual_seed(0)
+            >>> model = torch.nn.Linear(4, 3)
+            >>> x, y = torch.rand(8, 4), torch.randint(0, 3, (8,))
+            >>> x_adv = get_attack("fgsm").perturb(model, x, y, 0.1)
+            >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6), x_adv.requires_grad
+            (True, False)
+        """
+        (e,) = check_epsilons([epsilon])
+        lo, hi = check_bounds(bounds)
+        check_inputs(inputs, labels, (lo, hi))
+        device = model_device(model)
+        x = inputs.detach().to(device=device, dtype=torch.float32)
+        y = labels.detach().to(device=device, dtype=torch.long)
+        if e == 0:
+            return x.clone().to(inputs.device)
+        with attacking(model, seed) as net:
+            with torch.no_grad():
+                probe = net(x[:1])
+            # one sample's logits, broadcast over the batch: checks the width against every label
+            width = check_logits(probe.expand(y.shape[0], -1) if probe.dim() == 2 else probe, y, None)
+            ctx = AttackContext(bounds=(lo, hi), num_classes=width)
+            cand = self.generate(net, x, y, e, ctx).detach()
+            out = project(cand.to(x.dtype), x, e, self.norm).clamp_(lo, hi)
+        return out.to(inputs.device)
+
+    def __repr__(self) -> str:
+        if _is_dataclass_instance(self):
+            args = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))  # type: ignore[arg-type]
+            return f"{type(self).__name__}({args})"
+        return f"{type(self).__name__}()"
+
+
+def _is_dataclass_instance(obj: object) -> bool:
+    return hasattr(type(obj), "__dataclass_fields__")
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring gradients inside the block (restored after): attacks then
+    compute input gradients only, faster and with nothing accumulated in ``.grad``."""
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[int]:
+    """Fork torch's RNG (the caller's stream is untouched) and seed it."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        # Seed only the generators in use: torch.manual_seed would also queue lazy seeding
+        # of every accelerator backend, which costs more than a small attack step.
+        torch.default_generator.manual_seed(int(seed))
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(int(seed))
+        yield int(seed)
+
+
+@contextmanager
+def attacking(model: nn.Module, seed: int | None = None) -> Iterator[nn.Module]:
+    """Attack mode (see :func:`securetrain.modes.attack_mode`) plus frozen parameters and a
+    seeded, forked RNG; yields the plain inner module to run forward passes on."""
+    with attack_mode(model):
+        net = unwrap(model)
+        with frozen_parameters(model), seeded(seed, model_device(model)):
+            yield net
+
+
+def check_epsilons(epsilons: float | Sequence[float]) -> list[float]:
+    """Epsilons as a list of finite, non-negative floats; :class:`AttackError` otherwise."""
+    if isinstance(epsilons, torch.Tensor):
+        epsilons = epsilons.flatten().tolist()
+    if isinstance(epsilons, numbers.Real):
+        epsilons = [float(epsilons)]
+    if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, Sequence):
+        raise AttackError(f"epsilons must be a number or a sequence of numbers, got {type(epsilons).__name__}")
+    if len(epsilons) == 0:
+        raise AttackError("epsilons is empty; give at least one perturbation size, e.g. [0.1]")
+    out = []
+    for e in epsilons:
+        if isinstance(e, bool) or not isinstance(e, numbers.Real):
+            raise AttackError(f"epsilons must be numbers, got {e!r}")
+        f = float(e)
+        if not math.isfinite(f) or f < 0:
+            raise AttackError(f"epsilon must be a finite number >= 0, got {e!r}")
+        out.append(f)
+    return out
+
+
+def check_bounds(bounds: Any) -> Bounds:
+    """``(lower, upper)`` as finite floats with lower < upper; :class:`AttackError` otherwise."""
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise AttackError(f"bounds must be a pair (lower, upper) of numbers, got {bounds!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+        raise AttackError(f"bounds must be finite with lower < upper, got ({lo}, {hi})")
+    return lo, hi
+
+
+def check_inputs(inputs: Any, labels: Any, bounds: Bounds) -> None:
+    """Raise :class:`AttackError` unless ``inputs``/``labels`` are a valid batch inside ``bounds``."""
+    if not isinstance(inputs, torch.Tensor):
+        raise AttackError(
+            f"inputs must be a torch.Tensor, got {type(inputs).__name__}; convert with torch.as_tensor(x, dtype=torch.float32)"
+        )
+    if not isinstance(labels, torch.Tensor):
+        raise AttackError(
+            f"labels must be a torch.Tensor, got {type(labels).__name__}; convert with torch.as_tensor(y, dtype=torch.long)"
+        )
+    if not inputs.is_floating_point():
+        raise AttackError(f"inputs must be floating point, got dtype {inputs.dtype}; use inputs.float()")
+    if inputs.dim() < 2:
+        raise AttackError(f"inputs must be a batch of shape (N, ...), got shape {tuple(inputs.shape)}")
+    if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise AttackError(
+            f"labels must be a 1-D tensor of integer class indices, got shape {tuple(labels.shape)} and dtype {labels.dtype}"
+        )
+    if inputs.shape[0] != labels.shape[0]:
+        raise AttackError(
+            f"{inputs.shape[0]} inputs but {labels.shape[0]} labels; give one label per input"
+        )
+    if inputs.shape[0] == 0:
+        raise AttackError("the batch is empty; give at least one input")
+    if labels.min() < 0:
+        raise AttackError(f"labels must be class indices >= 0, found {int(labels.min())}")
+    if not torch.isfinite(inputs).all():
+        raise AttackError("inputs contain NaN or infinite values; clean or drop them first")
+    lo, hi = bounds
+    xmin, xmax = float(inputs.min()), float(inputs.max())
+    if xmin < lo - _BOUNDS_TOL or xmax > hi + _BOUNDS_TOL:
+        raise AttackError(
+            f"inputs lie in [{xmin:.4g}, {xmax:.4g}], outside the declared bounds [{lo:g}, {hi:g}]; "
+            "pass the data's bounds (securetrain.data.get_info(name).bounds) or rescale the inputs"
+        )
+
+
+def check_logits(logits: Any, labels: torch.Tensor, num_classes: int | None) -> int:
+    """The logit width; :class:`ModelError` unless ``logits`` are ``(N, C)`` scores covering the labels."""
+    n = labels.shape[0]
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != n:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ModelError(
+            f"the model must return logits of shape (batch, num_classes) = ({n}, C), got {shape}; "
+            "attacks need one score per class"
+        )
+    width = int(logits.shape[1])
+    if num_classes is not None and width != int(num_classes):
+        raise ModelError(
+            f"the model returns {width} logits per sample but the data has {num_classes} classes; "
+            "build the model for this data set"
+        )
+    if width < 2:
+        raise ModelError(f"the model returns {width} logit per sample; a classifier needs at least 2 (one per class)")
+    top = int(labels.max())
+    if top >= width:
+        raise ModelError(
+            f"labels go up to {top} but the model returns only {width} logits per sample; "
+            "labels must lie in [0, num_classes - 1]"
+        )
+    if not torch.isfinite(logits).all():
+        raise ModelError("the model returns NaN or infinite logits on the clean inputs")
+    return width

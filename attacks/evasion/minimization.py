@@ -1,0 +1,129 @@
+"""Minimum-norm attacks driven by Foolbox: Carlini-Wagner L2 and DeepFool.
+
+A minimisation attack searches once for the smallest adversarial perturbation of each sample;
+the base class then evaluates it at every epsilon by projecting it into the ball (as Foolbox's
+own ``__call__`` does), so one run serves the whole robustness curve.
+
+Example:
+    >>> import torch
+    >>> from attacks.evasion.minimization import DeepFool
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Linear(4, 3)
+    >>> x, y = torch.rand(16, 4), torch.randint(0, 3, (16,))
+    >>> r = DeepFool(steps=20)(model, x, y, [0.1, 10.0], seed=0)
+    >>> r.robust_accuracy[1] <= r.robust_accuracy[0]
+    True
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from attacks.evasion import _foolbox
+from attacks.evasion.base import Attack, AttackContext
+from attacks.evasion.registry import register_attack
+from securetrain.errors import AttackError
+from securetrain.modes import model_device
+
+
+@dataclass(frozen=True, repr=False)
+class MinimizationAttack(Attack):
+    """An attack that finds one (approximately) minimal adversarial per sample for all epsilons."""
+
+    @abstractmethod
+    def minimize(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
+        """Adversarial candidates of (approximately) minimal ``norm`` distance to ``inputs``."""
+
+    def run(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        epsilons: Sequence[float],
+        ctx: AttackContext,
+    ) -> list[torch.Tensor]:
+        cand = self.minimize(model, inputs, labels, ctx).detach()
+        return [cand for _ in epsilons]
+
+
+def _positive_int(attack: str, what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise AttackError(f"{attack}: {what} must be an integer >= 1, got {value!r}")
+
+
+def _positive(attack: str, what: str, value: object, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise AttackError(f"{attack}: {what} must be a number {bound}, got {value!r}")
+
+
+@register_attack
+@dataclass(frozen=True, repr=False)
+class CarliniWagnerL2(MinimizationAttack):
+    """Carlini & Wagner's L2 attack (Foolbox ``L2CarliniWagnerAttack``): Adam on the tanh-space
+    perturbation with a binary search over the trade-off constant."""
+
+    binary_search_steps: int = 5
+    steps: int = 100
+    stepsize: float = 0.05
+    confidence: float = 0.0
+    initial_const: float = 0.1
+    abort_early: bool = True
+
+    name = "cw-l2"
+    norm = "l2"
+    kind = "gradient"
+
+    def __post_init__(self) -> None:
+        _positive_int(self.name, "binary_search_steps", self.binary_search_steps)
+        _positive_int(self.name, "steps", self.steps)
+        _positive(self.name, "stepsize", self.stepsize)
+        _positive(self.name, "confidence", self.confidence, allow_zero=True)
+        _positive(self.name, "initial_const", self.initial_const)
+
+    def minimize(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
+        fb = _foolbox.foolbox()
+        attack = fb.attacks.L2CarliniWagnerAttack(
+            binary_search_steps=self.binary_search_steps,
+            steps=self.steps,
+            stepsize=self.stepsize,
+            confidence=self.confidence,
+            initial_const=self.initial_const,
+            abort_early=self.abort_early,
+        )
+        fm = _foolbox.fmodel(model, ctx.bounds, model_device(model))
+        return attack.run(fm, inputs, _foolbox.misclassification(labels))
+
+
+@register_attack
+@dataclass(frozen=True, repr=False)
+class DeepFool(MinimizationAttack):
+    """DeepFool, L2 (Foolbox ``L2DeepFoolAttack``): step to the nearest linearised decision
+    boundary among the ``candidates`` top classes, ``overshoot`` past it."""
+
+    steps: int = 50
+    candidates: int = 10
+    overshoot: float = 0.02
+
+    name = "deepfool"
+    norm = "l2"
+    kind = "gradient"
+
+    def __post_init__(self) -> None:
+        _positive_int(self.name, "steps", self.steps)
+        _positive_int(self.name, "candidates", self.candidates)
+        _positive(self.name, "overshoot", self.overshoot, allow_zero=True)
+
+    def minimize(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
+        fb = _foolbox.foolbox()
+        attack = fb.attacks.L2DeepFoolAttack(
+            steps=self.steps, candidates=min(self.candidates, ctx.num_classes), overshoot=self.overshoot, loss="logits"
+        )
+        fm = _foolbox.fmodel(model, ctx.bounds, model_device(model))
+        return attack.run(fm, inputs, _foolbox.misclassification(labels))

@@ -1,0 +1,72 @@
+"""Audit the model of a run directory on its data set's test split.
+
+Example:
+    >>> import tempfile
+    >>> import securetrain
+    >>> from securetrain.training import TrainConfig
+    >>> from attacks.evasion.run_dir import audit_run
+    >>> d = tempfile.mkdtemp()
+    >>> _ = securetrain.train(TrainConfig(data="breast_cancer", epochs=1, progress=False), d, write_html=False)
+    >>> result = audit_run(d, attacks=["fgsm"], epsilons=[0.0, 0.5], samples=50, checks=False, progress=False)
+    >>> result.n_samples, result.bounds
+    (50, (-12.0, 12.0))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from attacks.evasion.audit import RobustnessResult, audit_robustness
+from attacks.evasion.base import Attack
+from securetrain.errors import ConfigurationError
+
+
+def audit_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    attacks: Sequence[str | Attack] | None = None,
+    epsilons: Sequence[float] | None = None,
+    norm: str = "linf",
+    preset: str = "default",
+    samples: int | None = None,
+    seed: int = 0,
+    batch_size: int = 512,
+    checks: bool = True,
+    progress: bool = True,
+) -> RobustnessResult:
+    """Load ``run_dir``'s model and audit it on (a seeded random subset of ``samples`` of) the
+    test split of its data set, within the data set's bounds. The report is not touched:
+    put ``result.to_section()`` into ``report.robustness`` and save it."""
+    from securetrain import data
+    from securetrain.runs import load_model, read_config
+
+    cfg = read_config(run_dir)
+    d = cfg["data"]
+    info = data.get_info(d["name"])
+    bounds = tuple(d.get("bounds") or info.bounds)
+    x, y = data.load(d["name"], "test", root=d.get("root"))
+    if samples is not None:
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ConfigurationError(f"samples must be an integer >= 1, got {samples!r}")
+        if samples < x.shape[0]:
+            idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:samples]
+            x, y = x[idx.sort().values], y[idx.sort().values]
+    model = load_model(run_dir)
+    return audit_robustness(
+        model,
+        x,
+        y,
+        attacks=attacks,
+        epsilons=epsilons,
+        bounds=(float(bounds[0]), float(bounds[1])),
+        norm=norm,
+        preset=preset,
+        num_classes=int(d.get("num_classes", info.num_classes)),
+        seed=seed,
+        batch_size=batch_size,
+        checks=checks,
+        progress=progress,
+    )

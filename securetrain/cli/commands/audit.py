@@ -1,0 +1,118 @@
+"""``securetrain audit``: attack a trained run and put the results into its report.
+
+Runs the robustness audit (``attacks.evasion``) on the run's test split and fills the report's
+``robustness`` section (with its gradient-masking flags); with ``--membership`` also runs
+membership inference (``attacks.membership.audit_run``) and fills ``membership``. The report
+(JSON, Markdown and HTML with the robustness curve) is re-saved in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from securetrain.errors import ConfigurationError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="attack a trained run (evasion, optionally membership inference) and update its report",
+        description=(
+            "Audit the model in DIR on its data set's test split: robust accuracy per attack and epsilon, "
+            "the per-sample worst case and gradient-masking flags go into the report's robustness section."
+        ),
+    )
+    p.add_argument("dir", help="run directory (from `securetrain train` or `securetrain demo`)")
+    p.add_argument("--attacks", default=None,
+                   help="comma-separated attack names, e.g. fgsm,pgd,hsj,random (default: the preset's attacks for --norm)")
+    p.add_argument("--eps", default=None,
+                   help="comma-separated perturbation sizes in input units, e.g. 0.05,0.1,0.2 (default: 0,0.05,0.1,0.2,0.3 for linf)")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="perturbation norm, one per audit (default: linf)")
+    p.add_argument("--preset", default="default", help="attack strength: default (strong, the default) or quick")
+    p.add_argument("--samples", type=int, default=None, help="audit a seeded random subset of N test samples (default: all)")
+    p.add_argument("--batch-size", type=int, default=512, help="samples attacked at once (default: 512)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for attacks, the sample subset and shadow models (default: 0)")
+    p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
+    p.add_argument("--membership", action="store_true", help="also run membership inference (fills the membership section)")
+    p.add_argument("--shadow-models", type=int, default=4, help="shadow models for membership inference (default: 4)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for this command (1 is fastest for small models on a busy machine)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-html", action="store_true", help="skip report.html")
+    p.set_defaults(func=run)
+
+
+def parse_names(text: str | None, flag: str = "--attacks") -> list[str] | None:
+    """``"fgsm, pgd"`` -> ``["fgsm", "pgd"]``; None stays None."""
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",")]
+    if not names or any(not t for t in names):
+        raise ConfigurationError(f"{flag} must be comma-separated names without empty entries, got {text!r}")
+    return names
+
+
+def parse_floats(text: str | None, flag: str = "--eps") -> list[float] | None:
+    """``"0.05,0.1"`` -> ``[0.05, 0.1]``; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [float(t) for t in text.split(",")]
+    except ValueError:
+        raise ConfigurationError(f"{flag} must be comma-separated numbers, e.g. 0.05,0.1,0.2, got {text!r}") from None
+
+
+def membership_section(run_dir: Path, shadow_models: int, seed: int) -> dict[str, Any]:
+    """The membership section from ``attacks.membership.audit_run`` (imported only when asked for)."""
+    try:
+        from attacks.membership import audit_run
+    except ModuleNotFoundError as exc:
+        if exc.name in ("attacks", "attacks.membership"):
+            raise ConfigurationError(
+                "--membership needs the attacks.membership package, which is not installed in this "
+                "environment; install securetrain with its attacks package or drop --membership"
+            ) from exc
+        raise
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"attacks.membership does not provide audit_run ({exc}); update the attacks package or drop --membership"
+        ) from exc
+    return audit_run(run_dir, shadow_models=shadow_models, seed=seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    from attacks.evasion.run_dir import audit_run
+    from securetrain.cli.output import summary
+    from securetrain.report import Report
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigurationError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    run_dir = Path(args.dir)
+    report = Report.from_json(run_dir)  # fail before attacking if the run has no valid report
+    result = audit_run(
+        run_dir,
+        attacks=parse_names(args.attacks),
+        epsilons=parse_floats(args.eps),
+        norm=args.norm,
+        preset=args.preset,
+        samples=args.samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        checks=not args.no_checks,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    report.robustness = result.to_section()
+    report.timing["robustness_audit_s"] = round(result.time_s, 3)
+    if args.membership:
+        report.membership = membership_section(run_dir, args.shadow_models, args.seed)
+    report.save(run_dir, html=not args.no_html)
+    sys.stdout.write(f"robust accuracy ({result.norm}, {result.n_samples} test samples)\n{result.table()}\n")
+    sys.stdout.write(summary(report, run_dir))
+    return 0
