@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -39,6 +41,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@lru_cache(maxsize=1)
+def _umask() -> int:
+    # os.umask can only be read by setting it; do it once per process.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from securetrain.report.report import Report
 
 # Bulky detail kept in report.json but left out of the key/value tables (plots show the curves).
-_HIDDEN_KEYS = frozenset({"roc", "roc_curves", "epsilon_history", "layers", "timing", "attack_details"})
+_HIDDEN_KEYS = frozenset({"roc", "roc_curves", "epsilon_history", "layers", "timing", "attack_details", "attack_configs", "checks"})
 
 _SECTION_TITLES = {
     "privacy": "Privacy (differential privacy)",
