@@ -11,7 +11,7 @@ records ``1/n`` so that a reader knows).
 Example:
     >>> import numpy as np
     >>> m = membership_metrics(np.array([3.0, 2.0, 1.5]), np.array([1.0, 0.0, 2.5]))
-    >>> round(m.auc, 4), m.tpr_at_fpr[0.01], round(m.advantage, 4)
+    >>> round(m.auc, 4), round(m.tpr_at_fpr[0.01], 4), round(m.advantage, 4)
     (0.7778, 0.3333, 0.6667)
 """
 
@@ -37,11 +37,12 @@ class RocCurve:
     fpr: np.ndarray
     tpr: np.ndarray
 
-    def downsample(self, max_points: int = DEFAULT_ROC_POINTS) -> RocCurve:
+    def downsample(self, max_points: int = DEFAULT_ROC_POINTS, keep_fprs: Iterable[float] = DEFAULT_FPRS) -> RocCurve:
         """At most ``max_points`` points that keep the curve's shape on log and linear axes.
 
-        The point with the highest TPR below each FPR of a log-spaced and a linear grid is kept,
-        so TPR at low FPR (what a log-scale plot shows) is preserved exactly at the grid.
+        The point with the highest TPR below each FPR of a log-spaced and a linear grid, and of
+        ``keep_fprs`` (the reported FPRs), is kept, so TPR at low FPR (what a log-scale plot shows)
+        is preserved exactly at those FPRs.
 
         Example:
             >>> import numpy as np
@@ -56,13 +57,16 @@ class RocCurve:
             raise ValueError("max_points must be at least 4")
         positive = self.fpr[self.fpr > 0]
         lo = float(positive.min()) if positive.size else 1e-6
-        half = max_points // 2 - 1
+        must = np.searchsorted(self.fpr, np.array([float(f) for f in keep_fprs]) + 1e-12, side="right") - 1
+        must = np.unique(np.concatenate([[0, n - 1], np.clip(must, 0, n - 1)]))
+        half = max(2, (max_points - len(must)) // 2)
         grid = np.unique(np.concatenate([np.geomspace(lo, 1.0, half), np.linspace(0.0, 1.0, half)]))
-        last_le = np.searchsorted(self.fpr, grid, side="right") - 1
-        idx = np.unique(np.concatenate([[0, n - 1], np.clip(last_le, 0, n - 1)]))
-        if len(idx) > max_points:
-            keep = np.unique(np.round(np.linspace(0, len(idx) - 1, max_points)).astype(int))
-            idx = idx[keep]
+        last_le = np.clip(np.searchsorted(self.fpr, grid, side="right") - 1, 0, n - 1)
+        rest = np.setdiff1d(np.unique(last_le), must)
+        budget = max_points - len(must)
+        if len(rest) > budget:
+            rest = rest[np.unique(np.round(np.linspace(0, len(rest) - 1, budget)).astype(int))]
+        idx = np.union1d(must, rest)
         return RocCurve(self.fpr[idx], self.tpr[idx])
 
     def to_dict(self, digits: int = 6) -> dict[str, list[float]]:

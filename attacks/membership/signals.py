@@ -9,9 +9,9 @@ Example:
     >>> from attacks.membership.signals import SIGNALS
     >>> logits = torch.tensor([[4.0, 0.0], [0.0, 0.0]])
     >>> labels = torch.tensor([0, 1])
-    >>> [round(v, 4) for v in SIGNALS.get("loss")(logits, labels)]
+    >>> SIGNALS.get("loss")(logits, labels).round(4).tolist()
     [0.0181, 0.6931]
-    >>> [round(v, 4) for v in SIGNALS.get("scaled_logit")(logits, labels)]
+    >>> SIGNALS.get("scaled_logit")(logits, labels).round(4).tolist()
     [4.0, 0.0]
 """
 

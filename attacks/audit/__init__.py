@@ -1,0 +1,53 @@
+"""Empirical privacy audits: lower bounds on epsilon that can refute a reported guarantee.
+
+* :func:`epsilon_lower_bound` / :func:`epsilon_lower_bound_from_scores`: from an attack's
+  true- and false-positive counts, with Clopper-Pearson confidence limits at the run's delta.
+* :func:`canary_audit` / :func:`one_run_epsilon_lower_bound`: the one-training-run canary
+  audit of Steinke, Nasr and Jagielski (2023).
+* :func:`check_consistency` / :func:`check_counts`: flag a run whose lower bound exceeds the
+  epsilon it reports.
+
+Example:
+    >>> from attacks.audit import epsilon_lower_bound, check_counts
+    >>> round(epsilon_lower_bound(tp=100, n_pos=100, fp=0, n_neg=100, delta=0.0).epsilon, 4)
+    3.2813
+    >>> check_counts(0.1, 1e-5, tp=60, n_pos=100, fp=5, n_neg=100).violated
+    True
+"""
+
+from __future__ import annotations
+
+from attacks.audit.bounds import (
+    EpsilonBound,
+    clopper_pearson,
+    epsilon_from_rates,
+    epsilon_lower_bound,
+    epsilon_lower_bound_from_scores,
+)
+from attacks.audit.canary import (
+    CanaryAuditResult,
+    audit_canary_scores,
+    canary_audit,
+    default_guess_counts,
+    make_canaries,
+)
+from attacks.audit.consistency import ConsistencyCheck, check_consistency, check_counts
+from attacks.audit.one_run import one_run_epsilon_lower_bound, one_run_p_value
+
+__all__ = [
+    "CanaryAuditResult",
+    "ConsistencyCheck",
+    "EpsilonBound",
+    "audit_canary_scores",
+    "canary_audit",
+    "check_consistency",
+    "check_counts",
+    "clopper_pearson",
+    "default_guess_counts",
+    "epsilon_from_rates",
+    "epsilon_lower_bound",
+    "epsilon_lower_bound_from_scores",
+    "make_canaries",
+    "one_run_epsilon_lower_bound",
+    "one_run_p_value",
+]
