@@ -59,7 +59,9 @@ class _Variant:
 def _attach(run: RunResult, **sections: Any) -> None:
     """Put audit sections into a run's report and re-save it."""
     for key, value in sections.items():
-        if key in ("robustness", "membership", "encrypted"):
+        if key == "membership":
+            run.report.set_membership(value)
+        elif key in ("robustness", "encrypted"):
             setattr(run.report, key, value)
         else:
             run.report.extra[key] = value

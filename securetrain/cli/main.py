@@ -13,7 +13,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from securetrain.errors import SecureTrainError
+from securetrain.errors import ConfigurationError, SecureTrainError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"securetrain {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; 1 is fastest for the small embedded models on a busy machine)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if mod.name.startswith("_"):
@@ -48,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ConfigurationError(f"--threads must be at least 1, got {args.threads}")
+            import torch
+
+            torch.set_num_threads(args.threads)
         return int(args.func(args) or 0)
     except SecureTrainError as exc:
         sys.stderr.write(f"securetrain {args.command}: error: {exc}\n")

@@ -49,6 +49,28 @@ class Report:
         if not isinstance(self.accuracy, (int, float)) or not math.isfinite(float(self.accuracy)):
             raise ReportError(f"report accuracy must be a finite number, got {self.accuracy!r}")
 
+    def set_membership(self, section: dict[str, Any]) -> None:
+        """Store a membership-audit section; if it found the privacy claim violated, say so in ``privacy``.
+
+        A measured lower bound above the reported epsilon (with confidence) means the
+        accounting is wrong: the privacy section is then marked not valid, with the
+        audit's explanation among its warnings.
+
+        Example:
+            >>> r = Report(data={}, model={}, accuracy=1.0, privacy={"valid": True, "warnings": []})
+            >>> r.set_membership({"privacy_violated": True, "consistency": "bound 2.1 > claimed 0.1"})
+            >>> r.privacy["valid"], r.privacy["warnings"][-1]
+            (False, 'membership audit: privacy claim violated: bound 2.1 > claimed 0.1')
+        """
+        self.membership = section
+        if self.privacy is not None and section.get("privacy_violated"):
+            self.privacy["valid"] = False
+            self.privacy["violated_by_audit"] = True
+            reason = section.get("consistency") or "the empirical lower bound exceeds the reported epsilon"
+            warning = f"membership audit: privacy claim violated: {reason}"
+            if warning not in self.privacy.setdefault("warnings", []):
+                self.privacy["warnings"].append(warning)
+
     def to_dict(self) -> dict[str, Any]:
         """The report as a JSON-ready dict (schema keys first)."""
         self.validate()

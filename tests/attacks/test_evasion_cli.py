@@ -68,7 +68,7 @@ def test_audit_errors_are_reported_cleanly(run_dir: Path, tmp_path: Path, capsys
     assert "measures l2 perturbations but this audit's norm is linf" in capsys.readouterr().err
     assert main(["audit", str(tmp_path), "--no-progress"]) == 2
     assert "no report at" in capsys.readouterr().err
-    assert main(["audit", str(run_dir), "--threads", "0", "--no-progress"]) == 2
+    assert main(["--threads", "0", "audit", str(run_dir), "--no-progress"]) == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
 
 

@@ -38,8 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
     p.add_argument("--membership", action="store_true", help="also run membership inference (fills the membership section)")
     p.add_argument("--shadow-models", type=int, default=4, help="shadow models for membership inference (default: 4)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for this command (1 is fastest for small models on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     p.set_defaults(func=run)
@@ -88,12 +86,6 @@ def run(args: argparse.Namespace) -> int:
     from securetrain.cli.output import summary
     from securetrain.report import Report
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigurationError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
     run_dir = Path(args.dir)
     report = Report.from_json(run_dir)  # fail before attacking if the run has no valid report
     result = audit_run(
@@ -111,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     report.robustness = result.to_section()
     report.timing["robustness_audit_s"] = round(result.time_s, 3)
     if args.membership:
-        report.membership = membership_section(run_dir, args.shadow_models, args.seed)
+        report.set_membership(membership_section(run_dir, args.shadow_models, args.seed))
     report.save(run_dir, html=not args.no_html)
     sys.stdout.write(f"robust accuracy ({result.norm}, {result.n_samples} test samples)\n{result.table()}\n")
     sys.stdout.write(summary(report, run_dir))

@@ -1,4 +1,13 @@
-"""``securetrain train``: train one model into a run directory."""
+"""``securetrain train``: train one model into a run directory.
+
+``--nproc N`` trains on N processes of this machine: the command runs ``torchrun`` (in
+this process), which starts N workers running this same command. Each worker, seeing
+torchrun's environment, joins the process group and trains on its share of every global
+batch; rank 0 writes the run directory and prints the summary. The same workers can be
+started with ``torchrun`` directly (several machines: see ``docs/distributed.md``):
+
+    torchrun --nproc-per-node 2 -m securetrain.cli.main train --data digits --dp --epsilon 3 --out runs/dp2
+"""
 
 from __future__ import annotations
 
@@ -20,9 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run directory to write (created if missing)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
+    p.add_argument(
+        "--nproc", type=int, default=None,
+        help="train on this many processes of this machine (launched with torchrun; --batch-size is the global batch)",
+    )
     for provider in load_providers():
         provider.add_arguments(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, _train_parser=p)
 
 
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,9 +93,74 @@ def defenses_from_args(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from securetrain.cli.output import summary
+    from securetrain.distributed.context import launched_by_torchrun
+    from securetrain.distributed.launch import check_nproc
     from securetrain.runs import train
 
+    nproc = check_nproc(args.nproc) if args.nproc is not None else None
+    if launched_by_torchrun():
+        return _run_worker(args, nproc)
     config = config_from_args(args)
-    result = train(config, args.out, defenses_from_args(args), resume=args.resume, write_html=not args.no_html)
+    defenses = defenses_from_args(args)  # bad flags fail here, before any worker starts
+    if nproc is not None and nproc > 1:
+        return _launch(args, nproc)
+    result = train(config, args.out, defenses, resume=args.resume, write_html=not args.no_html)
     sys.stdout.write(summary(result.report, args.out))
     return 0
+
+
+def _run_worker(args: argparse.Namespace, nproc: int | None) -> int:
+    """One rank of a torchrun job: join the group, train together, rank 0 writes and prints."""
+    import os
+
+    from securetrain.cli.output import summary
+    from securetrain.distributed.context import process_group
+    from securetrain.errors import ConfigurationError
+    from securetrain.runs import train
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    if nproc is not None and nproc != local:
+        raise ConfigurationError(
+            f"--nproc {nproc} disagrees with torchrun, which started {local} processes on this machine; "
+            "leave --nproc out when launching with torchrun"
+        )
+    config = config_from_args(args)
+    defenses = defenses_from_args(args)
+    with process_group() as ctx:
+        if not ctx.is_main:
+            config.progress = False
+        result = train(config, args.out, defenses, resume=args.resume, write_html=not args.no_html, distributed=True)
+        if ctx.is_main:
+            sys.stdout.write(summary(result.report, args.out))
+    return 0
+
+
+def _launch(args: argparse.Namespace, nproc: int) -> int:
+    """Run this command on ``nproc`` processes under torchrun and wait for them."""
+    from securetrain.distributed.launch import argv_from_namespace, launch
+
+    worker_argv = ["-v"] * int(getattr(args, "verbose", 0) or 0) + ["train"]
+    worker_argv += argv_from_namespace(args._train_parser, args, skip={"nproc"})
+    launch(worker_argv, nproc, failure_hint=lambda: checkpoint_hint(args.out))
+    return 0
+
+
+def checkpoint_hint(out: str) -> str:
+    """What is left in run directory ``out`` after a failed job, and how to continue."""
+    from pathlib import Path
+
+    from securetrain.checkpoint import load_state
+    from securetrain.errors import CheckpointError
+    from securetrain.training import CHECKPOINT_NAME
+
+    path = Path(out) / CHECKPOINT_NAME
+    if not path.is_file():
+        return f"No checkpoint was written yet ({path} does not exist): start the run again."
+    try:
+        state = load_state(path)
+    except CheckpointError as exc:
+        return f"The last checkpoint cannot be read ({exc})."
+    return (
+        f"The last checkpoint, {path} (after epoch {state.get('epoch')}, step {state.get('step_count')}), is intact: "
+        "run the same command with --resume to continue (with any --nproc)."
+    )
