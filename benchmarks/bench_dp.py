@@ -1,0 +1,434 @@
+"""Differential privacy: what it costs in time, memory and accuracy, measured in one run.
+
+Speed: DP step time over non-private step time, and peak step memory over non-private,
+for each zoo model and each grad-sample mode, on the same batch, interleaving the two
+steps so that both see the same machine load. A *step* is zero_grad, forward, per-sample
+loss, backward and optimizer step (Adam); the DP step also clips, noises, accounts and
+runs the validity monitor, exactly as in training (the model, optimizer and monitor come
+from ``securetrain.training.protect`` with ``DifferentialPrivacy``). Step time is the
+median CPU time of the (single) torch thread, which other jobs on a shared machine do not
+inflate the way they inflate wall-clock time (reported too). Memory is the peak of
+the running sum of allocations recorded by ``torch.profiler(profile_memory=True)`` during
+one step.
+
+Accuracy: test accuracy at epsilon 1, 3, 8 (delta 1e-5, prv accountant, the settings of
+``defenses.privacy.recommended``) against non-private training, digits CNN and breast-cancer
+MLP, mean over seeds; and IBM diffprivlib's LogisticRegression on breast cancer at the
+same epsilons (pure epsilon-DP, delta 0), when diffprivlib is installed.
+
+    python benchmarks/bench_dp.py                 # both parts, default sizes (a few minutes)
+    python benchmarks/bench_dp.py --part speed --batch 64 256
+    python benchmarks/bench_dp.py --part accuracy --seeds 3
+    python benchmarks/bench_dp.py --tune digits --epsilon 3   # the grid behind recommended()
+
+Figures are ratios against a baseline measured in the same run and are saved in
+``benchmarks/results/dp.json``. The machine is shared: absolute times are noisy; the
+interleaved medians are the figure to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import statistics
+import sys
+import time
+import types
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from defenses.privacy import DifferentialPrivacy, recommended  # noqa: E402
+from securetrain import data  # noqa: E402
+from securetrain.io import atomic_write_json  # noqa: E402
+from securetrain.models import build_model  # noqa: E402
+from securetrain.training import TrainConfig, evaluate, fit, protect  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "dp.json"
+
+ZOO = {
+    "cnn": "digits",
+    "mlp": "breast_cancer",
+    "resnet": "digits",
+    "he": "digits",
+    "he-cnn": "digits",
+    "lstm": "sequences",
+    "transformer": "sequences",
+}
+MODES = ["auto", "bk", "ghost", "hooks", "functorch", "ew", "vmap"]
+
+
+# --------------------------------------------------------------------------- speed
+
+
+def _peak_bytes(fn: Any) -> int:
+    with torch.profiler.profile(profile_memory=True) as prof:
+        fn()
+    points = []
+    for e in prof.events():
+        if e.name == "[memory]":
+            points.append((e.time_range.start, e.cpu_memory_usage))
+        elif e.self_cpu_memory_usage:
+            points.append((e.time_range.end if e.cpu_children else e.time_range.start, e.self_cpu_memory_usage))
+    points.sort(key=lambda t: t[0])
+    cur = peak = 0
+    for _, delta in points:
+        cur += delta
+        peak = max(peak, cur)
+    return peak
+
+
+def speed_case(model_name: str, mode: str, batch: int, steps: int) -> dict[str, Any]:
+    """Median step times (ms), their ratio and the peak-memory ratio for one model and mode."""
+    name = ZOO[model_name]
+    info = data.get_info(name)
+    x_all, y_all = data.load(name, "train")
+    reps = math.ceil(batch / x_all.shape[0])
+    xb, yb = x_all.repeat(reps, *[1] * (x_all.dim() - 1))[:batch], y_all.repeat(reps)[:batch]
+
+    torch.manual_seed(0)
+    plain = build_model(model_name, info.input_shape, info.num_classes)
+    plain_opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
+    private = build_model(model_name, info.input_shape, info.num_classes)
+    private.load_state_dict(plain.state_dict())
+    dp = DifferentialPrivacy(noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode=mode, accountant="rdp", seed=0)
+    loader = DataLoader(TensorDataset(x_all, y_all), batch_size=min(batch, x_all.shape[0]))
+    session = protect(private, torch.optim.Adam(private.parameters(), lr=1e-3), loader, [dp])
+    plain.train()
+    session.model.train()
+
+    def plain_step() -> None:
+        plain_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(plain(xb), yb).backward()
+        plain_opt.step()
+
+    def dp_step() -> None:
+        session.optimizer.zero_grad(set_to_none=True)
+        session.loss(xb, yb).backward()
+        session.step()
+
+    for _ in range(5):
+        plain_step()
+        dp_step()
+    tp, td, cp, cd = [], [], [], []
+    clock = time.thread_time  # CPU time of this thread: what the step costs, whatever else runs
+    for _ in range(steps):
+        t, c = time.perf_counter(), clock()
+        plain_step()
+        cp.append(clock() - c)
+        tp.append(time.perf_counter() - t)
+        t, c = time.perf_counter(), clock()
+        dp_step()
+        cd.append(clock() - c)
+        td.append(time.perf_counter() - t)
+    mem_plain = _peak_bytes(plain_step)
+    mem_dp = _peak_bytes(dp_step)
+    session.defenses.teardown(session)
+    p, d = statistics.median(cp), statistics.median(cd)
+    pw, dw = statistics.median(tp), statistics.median(td)
+    return {
+        "model": model_name,
+        "mode": mode,
+        "engine": dp.engine_name,
+        "batch": batch,
+        "plain_ms": round(p * 1e3, 3),
+        "dp_ms": round(d * 1e3, 3),
+        "time_ratio": round(d / p, 3),
+        "wall_plain_ms": round(pw * 1e3, 3),
+        "wall_dp_ms": round(dw * 1e3, 3),
+        "wall_ratio": round(dw / pw, 3),
+        "plain_peak_kib": round(mem_plain / 1024, 1),
+        "dp_peak_kib": round(mem_dp / 1024, 1),
+        "memory_ratio": round(mem_dp / mem_plain, 3) if mem_plain else None,
+    }
+
+
+def run_speed(models: list[str], modes: list[str], batches: list[int], steps: int) -> list[dict[str, Any]]:
+    from securetrain.errors import ModelError
+
+    rows = []
+    for batch in batches:
+        for model_name in models:
+            for mode in modes:
+                try:
+                    row = speed_case(model_name, mode, batch, steps)
+                except ModelError as exc:
+                    row = {"model": model_name, "mode": mode, "batch": batch, "unsupported": str(exc).split(":")[0][:120]}
+                rows.append(row)
+                _print_speed_row(row)
+    return rows
+
+
+def _print_speed_row(r: dict[str, Any]) -> None:
+    if "unsupported" in r:
+        print(f"{r['model']:12s} {r['mode']:10s} {r['batch']:5d}   n/a: {r['unsupported']}", flush=True)
+        return
+    print(
+        f"{r['model']:12s} {r['mode']:10s} {r['batch']:5d} {r['engine']:>9s} {r['plain_ms']:9.3f} {r['dp_ms']:9.3f} "
+        f"{r['time_ratio']:7.2f}x {r['wall_ratio']:7.2f}x {r['memory_ratio'] if r['memory_ratio'] is not None else float('nan'):7.2f}x",
+        flush=True,
+    )
+
+
+def epoch_ratio(batch: int, epochs: int) -> dict[str, Any]:
+    """Digits CNN: a whole training epoch (data loading included), DP over non-private."""
+    tr = data.load("digits", "train")
+    times: dict[str, list[float]] = {"plain": [], "dp": []}
+    for _ in range(3):
+        for kind in ("plain", "dp"):
+            torch.manual_seed(0)
+            model = build_model("cnn", (1, 8, 8), 10)
+            defenses = [DifferentialPrivacy(noise_multiplier=1.0, accountant="rdp", seed=0)] if kind == "dp" else []
+            r = fit(model, tr, None, TrainConfig(epochs=epochs, batch_size=batch, progress=False), defenses)
+            times[kind].extend(h["time_s"] for h in r.history)
+    p, d = statistics.median(times["plain"]), statistics.median(times["dp"])
+    return {"batch": batch, "plain_epoch_s": round(p, 4), "dp_epoch_s": round(d, 4), "ratio": round(d / p, 3)}
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def _train_accuracy(name: str, overrides: dict[str, Any], seed: int, privacy: dict[str, Any] | None) -> dict[str, Any]:
+    info = data.get_info(name)
+    tr, te = data.load(name, "train"), data.load(name, "test")
+    cfg = TrainConfig(data=name, progress=False, seed=seed, **overrides)
+    torch.manual_seed(seed)
+    model = build_model(cfg.resolved_model(), info.input_shape, info.num_classes, **cfg.model_kwargs)
+    defenses = [DifferentialPrivacy(**privacy)] if privacy else []
+    r = fit(model, tr, te, cfg, defenses, num_classes=info.num_classes, bounds=info.bounds)
+    out = {"accuracy": evaluate(r.model, *te)["accuracy"]}
+    if privacy:
+        sec = r.sections["privacy"]
+        out.update(epsilon_spent=sec["epsilon"], valid=sec["valid"], steps=sec["steps"], noise_multiplier=sec["noise_multiplier"])
+    return out
+
+
+NON_PRIVATE = {
+    ("digits", "cnn"): {"model": "cnn", "batch_size": 64, "epochs": 10, "optimizer": "adam", "lr": 0.01},
+    ("digits", "mlp"): {"model": "mlp", "model_kwargs": {"hidden": [64]}, "batch_size": 64, "epochs": 20, "optimizer": "adam", "lr": 0.01},
+    ("breast_cancer", "mlp"): {"model": "mlp", "model_kwargs": {"hidden": [16]}, "batch_size": 32, "epochs": 30, "optimizer": "adam", "lr": 0.01},
+}
+"""Non-private baselines: the same architecture as the private model, trained with usual settings."""
+
+
+def _mean(xs: list[float]) -> float:
+    return float(sum(xs) / len(xs))
+
+
+def _std(xs: list[float]) -> float:
+    return float(statistics.pstdev(xs)) if len(xs) > 1 else 0.0
+
+
+def run_accuracy(epsilons: list[float], seeds: int, dpl_seeds: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, model in NON_PRIVATE:
+        label = f"{name}/{model}"
+        rows = []
+        base = [_train_accuracy(name, NON_PRIVATE[(name, model)], s, None)["accuracy"] for s in range(seeds)]
+        rows.append({"method": "non-private", "epsilon": None, "accuracy": _mean(base), "std": _std(base), "runs": base,
+                     "settings": NON_PRIVATE[(name, model)]})
+        print(f"{label:22s} non-private          acc {_mean(base):.4f} +- {_std(base):.4f}", flush=True)
+        for eps in epsilons:
+            rec = recommended(name, epsilon=eps, model=model)
+            runs = [_train_accuracy(name, rec["train"], s, rec["privacy"]) for s in range(seeds)]
+            accs = [r["accuracy"] for r in runs]
+            row = {
+                "method": "DP-SGD (securetrain)",
+                "epsilon": eps,
+                "delta": rec["privacy"]["delta"],
+                "accuracy": _mean(accs),
+                "std": _std(accs),
+                "gap_to_non_private": _mean(base) - _mean(accs),
+                "epsilon_spent_max": max(r["epsilon_spent"] for r in runs),
+                "valid": all(r["valid"] for r in runs),
+                "runs": accs,
+                "settings": rec,
+            }
+            rows.append(row)
+            print(f"{label:22s} DP-SGD eps {eps:<5g}     acc {row['accuracy']:.4f} +- {row['std']:.4f}  "
+                  f"(gap {row['gap_to_non_private']:+.4f}, spent <= {row['epsilon_spent_max']:.3f}, valid {row['valid']})", flush=True)
+        if name == "breast_cancer":
+            for eps in epsilons:
+                res = diffprivlib_accuracy(eps, dpl_seeds)
+                if res is None:
+                    rows.append({"method": "diffprivlib LogisticRegression", "epsilon": eps, "unavailable": True})
+                    print(f"{label:22s} diffprivlib eps {eps:<5g} unavailable (pip install diffprivlib)", flush=True)
+                    continue
+                rows.append({"method": "diffprivlib LogisticRegression", "epsilon": eps, **res})
+                print(f"{label:22s} diffprivlib eps {eps:<5g} acc {res['accuracy']:.4f} +- {res['std']:.4f} "
+                      f"(data_norm {res['data_norm']}, delta 0)", flush=True)
+        out[label] = rows
+    return out
+
+
+def _import_diffprivlib() -> Any:
+    """diffprivlib 0.6.6 with two shims for scikit-learn >= 1.8 (see the note in the docstring of diffprivlib_accuracy)."""
+    try:
+        import diffprivlib  # noqa: F401
+    except ImportError as exc:
+        if "sklearn.tree._tree" not in str(exc) and "DOUBLE" not in str(exc):
+            return None
+        stub = types.ModuleType("diffprivlib.models.forest")
+
+        class _Unavailable:
+            def __init__(self, *a: Any, **k: Any) -> None:
+                raise ImportError("diffprivlib's forests need scikit-learn < 1.8")
+
+        stub.RandomForestClassifier = _Unavailable  # type: ignore[attr-defined]
+        stub.DecisionTreeClassifier = _Unavailable  # type: ignore[attr-defined]
+        for mod in [m for m in sys.modules if m.startswith("diffprivlib")]:
+            del sys.modules[mod]
+        sys.modules["diffprivlib.models.forest"] = stub
+    try:
+        from diffprivlib.accountant import BudgetAccountant
+        from diffprivlib.models import LogisticRegression
+    except ImportError:
+        return None
+    from sklearn import linear_model
+
+    class CompatLogisticRegression(LogisticRegression):  # type: ignore[misc,valid-type]
+        """diffprivlib's model; only the constructor skips sklearn's removed ``multi_class``."""
+
+        def __init__(self, *, epsilon: float = 1.0, data_norm: float | None = None, random_state: Any = None) -> None:
+            linear_model.LogisticRegression.__init__(self, solver="lbfgs", random_state=random_state)
+            self.epsilon = epsilon
+            self.data_norm = data_norm
+            self.classes_ = None
+            self.accountant = BudgetAccountant.load_default(None)
+
+    return CompatLogisticRegression
+
+
+def diffprivlib_accuracy(epsilon: float, seeds: int) -> dict[str, Any] | None:
+    """IBM diffprivlib's LogisticRegression (objective perturbation) on breast cancer.
+
+    diffprivlib 0.6.6 (the latest release) does not import with scikit-learn >= 1.8: its
+    forest module imports a removed private name, and its LogisticRegression passes the
+    removed ``multi_class`` argument. The benchmark stubs the unused forest module and
+    builds the model with scikit-learn's current constructor; the DP fitting code
+    (``_logistic_regression_path``, the Vector mechanism) is diffprivlib's, unchanged.
+    Rows are clipped to L2 norm ``data_norm`` (as diffprivlib requires a bound); the best
+    of a few norms is reported, which favours diffprivlib.
+    """
+    import numpy as np
+
+    LR = _import_diffprivlib()
+    if LR is None:
+        return None
+    x, y = (t.numpy() for t in data.load("breast_cancer", "train"))
+    xt, yt = (t.numpy() for t in data.load("breast_cancer", "test"))
+    best: dict[str, Any] | None = None
+    for norm in (1.0, 2.0, 5.0, 10.0, 20.0):
+        scale = np.maximum(np.linalg.norm(x, axis=1, keepdims=True) / norm, 1.0)
+        scale_t = np.maximum(np.linalg.norm(xt, axis=1, keepdims=True) / norm, 1.0)
+        accs = []
+        for s in range(seeds):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                clf = LR(epsilon=epsilon, data_norm=norm, random_state=s).fit(x / scale, y)
+            accs.append(float((clf.predict(xt / scale_t) == yt).mean()))
+        if best is None or _mean(accs) > best["accuracy"]:
+            best = {"accuracy": _mean(accs), "std": _std(accs), "data_norm": norm, "runs": accs, "delta": 0.0}
+    return best
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+TUNE_GRID = {
+    "digits": [
+        {"batch_size": b, "epochs": e, "optimizer": "adam", "lr": lr, "C": c}
+        for b, e in ((128, 15), (256, 30))
+        for lr in (0.01, 0.02)
+        for c in (0.1, 1.0)
+    ],
+    "breast_cancer": [
+        {"batch_size": b, "epochs": e, "optimizer": "adam", "lr": lr, "C": c}
+        for b, e in ((32, 15), (64, 30), (128, 60))
+        for lr in (0.01, 0.03)
+        for c in (0.1, 1.0)
+    ],
+}
+
+
+def run_tune(name: str, epsilon: float, seeds: int) -> list[dict[str, Any]]:
+    rows = []
+    for cfg in TUNE_GRID[name]:
+        c = cfg["C"]
+        overrides = {k: v for k, v in cfg.items() if k != "C"}
+        accs = [
+            _train_accuracy(name, overrides, s, {"epsilon": epsilon, "delta": 1e-5, "max_grad_norm": c, "accountant": "prv"})["accuracy"]
+            for s in range(seeds)
+        ]
+        row = {**cfg, "epsilon": epsilon, "accuracy": _mean(accs), "std": _std(accs)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    best = max(rows, key=lambda r: r["accuracy"])
+    print("best:", json.dumps(best))
+    return rows
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])  # noqa: E501
+    p.add_argument("--part", choices=("speed", "accuracy", "all"), default="all")
+    p.add_argument("--models", default=",".join(ZOO), help="zoo models for the speed part")
+    p.add_argument("--modes", default=",".join(MODES), help="grad-sample modes for the speed part")
+    p.add_argument("--batch", type=int, nargs="+", default=[64], help="batch sizes for the speed part")
+    p.add_argument("--steps", type=int, default=60, help="timed steps per case")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
+    p.add_argument("--epsilons", default="1,3,8")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per accuracy figure")
+    p.add_argument("--dpl-seeds", type=int, default=20, help="seeds per diffprivlib figure")
+    p.add_argument("--tune", default=None, help="run the tuning grid for this data set instead")
+    p.add_argument("--epsilon", type=float, default=3.0, help="epsilon for --tune")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args(argv)
+    logging.disable(logging.WARNING)
+    for msg in ("Full backward hook is firing", "Secure RNG turned off", "Optimal order is the", "Using a non-full backward hook"):
+        warnings.filterwarnings("ignore", message=msg)
+    torch.set_num_threads(args.threads)
+    env = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if args.tune:
+        rows = run_tune(args.tune, args.epsilon, args.seeds)
+        atomic_write_json(Path(args.out).with_name(f"dp_tune_{args.tune}.json"), {"env": env, "rows": rows})
+        return 0
+    results: dict[str, Any] = {"env": env}
+    out_path = Path(args.out)
+    if out_path.exists():
+        try:
+            previous = json.loads(out_path.read_text())
+            results.update({k: v for k, v in previous.items() if k in ("speed", "epoch", "accuracy")})
+        except json.JSONDecodeError:
+            pass
+    if args.part in ("speed", "all"):
+        print("step time: median CPU time of the thread (plain ms, dp ms, ratio); wall: median wall-clock ratio; memory: peak ratio")
+        print(f"{'model':12s} {'mode':10s} {'batch':>5s} {'engine':>9s} {'plain ms':>9s} {'dp ms':>9s} {'time':>8s} {'wall':>8s} {'memory':>8s}")
+        results["speed"] = run_speed(args.models.split(","), args.modes.split(","), args.batch, args.steps)
+        results["epoch"] = [epoch_ratio(b, 2) for b in args.batch]
+        for e in results["epoch"]:
+            print(f"digits CNN whole epoch (fit, data loading included), batch {e['batch']}: plain {e['plain_epoch_s']} s, "
+                  f"DP {e['dp_epoch_s']} s, ratio {e['ratio']:.2f}x", flush=True)
+    if args.part in ("accuracy", "all"):
+        eps = [float(e) for e in args.epsilons.split(",")]
+        results["accuracy"] = run_accuracy(eps, args.seeds, args.dpl_seeds)
+    atomic_write_json(out_path, results)
+    print(f"saved {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

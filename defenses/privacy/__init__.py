@@ -1,0 +1,50 @@
+"""Differential privacy: DP-SGD through Opacus, accounted, enforced, resumed and checked.
+
+Public API (imported lazily; ``import defenses.privacy`` is cheap):
+
+* :class:`DifferentialPrivacy` - the defense (training loop, CLI ``--dp``, or ``protect()``)
+* :func:`make_compatible` - replace BatchNorm/LSTM/attention layers in place, or refuse
+* :func:`declare_forward_passes` - a hand-written loop's extra hooked passes of the same samples
+* :func:`recommended` - tuned training and privacy settings per data set
+* :func:`sweep` - train at several epsilons and return the privacy-utility curve
+* accounting helpers: :func:`epsilon`, :func:`calibrate_noise`, :func:`max_steps`
+
+Example:
+    >>> from defenses.privacy import DifferentialPrivacy, epsilon
+    >>> DifferentialPrivacy(epsilon=3.0, epochs=5).config()["accountant"]
+    'prv'
+    >>> round(epsilon("rdp", [(1.0, 0.05, 100)], delta=1e-5), 3)
+    4.038
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from defenses.privacy.accounting import calibrate_noise, epsilon, max_steps
+    from defenses.privacy.compat import make_compatible
+    from defenses.privacy.defense import DifferentialPrivacy
+    from defenses.privacy.presets import recommended
+    from defenses.privacy.curve import sweep
+    from defenses.privacy.validity import declare_forward_passes
+
+_LAZY = {
+    "DifferentialPrivacy": "defenses.privacy.defense",
+    "make_compatible": "defenses.privacy.compat",
+    "declare_forward_passes": "defenses.privacy.validity",
+    "recommended": "defenses.privacy.presets",
+    "sweep": "defenses.privacy.curve",
+    "epsilon": "defenses.privacy.accounting",
+    "calibrate_noise": "defenses.privacy.accounting",
+    "max_steps": "defenses.privacy.accounting",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'defenses.privacy' has no attribute {name!r}")

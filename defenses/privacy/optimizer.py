@@ -1,0 +1,169 @@
+"""The DP-SGD step: clip each sample's gradient, sum, add Gaussian noise, average, step.
+
+:class:`DPSGDOptimizer` is an Opacus ``DPOptimizer`` (so code that checks for one keeps
+working) whose per-sample gradients come from any engine of
+:mod:`defenses.privacy.engines`. Per step it asks the engine for per-sample norms, turns
+them into clip factors ``min(1, C / (norm + 1e-6))`` (Opacus's formula), adds the
+clipped sum into one flat buffer, and on the last physical batch of a logical batch adds
+``N(0, (sigma * C)^2)`` noise drawn in one call from its own generator, divides by the
+expected logical batch size and hands the result to the wrapped optimizer.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from defenses.privacy.engines import make_engine
+    >>> from defenses.privacy.optimizer import DPSGDOptimizer
+    >>> engine = make_engine("bk")
+    >>> model = engine.attach(nn.Linear(3, 2))
+    >>> opt = DPSGDOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), engine=engine,
+    ...                      noise_multiplier=0.0, max_grad_norm=1.0, expected_batch_size=4)
+    >>> model(torch.randn(4, 3)).sum().div(4).backward()
+    >>> opt.step()
+    >>> opt.logical_steps
+    1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from opacus.optimizers import DPOptimizer
+from torch import nn
+
+from securetrain.errors import PrivacyBudgetExhausted
+
+from defenses.privacy.engines.base import Engine, PerSampleGrads
+
+CLIP_EPS = 1e-6
+"""Added to per-sample norms before dividing, as Opacus does."""
+
+
+class DPSGDOptimizer(DPOptimizer):
+    """Clip, noise and average per-sample gradients from ``engine``, then step ``optimizer``.
+
+    ``skip_next`` is set by the Poisson loader before every physical batch that is not the
+    last of its logical batch; such steps only clip and accumulate. ``inspect`` (the
+    validity monitor) sees every physical step's per-sample gradients before clipping and
+    before ``p.grad`` is overwritten. ``budget`` returns a reason string when one more
+    noisy step would exceed the privacy budget; the step then raises
+    :class:`~securetrain.errors.PrivacyBudgetExhausted` instead of releasing anything.
+    ``on_release(self)`` runs after each noisy step (the accountant).
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        engine: Engine,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        expected_batch_size: int,
+        generator: torch.Generator | None = None,
+        inspect: Callable[[PerSampleGrads], None] | None = None,
+        budget: Callable[[], str | None] | None = None,
+        on_release: Callable[[DPSGDOptimizer], None] | None = None,
+    ) -> None:
+        super().__init__(
+            optimizer,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=expected_batch_size,
+            loss_reduction="mean",
+            generator=generator,
+        )
+        for p in self.params:  # DPOptimizer tags every parameter; we keep our own buffers
+            if hasattr(p, "summed_grad"):
+                del p.summed_grad
+        self.engine = engine
+        self.inspect = inspect
+        self.budget = budget
+        self.on_release = on_release
+        self.skip_next = False
+        self.logical_steps = 0
+        self.physical_steps = 0
+        self.last_groups = 1
+        self._groups_in_batch = 1
+        self._engine_params: list[nn.Parameter] = engine.params()
+        self._numel = sum(p.numel() for p in self._engine_params)
+        ref = self._engine_params[0] if self._engine_params else None
+        self._summed = torch.zeros(
+            self._numel,
+            dtype=ref.dtype if ref is not None else torch.float32,
+            device=ref.device if ref is not None else None,
+        )
+        self._views = self._split(self._summed)
+        self._noise = torch.empty_like(self._summed)
+        self._grad_flat = torch.empty_like(self._summed)
+        self._grad_views = self._split(self._grad_flat)
+        self._assign = [(p, self._grad_views.get(p)) for p in self.params]
+        self.last_clip_factors: torch.Tensor | None = None
+
+    def _split(self, flat: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
+        views: dict[nn.Parameter, torch.Tensor] = {}
+        start = 0
+        for p in self._engine_params:
+            views[p] = flat[start : start + p.numel()].view_as(p)
+            start += p.numel()
+        return views
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear ``p.grad`` and the engine's captures (the clipped sum of a logical batch is kept)."""
+        self.engine.clear()
+        self.original_optimizer.zero_grad(set_to_none)
+
+    def clip_and_accumulate(self) -> None:
+        """Clip this physical batch's per-sample gradients and add them to the running sum."""
+        psg = self.engine.collect()
+        if self.inspect is not None:
+            self.inspect(psg)
+        self.physical_steps += 1
+        if psg.batch_size > 0:
+            norms = psg.sq_norms().sqrt()
+            clip = (self.max_grad_norm / (norms + CLIP_EPS)).clamp(max=1.0)
+            self.last_clip_factors = clip
+            psg.add_weighted(clip.to(self._summed.dtype), self._views)
+        self._groups_in_batch = max(self._groups_in_batch, psg.groups)
+        self.engine.clear()
+
+    def add_noise(self) -> None:
+        """Noise the clipped sum, average it, and put it in ``p.grad``."""
+        std = float(self.noise_multiplier) * float(self.max_grad_norm)
+        flat = self._grad_flat
+        if std > 0:
+            self._noise.normal_(0.0, std, generator=self.generator)
+            torch.add(self._summed, self._noise, out=flat)
+        else:
+            flat.copy_(self._summed)
+        flat.div_(float(self.expected_batch_size) * self._groups_in_batch)
+        for p, view in self._assign:
+            p.grad = view if view is not None else torch.zeros_like(p)
+        self._summed.zero_()
+
+    def pre_step(self, closure: Callable[[], float] | None = None) -> bool:
+        self.clip_and_accumulate()
+        if self.skip_next:
+            self._is_last_step_skipped = True
+            return False
+        if self.budget is not None:
+            reason = self.budget()
+            if reason is not None:
+                self._summed.zero_()
+                raise PrivacyBudgetExhausted(reason)
+        self.add_noise()
+        self.last_groups = self._groups_in_batch
+        self._groups_in_batch = 1
+        self.logical_steps += 1
+        self._is_last_step_skipped = False
+        if self.on_release is not None:
+            self.on_release(self)
+        return True
+
+    def step(self, closure: Callable[[], float] | None = None) -> Any:
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        if self.pre_step():
+            return self.original_optimizer.step()
+        return None

@@ -1,0 +1,342 @@
+"""Per-sample gradient engines against an independent reference: each sample run alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from defenses.privacy.engines import ENGINES, EngineUnsupported, make_engine
+from defenses.privacy.engines.bk import BKEngine
+from defenses.privacy.modes import select_engine, verify_engine
+from securetrain.errors import ModelError
+from securetrain.models import build_model
+
+ZOO = {
+    "mlp": (30,),
+    "cnn": (1, 8, 8),
+    "resnet": (1, 8, 8),
+    "lstm": (16, 4),
+    "transformer": (16, 4),
+    "he": (1, 8, 8),
+    "he-cnn": (1, 8, 8),
+}
+ALL_ENGINES = ["bk", "ghost", "hooks", "functorch", "ew", "vmap"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Two cores shared by several jobs: one thread keeps these small runs fast and steady."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def reference_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample gradients by running each sample alone through the plain model."""
+    rows: dict[str, list[torch.Tensor]] = {}
+    for i in range(x.shape[0]):
+        model.zero_grad()
+        F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
+        for n, p in model.named_parameters():
+            rows.setdefault(n, []).append(p.grad.detach().clone())
+    model.zero_grad()
+    return {n: torch.stack(v) for n, v in rows.items()}
+
+
+def _case(name: str, batch: int = 5, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = build_model(name, ZOO[name], 4)
+    x = torch.rand(batch, *ZOO[name])
+    y = torch.randint(0, 4, (batch,))
+    return model, x, y
+
+
+def _run(engine_name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    engine = select_engine(model, engine_name, x[:1]).engine  # the verified variant (bk on an LSTM keeps batch grads)
+    wrapped = engine.attach(model)
+    wrapped.train()
+    F.cross_entropy(wrapped(x), y).backward()
+    psg = engine.collect()
+    return engine, psg
+
+
+SUPPORTED = [(m, e) for m in ZOO for e in ALL_ENGINES if m != "transformer" or e == "vmap"]
+
+
+@pytest.mark.parametrize("model_name,engine_name", SUPPORTED)
+def test_per_sample_gradients_match_each_sample_alone(model_name, engine_name):
+    model, x, y = _case(model_name)
+    ref = reference_grads(model, x, y)
+    engine, psg = _run(engine_name, model, x, y)
+    try:
+        got = psg.materialize()
+        names = {id(p): n for n, p in model.named_parameters()}
+        for p, g in got.items():
+            torch.testing.assert_close(g, ref[names[id(p)]], rtol=1e-4, atol=1e-6)
+        flat_ref = torch.cat([r.flatten(1) for r in ref.values()], 1)
+        torch.testing.assert_close(psg.sq_norms().sqrt(), flat_ref.norm(dim=1), rtol=1e-4, atol=1e-6)
+        w = torch.rand(x.shape[0])
+        out = {p: torch.zeros_like(p) for p in got}
+        psg.add_weighted(w, out)
+        for p, o in out.items():
+            torch.testing.assert_close(o, torch.einsum("b,b...->...", w, ref[names[id(p)]]), rtol=1e-4, atol=1e-6)
+    finally:
+        engine.detach()
+
+
+@pytest.mark.parametrize("engine_name,options", [("bk", {"skip_param_grads": False}), ("ghost", {"skip_param_grads": False}),
+                                                 ("bk", {}), ("hooks", {}), ("ew", {}), ("vmap", {})])
+def test_implied_gradient_equals_autograd_gradient(engine_name, options):
+    """What autograd puts in p.grad for a loss on the per-sample path: the batch gradient, or
+    nothing at all where the engine keeps autograd from computing it (bk, ExpandedWeights)."""
+    model, x, y = _case("cnn")
+    engine = make_engine(engine_name, **options)
+    wrapped = engine.attach(model)
+    F.cross_entropy(wrapped(x), y).backward()
+    psg = engine.collect()
+    try:
+        implied = psg.implied_grads()
+        for p in model.parameters():
+            got = p.grad if p.grad is not None else torch.zeros_like(p)
+            torch.testing.assert_close(implied[p], got, rtol=1e-4, atol=1e-7)
+        skips = engine_name in ("bk", "ew") and not options
+        assert all((p.grad is None) == skips for p in model.parameters())
+    finally:
+        engine.detach()
+
+
+def test_bk_without_batch_gradients_needs_layers_fed_by_the_input():
+    class FromBuffer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("code", torch.ones(1, 3))
+            self.side = nn.Linear(3, 2)
+            self.main = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.main(x) + self.side(self.code.expand(x.shape[0], -1))
+
+    model = FromBuffer()
+    x, y = torch.rand(5, 4), torch.randint(0, 2, (5,))
+    engine = make_engine("bk")
+    w = engine.attach(model)
+    F.cross_entropy(w(x), y).backward()
+    with pytest.raises(EngineUnsupported, match="layers whose input does not depend on the model's input get no gradient: side"):
+        engine.collect()
+    engine.detach()
+    choice = select_engine(model, "bk", x[:1])
+    assert choice.name == "bk" and choice.options == {"skip_param_grads": False}
+    ref = reference_grads(model, x, y)
+    engine = choice.engine
+    w = engine.attach(model)
+    F.cross_entropy(w(x), y).backward()
+    got = engine.collect().materialize()
+    torch.testing.assert_close(got[model.side.weight], ref["side.weight"], rtol=1e-4, atol=1e-6)
+    engine.detach()
+
+
+def test_ghost_and_materialized_norms_agree_on_a_sequence_linear():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Flatten(), nn.Linear(35, 3))
+    x = torch.randn(4, 7, 6)
+    y = torch.randint(0, 3, (4,))
+    norms = {}
+    for policy in ("ghost-only", "materialize", "auto", "ghost"):
+        m = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Flatten(), nn.Linear(35, 3))
+        m.load_state_dict(model.state_dict())
+        engine = BKEngine(policy=policy)
+        w = engine.attach(m)
+        F.cross_entropy(w(x), y).backward()
+        norms[policy] = engine.collect().sq_norms()
+        engine.detach()
+    for policy in ("ghost-only", "auto", "ghost"):
+        torch.testing.assert_close(norms[policy], norms["materialize"], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("model_name", ["cnn", "resnet", "he-cnn", "lstm"])
+def test_ghost_only_norms_match_each_sample_alone(model_name):
+    model, x, y = _case(model_name)
+    ref = reference_grads(model, x, y)
+    engine = BKEngine(policy="ghost-only", skip_param_grads=model_name != "lstm")
+    w = engine.attach(model)
+    F.cross_entropy(w(x), y).backward()
+    psg = engine.collect()
+    flat_ref = torch.cat([r.flatten(1) for r in ref.values()], 1)
+    torch.testing.assert_close(psg.sq_norms().sqrt(), flat_ref.norm(dim=1), rtol=1e-4, atol=1e-6)
+    wts = torch.rand(x.shape[0])
+    out = {p: torch.zeros_like(p) for p in model.parameters()}
+    psg.add_weighted(wts, out)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for p, o in out.items():
+        torch.testing.assert_close(o, torch.einsum("b,b...->...", wts, ref[names[id(p)]]), rtol=1e-4, atol=1e-6)
+    engine.detach()
+
+
+def test_bk_handles_embedding_with_padding_and_layernorm():
+    torch.manual_seed(2)
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(11, 4, padding_idx=0)
+            self.norm = nn.LayerNorm(4)
+            self.head = nn.Linear(4 * 6, 3)
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.head(self.norm(self.emb(t)).flatten(1))
+
+    model = Tokens()
+    x = torch.randint(0, 11, (5, 6))
+    x[0, :2] = 0
+    x[1] = 3  # repeated tokens: the ghost norm's cross terms matter
+    y = torch.randint(0, 3, (5,))
+    ref = reference_grads(model, x, y)
+    engine, psg = _run("bk", model, x, y)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for p, g in psg.materialize().items():
+        torch.testing.assert_close(g, ref[names[id(p)]], rtol=1e-4, atol=1e-6)
+    flat_ref = torch.cat([r.flatten(1) for r in ref.values()], 1)
+    torch.testing.assert_close(psg.sq_norms().sqrt(), flat_ref.norm(dim=1), rtol=1e-4, atol=1e-6)
+    engine.detach()
+
+
+def test_two_forward_passes_of_the_same_samples_sum_per_sample():
+    """TRADES-like: clean and perturbed pass of the same samples in one loss."""
+    model, x, y = _case("cnn")
+    x2 = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    rows: dict[str, list[torch.Tensor]] = {}
+    for i in range(x.shape[0]):
+        model.zero_grad()
+        (F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]) + F.cross_entropy(model(x2[i : i + 1]), y[i : i + 1])).backward()
+        for n, p in model.named_parameters():
+            rows.setdefault(n, []).append(p.grad.clone())
+    model.zero_grad()
+    for engine_name in ("bk", "hooks", "vmap"):
+        engine = make_engine(engine_name)
+        w = engine.attach(model)
+        (F.cross_entropy(w(x), y) + F.cross_entropy(w(x2), y)).backward()
+        psg = engine.collect()
+        assert engine.tap.contributing == 2 and not engine.tap.accumulated
+        names = {id(p): n for n, p in model.named_parameters()}
+        for p, g in psg.materialize().items():
+            torch.testing.assert_close(g, torch.stack(rows[names[id(p)]]), rtol=1e-4, atol=1e-6)
+        engine.detach()
+        model.zero_grad()
+
+
+def test_accumulated_backward_passes_are_separate_samples():
+    model, x, y = _case("mlp", batch=6)
+    ref = reference_grads(model, x, y)
+    engine = make_engine("bk")
+    w = engine.attach(model)
+    F.cross_entropy(w(x[:4]), y[:4]).backward()
+    F.cross_entropy(w(x[4:]), y[4:]).backward()
+    psg = engine.collect()
+    assert engine.tap.accumulated and psg.groups == 2 and psg.batch_size == 6
+    names = {id(p): n for n, p in model.named_parameters()}
+    for p, g in psg.materialize().items():
+        torch.testing.assert_close(g, ref[names[id(p)]], rtol=1e-4, atol=1e-6)
+    engine.detach()
+
+
+@pytest.mark.parametrize("engine_name", ["bk", "hooks", "ew", "vmap"])
+def test_an_empty_batch_gives_no_per_sample_gradient(engine_name):
+    model, x, y = _case("cnn")
+    engine = make_engine(engine_name)
+    w = engine.attach(model)
+    out = w(x[:0])
+    F.cross_entropy(out, y[:0], reduction="sum").backward()
+    psg = engine.collect()
+    assert psg.batch_size == 0 and psg.sq_norms().numel() == 0
+    engine.detach()
+
+
+def test_hooks_are_off_when_disabled_and_removed_on_detach():
+    model, x, y = _case("cnn")
+    engine = make_engine("bk")
+    w = engine.attach(model)
+    w.disable_hooks()
+    F.cross_entropy(w(x), y).backward()
+    assert engine.collect().batch_size == 0
+    w.enable_hooks()
+    plain = engine.detach()
+    assert plain is model
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_bk_refuses_an_unbatched_layer_with_the_fix():
+    model, x, y = _case("transformer")
+    engine, psg_or_error = make_engine("bk"), None
+    w = engine.attach(model)
+    F.cross_entropy(w(x), y).backward()
+    with pytest.raises(EngineUnsupported, match=r"pos got input of shape \(16,\).*batched tensor"):
+        engine.collect()
+    engine.detach()
+
+
+def test_bk_lists_layers_it_cannot_handle():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.PReLU())
+    bad = BKEngine.unsupported(model)
+    assert set(bad) == {"0", "2"}
+    assert "groups=2" in bad["0"] and "PReLU has no bk handler" in bad["2"]
+
+
+def test_auto_picks_bk_when_it_is_right_and_vmap_for_the_zoo_transformer():
+    model, x, _ = _case("cnn")
+    assert select_engine(model, "auto", x[:1]).name == "bk"
+    model, x, _ = _case("transformer")
+    choice = select_engine(model, "auto", x[:1])
+    assert choice.name == "vmap"
+    assert "pos" in choice.tried["bk"] and "hooks" in choice.tried
+
+
+def test_an_explicit_mode_that_cannot_handle_the_model_is_refused():
+    model, x, _ = _case("transformer")
+    with pytest.raises(ModelError, match=r"grad_sample_mode 'hooks' cannot compute this model's per-sample gradients"):
+        select_engine(model, "hooks", x[:1])
+
+
+def test_a_model_that_mixes_samples_is_refused():
+    class Centered(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x - x.mean(0, keepdim=True))  # batch statistics
+
+    with pytest.raises(ModelError, match="the model mixes the samples of a batch"):
+        select_engine(Centered(), "auto", torch.rand(1, 4))
+
+
+def test_verification_uses_no_global_randomness_and_restores_the_model():
+    model, x, _ = _case("cnn")
+    model.eval()
+    probe = torch.rand(3, 1, 8, 8)
+    state = torch.get_rng_state()
+    assert verify_engine("bk", model, probe) is None
+    assert torch.equal(state, torch.get_rng_state())
+    assert not model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_the_registry_names_every_engine():
+    assert sorted(ENGINES.names()) == sorted(ALL_ENGINES)
+
+
+def test_bk_switches_to_ghost_norms_when_per_sample_gradients_would_be_large():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(16, 16), nn.Flatten(), nn.Linear(16 * 8, 2))
+    x, y = torch.randn(4, 8, 16), torch.randint(0, 2, (4,))
+    small = BKEngine(max_bytes=4 * 16 * 16 * 4 - 1)  # one byte less than 4 samples x 16 x 16 floats
+    w = small.attach(model)
+    F.cross_entropy(w(x), y).backward()
+    psg = small.collect()
+    modes = [blk.mode for blk in psg._groups[0].blocks]
+    assert modes[0] == "ghost"  # the (batch, 8, 16) layer: ghost norms instead of 4 x 16 x 16 per-sample numbers
+    ref = reference_grads(model, x, y)
+    flat_ref = torch.cat([r.flatten(1) for r in ref.values()], 1)
+    torch.testing.assert_close(psg.sq_norms().sqrt(), flat_ref.norm(dim=1), rtol=1e-4, atol=1e-6)
+    small.detach()
