@@ -6,6 +6,8 @@ Example:
     >>> import defenses
     >>> defenses.DifferentialPrivacy(epsilon=3.0, epochs=2).name
     'privacy'
+    >>> defenses.FastAdversarialTraining(0.1).name
+    'adversarial'
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from defenses.adversarial import TRADES, FastAdversarialTraining, PGDAdversarialTraining
     from defenses.privacy import DifferentialPrivacy
 
-__all__ = ["DifferentialPrivacy"]
+__all__ = ["TRADES", "DifferentialPrivacy", "FastAdversarialTraining", "PGDAdversarialTraining"]
 
-_LAZY = {"DifferentialPrivacy": "defenses.privacy"}
+_LAZY = {
+    "DifferentialPrivacy": "defenses.privacy",
+    "PGDAdversarialTraining": "defenses.adversarial",
+    "FastAdversarialTraining": "defenses.adversarial",
+    "TRADES": "defenses.adversarial",
+}
 
 
 def __getattr__(name: str) -> Any:

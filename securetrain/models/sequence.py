@@ -100,6 +100,7 @@ class TransformerClassifier(nn.Module):
         self.register_buffer("positions", torch.arange(seq_len), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pos = self.pos(self.positions[: x.shape[1]]).unsqueeze(0)
+        # Indexed per sample (not broadcast) so that per-sample-gradient engines see the batch.
+        pos = self.pos(self.positions[: x.shape[1]].unsqueeze(0).expand(x.shape[0], -1))
         h = self.blocks(self.embed(x) + pos)
         return self.head(self.norm(h).flatten(1))

@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from securetrain.cli.demo_pipeline import DemoOptions, run_demo
 
     logging.getLogger("securetrain.demo").setLevel(logging.INFO)
+    if args.threads is None:
+        import torch
+
+        torch.set_num_threads(1)  # the demo's models are tiny: one thread beats two (docs/robustness.md)
     from securetrain.cli.output import summary
 
     opts = DemoOptions(
