@@ -50,3 +50,32 @@ def test_importing_the_package_is_cheap():
     code = "import sys, securetrain; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+@pytest.mark.slow
+def test_demo_small_budget_writes_every_section(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["--threads", "1", "demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert "report:" in capsys.readouterr().out
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["schema"] == "securetrain.report/1"
+    for key in ("privacy", "robustness", "membership", "encrypted"):
+        assert rep[key] is not None, key
+    assert rep["privacy"]["valid"] is True and 0 < rep["privacy"]["epsilon"] <= 3.0
+    assert len(rep["robustness"]["worst_case"]) == len(rep["robustness"]["epsilons"]) == 3
+    names = [row["model"] for row in rep["comparison"]]
+    assert names == ["plain", "private", "adversarial", "private+adversarial", "he (encrypted)"]
+    for sub in ("plain", "private", "adversarial", "private_adversarial", "encrypted"):
+        sub_rep = json.loads((out / sub / "report.json").read_text())
+        assert (out / sub / "model.safetensors").is_file()
+        assert sub_rep["robustness"] is not None or sub == "encrypted"
+    assert json.loads((out / "private" / "report.json").read_text())["membership"] is not None
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4
+    model = securetrain.load_model(out / "private_adversarial")
+    assert not model.training and not any(hasattr(m, "_forward_hooks") and m._forward_hooks for m in model.modules())
+
+
+def test_threads_must_be_positive(capsys):
+    assert main(["--threads", "0", "report", "nowhere"]) == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
