@@ -109,12 +109,14 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tens
     if not p.is_file():
         raise CheckpointError(f"{p} does not exist")
     raw = p.read_bytes()
-    _refuse_pickle(p, raw[:4])
     try:
         tensors = load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8 : 8 + header_len])
     except (SafetensorError, ValueError, json.JSONDecodeError, OverflowError) as exc:
+        # Only a file that is not valid safetensors can be a pickle or zip: a valid header
+        # length may itself start with the byte 0x80 (one file in 256).
+        _refuse_pickle(p, raw[:4])
         raise CheckpointError(f"{p} is corrupted or truncated ({exc}); delete it or restore a good copy") from exc
     return tensors, dict(header.get("__metadata__") or {})
 

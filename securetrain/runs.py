@@ -4,6 +4,10 @@ A run directory holds ``model.safetensors`` (weights, never unpickled), ``config
 ``checkpoint.safetensors`` (to resume, defense state such as the privacy accountant
 included) and ``report.json`` / ``report.md`` / ``report.html``.
 
+In a distributed job (every rank calls :func:`train` with the same arguments under
+``torchrun``) only rank 0 writes the run directory; the other ranks train and return
+the same result. See :mod:`securetrain.distributed`.
+
 Example:
     >>> import tempfile
     >>> import securetrain
@@ -31,11 +35,14 @@ from torch import nn
 
 from securetrain import data as data_mod
 from securetrain.checkpoint import load_weights, save_weights
+from securetrain.distributed.context import resolve_context
+from securetrain.distributed.context import barrier as _barrier
 from securetrain.errors import CheckpointError
 from securetrain.io import atomic_write_json
 from securetrain.models import build_model
 from securetrain.report import Report
-from securetrain.training import CHECKPOINT_NAME, Callback, Defense, TrainConfig, TrainResult, evaluate, fit
+from securetrain.training import CHECKPOINT_NAME, Callback, Defense, TrainConfig, TrainResult, fit
+from securetrain.training.loop import evaluate_across_ranks
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -60,14 +67,22 @@ def train(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     write_html: bool = True,
+    distributed: bool | None = None,
 ) -> RunResult:
     """Train a model on ``config.data`` with ``defenses`` and write a complete run directory.
 
     ``model`` may be any ``nn.Module`` for the data set's input shape; by default the zoo
     model ``config.model`` (or the data set's default) is built.
+
+    ``distributed`` is passed to :func:`securetrain.training.fit`: by default a run inside
+    a ``torch.distributed`` process group of several ranks trains across them (with
+    ``config.batch_size`` as the global batch) and only rank 0 writes ``out_dir``.
     """
+    ctx = resolve_context(distributed)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out)
     info = data_mod.get_info(config.data)
     train_xy = data_mod.load(config.data, "train", root=config.data_root)
     test_xy = data_mod.load(config.data, "test", root=config.data_root)
@@ -75,6 +90,8 @@ def train(
     model_name = config.resolved_model() if model is None else type(model).__name__
     if model is None:
         model = build_model(model_name, info.input_shape, info.num_classes, **config.model_kwargs)
+    if ctx.device.type != "cpu":
+        model = model.to(ctx.device)
     zoo = config.model is not None or model_name == info.default_model
     run_config = {
         "securetrain_version": _version(),
@@ -84,7 +101,10 @@ def train(
         "train": config.to_dict(),
         "defenses": [d.config() for d in defenses],
     }
-    atomic_write_json(out / CONFIG_NAME, run_config)
+    if ctx.active:
+        run_config["distributed"] = ctx.describe()
+    if ctx.is_main:
+        atomic_write_json(out / CONFIG_NAME, run_config)
 
     result = fit(
         model,
@@ -97,10 +117,12 @@ def train(
         checkpoint_path=out / CHECKPOINT_NAME,
         resume=resume,
         callbacks=callbacks,
+        distributed=distributed,
     )
     plain = result.model
-    save_weights(out / WEIGHTS_NAME, plain)
-    metrics = evaluate(plain, *test_xy, batch_size=config.eval_batch_size)
+    if ctx.is_main:
+        save_weights(out / WEIGHTS_NAME, plain)
+    metrics = evaluate_across_ranks(plain, *test_xy, config.eval_batch_size, ctx)
     report = Report(
         data={"name": info.name, "kind": info.kind, "n_train": int(train_xy[0].shape[0]),
               "n_test": int(test_xy[0].shape[0]), "input_shape": list(info.input_shape),
@@ -115,13 +137,36 @@ def train(
                             "defenses": [d.config() for d in defenses]},
                "notes": list(result.session.notes), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     )
+    if ctx.active:
+        report.timing["world_size"] = ctx.world_size
+        report.extra["distributed"] = result.session.extras.get("distributed", ctx.describe())
     for key, section in result.sections.items():
         if key in ("privacy", "robustness", "membership", "encrypted"):
             setattr(report, key, section)
         else:
             report.extra[key] = section
-    report.save(out, html=write_html)
+    if ctx.is_main:
+        report.save(out, html=write_html)
+    if ctx.active:
+        _barrier()  # every rank returns once rank 0's files are in place
     return RunResult(run_dir=out, report=report, model=plain, train_result=result)
+
+
+_WRITTEN = (CONFIG_NAME, WEIGHTS_NAME, CHECKPOINT_NAME, "report.json", "report.md", "report.html")
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete temporaries of this run's files left by a process killed in the middle of a write.
+
+    Atomic writes go to ``.<name>.<random>.tmp`` beside the target and are renamed over it;
+    a process killed before the rename leaves the temporary behind (the target is intact).
+    """
+    for name in _WRITTEN:
+        for tmp in out.glob(f".{name}.*.tmp"):
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
 
 
 def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

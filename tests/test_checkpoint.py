@@ -74,3 +74,12 @@ def test_weights_roundtrip_and_mismatch(tmp_path):
         assert torch.equal(p, q)
     with pytest.raises(CheckpointError, match=r"does not match the model's parameters"):
         load_weights(tmp_path / "m.safetensors", build_model("mlp", (30,), 3))
+
+
+@pytest.mark.parametrize("pad", range(160, 176))
+def test_valid_files_whose_header_length_starts_with_0x80_load(tmp_path, pad):
+    # The first byte of a safetensors file is the low byte of its header length: 0x80, the
+    # pickle protocol marker, for one header length in 256. Such files must still load.
+    path = tmp_path / "s.safetensors"
+    save_state(path, {"w": torch.ones(2), "note": "x" * pad})
+    assert load_state(path)["note"] == "x" * pad

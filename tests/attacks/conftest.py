@@ -41,12 +41,3 @@ def frozen_cnn(_trained_cnn_session: nn.Module) -> nn.Module:
     """The shared trained digits CNN, for tests that only read it (never change it)."""
     return _trained_cnn_session
 
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine run faster and steadier on one torch thread.
-    Opted into by the evasion test modules (``pytestmark``); restored after each module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

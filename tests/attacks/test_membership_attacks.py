@@ -23,13 +23,6 @@ from securetrain.errors import AttackError, UnknownNameError
 from securetrain.models import build_model
 from securetrain.training import TrainConfig, fit
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models train fastest on one thread, the more so on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------- a deliberately overfit target

@@ -17,13 +17,6 @@ from securetrain.errors import AttackError, CheckpointError, UnknownNameError
 from securetrain.report import Report, check_section
 from securetrain.training import Defense, TrainConfig
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models train fastest on one thread, the more so on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 SCHEMA_KEYS = {"attack", "auc", "tpr_at_fpr", "advantage", "epsilon_lower_bound"}

@@ -33,13 +33,6 @@ FACTORIES = {
     "trades": lambda **kw: TRADES(EPS, steps=3, **kw),
 }
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster than two fighting over shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_cnn() -> nn.Module:

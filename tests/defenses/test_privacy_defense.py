@@ -15,13 +15,6 @@ from securetrain.errors import CheckpointError, ModelError, PrivacyBudgetExhaust
 from securetrain.training import TrainConfig, fit, protect
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores shared by several jobs: one thread keeps these small runs fast and steady."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _data(n: int = 200, d: int = 6, seed: int = 0) -> TensorDataset:

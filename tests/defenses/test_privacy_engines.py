@@ -35,13 +35,6 @@ ZOO = {
 ALL_ENGINES = ["bk", "ghost", "hooks", "functorch", "ew", "vmap"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores shared by several jobs: one thread keeps these small runs fast and steady."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def reference_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -15,12 +15,6 @@ from securetrain.errors import PrivacyError
 from securetrain.training import protect
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class DictDataset(Dataset):

@@ -15,12 +15,6 @@ from securetrain.training import protect
 ENGINES = ["bk", "hooks"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _data(n: int = 120) -> TensorDataset:

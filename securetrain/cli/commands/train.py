@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_worker(args: argparse.Namespace, nproc: int | None) -> int:
     """One rank of a torchrun job: join the group, train together, rank 0 writes and prints."""
+    import logging
     import os
 
     from securetrain.cli.output import summary
@@ -128,7 +129,9 @@ def _run_worker(args: argparse.Namespace, nproc: int | None) -> int:
     defenses = defenses_from_args(args)
     with process_group() as ctx:
         if not ctx.is_main:
+            # rank 0 speaks for the job: the other ranks' notes (the same ones) would repeat it
             config.progress = False
+            logging.getLogger("securetrain").setLevel(logging.ERROR)
         result = train(config, args.out, defenses, resume=args.resume, write_html=not args.no_html, distributed=True)
         if ctx.is_main:
             sys.stdout.write(summary(result.report, args.out))
