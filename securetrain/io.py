@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 
+_TMP_SUFFIX = ".tmp"
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
@@ -29,7 +32,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
@@ -49,6 +52,26 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> None:
+    """Delete temporaries of ``path`` left by a process killed in the middle of an atomic write.
+
+    :func:`atomic_path` writes to ``.<name>.<random>.tmp`` beside the target and renames it
+    over the target; a process killed before the rename leaves the temporary behind (the
+    target itself is intact).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / ".a.json.x1y2.tmp").write_text("half")
+        >>> remove_stale_temporaries(d / "a.json")
+        >>> list(d.iterdir())
+        []
+    """
+    target = Path(path)
+    for tmp in target.parent.glob(f".{target.name}.*{_TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

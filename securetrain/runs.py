@@ -38,7 +38,7 @@ from securetrain.checkpoint import load_weights, save_weights
 from securetrain.distributed.context import resolve_context
 from securetrain.distributed.context import barrier as _barrier
 from securetrain.errors import CheckpointError
-from securetrain.io import atomic_write_json
+from securetrain.io import atomic_write_json, remove_stale_temporaries
 from securetrain.models import build_model
 from securetrain.report import Report
 from securetrain.training import CHECKPOINT_NAME, Callback, Defense, TrainConfig, TrainResult, fit
@@ -46,6 +46,7 @@ from securetrain.training.loop import evaluate_across_ranks
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+_WRITTEN = (CONFIG_NAME, WEIGHTS_NAME, CHECKPOINT_NAME, "report.json", "report.md", "report.html")
 
 
 @dataclass
@@ -82,7 +83,8 @@ def train(
     out = Path(out_dir)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(out)
+        for name in _WRITTEN:
+            remove_stale_temporaries(out / name)
     info = data_mod.get_info(config.data)
     train_xy = data_mod.load(config.data, "train", root=config.data_root)
     test_xy = data_mod.load(config.data, "test", root=config.data_root)
@@ -150,23 +152,6 @@ def train(
     if ctx.active:
         _barrier()  # every rank returns once rank 0's files are in place
     return RunResult(run_dir=out, report=report, model=plain, train_result=result)
-
-
-_WRITTEN = (CONFIG_NAME, WEIGHTS_NAME, CHECKPOINT_NAME, "report.json", "report.md", "report.html")
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Delete temporaries of this run's files left by a process killed in the middle of a write.
-
-    Atomic writes go to ``.<name>.<random>.tmp`` beside the target and are renamed over it;
-    a process killed before the rename leaves the temporary behind (the target is intact).
-    """
-    for name in _WRITTEN:
-        for tmp in out.glob(f".{name}.*.tmp"):
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
 
 
 def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

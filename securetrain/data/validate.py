@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from securetrain.errors import DataError, ModelError
-from securetrain.modes import eval_mode
+from securetrain.modes import eval_mode, model_device
 
 
 def validate_batch(
@@ -62,7 +62,7 @@ def check_model_fits(model: nn.Module, input_shape: Sequence[int], num_classes: 
         >>> from torch import nn
         >>> check_model_fits(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), (4,), 3)
     """
-    probe = torch.zeros(2, *input_shape, device=_device_of(model))
+    probe = torch.zeros(2, *input_shape, device=model_device(model))
     with eval_mode(model), torch.no_grad():
         try:
             out = model(probe)
@@ -77,9 +77,3 @@ def check_model_fits(model: nn.Module, input_shape: Sequence[int], num_classes: 
             f"the model must return logits of shape (batch, {num_classes}) for this data set, "
             f"got {shape}"
         )
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
 
-from securetrain.checkpoint import load_state, save_state
+from securetrain.checkpoint import save_state
 from securetrain.data.validate import check_model_fits, validate_batch
 from securetrain.distributed.context import DistributedContext, resolve_context
 from securetrain.distributed.io import load_state_everywhere
@@ -131,11 +131,10 @@ def fit(
 
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     start_epoch = 0
-    t0 = time.perf_counter()
     try:
         scale_out.attach()
         if resume and ckpt is not None:
-            state = load_state_everywhere(ckpt, ctx) if ctx.active else (load_state(ckpt) if ckpt.exists() else None)
+            state = load_state_everywhere(ckpt, ctx)  # None when there is no checkpoint yet
             if state is not None:
                 start_epoch = _restore(ckpt, session, config, state)
                 log.info("resumed from %s after epoch %d", ckpt, start_epoch)
@@ -287,9 +286,7 @@ def _save(path: Path, session: TrainingSession, config: TrainConfig) -> None:
     save_state(path, state)
 
 
-def _restore(path: Path, session: TrainingSession, config: TrainConfig, state: dict[str, Any] | None = None) -> int:
-    if state is None:
-        state = load_state(path)
+def _restore(path: Path, session: TrainingSession, config: TrainConfig, state: dict[str, Any]) -> int:
     saved_cfg = state.get("config", {})
     current = config.to_dict()
     diffs = [k for k in _RESUME_KEYS if k in saved_cfg and saved_cfg[k] != current[k]]
