@@ -179,6 +179,9 @@ class DifferentialPrivacy(Defense):
 
     def _reset_state(self) -> None:
         self.history: list[list[float]] = []
+        # (history key, fits): whether one more step fits the budget, for a history that mixes
+        # rates (several forward passes); the answer only changes when a step is released.
+        self._next_step_fits: tuple[tuple[Any, ...], bool] | None = None
         self.epoch_points: list[list[float]] = []
         self.monitor = ValidityMonitor()
         self.notes: list[str] = []
@@ -443,8 +446,12 @@ class DifferentialPrivacy(Defense):
             if self.budget_steps is not None and self.steps_taken < self.budget_steps:
                 return None
         else:
-            nxt = [tuple(h) for h in self.history] + [(self.noise_multiplier, self.sample_rate, 1)]
-            if accounting.epsilon(self._report_accountant(), nxt, self.delta) <= cap:  # type: ignore[arg-type]
+            key = (len(self.history), tuple(self.history[-1]), cap, self.noise_multiplier, self.sample_rate)
+            if self._next_step_fits is None or self._next_step_fits[0] != key:
+                nxt = [tuple(h) for h in self.history] + [(self.noise_multiplier, self.sample_rate, 1)]
+                fits = accounting.epsilon(self._report_accountant(), nxt, self.delta) <= cap  # type: ignore[arg-type]
+                self._next_step_fits = (key, fits)
+            if self._next_step_fits[1]:
                 return None
         which = "target epsilon" if self.target_epsilon is not None and cap == self.target_epsilon else "max_epsilon"
         return (
@@ -501,6 +508,7 @@ class DifferentialPrivacy(Defense):
                 f"cannot resume: the checkpoint was accounted with {state['accountant']}, this run uses {self.accountant}"
             )
         self.history = [[float(h[0]), float(h[1]), int(h[2])] for h in state.get("history", [])]
+        self._next_step_fits = None
         self.epoch_points = [[int(p[0]), float(p[1])] for p in state.get("epoch_points", [])]
         if state.get("sampler_rng") is not None and self.sampler_generator is not None:
             self.sampler_generator.set_state(state["sampler_rng"])
@@ -564,7 +572,7 @@ class DifferentialPrivacy(Defense):
                 "poisson_sampling": self.poisson_sampling,
                 "valid": self.monitor.valid,
                 "warnings": warnings_,
-                "epsilon_history": self._history_points(),
+                "epsilon_history": self._history_points(eps),
                 "target_epsilon": self.target_epsilon,
                 "max_epsilon": self.max_epsilon,
                 "budget_steps": self.budget_steps,
@@ -581,13 +589,14 @@ class DifferentialPrivacy(Defense):
             }
         }
 
-    def _history_points(self) -> list[list[float]]:
+    def _history_points(self, eps_spent: float) -> list[list[float]]:
+        """Epsilon after each epoch, at 0 and at the last step (``eps_spent``), filled out to a curve."""
         assert self.delta is not None
         total = self.steps_taken
         points = {int(p[0]): float(p[1]) for p in self.epoch_points}
         points[0] = 0.0
         if total and total not in points:
-            points[total] = self.epsilon_spent()
+            points[total] = eps_spent
         if len(points) < HISTORY_POINTS and total:
             curve = accounting.epsilon_curve(
                 self._report_accountant(), [tuple(h) for h in self.history], self.delta, HISTORY_POINTS - len(points) + 2  # type: ignore[misc]
