@@ -18,7 +18,6 @@ Run:  python benchmarks/bench_encrypted.py [--latency-samples 16] [--epochs 10] 
 from __future__ import annotations
 
 import argparse
-import copy
 import platform
 import sys
 import time
@@ -33,7 +32,8 @@ from torch import nn
 
 from securetrain.data import load
 from securetrain.encrypted import HECNN2, EncryptedModel, EncryptionClient, InferenceServer
-from securetrain.encrypted.wire import REQUEST, decode_message
+from securetrain.encrypted.evaluate import float64_logits
+from securetrain.encrypted.wire import REQUEST, decode_header
 from securetrain.io import atomic_write_json
 from securetrain.models import build_model
 
@@ -57,11 +57,6 @@ def train(model: nn.Module, epochs: int, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return copy.deepcopy(model).double()(x.double()).numpy()
-
-
 def ours(model: nn.Module, mode: str, x_test: torch.Tensor, calib: torch.Tensor, latency_samples: int) -> dict[str, Any]:
     em = EncryptedModel.build(model, mode, calibration=calib)
     t = time.perf_counter()
@@ -69,7 +64,7 @@ def ours(model: nn.Module, mode: str, x_test: torch.Tensor, calib: torch.Tensor,
     keygen = time.perf_counter() - t
     public = client.public_context()
     server = InferenceServer(em, public)
-    ref = reference(model, x_test)
+    ref = float64_logits(model, x_test)
     if mode == "throughput":
         slots = em.plan.slots
         reps = -(-slots // x_test.shape[0])
@@ -102,7 +97,7 @@ def ours(model: nn.Module, mode: str, x_test: torch.Tensor, calib: torch.Tensor,
         total = enc_s + ev_s + dec_s
         split = {"encrypt_s": enc_s, "evaluate_s": ev_s, "decrypt_s": dec_s}
         compared = n_timed
-    ct_bytes = int(decode_message(req, expect_kind=REQUEST)[0]["sizes"][0])
+    ct_bytes = int(decode_header(req, expect_kind=REQUEST)[0]["sizes"][0])
     p = em.plan
     return {
         "approach": f"ours-{mode}", "poly_modulus_degree": p.poly_modulus_degree,
@@ -174,7 +169,7 @@ def tutorial_cnn(model: nn.Module, x_test: torch.Tensor, n: int) -> dict[str, An
 def _baseline_row(name: str, ctx: Any, model: nn.Module, x_test: torch.Tensor, n: int, outs: list, total: float,
                   ct_bytes: int, keygen: float) -> dict[str, Any]:
     out = np.asarray(outs, dtype=np.float64)
-    ref = reference(model, x_test[:n])
+    ref = float64_logits(model, x_test[:n])
     return {
         "approach": name, "poly_modulus_degree": 8192, "coeff_mod_bit_sizes": TUTORIAL_BITS, "scale_bits": 26,
         "depth": len(TUTORIAL_BITS) - 2, "variant": "-", "security_bits": 128, "samples_timed": n,

@@ -23,14 +23,22 @@ from torch import nn
 
 from securetrain.encrypted.client import EncryptionClient
 from securetrain.encrypted.server import EncryptedModel, InferenceServer
-from securetrain.encrypted.wire import REQUEST, decode_message
+from securetrain.encrypted.wire import REQUEST, decode_header
 from securetrain.errors import EncryptionError
 from securetrain.modes import eval_mode, unwrap
 
 logger = logging.getLogger(__name__)
 
 
-def _reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+def float64_logits(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """The plaintext reference: ``model``'s logits on ``x`` computed in float64 in eval mode
+    (on a copy: the model itself is untouched).
+
+    Example:
+        >>> import torch
+        >>> float64_logits(torch.nn.Linear(3, 2), torch.zeros(4, 3)).dtype
+        dtype('float64')
+    """
     m64 = copy.deepcopy(unwrap(model)).double()
     with eval_mode(m64), torch.no_grad():
         return m64(x.double()).reshape(x.shape[0], -1).numpy()
@@ -98,9 +106,9 @@ def evaluate_encrypted(
         req_bytes += len(req)
         resp_bytes += len(resp)
         if ct_bytes is None:
-            ct_bytes = int(decode_message(req, expect_kind=REQUEST)[0]["sizes"][0])
+            ct_bytes = int(decode_header(req, expect_kind=REQUEST)[0]["sizes"][0])
     enc = np.concatenate(outs, axis=0)
-    ref = _reference(model, xs)
+    ref = float64_logits(model, xs)
     total = enc_s + eval_s + dec_s
     agreement = float(np.mean(enc.argmax(axis=1) == ref.argmax(axis=1)))
     err = float(np.max(np.abs(enc - ref)))

@@ -283,8 +283,10 @@ def serve(service: EncryptedInferenceService, host: str = "127.0.0.1", port: int
 
 
 def service_from_run(run_dir: str | os.PathLike[str], modes: Sequence[str] = ("throughput", "latency"), *,
-                     calibration_samples: int = 512, **plan_options: Any) -> EncryptedInferenceService:
-    """A service for the model of a run directory, calibrated on its training split."""
+                     calibration_samples: int = 512, max_contexts: int = 16,
+                     **plan_options: Any) -> EncryptedInferenceService:
+    """A service for the model of a run directory, calibrated on its training split
+    (``max_contexts``: client contexts kept in memory)."""
     from securetrain import data as data_mod
     from securetrain.runs import load_model, read_config
 
@@ -297,7 +299,7 @@ def service_from_run(run_dir: str | os.PathLike[str], modes: Sequence[str] = ("t
     for mode in modes:
         models[mode] = EncryptedModel.build(model, mode, calibration=calib, input_shape=shape,
                                             name=str(cfg["model"]["name"]), **plan_options)
-    return EncryptedInferenceService(models)
+    return EncryptedInferenceService(models, max_contexts=max_contexts)
 
 
 class RemoteClient:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +10,7 @@ from torch import nn
 
 from securetrain.data import load
 from securetrain.encrypted import HECNN2, EncryptedModel, EncryptionClient, InferenceServer, evaluate_encrypted
+from securetrain.encrypted.evaluate import float64_logits
 from securetrain.models import build_model
 from securetrain.models.he import Square
 
@@ -45,11 +44,6 @@ def models() -> dict[str, nn.Module]:
 @pytest.fixture(scope="module")
 def digits_test() -> tuple[torch.Tensor, torch.Tensor]:
     return load("digits", "test")
-
-
-def float64_logits(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return copy.deepcopy(model).double()(x.double()).numpy()
 
 
 @pytest.mark.parametrize("mode", ["throughput", "latency"])

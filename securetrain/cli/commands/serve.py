@@ -27,11 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from securetrain.encrypted.http import EncryptedInferenceService, make_server, service_from_run
+    from securetrain.encrypted.http import make_server, service_from_run
 
     modes = ("throughput", "latency") if args.mode == "both" else (args.mode,)
-    base = service_from_run(args.dir, modes)
-    service = EncryptedInferenceService(base.models, max_contexts=args.max_contexts)
+    service = service_from_run(args.dir, modes, max_contexts=args.max_contexts)
     httpd = make_server(service, args.host, args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     host, port = httpd.server_address[:2]
     sys.stderr.write(f"serving {service.info()['model']} ({', '.join(modes)}) on http://{host}:{port}\n")
