@@ -52,8 +52,8 @@ def audit_run(
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ConfigurationError(f"samples must be an integer >= 1, got {samples!r}")
         if samples < x.shape[0]:
-            idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:samples]
-            x, y = x[idx.sort().values], y[idx.sort().values]
+            idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:samples].sort().values
+            x, y = x[idx], y[idx]
     model = load_model(run_dir)
     return audit_robustness(
         model,
