@@ -334,6 +334,20 @@ def check_epsilons(epsilons: float | Sequence[float]) -> list[float]:
     return out
 
 
+def _positive_int(attack: str, what: str, value: object) -> None:
+    """Check an attack setting that counts something (steps, restarts, draws)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise AttackError(f"{attack}: {what} must be an integer >= 1, got {value!r}")
+
+
+def _positive(attack: str, what: str, value: object, *, allow_zero: bool = False) -> None:
+    """Check a real-valued attack setting (step sizes, constants)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise AttackError(f"{attack}: {what} must be a number {bound}, got {value!r}")
+
+
 def check_bounds(bounds: Any) -> Bounds:
     """``(lower, upper)`` as finite floats with lower < upper; :class:`AttackError` otherwise."""
     try:

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from attacks.evasion import _foolbox
-from attacks.evasion.base import AttackContext
-from attacks.evasion.minimization import MinimizationAttack, _positive, _positive_int
+from attacks.evasion.base import AttackContext, _positive, _positive_int
+from attacks.evasion.minimization import MinimizationAttack
 from attacks.evasion.registry import register_attack
 from securetrain.errors import AttackError
 from securetrain.modes import model_device

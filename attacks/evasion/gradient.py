@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attacks.evasion.base import Attack, AttackContext
+from attacks.evasion.base import Attack, AttackContext, _positive_int
 from attacks.evasion.losses import LOSSES, LossFn, loss_and_input_grad
 from attacks.evasion.norms import normalize_step, project, random_in_ball
 from attacks.evasion.registry import register_attack
@@ -47,8 +47,8 @@ class _GradientAscent(Attack):
     kind = "gradient"
 
     def __post_init__(self) -> None:
-        _check_int(self.name, "steps", self.steps)
-        _check_int(self.name, "restarts", self.restarts)
+        _positive_int(self.name, "steps", self.steps)
+        _positive_int(self.name, "restarts", self.restarts)
         if self.rel_stepsize is not None and not float(self.rel_stepsize) > 0:
             raise AttackError(f"{self.name}: rel_stepsize must be positive, got {self.rel_stepsize}")
         self.losses()
@@ -150,11 +150,6 @@ class _GradientAscent(Attack):
                 best_loss = torch.where(better, loss, best_loss)
         assert best_x is not None  # restarts >= 1 (checked in __post_init__)
         return best_x
-
-
-def _check_int(attack: str, what: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise AttackError(f"{attack}: {what} must be an integer >= 1, got {value!r}")
 
 
 @register_attack

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from attacks.evasion import _foolbox
-from attacks.evasion.base import Attack, AttackContext
+from attacks.evasion.base import Attack, AttackContext, _positive, _positive_int
 from attacks.evasion.registry import register_attack
 from securetrain.errors import AttackError
 from securetrain.modes import model_device
@@ -49,18 +49,6 @@ class MinimizationAttack(Attack):
     ) -> list[torch.Tensor]:
         cand = self.minimize(model, inputs, labels, ctx).detach()
         return [cand for _ in epsilons]
-
-
-def _positive_int(attack: str, what: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise AttackError(f"{attack}: {what} must be an integer >= 1, got {value!r}")
-
-
-def _positive(attack: str, what: str, value: object, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise AttackError(f"{attack}: {what} must be a number {bound}, got {value!r}")
 
 
 @register_attack

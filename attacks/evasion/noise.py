@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attacks.evasion.base import Attack, AttackContext
+from attacks.evasion.base import Attack, AttackContext, _positive_int
 from attacks.evasion.norms import random_in_ball, random_on_sphere
 from attacks.evasion.registry import register_attack
 from securetrain.errors import AttackError
@@ -36,8 +36,7 @@ class _Noise(Attack):
     stochastic = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.draws, bool) or not isinstance(self.draws, int) or self.draws < 1:
-            raise AttackError(f"{self.name}: draws must be an integer >= 1, got {self.draws!r}")
+        _positive_int(self.name, "draws", self.draws)
 
     def sample(self, like: torch.Tensor, epsilon: float) -> torch.Tensor:
         raise NotImplementedError
