@@ -32,11 +32,8 @@ import torch
 from attacks.audit.one_run import one_run_epsilon_lower_bound
 from attacks.membership._checks import as_scores, check_disjoint, check_xy
 from attacks.membership.shadow import Recipe
-from attacks.membership.signals import model_signal
+from attacks.membership.signals import member_scores
 from securetrain.errors import AttackError
-
-_SIGN = {"loss": -1.0, "entropy": -1.0, "modified_entropy": -1.0}
-
 
 @dataclass(frozen=True)
 class CanaryAuditResult:
@@ -180,7 +177,7 @@ def canary_audit(
     included = rng.random(m) < 0.5
     inc_idx = torch.from_numpy(np.flatnonzero(included))
     model = recipe((torch.cat([tx, cx[inc_idx]]), torch.cat([ty, cy[inc_idx]])), int(seed) * 1000 + 999)
-    scores = _SIGN.get(signal, 1.0) * model_signal(model, cx, cy, signal)
+    scores = member_scores(model, cx, cy, signal)
     return audit_canary_scores(scores, included, delta=delta, alpha=alpha, guess_counts=guess_counts)
 
 

@@ -95,12 +95,31 @@ def model_signal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, signal: str
     return fn(predict_logits(model, x, batch_size), y)
 
 
+MEMBER_DIRECTION: dict[str, float] = {"loss": -1.0, "entropy": -1.0, "modified_entropy": -1.0}
+"""Signals on which members score *lower* (-1); every other signal is higher for members (+1)."""
+
+
+def member_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, signal: str) -> np.ndarray:
+    """``signal`` turned into a membership score: higher means more likely a member.
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Linear(3, 2)
+        >>> x, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
+        >>> bool((member_scores(m, x, y, "loss") == -model_signal(m, x, y, "loss")).all())
+        True
+    """
+    return MEMBER_DIRECTION.get(signal, 1.0) * model_signal(model, x, y, signal)
+
+
 __all__ = [
+    "MEMBER_DIRECTION",
     "SIGNALS",
     "Signal",
     "confidence",
     "entropy",
     "loss",
+    "member_scores",
     "model_signal",
     "modified_entropy",
     "scaled_logit",

@@ -23,17 +23,17 @@ import torch
 from torch import nn
 
 from attacks.membership.base import MembershipAttack
-from attacks.membership.signals import model_signal
+from attacks.membership.signals import member_scores
 
 
 class SignalThreshold(MembershipAttack):
-    """Score = ``sign * signal(model, x, y)``; subclasses pick the signal and its direction."""
+    """Score = ``signal(model, x, y)`` oriented so that members score higher
+    (:func:`~attacks.membership.signals.member_scores`); subclasses pick the signal."""
 
     signal: ClassVar[str] = "loss"
-    sign: ClassVar[float] = -1.0
 
     def scores(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-        return self.sign * model_signal(model, x, y, self.signal)
+        return member_scores(model, x, y, self.signal)
 
 
 class LossThreshold(SignalThreshold):
@@ -41,7 +41,6 @@ class LossThreshold(SignalThreshold):
 
     name = "loss"
     signal = "loss"
-    sign = -1.0
 
 
 class ConfidenceThreshold(SignalThreshold):
@@ -49,7 +48,6 @@ class ConfidenceThreshold(SignalThreshold):
 
     name = "confidence"
     signal = "confidence"
-    sign = 1.0
 
 
 class EntropyThreshold(SignalThreshold):
@@ -57,7 +55,6 @@ class EntropyThreshold(SignalThreshold):
 
     name = "entropy"
     signal = "entropy"
-    sign = -1.0
 
 
 class ModifiedEntropyThreshold(SignalThreshold):
@@ -65,7 +62,6 @@ class ModifiedEntropyThreshold(SignalThreshold):
 
     name = "modified-entropy"
     signal = "modified_entropy"
-    sign = -1.0
 
 
 __all__ = [
