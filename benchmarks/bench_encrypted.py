@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import tenseal as ts
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from securetrain.data import load
 from securetrain.encrypted import HECNN2, EncryptedModel, EncryptionClient, InferenceServer
 from securetrain.encrypted.evaluate import float64_logits
+from securetrain.encrypted.validator import FineTune, fine_tune_model
 from securetrain.encrypted.wire import REQUEST, decode_header
 from securetrain.io import atomic_write_json
 from securetrain.models import build_model
@@ -43,17 +43,7 @@ TUTORIAL_BITS = [31, 26, 26, 26, 26, 26, 26, 31]
 
 def train(model: nn.Module, epochs: int, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    x, y = load("digits", "train")
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+    fine_tune_model(model, FineTune(*load("digits", "train"), epochs=epochs, lr=3e-3, seed=seed))
     return model.eval()
 
 

@@ -294,11 +294,21 @@ def make_he_friendly(
     if remaining:
         raise ModelError("make_he_friendly cannot fix every layer:\n" + format_issues(remaining))
     if ft is not None:
-        _fine_tune(converted, ft)
+        fine_tune_model(converted, ft)
     return converted.eval()
 
 
-def _fine_tune(model: nn.Module, ft: FineTune) -> None:
+def fine_tune_model(model: nn.Module, ft: FineTune) -> None:
+    """Train ``model`` in place on ``(ft.x, ft.y)``: cross-entropy, Adam, gradient clipping,
+    shuffled by a generator seeded with ``ft.seed``; the model's mode is restored after.
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Linear(4, 2)
+        >>> fine_tune_model(m, FineTune(torch.rand(8, 4), torch.randint(0, 2, (8,)), epochs=1))
+        >>> m.training, m.weight.grad is None
+        (True, True)
+    """
     gen = torch.Generator().manual_seed(ft.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -329,6 +339,7 @@ def _fine_tune(model: nn.Module, ft: FineTune) -> None:
 __all__ = [
     "ACTIVATION_REPLACEMENTS",
     "FineTune",
+    "fine_tune_model",
     "Issue",
     "NON_POLYNOMIAL_ACTIVATIONS",
     "format_issues",

@@ -5,29 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from securetrain.data import load
 from securetrain.encrypted import HECNN2, EncryptedModel, EncryptionClient, InferenceServer, evaluate_encrypted
 from securetrain.encrypted.evaluate import float64_logits
+from securetrain.encrypted.validator import FineTune, fine_tune_model
 from securetrain.models import build_model
 from securetrain.models.he import Square
 
 
 def train(model: nn.Module, epochs: int = 3, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    x, y = load("digits", "train")
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+    fine_tune_model(model, FineTune(*load("digits", "train"), epochs=epochs, lr=3e-3, seed=seed))
     return model.eval()
 
 
