@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 from securetrain.report import Report
 from securetrain.report.render import summary_rows
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars unless ``--no-progress`` was given or stderr is not a terminal."""
+    return not args.no_progress and sys.stderr.isatty()
 
 
 def summary(report: Report, run_dir: str | Path) -> str:

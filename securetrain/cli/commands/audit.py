@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from securetrain.cli.output import show_progress
 from securetrain.errors import ConfigurationError
 
 
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         checks=not args.no_checks,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=show_progress(args),
     )
     report.robustness = result.to_section()
     report.timing["robustness_audit_s"] = round(result.time_s, 3)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from securetrain.cli.output import show_progress
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         adv_eps=args.adv_eps,
         quick=args.quick,
         seed=args.seed,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=show_progress(args),
     )
     report = run_demo(opts)
     sys.stdout.write(summary(report, args.out))

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from securetrain.cli.output import show_progress
 from securetrain.cli.plugins import load_providers
 
 
@@ -76,7 +77,7 @@ def config_from_args(args: argparse.Namespace):
         optimizer=args.optimizer,
         lr=args.lr,
         seed=args.seed,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=show_progress(args),
         data_root=args.data_root,
     )
 
