@@ -51,6 +51,10 @@ class ModelError(SecureTrainError, ValueError):
     """A model does not fit the data, or contains layers that cannot be used."""
 
 
+class EngineUnsupported(ModelError):
+    """A per-sample gradient engine cannot handle a layer or a model (another engine may)."""
+
+
 class CheckpointError(SecureTrainError, ValueError):
     """A checkpoint or weights file is missing, corrupted, truncated or unsafe."""
 
@@ -82,6 +86,7 @@ __all__ = [
     "DataError",
     "DataNotFoundError",
     "EncryptionError",
+    "EngineUnsupported",
     "ModelError",
     "PrivacyBudgetExhausted",
     "PrivacyError",
