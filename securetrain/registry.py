@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 from securetrain.errors import ConfigurationError, UnknownNameError
@@ -47,6 +48,39 @@ class Registry(Generic[T]):
                 f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it"
             )
         self._items[name] = obj
+
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` and return its entry (raises :class:`UnknownNameError` if absent)."""
+        entry = self.get(name)
+        del self._items[name]
+        return entry
+
+    @contextmanager
+    def temporarily(self, name: str, obj: T, *, overwrite: bool = False) -> Iterator[T]:
+        """Register ``obj`` under ``name`` for the duration of a ``with`` block (tests, experiments).
+
+        On exit the previous entry (if ``overwrite`` replaced one) is restored, or ``name`` is
+        removed again, even when the block raises.
+
+        Example:
+            >>> from securetrain.registry import Registry
+            >>> colours = Registry("colour")
+            >>> with colours.temporarily("red", "#f00"):
+            ...     colours.get("red")
+            '#f00'
+            >>> "red" in colours
+            False
+        """
+        previous = self._items.get(name)
+        had_previous = name in self._items
+        self.add(name, obj, overwrite=overwrite)
+        try:
+            yield obj
+        finally:
+            if had_previous:
+                self._items[name] = previous  # type: ignore[assignment]
+            else:
+                self._items.pop(name, None)
 
     def get(self, name: str) -> T:
         """Return the entry for ``name`` or raise :class:`UnknownNameError` listing the choices."""
