@@ -26,9 +26,28 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to objects (usually factories). Unknown names list the choices."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, entry_point_group: str | None = None) -> None:
         self.kind = kind
+        self.entry_point_group = entry_point_group
         self._items: dict[str, T] = {}
+        self._entry_points_loaded = entry_point_group is None
+
+    def _load_entry_points(self) -> None:
+        """Add the entries that installed packages declare under ``entry_point_group`` (once).
+
+        Read lazily with :mod:`importlib.metadata` on the first lookup, never at import
+        time; an entry whose name is already registered is left alone (explicit
+        registration wins). Loading an entry point imports (executes) its package.
+        """
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        from importlib.metadata import entry_points
+
+        assert self.entry_point_group is not None
+        for ep in entry_points(group=self.entry_point_group):
+            if ep.name not in self._items:
+                self._items[ep.name] = ep.load()
 
     def register(self, name: str, *, overwrite: bool = False) -> Callable[[T], T]:
         """Decorator that registers ``obj`` under ``name``."""
@@ -84,20 +103,27 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Return the entry for ``name`` or raise :class:`UnknownNameError` listing the choices."""
+        if name not in self._items:
+            self._load_entry_points()
         try:
             return self._items[name]
         except KeyError:
             raise UnknownNameError(self.kind, name, self._items) from None
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._items:
+            self._load_entry_points()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
+        self._load_entry_points()
         return iter(sorted(self._items))
 
     def __len__(self) -> int:
+        self._load_entry_points()
         return len(self._items)
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
+        self._load_entry_points()
         return sorted(self._items)

@@ -116,6 +116,7 @@ def train(
         defenses,
         num_classes=info.num_classes,
         bounds=info.bounds,
+        data_info=info,
         checkpoint_path=out / CHECKPOINT_NAME,
         resume=resume,
         callbacks=callbacks,
@@ -141,7 +142,7 @@ def train(
     )
     if ctx.active:
         report.timing["world_size"] = ctx.world_size
-        report.extra["distributed"] = result.session.extras.get("distributed", ctx.describe())
+        report.extra["distributed"] = result.distributed or ctx.describe()
     for key, section in result.sections.items():
         if key in ("privacy", "robustness", "membership", "encrypted"):
             setattr(report, key, section)

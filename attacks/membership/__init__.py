@@ -37,7 +37,6 @@ from attacks.membership.metrics import (
     tpr_at_fpr,
 )
 from attacks.membership.recipe import (
-    DEFENSE_BUILDERS,
     TrainingRecipe,
     build_defense,
     register_defense_builder,
@@ -60,7 +59,6 @@ __all__ = [
     "ConfidenceThreshold",
     "DEFAULT_ATTACKS",
     "DEFAULT_FPRS",
-    "DEFENSE_BUILDERS",
     "EntropyThreshold",
     "LiRA",
     "LossThreshold",

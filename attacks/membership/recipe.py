@@ -5,9 +5,10 @@ the defenses. :class:`TrainingRecipe` rebuilds all three for every new training 
 shadow model of a private run is private in the same way (same target epsilon, delta, clipping
 norm; the noise is recalibrated by the defense for the shadow training set's size).
 
-Defenses are rebuilt from their ``config()`` dicts by builders in :data:`DEFENSE_BUILDERS`,
-which import the ``defenses`` packages lazily (the core never imports them). Register a builder
-for your own defense with :func:`register_defense_builder`.
+Defenses are rebuilt from their ``config()`` dicts through the one defense registry,
+:data:`securetrain.training.DEFENSES` (``Defense.from_config``); a third-party defense that is
+registered there (or declared in the ``securetrain.defenses`` entry-point group) is rebuilt
+like the built-in ones.
 
 Example:
     >>> import torch
@@ -22,84 +23,78 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
 import os
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from securetrain.errors import AttackError, UnknownNameError
+from securetrain.errors import AttackError, ConfigurationError, UnknownNameError
 from securetrain.models import build_model
-from securetrain.registry import Registry
-from securetrain.training import Defense, TrainConfig, fit
+from securetrain.training import DEFENSES, Defense, TrainConfig, fit
 
-DefenseBuilder = Callable[[dict[str, Any]], Defense]
-"""``builder(config_dict) -> Defense``: a fresh defense equal in settings to the one that wrote the dict."""
-
-DEFENSE_BUILDERS: Registry[DefenseBuilder] = Registry("defense builder")
-
-
-def register_defense_builder(name: str, builder: DefenseBuilder, *, overwrite: bool = False) -> None:
-    """Teach :func:`build_defense` to rebuild defenses whose ``config()["name"]`` is ``name``."""
-    DEFENSE_BUILDERS.add(name, builder, overwrite=overwrite)
-
-
-def _lazy_class_builder(module: str, attr: str, drop: tuple[str, ...] = ()) -> DefenseBuilder:
-    """A builder that imports ``module.attr`` when first used and constructs it from a config dict.
-
-    The class's ``from_config(dict)`` is used if it has one; otherwise the dict's keys that are
-    constructor parameters are passed (``name``, the keys in ``drop`` and keys the constructor
-    does not take are left out).
-    """
-
-    def build(cfg: dict[str, Any]) -> Defense:
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise AttackError(
-                f"cannot rebuild defense {cfg.get('name')!r} for shadow models: {module}.{attr} is not available ({exc})"
-            ) from exc
-        settings = {k: v for k, v in cfg.items() if k not in drop}
-        if hasattr(cls, "from_config"):
-            return cls.from_config(settings)
-        params = inspect.signature(cls).parameters
-        return cls(**{k: v for k, v in settings.items() if k in params and k != "name"})
-
-    return build
-
-
-# Built-in defenses, imported only when a run used them. A DP seed fixed in the run's config is
-# not reused: every shadow model draws its Poisson sampling and noise from its own training seed
-# (shadow models that share noise would understate the variance LiRA measures).
-PRIVACY_NAMES = ("privacy", "dp", "differential_privacy")
-for _name in PRIVACY_NAMES:
-    DEFENSE_BUILDERS.add(_name, _lazy_class_builder("defenses.privacy", "DifferentialPrivacy", drop=("seed",)))
+PRIVACY_NAMES = ("privacy",)
+"""``Defense.name`` of the differential-privacy defense (a recipe with it trains private shadow models)."""
 
 
 def build_defense(cfg: dict[str, Any]) -> Defense:
-    """A fresh defense from a ``config()`` dict (as stored in a run's ``config.json``).
+    """A fresh defense from a ``config()`` dict, through :data:`securetrain.training.DEFENSES`.
 
-    Raises :class:`securetrain.errors.AttackError` for a dict without a name or a name with no
-    registered builder.
+    A DP seed fixed in the run's config is not reused: every shadow model draws its Poisson
+    sampling and noise from its own training seed (shadow models that share noise would
+    understate the variance LiRA measures).
+
+    Raises :class:`securetrain.errors.AttackError` for a dict without a name or a name that is
+    not a registered defense.
     """
     if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str):
         raise AttackError(f"a defense config must be a dict with a 'name', got {cfg!r}")
+    settings = {k: v for k, v in cfg.items() if not (k == "seed" and cfg["name"] in PRIVACY_NAMES)}
     try:
-        builder = DEFENSE_BUILDERS.get(cfg["name"])
-    except UnknownNameError:
+        return Defense.from_config(settings)
+    except UnknownNameError as exc:
         raise AttackError(
-            f"cannot rebuild defense {cfg['name']!r} for shadow models; register a builder with "
-            f"attacks.membership.register_defense_builder({cfg['name']!r}, builder) "
-            f"(known: {', '.join(DEFENSE_BUILDERS.names())})"
+            f"cannot rebuild defense {cfg['name']!r} for shadow models; register its class with "
+            f"securetrain.training.DEFENSES.add({cfg['name']!r}, cls) or the 'securetrain.defenses' entry-point "
+            f"group (known: {', '.join(exc.choices)})"
         ) from None
-    defense = builder(cfg)
-    if not isinstance(defense, Defense):
-        raise AttackError(f"the builder for {cfg['name']!r} returned {type(defense).__name__}, not a Defense")
-    return defense
+    except ConfigurationError as exc:
+        raise AttackError(f"cannot rebuild defense {cfg['name']!r} for shadow models: {exc}") from exc
+
+
+def register_defense_builder(
+    name: str, builder: Callable[[dict[str, Any]], Defense], *, overwrite: bool = False
+) -> None:
+    """Deprecated: register a defense *class* in :data:`securetrain.training.DEFENSES` instead.
+
+    Kept for one release: wraps ``builder(config) -> Defense`` in a registered class whose
+    ``from_config`` calls it.
+    """
+    warnings.warn(
+        "register_defense_builder is deprecated; register the defense class with "
+        "securetrain.training.DEFENSES.add(name, cls) (its from_config rebuilds it)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+
+    def from_config(cls: type[Defense], cfg: Mapping[str, Any]) -> Defense:
+        defense = builder(dict(cfg))
+        if not isinstance(defense, Defense):
+            raise ConfigurationError(f"the builder for {name!r} returned {type(defense).__name__}, not a Defense")
+        return defense
+
+    built = type(f"Built_{name}", (Defense,), {"name": name, "from_config": classmethod(from_config)})
+    DEFENSES.add(name, built, overwrite=overwrite)
+
+
+def __getattr__(attr: str) -> Any:
+    if attr == "DEFENSE_BUILDERS":
+        warnings.warn("DEFENSE_BUILDERS is deprecated; use securetrain.training.DEFENSES", DeprecationWarning, stacklevel=2)
+        return DEFENSES
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 @dataclass
@@ -163,4 +158,4 @@ class TrainingRecipe:
         return cls.from_config(read_config(run_dir))
 
 
-__all__ = ["DEFENSE_BUILDERS", "DefenseBuilder", "TrainingRecipe", "build_defense", "register_defense_builder"]
+__all__ = ["PRIVACY_NAMES", "TrainingRecipe", "build_defense", "register_defense_builder"]

@@ -30,49 +30,26 @@ Example:
 
 from __future__ import annotations
 
-import math
-import numbers
+import inspect
 import time
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from securetrain.errors import ConfigurationError
-from securetrain.training.defense import Defense, LossFn, TrainingSession, per_sample_cross_entropy
+from securetrain.registry import Registry
+from securetrain.validation import check_bounds, check_positive
+
+from defenses.adversarial.cli import OPTION as ADVERSARIAL_OPTION
+from securetrain.training import Defense, DefenseOption, EpochMetrics, LossFn, TrainingSession, per_sample_cross_entropy
 
 Bounds = tuple[float, float]
 
 DEFAULT_BOUNDS: Bounds = (0.0, 1.0)
 """Input bounds assumed when neither the defense nor the training run says otherwise."""
-
-
-def check_positive(what: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> float:
-    """``value`` as a float (or int) if it is finite and positive; :class:`ConfigurationError` otherwise."""
-    if integer:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ConfigurationError(f"{what} must be an integer >= 1, got {value!r}")
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigurationError(f"{what} must be a number, got {value!r}")
-    f = float(value)
-    low_ok = f >= 0 if allow_zero else f > 0
-    if not math.isfinite(f) or not low_ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(f"{what} must be a finite number {bound}, got {value!r}")
-    return f
-
-
-def check_bounds(bounds: Any) -> Bounds:
-    """``(lower, upper)`` as finite floats with lower < upper; :class:`ConfigurationError` otherwise."""
-    try:
-        lo, hi = (float(b) for b in bounds)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"bounds must be a pair (lower, upper) of numbers, got {bounds!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
-        raise ConfigurationError(f"bounds must be finite with lower < upper, got ({lo:g}, {hi:g})")
-    return lo, hi
 
 
 def check_epsilon_in_range(epsilon: float, bounds: Bounds, where: str = "the inputs") -> None:
@@ -105,10 +82,12 @@ class AdversarialTraining(Defense):
 
     name: ClassVar[str] = "adversarial"
     order: ClassVar[int] = 50
+    command_line: ClassVar[DefenseOption | None] = ADVERSARIAL_OPTION
     method: ClassVar[str] = ""
-    privacy_forward_passes: ClassVar[int] = 1
-    """Forward passes with per-sample hooks per step, each over the same samples (read by
-    :class:`defenses.privacy.DifferentialPrivacy`; TRADES makes two)."""
+    forward_passes_per_step: ClassVar[int] = 1
+    """Forward passes with per-sample hooks per step, each over the same samples (totalled by
+    the session's :class:`~securetrain.training.DefenseStack` for the privacy accounting;
+    TRADES makes two)."""
 
     def __init__(self, epsilon: float, *, clean_share: float = 0.0, bounds: Bounds | None = None) -> None:
         self.epsilon = check_positive("adversarial epsilon", epsilon)
@@ -133,21 +112,13 @@ class AdversarialTraining(Defense):
     def setup(self, session: TrainingSession) -> None:
         """Take the input bounds from the run (unless given explicitly) and check epsilon against them."""
         where = "the inputs"
-        if self._explicit_bounds is None:
-            extra_bounds = session.extras.get("bounds")
-            config = session.extras.get("config")
-            if extra_bounds is not None:
-                self.bounds = check_bounds(extra_bounds)
-            elif config is not None and getattr(config, "data", None):
-                from securetrain.data import get_info
-
-                self.bounds = get_info(config.data).bounds
-                where = f"the inputs of {config.data!r}"
+        plan = session.plan
+        if self._explicit_bounds is None and plan.bounds is not None:
+            self.bounds = check_bounds(plan.bounds)
+            if plan.data is not None:
+                where = f"the inputs of {plan.data.name!r}"
         check_epsilon_in_range(self.epsilon, self.bounds, where)
         self._range_checked = True
-        passes = int(self.privacy_forward_passes)
-        if passes > 1:
-            session.extras["privacy_forward_passes"] = passes
 
     def wrap_loss(self, loss_fn: LossFn) -> LossFn:
         """The per-sample loss on adversarial examples (see the subclass for which)."""
@@ -159,11 +130,11 @@ class AdversarialTraining(Defense):
         adversarial_loss.__name__ = f"{self.method}_adversarial_loss"
         return adversarial_loss
 
-    def end_epoch(self, session: TrainingSession) -> None:
-        """Put the epoch's attack time into the history row (``adv_attack_s``)."""
-        metrics = session.extras.setdefault("epoch_metrics", {})
-        metrics["adv_attack_s"] = round(self._epoch_attack_time_s, 4)
+    def epoch_metrics(self, session: TrainingSession) -> EpochMetrics:
+        """The epoch's attack time, for the history row (``adv_attack_s``)."""
+        seconds = round(self._epoch_attack_time_s, 4)
         self._epoch_attack_time_s = 0.0
+        return {"adv_attack_s": seconds}
 
     def state_dict(self) -> dict[str, Any]:
         return {"examples": self.examples, "attack_time_s": self.attack_time_s}
@@ -171,6 +142,31 @@ class AdversarialTraining(Defense):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.examples = int(state.get("examples", 0))
         self.attack_time_s = float(state.get("attack_time_s", 0.0))
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> AdversarialTraining:
+        """Rebuild from :meth:`config`; on the base class, the method is looked up in :data:`METHODS`.
+
+        Example:
+            >>> from defenses.adversarial import AdversarialTraining, TRADES
+            >>> d = AdversarialTraining.from_config(TRADES(0.1, beta=3.0).config())
+            >>> type(d).__name__, d.beta
+            ('TRADES', 3.0)
+        """
+        if not isinstance(cfg, Mapping):
+            raise ConfigurationError(f"an adversarial-training config must be a mapping, got {cfg!r}")
+        if cls is AdversarialTraining:
+            method = cfg.get("method")
+            if not isinstance(method, str):
+                raise ConfigurationError(f"an adversarial-training config needs a 'method' (e.g. 'pgd'), got {cfg!r}")
+            return METHODS.get(method).from_config(cfg)
+        if "epsilon" not in cfg:
+            raise ConfigurationError(f"an adversarial-training config needs an 'epsilon', got {cfg!r}")
+        params = inspect.signature(cls).parameters
+        settings = {k: v for k, v in cfg.items() if k in params and k != "epsilon"}
+        if settings.get("bounds") is not None:
+            settings["bounds"] = check_bounds(settings["bounds"])
+        return cls(cfg["epsilon"], **settings)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "method": self.method, "norm": "linf", "epsilon": self.epsilon,
@@ -237,3 +233,7 @@ class AdversarialTraining(Defense):
         settings = ", ".join(f"{k}={v!r}" for k, v in self._settings().items())
         extra = f", {settings}" if settings else ""
         return f"{type(self).__name__}(epsilon={self.epsilon!r}, clean_share={self.clean_share!r}{extra})"
+
+
+METHODS: Registry[type[AdversarialTraining]] = Registry("adversarial training method")
+"""Adversarial-training methods by name (the ``--adversarial`` choices); each method's module registers itself."""

@@ -13,7 +13,9 @@ from typing import Any, ClassVar
 
 from attacks.evasion import get_attack
 
-from defenses.adversarial.base import Bounds, check_positive
+from securetrain.validation import check_positive
+
+from defenses.adversarial.base import METHODS, Bounds
 from defenses.adversarial.pgd import ExampleReplacement
 
 DEFAULT_REL_STEP = 1.25
@@ -50,3 +52,6 @@ class FastAdversarialTraining(ExampleReplacement):
 
     def _settings(self) -> dict[str, Any]:
         return {"steps": 1, "step_size": self.step_size, "random_start": True, "attack": self.attack.config()}
+
+
+METHODS.add("fgsm", FastAdversarialTraining)

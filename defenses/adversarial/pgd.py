@@ -20,9 +20,11 @@ import torch
 from torch import nn
 
 from attacks.evasion import Attack, get_attack
-from securetrain.training.defense import LossFn
+from securetrain.training import LossFn
 
-from defenses.adversarial.base import AdversarialTraining, Bounds, check_positive
+from securetrain.validation import check_count, check_positive
+
+from defenses.adversarial.base import METHODS, AdversarialTraining, Bounds
 
 
 class ExampleReplacement(AdversarialTraining):
@@ -69,8 +71,8 @@ class PGDAdversarialTraining(ExampleReplacement):
         bounds: Bounds | None = None,
     ) -> None:
         super().__init__(epsilon, clean_share=clean_share, bounds=bounds)
-        self.steps = int(check_positive("steps", steps, integer=True))
-        self.restarts = int(check_positive("restarts", restarts, integer=True))
+        self.steps = check_count("steps", steps)
+        self.restarts = check_count("restarts", restarts)
         self.step_size = (
             check_positive("step_size", step_size) if step_size is not None else 2.5 * self.epsilon / self.steps
         )
@@ -82,3 +84,6 @@ class PGDAdversarialTraining(ExampleReplacement):
     def _settings(self) -> dict[str, Any]:
         return {"steps": self.steps, "step_size": self.step_size, "restarts": self.restarts,
                 "attack": self.attack.config()}
+
+
+METHODS.add("pgd", PGDAdversarialTraining)

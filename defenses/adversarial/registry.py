@@ -18,17 +18,9 @@ import inspect
 from typing import Any
 
 from securetrain.errors import ConfigurationError
-from securetrain.registry import Registry
 
-from defenses.adversarial.base import AdversarialTraining
-from defenses.adversarial.fast import FastAdversarialTraining
-from defenses.adversarial.pgd import PGDAdversarialTraining
-from defenses.adversarial.trades import TRADES
-
-METHODS: Registry[type[AdversarialTraining]] = Registry("adversarial training method")
-METHODS.add("pgd", PGDAdversarialTraining)
-METHODS.add("fgsm", FastAdversarialTraining)
-METHODS.add("trades", TRADES)
+from defenses.adversarial import fast, pgd, trades  # noqa: F401  (each registers its method in METHODS)
+from defenses.adversarial.base import METHODS, AdversarialTraining
 
 
 def register_method(name: str, cls: type[AdversarialTraining], *, overwrite: bool = False) -> None:

@@ -5,7 +5,7 @@ maximiser of :class:`~defenses.adversarial.kl_attack.KLPGD`. ``beta`` trades cle
 (small) for robustness (large); the paper uses 6.
 
 The loss makes two forward passes with gradients, clean and adversarial, over the *same*
-samples: :attr:`TRADES.privacy_forward_passes` is 2, which tells
+samples: :attr:`TRADES.forward_passes_per_step` is 2, which tells
 :class:`defenses.privacy.DifferentialPrivacy` that both passes belong to the same samples.
 Each sample's gradient is then the gradient of its whole TRADES loss, clipped once, so the
 accounting is unchanged.
@@ -33,9 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from securetrain.errors import ConfigurationError
-from securetrain.training.defense import LossFn, per_sample_cross_entropy
+from securetrain.training import LossFn, per_sample_cross_entropy
 
-from defenses.adversarial.base import AdversarialTraining, Bounds, check_positive
+from securetrain.validation import check_count, check_positive
+
+from defenses.adversarial.base import METHODS, AdversarialTraining, Bounds
 from defenses.adversarial.kl_attack import KLPGD, kl_from_clean
 
 DEFAULT_BETA = 6.0
@@ -50,7 +52,7 @@ class TRADES(AdversarialTraining):
     """
 
     method: ClassVar[str] = "trades"
-    privacy_forward_passes: ClassVar[int] = 2
+    forward_passes_per_step: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -64,7 +66,7 @@ class TRADES(AdversarialTraining):
     ) -> None:
         super().__init__(epsilon, clean_share=clean_share, bounds=bounds)
         self.beta = check_positive("TRADES beta", beta, allow_zero=True)
-        self.steps = int(check_positive("steps", steps, integer=True))
+        self.steps = check_count("steps", steps)
         self.step_size = (
             check_positive("step_size", step_size) if step_size is not None else 2.5 * self.epsilon / self.steps
         )
@@ -100,3 +102,6 @@ class TRADES(AdversarialTraining):
 
     def _settings(self) -> dict[str, Any]:
         return {"beta": self.beta, "steps": self.steps, "step_size": self.step_size, "attack": self.attack.config()}
+
+
+METHODS.add("trades", TRADES)

@@ -49,19 +49,22 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, IterableDataset, RandomSampler, SequentialSampler
 
+from securetrain.distributed.context import DistributedContext
+from securetrain.distributed.role import DistributedRole
 from securetrain.errors import CheckpointError, PrivacyError
-from securetrain.training.defense import Defense, TrainingSession
+from securetrain.training import Defense, DefenseOption, EpochMetrics, TrainingSession
 
 from defenses.privacy import accounting
+from defenses.privacy.cli import OPTION as PRIVACY_OPTION
 from defenses.privacy.compat import make_compatible, rebuild_optimizer
 from defenses.privacy.engines import ENGINES
 from defenses.privacy.engines.base import Engine
 from defenses.privacy.modes import select_engine
 from defenses.privacy.optimizer import DPSGDOptimizer
 from defenses.privacy.sampling import CountingLoader, PoissonBatches
-from defenses.privacy.validity import FORWARD_PASSES_KEY, ValidityMonitor
+from defenses.privacy.validity import ValidityMonitor
 
 log = logging.getLogger("securetrain")
 
@@ -109,6 +112,7 @@ class DifferentialPrivacy(Defense):
 
     name: ClassVar[str] = "privacy"
     order: ClassVar[int] = 0
+    command_line: ClassVar[DefenseOption | None] = PRIVACY_OPTION
 
     def __init__(
         self,
@@ -225,14 +229,14 @@ class DifferentialPrivacy(Defense):
             raise PrivacyError("the optimizer updates parameters that are not the model's; build it from model.parameters()")
 
         loader = session.train_loader
-        dataset = getattr(loader, "dataset", None)
-        n = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else session.dataset_size
+        dataset = loader.dataset if isinstance(loader, DataLoader) else None
+        n = session.plan.dataset_size
         if not n:
             raise PrivacyError(
                 "cannot tell the size of the training set; pass a DataLoader over a map-style dataset "
                 "(or dataset_size= to protect())"
             )
-        batch = self.batch_size_arg or getattr(loader, "batch_size", None) or getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
+        batch = self.batch_size_arg or session.plan.batch_size
         if not batch:
             raise PrivacyError("cannot tell the logical batch size from the loader; pass batch_size= to DifferentialPrivacy")
         batch = int(batch)
@@ -250,7 +254,7 @@ class DifferentialPrivacy(Defense):
                 "meets such a (epsilon, delta); choose delta well below 1/n",
             )
 
-        epochs = self.epochs or session.extras.get("epochs_planned")
+        epochs = self.epochs or session.plan.epochs
         self.planned_steps = self.steps or (int(epochs) * steps_per_epoch if epochs else None)
         self._calibrate(session)
 
@@ -285,7 +289,7 @@ class DifferentialPrivacy(Defense):
         if not self.noise_multiplier:
             self.monitor.flag("no_noise", step=0)
         names = {id(p): n for n, p in model.named_parameters()}
-        self._declared_passes = max([int(getattr(d, "privacy_forward_passes", 1)) for d in session.defenses] + [1])
+        self._declared_passes = session.defenses.forward_passes_per_step
         self.monitor.watch(tap=self.engine.tap, loader=new_loader, params=list(self.optimizer.params), names=names)  # type: ignore[attr-defined]
         self.loader = new_loader
         session.model, session.optimizer, session.train_loader = wrapped, self.optimizer, new_loader
@@ -314,7 +318,7 @@ class DifferentialPrivacy(Defense):
             steps_per_epoch=steps_per_epoch,
             generator=self.sampler_generator,
             physical_batch_size=self.physical_batch_size,
-            collate_fn=getattr(loader, "collate_fn", None),
+            collate_fn=loader.collate_fn if isinstance(loader, DataLoader) else None,
             on_batch=self._on_batch,
         )
 
@@ -461,7 +465,7 @@ class DifferentialPrivacy(Defense):
 
     def before_step(self, session: TrainingSession) -> bool:
         """Veto the next step when it would exceed the budget (the reason goes to the report)."""
-        self._session_passes = int(session.extras.get(FORWARD_PASSES_KEY, 1))
+        self._session_passes = session.forward_passes_per_step
         reason = self._budget_reason()
         if reason is None:
             return True
@@ -472,10 +476,49 @@ class DifferentialPrivacy(Defense):
         return False
 
     def end_epoch(self, session: TrainingSession) -> None:
-        """Put the epsilon spent so far into the epoch's history row."""
+        """Record the epsilon spent so far (a point of the report's epsilon curve)."""
         eps = self.epsilon_spent()
         self.epoch_points.append([self.steps_taken, eps])
-        session.extras.setdefault("epoch_metrics", {})["epsilon"] = eps if math.isfinite(eps) else None
+
+    def epoch_metrics(self, session: TrainingSession) -> EpochMetrics:
+        """The epsilon spent so far, for the epoch's history row."""
+        eps = self.epoch_points[-1][1] if self.epoch_points else self.epsilon_spent()
+        return {"epsilon": eps if math.isfinite(eps) else None}
+
+    def distribute(self, session: TrainingSession, ctx: DistributedContext) -> DistributedRole | None:
+        """Shard the Poisson sampler over the ranks and draw the noise on rank 0 only.
+
+        Every rank keeps drawing the *global* logical batch (same generator state, copied
+        from rank 0) and trains on its share; the clipped sums are summed across ranks and
+        one noise draw is added, so the accountant's sample rate and steps are the global
+        schedule's.
+        """
+        if self.optimizer is None or self.original_optimizer is None:
+            raise PrivacyError("differential privacy must be set up before the session is distributed")
+        optimizer = self.optimizer
+        if isinstance(self.loader, PoissonBatches):
+            self.loader.shard(ctx.rank, ctx.world_size)
+            generators: tuple[torch.Generator, ...] = (self.loader.generator,)
+        else:
+            generators = ()
+        optimizer.draws_noise = ctx.is_main
+        loader = self.loader
+
+        def undo() -> None:
+            optimizer.draws_noise = True
+            if isinstance(loader, PoissonBatches):
+                loader.shard(0, 1)
+
+        return DistributedRole(
+            owner=self.name,
+            step_optimizer=self.original_optimizer,
+            data_sharded=isinstance(self.loader, PoissonBatches),
+            gradient_sum=True,
+            generators=generators,
+            sampling="global Poisson sample at the global sample rate, split across ranks",
+            reduction="sum of per-rank clipped sums, Gaussian noise added once per step on rank 0",
+            undo=undo,
+        )
 
     # ------------------------------------------------------------------ resume
 

@@ -81,6 +81,8 @@ class DPSGDOptimizer(DPOptimizer):
         self.budget = budget
         self.on_release = on_release
         self.skip_next = False
+        self.draws_noise = True
+        """False on every rank but one of a distributed run: the noise is drawn once per global step."""
         self.logical_steps = 0
         self.physical_steps = 0
         self.last_groups = 1
@@ -131,7 +133,7 @@ class DPSGDOptimizer(DPOptimizer):
         """Noise the clipped sum, average it, and put it in ``p.grad``."""
         std = float(self.noise_multiplier) * float(self.max_grad_norm)
         flat = self._grad_flat
-        if std > 0:
+        if std > 0 and self.draws_noise:
             self._noise.normal_(0.0, std, generator=self.generator)
             torch.add(self._summed, self._noise, out=flat)
         else:

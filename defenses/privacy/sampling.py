@@ -28,20 +28,8 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
+from securetrain.distributed.sampling import empty_batch_like, poisson_draw, shard_indices
 from securetrain.errors import PrivacyError
-
-
-def _empty_like(batch: Any) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch[:0]
-    if isinstance(batch, dict):
-        return {k: _empty_like(v) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_empty_like(v) for v in batch)
-    raise PrivacyError(
-        f"cannot form an empty Poisson batch of a {type(batch).__name__}; Poisson sampling needs batches "
-        "made of tensors (a tuple, list or dict of tensors)"
-    )
 
 
 class PoissonBatches:
@@ -73,6 +61,7 @@ class PoissonBatches:
         self.collate_fn = collate_fn or default_collate
         self.on_batch = on_batch
         self.batches_drawn = 0
+        self.rank, self.world_size = 0, 1
         self._tensors = dataset.tensors if isinstance(dataset, TensorDataset) else None
         self._empty: Any = None
 
@@ -83,17 +72,29 @@ class PoissonBatches:
         expected = self.sample_rate * self.n
         return self.steps_per_epoch * max(1, math.ceil(expected / self.physical_batch_size))
 
+    def shard(self, rank: int, world_size: int) -> None:
+        """Yield only ``rank``'s share of every logical batch of a ``world_size``-process job.
+
+        Every rank still draws the global logical batch (so the generators stay in step and
+        the union over ranks is the single-process batch); ``shard(0, 1)`` undoes it.
+        """
+        if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
+            raise PrivacyError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+        self.rank, self.world_size = int(rank), int(world_size)
+
     def logical_indices(self) -> torch.Tensor:
-        """Draw one logical batch: the indices of the samples it takes."""
-        mask = torch.rand(self.n, generator=self.generator) < self.sample_rate
-        return mask.nonzero().flatten()
+        """Draw one logical batch (this rank's share of it in a sharded job): the indices of the samples it takes."""
+        idx = poisson_draw(self.n, self.sample_rate, self.generator)
+        if self.world_size > 1:
+            idx = shard_indices(idx, self.rank, self.world_size)
+        return idx
 
     def _fetch(self, idx: torch.Tensor) -> Any:
         if self._tensors is not None:
             return tuple(t[idx] for t in self._tensors)
         if idx.numel() == 0:
             if self._empty is None:
-                self._empty = _empty_like(self.collate_fn([self.dataset[0]]))
+                self._empty = empty_batch_like(self.collate_fn([self.dataset[0]]), error=PrivacyError)
             return self._empty
         return self.collate_fn([self.dataset[i] for i in idx.tolist()])
 

@@ -1,42 +1,19 @@
-"""Options that defenses add to ``securetrain train`` (and the demo), loaded lazily.
+"""Options that defenses add to ``securetrain train`` (and the demo), from the defense registry.
 
-A provider is an object with ``add_arguments(parser)`` and ``build(args) -> Defense | None``
-(None when its flags were not given). Providers are named by import path so that the core
-never imports the ``defenses`` package at module level.
+Every defense class registered in :data:`securetrain.training.DEFENSES` (the built-in ones
+through the ``securetrain.defenses`` entry points) may carry a ``command_line`` option
+object with ``add_arguments(parser)`` and ``build(args) -> Defense | None`` (None when its
+flags were not given). The core never names a defense package.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-from typing import Any, Protocol
-
-from securetrain.training import Defense
-
-DEFENSE_OPTION_PROVIDERS: list[str] = [
-    "defenses.privacy.cli:OPTION",
-    "defenses.adversarial.cli:OPTION",
-]
-
-
-class DefenseOption(Protocol):
-    """Adds a defense's command-line flags and builds the defense from them."""
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
-
-    def build(self, args: argparse.Namespace) -> Defense | None: ...
+from securetrain.training import DefenseOption, get_defense_options
 
 
 def load_providers() -> list[DefenseOption]:
-    """Import every provider that is installed."""
-    out: list[Any] = []
-    for spec in DEFENSE_OPTION_PROVIDERS:
-        module_name, attr = spec.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                continue  # that defense is not part of this installation
-            raise
-        out.append(getattr(module, attr))
-    return out
+    """The command-line options of every registered defense."""
+    return get_defense_options()
+
+
+__all__ = ["DefenseOption", "load_providers"]

@@ -53,14 +53,18 @@ from securetrain.distributed.sampling import (
     ShardedBatchSampler,
     ShardedPoissonSampler,
     collate_or_empty,
+    empty_batch_like,
+    poisson_draw,
     shard_indices,
 )
+from securetrain.distributed.role import DistributedRole
 from securetrain.distributed.session import DistributedTraining, distribute
 from securetrain.distributed.sync import GradientSync, all_reduce_sum, broadcast_module, replicas_identical
 
 __all__ = [
     "DistributedContext",
     "DistributedError",
+    "DistributedRole",
     "DistributedTraining",
     "GradientSync",
     "ShardedBatchSampler",
@@ -72,7 +76,9 @@ __all__ = [
     "collate_or_empty",
     "destroy_process_group",
     "distribute",
+    "empty_batch_like",
     "get_context",
+    "poisson_draw",
     "init_process_group",
     "is_main_process",
     "launch",

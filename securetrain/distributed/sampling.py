@@ -34,11 +34,10 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Sampler, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
-from securetrain.errors import ConfigurationError
-from securetrain.distributed.errors import DistributedError
+from securetrain.errors import ConfigurationError, SecureTrainError
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -134,8 +133,7 @@ class ShardedPoissonSampler:
 
     def global_indices(self) -> torch.Tensor:
         """Draw one logical batch of the whole job (advances the shared generator)."""
-        mask = torch.rand(self.n, generator=self.generator) < self.sample_rate
-        return mask.nonzero().flatten()
+        return poisson_draw(self.n, self.sample_rate, self.generator)
 
     def __iter__(self) -> Iterator[list[int]]:
         for _ in range(self.steps):
@@ -143,6 +141,22 @@ class ShardedPoissonSampler:
 
     def __len__(self) -> int:
         return self.steps
+
+
+def poisson_draw(n: int, sample_rate: float, generator: torch.Generator) -> torch.Tensor:
+    """Indices of one Poisson sample of ``range(n)``: each index independently with probability ``sample_rate``.
+
+    The one Poisson draw of the library (the privacy defense's sampler and the sharded
+    sampler both use it), so single-process and distributed runs draw identical batches
+    from identical generator states.
+
+    Example:
+        >>> import torch
+        >>> poisson_draw(10, 1.0, torch.Generator().manual_seed(0)).tolist()
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    """
+    mask = torch.rand(n, generator=generator) < sample_rate
+    return mask.nonzero().flatten()
 
 
 def collate_or_empty(dataset: Any) -> Callable[[list[Any]], Any]:
@@ -158,95 +172,47 @@ def collate_or_empty(dataset: Any) -> Callable[[list[Any]], Any]:
     def collate(batch: list[Any]) -> Any:
         if batch:
             return default_collate(batch)
-        tensors = getattr(dataset, "tensors", None)
-        if tensors is not None:
-            return tuple(t[:0] for t in tensors)
-        return _empty_like(default_collate([dataset[0]]))
+        if isinstance(dataset, TensorDataset):
+            return tuple(t[:0] for t in dataset.tensors)
+        return empty_batch_like(default_collate([dataset[0]]))
 
     return collate
 
 
-def _empty_like(batch: Any) -> Any:
+def empty_batch_like(batch: Any, *, error: type[SecureTrainError] = ConfigurationError) -> Any:
+    """A batch of the same structure as ``batch`` with zero rows (tensors, tuples, lists, dicts).
+
+    The one empty-batch helper of the library (an empty Poisson batch, an empty share of a
+    distributed batch). Anything else raises ``error``.
+
+    Example:
+        >>> import torch
+        >>> empty_batch_like((torch.ones(3, 2), torch.ones(3)))[0].shape
+        torch.Size([0, 2])
+    """
     if isinstance(batch, torch.Tensor):
         return batch[:0]
     if isinstance(batch, dict):
-        return {k: _empty_like(v) for k, v in batch.items()}
+        return {k: empty_batch_like(v, error=error) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_empty_like(v) for v in batch)
-    raise DistributedError(f"cannot form an empty batch of a {type(batch).__name__}; batches must be made of tensors")
-
-
-class PoissonShard:
-    """Shards a Poisson loader in place: each logical batch keeps its global draw, this rank trains on its share.
-
-    The loader is any object with a ``logical_indices()`` method that draws one logical
-    batch of the whole data set (the privacy defense's Poisson loader has one). Installing
-    replaces that method on the instance; :meth:`remove` puts it back. Everything else
-    about the loader (physical batches, counters the privacy checks read, the generator
-    saved with checkpoints) is untouched.
-    """
-
-    def __init__(self, loader: Any, rank: int, world_size: int) -> None:
-        _check_rank(rank, world_size)
-        if not callable(getattr(loader, "logical_indices", None)):
-            raise DistributedError(
-                f"cannot shard a {type(loader).__name__}: it has no logical_indices() method drawing a global Poisson batch"
-            )
-        self.loader = loader
-        self.rank, self.world_size = int(rank), int(world_size)
-        self._draw: Callable[[], torch.Tensor] | None = None
-        self._own_attribute = False
-
-    def install(self) -> PoissonShard:
-        """Make the loader yield this rank's share of every logical batch."""
-        if self._draw is not None:
-            return self
-        draw = self.loader.logical_indices
-        self._draw = draw
-        self._own_attribute = "logical_indices" in getattr(self.loader, "__dict__", {})
-        rank, world = self.rank, self.world_size
-
-        def sharded() -> torch.Tensor:
-            return shard_indices(draw(), rank, world)
-
-        self.loader.logical_indices = sharded
-        return self
-
-    def remove(self) -> None:
-        """Give the loader back its own ``logical_indices``."""
-        if self._draw is not None:
-            if self._own_attribute:
-                self.loader.logical_indices = self._draw
-            else:
-                del self.loader.logical_indices
-            self._draw = None
-
-
-def find_poisson_loader(loader: Any) -> Any | None:
-    """The Poisson loader inside ``loader`` (following ``.loader`` wrappers), or None."""
-    seen = 0
-    while loader is not None and seen < 8:
-        if callable(getattr(loader, "logical_indices", None)):
-            return loader
-        loader = getattr(loader, "loader", None)
-        seen += 1
-    return None
+        return type(batch)(empty_batch_like(v, error=error) for v in batch)
+    raise error(
+        f"cannot form an empty batch of a {type(batch).__name__}; Poisson sampling and distributed shards need "
+        "batches made of tensors (a tuple, list or dict of tensors)"
+    )
 
 
 def is_sharded(loader: Any) -> bool:
-    """True when ``loader`` (or a loader it wraps) already yields only this rank's share.
+    """True when ``loader`` already yields only this rank's share.
 
     Recognised: a ``DataLoader`` whose batch sampler is a :class:`ShardedBatchSampler` or
     :class:`ShardedPoissonSampler`, or whose sampler is torch's ``DistributedSampler``.
     """
+    from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
 
-    seen = 0
-    while loader is not None and seen < 8:
-        if isinstance(getattr(loader, "batch_sampler", None), (ShardedBatchSampler, ShardedPoissonSampler)):
-            return True
-        if isinstance(getattr(loader, "sampler", None), DistributedSampler):
-            return True
-        loader = getattr(loader, "loader", None)
-        seen += 1
-    return False
+    if not isinstance(loader, DataLoader):
+        return False
+    return isinstance(loader.batch_sampler, (ShardedBatchSampler, ShardedPoissonSampler)) or isinstance(
+        loader.sampler, DistributedSampler
+    )

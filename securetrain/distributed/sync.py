@@ -1,14 +1,14 @@
 """Keeping the replicas one model: parameter broadcast, gradient all-reduce, replica checks.
 
-:class:`GradientSync` hooks the innermost ``torch.optim.Optimizer`` of a session with
-``register_step_pre_hook`` / ``register_step_post_hook``, so it works under any wrapper
-that ends by calling the wrapped optimizer's ``step()`` (Opacus's ``DPOptimizer`` and the
-privacy defense's optimizer do):
+:class:`GradientSync` hooks a plain ``torch.optim.Optimizer`` with
+``register_step_pre_hook`` / ``register_step_post_hook``: the session's optimizer, or the
+one a defense names in its :class:`~securetrain.distributed.role.DistributedRole` (the
+privacy defense names the optimizer its DP-SGD wrapper steps):
 
-* **private** (the session's optimizer is an Opacus-style DP optimizer): by the time the
-  inner optimizer steps, each rank's ``p.grad`` is ``(clipped sum of its share [+ noise])
-  / B`` with ``B`` the *global* expected batch. Noise is drawn on rank 0 only (the other
-  ranks' DP optimizers get ``noise_multiplier = 0``), and the all-reduce **sums**, so the
+* **gradient sums** (``gradient_sum=True``, DP-SGD): by the time the inner optimizer
+  steps, each rank's ``p.grad`` is ``(clipped sum of its share [+ noise]) / B`` with ``B``
+  the *global* expected batch. Noise is drawn on rank 0 only (the privacy defense decides
+  that in its ``distribute`` hook), and the all-reduce **sums**, so the
   update is ``(clipped sum over the global batch + one N(0, sigma^2 C^2) draw) / B``:
   noise once per global step, exactly as Opacus's ``DistributedDPOptimizer`` does
   (``add_noise`` on rank 0 only, then ``all_reduce``).
@@ -29,9 +29,9 @@ parameters and leaves the reduction to the optimizer.
 
 Example (a single process: nothing to synchronise, the fingerprint is still defined):
     >>> import torch
-    >>> from securetrain.distributed.sync import fingerprint
+    >>> from securetrain.distributed.sync import parameter_fingerprint
     >>> m = torch.nn.Linear(3, 2)
-    >>> bool(torch.equal(fingerprint(m), fingerprint(m)))
+    >>> bool(torch.equal(parameter_fingerprint(m), parameter_fingerprint(m)))
     True
 """
 
@@ -54,27 +54,6 @@ LOST_PEER_HINT = (
     "another worker probably failed or was stopped (its launcher, torchrun, names it); the last checkpoint "
     "written by rank 0 is intact: run the same command again with --resume (on any number of processes)"
 )
-
-
-def innermost_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    """The plain ``torch.optim.Optimizer`` inside Opacus-style wrappers (``original_optimizer``)."""
-    inner = optimizer
-    for _ in range(8):
-        nxt = getattr(inner, "original_optimizer", None)
-        if nxt is None:
-            break
-        inner = nxt
-    if not isinstance(inner, torch.optim.Optimizer):
-        raise DistributedError(
-            f"cannot synchronise gradients through a {type(inner).__name__}: distributed training needs a "
-            "torch.optim.Optimizer (possibly wrapped by a DP optimizer with .original_optimizer)"
-        )
-    return inner
-
-
-def is_private_optimizer(optimizer: Any) -> bool:
-    """True for an Opacus-style DP optimizer (``pre_step``, ``original_optimizer``, ``noise_multiplier``)."""
-    return all(hasattr(optimizer, a) for a in ("pre_step", "original_optimizer", "noise_multiplier"))
 
 
 def _collective(ctx: DistributedContext, fn: Callable[[], Any], what: str) -> Any:
@@ -128,7 +107,7 @@ def broadcast_generator(generator: torch.Generator, ctx: DistributedContext, src
 
 
 @torch.no_grad()
-def fingerprint(module: nn.Module) -> torch.Tensor:
+def parameter_fingerprint(module: nn.Module) -> torch.Tensor:
     """Three int64 checksums of the exact bits of ``module``'s parameters and buffers.
 
     Two modules have equal fingerprints if their tensors are bitwise equal; a difference
@@ -151,7 +130,7 @@ def replicas_identical(module: nn.Module, ctx: DistributedContext) -> bool:
     """True when every rank's ``module`` is bitwise the same (a collective: call it on every rank)."""
     if not ctx.active:
         return True
-    f = fingerprint(module).to(_small_device(ctx))
+    f = parameter_fingerprint(module).to(_small_device(ctx))
     both = torch.cat([f, -f])
     group = ctx.cpu_group if both.device.type == "cpu" else None
     _collective(ctx, lambda: dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group), "comparing the replicas")
@@ -168,28 +147,32 @@ class GradientSync:
     training before a second diverged step.
 
     Args:
-        optimizer: the session's optimizer (a DP optimizer or a plain one).
+        optimizer: the plain ``torch.optim.Optimizer`` whose ``step`` applies the update.
         model: the plain model (buffers are averaged and fingerprinted from it).
         ctx: this process's :class:`DistributedContext`.
-        count: for non-private training, the number of samples in this rank's share of
+        gradient_sum: gradients are per-rank sums already divided by the global batch
+            (DP-SGD); they are summed. Otherwise each rank's mean is weighted by ``count``.
+        count: without ``gradient_sum``, the number of samples in this rank's share of
             the current batch (the gradient is weighted by it).
         verify_every: compare the replicas' fingerprints every this many steps (0: never).
     """
 
     def __init__(
         self,
-        optimizer: Any,
+        optimizer: torch.optim.Optimizer,
         model: nn.Module,
         ctx: DistributedContext,
         *,
+        gradient_sum: bool = False,
         count: Callable[[], int] | None = None,
         verify_every: int = 1,
     ) -> None:
         if int(verify_every) < 0:
             raise DistributedError(f"verify_every must be >= 0, got {verify_every}")
-        self.outer = optimizer
-        self.inner = innermost_optimizer(optimizer)
-        self.private = is_private_optimizer(optimizer)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise DistributedError(f"GradientSync needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        self.inner = optimizer
+        self.private = bool(gradient_sum)
         if not self.private and count is None:
             raise DistributedError("non-private gradient synchronisation needs count=, the size of this rank's share")
         self.model = model
@@ -200,22 +183,18 @@ class GradientSync:
         self.steps = 0
         self.checks = 0
         self._handles: list[Any] = []
-        self._saved_noise: float | None = None
         self._pending: tuple[Any, torch.Tensor, int] | None = None
 
     # ------------------------------------------------------------------ attach / detach
 
     def attach(self) -> GradientSync:
-        """Install the hooks (and, for private training, keep the noise on rank 0 only)."""
+        """Install the hooks."""
         if self._handles or not self.ctx.active:
             return self
         self._handles = [
             self.inner.register_step_pre_hook(self._before_step),
             self.inner.register_step_post_hook(self._after_step),
         ]
-        if self.private and not self.ctx.is_main:
-            self._saved_noise = float(self.outer.noise_multiplier)
-            self.outer.noise_multiplier = 0.0
         return self
 
     def finish(self) -> None:
@@ -223,7 +202,7 @@ class GradientSync:
         self._complete_check()
 
     def detach(self) -> None:
-        """Remove the hooks and restore the DP optimizer's noise multiplier (pending checks are dropped)."""
+        """Remove the hooks (pending checks are dropped)."""
         if self._pending is not None:
             work, self._pending = self._pending[0], None
             try:
@@ -233,9 +212,6 @@ class GradientSync:
         for h in self._handles:
             h.remove()
         self._handles = []
-        if self._saved_noise is not None:
-            self.outer.noise_multiplier = self._saved_noise
-            self._saved_noise = None
 
     # ------------------------------------------------------------------ hooks
 
@@ -298,7 +274,7 @@ class GradientSync:
 
             _collective(ctx, sync_buffers, f"averaging buffers at step {self.steps}")
         if self.verify_every and self.steps % self.verify_every == 0:
-            f = fingerprint(self.model).to(_small_device(ctx))
+            f = parameter_fingerprint(self.model).to(_small_device(ctx))
             both = torch.cat([f, -f])
             group = ctx.cpu_group if both.device.type == "cpu" else None
             work = _collective(
@@ -320,3 +296,16 @@ class GradientSync:
                 "(a rank saw different data or hyper-parameters, or ran non-deterministic code); the job stops "
                 "rather than report a model that was never trained as one"
             )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "fingerprint":
+        import warnings
+
+        warnings.warn(
+            "securetrain.distributed.sync.fingerprint is deprecated; use parameter_fingerprint",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return parameter_fingerprint
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,29 +10,39 @@ from __future__ import annotations
 
 from securetrain.training.config import OPTIMIZERS, TrainConfig
 from securetrain.training.defense import (
-    Callback,
+    DEFENSES,
     Defense,
+    DefenseOption,
     DefenseStack,
+    EpochMetrics,
     LossFn,
-    TrainingSession,
+    get_defense_class,
+    get_defense_options,
     per_sample_cross_entropy,
-    protect,
 )
 from securetrain.training.evaluate import evaluate, predict_logits
 from securetrain.training.loop import CHECKPOINT_NAME, TrainResult, fit
+from securetrain.training.plan import RunPlan
+from securetrain.training.session import Callback, TrainingSession, protect
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "DEFENSES",
     "OPTIMIZERS",
     "Callback",
     "Defense",
+    "DefenseOption",
     "DefenseStack",
+    "EpochMetrics",
     "LossFn",
+    "RunPlan",
     "TrainConfig",
     "TrainResult",
     "TrainingSession",
     "evaluate",
     "fit",
+    "get_defense_class",
+    "get_defense_options",
     "per_sample_cross_entropy",
     "predict_logits",
     "protect",

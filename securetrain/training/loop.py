@@ -23,6 +23,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorData
 from tqdm.auto import tqdm
 
 from securetrain.checkpoint import save_state
+from securetrain.data.base import DatasetInfo
 from securetrain.data.validate import check_model_fits, validate_batch
 from securetrain.distributed.context import DistributedContext, resolve_context
 from securetrain.distributed.io import load_state_everywhere
@@ -32,7 +33,9 @@ from securetrain.distributed.sync import all_reduce_sum
 from securetrain.errors import CheckpointError
 from securetrain.modes import unwrap
 from securetrain.training.config import TrainConfig
-from securetrain.training.defense import Callback, Defense, DefenseStack, TrainingSession
+from securetrain.training.defense import Defense, DefenseStack
+from securetrain.training.plan import RunPlan
+from securetrain.training.session import Callback, TrainingSession
 from securetrain.training.evaluate import evaluate, predict_logits
 
 log = logging.getLogger("securetrain")
@@ -52,6 +55,8 @@ class TrainResult:
     train_time_s: float = 0.0
     resumed_from_epoch: int = 0
     world_size: int = 1
+    distributed: dict[str, Any] | None = None
+    """How a multi-process run split data and combined gradients (``None`` for one process)."""
 
 
 def fit(
@@ -63,6 +68,7 @@ def fit(
     *,
     num_classes: int | None = None,
     bounds: tuple[float, float] | None = None,
+    data_info: DatasetInfo | None = None,
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
@@ -113,21 +119,24 @@ def fit(
         loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
     optimizer = config.make_optimizer(model.parameters())
     stack = DefenseStack(list(defenses))
-    session = TrainingSession(
-        model=model,
-        optimizer=optimizer,
-        train_loader=loader,
-        defenses=stack,
+    plan = RunPlan(
+        epochs=int(config.epochs),
+        bounds=tuple(bounds) if bounds is not None else (data_info.bounds if data_info is not None else None),
+        data=data_info,
+        seed=int(config.seed),
         dataset_size=int(x_tr.shape[0]),
-        generator=generator,
+        batch_size=int(config.batch_size),
     )
-    session.extras["epochs_planned"] = int(config.epochs)
-    session.extras["config"] = config
-    if bounds is not None:
-        session.extras["bounds"] = tuple(bounds)  # the data's input range, for defenses that attack
-    stack.setup(session)
+    session = TrainingSession(
+        model=model, optimizer=optimizer, train_loader=loader, defenses=stack, plan=plan, generator=generator
+    )
+    try:
+        stack.setup(session)
+    except BaseException:
+        session.teardown()
+        raise
     session.loss_fn = stack.loss_fn()
-    scale_out = DistributedTraining(session, ctx)
+    scale_out = DistributedTraining(session, ctx, generators=(generator,))
 
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     start_epoch = 0
@@ -145,7 +154,7 @@ def fit(
         try:
             scale_out.detach()
         finally:
-            stack.teardown(session)
+            session.teardown()
     elapsed = time.perf_counter() - t0
     sections = stack.report(session)
     return TrainResult(
@@ -156,6 +165,7 @@ def fit(
         train_time_s=elapsed,
         resumed_from_epoch=start_epoch,
         world_size=ctx.world_size,
+        distributed=scale_out.described if ctx.active else None,
     )
 
 
@@ -186,8 +196,8 @@ def _run_epochs(
             loss_sum, seen = _train_one_epoch(session, bar)
             if ctx.active:
                 loss_sum, seen = all_reduce_sum([loss_sum, seen], ctx, "summing the training loss")
-            session.defenses.end_epoch(session)
-            record: dict[str, float] = {
+            defense_metrics = session.collect_epoch_metrics()
+            record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "steps": session.step_count,
                 "train_loss": loss_sum / max(seen, 1),
@@ -199,7 +209,7 @@ def _run_epochs(
                 metrics = evaluate_across_ranks(session.model, test[0], test[1], config.eval_batch_size, ctx)
                 record["test_accuracy"] = metrics["accuracy"]
                 record["test_loss"] = metrics["loss"]
-            record.update(session.extras.pop("epoch_metrics", {}))
+            record.update(defense_metrics)
             session.history.append(record)
             bar.set_postfix({k: round(v, 4) for k, v in record.items()
                              if k in ("train_loss", "test_accuracy", "epsilon") and isinstance(v, (int, float))})
