@@ -103,7 +103,11 @@ def speed_case(model_name: str, mode: str, batch: int, steps: int) -> dict[str, 
     private.load_state_dict(plain.state_dict())
     dp = DifferentialPrivacy(noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode=mode, accountant="rdp", seed=0)
     loader = DataLoader(TensorDataset(x_all, y_all), batch_size=min(batch, x_all.shape[0]))
-    session = protect(private, torch.optim.Adam(private.parameters(), lr=1e-3), loader, [dp])
+    with protect(private, torch.optim.Adam(private.parameters(), lr=1e-3), loader, [dp]) as session:
+        return _time_steps(plain, plain_opt, session, xb, yb, steps)
+
+
+def _time_steps(plain, plain_opt, session, xb, yb, steps):  # type: ignore[no-untyped-def]
     plain.train()
     session.model.train()
 
@@ -133,7 +137,6 @@ def speed_case(model_name: str, mode: str, batch: int, steps: int) -> dict[str, 
         td.append(time.perf_counter() - t)
     mem_plain = _peak_bytes(plain_step)
     mem_dp = _peak_bytes(dp_step)
-    session.defenses.teardown(session)
     p, d = statistics.median(cp), statistics.median(cd)
     pw, dw = statistics.median(tp), statistics.median(td)
     return {

@@ -75,8 +75,8 @@ def train_private_adversarial(args: argparse.Namespace, x: torch.Tensor, y: torc
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader = DataLoader(TensorDataset(x, y), batch_size=128)
     dp = DifferentialPrivacy(epsilon=args.epsilon, epochs=args.epochs, accountant="rdp", seed=args.seed)
-    session = protect(model, opt, loader, [dp, make_adversarial(args.method, args.adv_eps)])
-    try:
+    # leaving the `with` block removes the DP hooks, even if the loop raises
+    with protect(model, opt, loader, [dp, make_adversarial(args.method, args.adv_eps)]) as session:
         for _ in range(args.epochs):
             session.model.train()  # a DP-wrapped model must be in train mode for every epoch
             for xb, yb in session.train_loader:
@@ -85,9 +85,8 @@ def train_private_adversarial(args: argparse.Namespace, x: torch.Tensor, y: torc
                 session.optimizer.zero_grad()
                 session.loss(xb, yb).backward()
                 session.step()
-    finally:
-        session.defenses.teardown(session)
-    return session.plain_model, session.defenses.report(session)
+            session.end_epoch()
+    return session.plain_model, session.report()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -151,10 +151,10 @@ def test_defenses_compose_veto_and_report(digits):
 def test_loss_transforms_chain_in_order():
     model = nn.Linear(3, 2)
     loader = [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))]
-    session = protect(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, [_Doubler(), _Budget(10, scale=0.25)])
-    x, y = loader[0]
-    base = nn.functional.cross_entropy(model(x), y)
-    assert torch.allclose(session.loss(x, y), 0.5 * base)
+    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, [_Doubler(), _Budget(10, scale=0.25)]) as session:
+        x, y = loader[0]
+        base = nn.functional.cross_entropy(model(x), y)
+        assert torch.allclose(session.loss(x, y), 0.5 * base)
 
 
 def test_protect_in_a_hand_written_loop_matches_plain_sgd():
@@ -168,12 +168,12 @@ def test_protect_in_a_hand_written_loop_matches_plain_sgd():
         opt_a.zero_grad()
         nn.functional.cross_entropy(a(x), y).backward()
         opt_a.step()
-    session = protect(b, torch.optim.SGD(b.parameters(), lr=0.1), data)
-    for x, y in session.train_loader:
-        assert session.can_step()
-        session.optimizer.zero_grad()
-        session.loss(x, y).backward()
-        session.step()
+    with protect(b, torch.optim.SGD(b.parameters(), lr=0.1), data) as session:
+        for x, y in session.train_loader:
+            assert session.can_step()
+            session.optimizer.zero_grad()
+            session.loss(x, y).backward()
+            session.step()
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.allclose(p, q)
 
@@ -185,7 +185,7 @@ def test_duplicate_defense_refused():
 
 def test_per_sample_loss_shape_is_checked():
     model = nn.Linear(3, 2)
-    session = protect(model, torch.optim.SGD(model.parameters(), lr=0.1), [],
-                      loss_fn=lambda m, x, y: nn.functional.cross_entropy(m(x), y))
-    with pytest.raises(ValueError, match=r"a per-sample loss must have shape \(4,\), got \(\); use reduction='none'"):
-        session.loss(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
+    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), [],
+                 loss_fn=lambda m, x, y: nn.functional.cross_entropy(m(x), y)) as session:
+        with pytest.raises(ValueError, match=r"a per-sample loss must have shape \(4,\), got \(\); use reduction='none'"):
+            session.loss(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))

@@ -23,7 +23,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorData
 from tqdm.auto import tqdm
 
 from securetrain.checkpoint import save_state
-from securetrain.data.base import DatasetInfo
+from securetrain.data.base import DATASETS, DatasetInfo
 from securetrain.data.validate import check_model_fits, validate_batch
 from securetrain.distributed.context import DistributedContext, resolve_context
 from securetrain.distributed.io import load_state_everywhere
@@ -119,6 +119,8 @@ def fit(
         loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
     optimizer = config.make_optimizer(model.parameters())
     stack = DefenseStack(list(defenses))
+    if data_info is None and config.data in DATASETS:
+        data_info = DATASETS.get(config.data).info  # the configured data set describes the tensors
     plan = RunPlan(
         epochs=int(config.epochs),
         bounds=tuple(bounds) if bounds is not None else (data_info.bounds if data_info is not None else None),

@@ -23,7 +23,7 @@ from defenses.adversarial import (
     recommended,
 )
 from securetrain.errors import AttackError, ConfigurationError
-from securetrain.training import TrainConfig, fit, protect
+from securetrain.training import RunPlan, TrainConfig, fit, protect
 from securetrain.training.defense import per_sample_cross_entropy
 
 EPS = 0.1
@@ -84,9 +84,10 @@ def test_epsilon_outside_the_data_range_is_refused_at_setup(digits):
     lo, hi = get_info("breast_cancer").bounds
     at = PGDAdversarialTraining(1.5)
     model = nn.Linear(30, 2)
-    session = protect(model, torch.optim.SGD(model.parameters(), lr=0.1), [], [])
-    session.extras["config"] = TrainConfig(data="breast_cancer")
-    at.setup(session)
+    info = get_info("breast_cancer")
+    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), [], [],
+                 plan=RunPlan(bounds=info.bounds, data=info)) as session:
+        at.setup(session)
     assert at.bounds == (lo, hi)
 
 
@@ -290,12 +291,12 @@ def _step_and_reference(defense, x, y):
     rec = Recorder(defense.attack)
     defense.attack = rec
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    session = protect(model, opt, [(x, y)], [defense])
-    for xb, yb in session.train_loader:
-        assert session.can_step()
-        session.optimizer.zero_grad(set_to_none=True)
-        session.loss(xb, yb).backward()
-        session.step()
+    with protect(model, opt, [(x, y)], [defense]) as session:
+        for xb, yb in session.train_loader:
+            assert session.can_step()
+            session.optimizer.zero_grad(set_to_none=True)
+            session.loss(xb, yb).backward()
+            session.step()
     (adv,) = rec.outputs
     ref_opt = torch.optim.SGD(fresh.parameters(), lr=0.5)
     fresh.train()

@@ -72,7 +72,11 @@ def test_per_sample_gradients_of_the_adversarial_loss_match_an_independent_compu
     at = FACTORIES[method]()
     rec = Recorder(at.attack)
     at.attack = rec
-    session = protect(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, [dp, at])
+    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, [dp, at]) as session:
+        _check_per_sample_gradients(session, dp, at, rec)
+
+
+def _check_per_sample_gradients(session, dp, at, rec):
     xb, yb = next(b for b in session.train_loader if b[0].shape[0] > 0)
     session.optimizer.zero_grad(set_to_none=True)
     session.loss(xb, yb).backward()
@@ -90,7 +94,6 @@ def test_per_sample_gradients_of_the_adversarial_loss_match_an_independent_compu
         torch.testing.assert_close(got[p], want[name], rtol=1e-4, atol=1e-6)
     # The comparison can tell the adversarial batch from the clean one.
     assert any(not torch.allclose(got[p], on_clean[n], rtol=1e-3, atol=1e-5) for n, p in plain.named_parameters())
-    session.defenses.teardown(session)
 
 
 def _private_run(digits, extra):
@@ -120,7 +123,7 @@ def test_epsilon_is_the_private_only_runs_and_valid(method, digits, private_only
 class UndeclaredTRADES(TRADES):
     """TRADES that does not declare its second hooked forward pass."""
 
-    privacy_forward_passes = 1
+    forward_passes_per_step = 1
 
 
 def test_validity_check_flags_an_undeclared_second_forward_pass(digits):

@@ -75,7 +75,7 @@ def _summary(result) -> dict:
         "train_loss": [h["train_loss"] for h in result.history],
         "test_accuracy": [h["test_accuracy"] for h in result.history],
         "world_sizes": [h.get("world_size", 1) for h in result.history],
-        "replica_checks": (result.session.extras.get("distributed") or {}).get("replica_checks", 0),
+        "replica_checks": (result.distributed or {}).get("replica_checks", 0),
         "world_size": result.world_size,
     }
 
@@ -106,7 +106,7 @@ def _noise_run(rank: int) -> dict:
     torch.manual_seed(100 + rank)
     dp = DifferentialPrivacy(noise_multiplier=SIGMA, max_grad_norm=CLIP, accountant="rdp", steps=NOISE_STEPS)
     session = protect(model, torch.optim.SGD(model.parameters(), lr=1.0), loader, [dp],
-                      loss_fn=lambda m, x, y: m(x).sum(1) * 0.0)
+                      loss_fn=lambda m, x, y: m(x).sum(1) * 0.0).__enter__()
     handle = distribute(session)
     deltas, shares = [], []
     try:
@@ -122,7 +122,7 @@ def _noise_run(rank: int) -> dict:
         handle.finish()
     finally:
         handle.detach()
-        session.defenses.teardown(session)
+        session.teardown()
     return {"deltas": torch.stack(deltas), "steps": dp.steps_taken, "expected_batch": dp.expected_batch_size,
             "shares": shares}
 
@@ -134,7 +134,7 @@ def _unsharded_loader_error(rank: int) -> str:
     model = nn.Linear(3, 2)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.randn(8, 3), torch.zeros(8, dtype=torch.long)), batch_size=4)
-    session = protect(model, torch.optim.SGD(model.parameters(), lr=0.1), loader)
+    session = protect(model, torch.optim.SGD(model.parameters(), lr=0.1), loader).__enter__()
     try:
         distribute(session)
     except DistributedError as exc:

@@ -17,8 +17,8 @@ from securetrain.distributed import (
     shard_indices,
 )
 from securetrain.distributed.launch import argv_from_namespace, check_nproc, describe_failures, torchrun_argv
-from securetrain.distributed.sampling import PoissonShard, collate_or_empty, find_poisson_loader
-from securetrain.distributed.sync import fingerprint
+from securetrain.distributed.sampling import collate_or_empty
+from securetrain.distributed.sync import parameter_fingerprint
 from securetrain.errors import ConfigurationError
 
 
@@ -79,34 +79,37 @@ def test_empty_share_collates_to_empty_tensors():
     assert x.shape == (2, 2, 3)
 
 
-class _Poisson:
-    def __init__(self) -> None:
-        self.calls = 0
+def test_the_privacy_samplers_own_sharding_keeps_this_ranks_share_and_undoes():
+    from defenses.privacy.sampling import PoissonBatches
+    from securetrain.errors import PrivacyError
 
-    def logical_indices(self) -> torch.Tensor:
-        self.calls += 1
-        return torch.arange(10)
+    ds = torch.utils.data.TensorDataset(torch.arange(10.0).unsqueeze(1), torch.zeros(10, dtype=torch.long))
+    batches = PoissonBatches(ds, sample_rate=1.0, steps_per_epoch=1, generator=torch.Generator().manual_seed(0))
+    batches.shard(1, 3)
+    assert batches.logical_indices().tolist() == [1, 4, 7]
+    batches.shard(0, 1)
+    assert batches.logical_indices().tolist() == list(range(10))
+    with pytest.raises(PrivacyError, match=r"rank must be in \[0, world_size\), got rank=3, world_size=3"):
+        batches.shard(3, 3)
 
 
-def test_poisson_shard_installs_and_removes_itself():
-    loader = _Poisson()
-    wrapper = type("Counting", (), {"loader": loader})()
-    assert find_poisson_loader(wrapper) is loader
-    shard = PoissonShard(loader, 1, 3).install()
-    assert loader.logical_indices().tolist() == [1, 4, 7]
-    shard.remove()
-    assert loader.logical_indices().tolist() == list(range(10))
-    assert loader.calls == 2
-    with pytest.raises(Exception, match=r"cannot shard a list: it has no logical_indices\(\) method"):
-        PoissonShard([], 0, 2)
+def test_poisson_draw_is_shared_by_both_samplers():
+    from defenses.privacy.sampling import PoissonBatches
+    from securetrain.distributed.sampling import ShardedPoissonSampler, poisson_draw
+
+    ds = torch.utils.data.TensorDataset(torch.zeros(50, 1), torch.zeros(50, dtype=torch.long))
+    a = PoissonBatches(ds, sample_rate=0.2, steps_per_epoch=1, generator=torch.Generator().manual_seed(3))
+    b = ShardedPoissonSampler(50, 0.2, steps=1, generator=torch.Generator().manual_seed(3))
+    c = poisson_draw(50, 0.2, torch.Generator().manual_seed(3))
+    assert a.logical_indices().tolist() == b.global_indices().tolist() == c.tolist()
 
 
 def test_fingerprint_sees_a_one_ulp_change():
     m = torch.nn.Linear(4, 3)
-    before = fingerprint(m)
+    before = parameter_fingerprint(m)
     with torch.no_grad():
         m.weight[1, 2] = torch.nextafter(m.weight[1, 2], torch.tensor(10.0))
-    assert not torch.equal(before, fingerprint(m))
+    assert not torch.equal(before, parameter_fingerprint(m))
 
 
 def test_single_process_context_and_errors(monkeypatch):
