@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -34,18 +33,16 @@ import torch
 from torch import nn
 
 from securetrain import data as data_mod
-from securetrain.checkpoint import load_weights, save_weights
+from securetrain.checkpoint import save_weights
 from securetrain.distributed.context import resolve_context
 from securetrain.distributed.context import barrier as _barrier
-from securetrain.errors import CheckpointError
 from securetrain.io import atomic_write_json, remove_stale_temporaries
 from securetrain.models import build_model
 from securetrain.report import Report
+from securetrain.rundir import CONFIG_NAME, WEIGHTS_NAME, RunDir
 from securetrain.training import CHECKPOINT_NAME, Callback, Defense, TrainConfig, TrainResult, fit
 from securetrain.training.loop import evaluate_across_ranks
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 _WRITTEN = (CONFIG_NAME, WEIGHTS_NAME, CHECKPOINT_NAME, "report.json", "report.md", "report.html")
 
 
@@ -156,14 +153,8 @@ def train(
 
 
 def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``config.json`` of a run directory."""
-    p = Path(run_dir) / CONFIG_NAME
-    if not p.is_file():
-        raise CheckpointError(f"{run_dir} is not a securetrain run directory (no {CONFIG_NAME})")
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{p} is corrupted ({exc})") from exc
+    """The ``config.json`` of a run directory (checked by :class:`~securetrain.rundir.RunDir`)."""
+    return RunDir.open(run_dir).config
 
 
 def load_model(run_dir: str | os.PathLike[str]) -> nn.Module:
@@ -171,17 +162,7 @@ def load_model(run_dir: str | os.PathLike[str]) -> nn.Module:
 
     Weights are read from safetensors; nothing is unpickled.
     """
-    cfg = read_config(run_dir)
-    model_cfg = cfg["model"]
-    if not model_cfg.get("zoo", True):
-        raise CheckpointError(
-            f"{run_dir} was trained with a custom model ({model_cfg['name']}); build it yourself and "
-            f"load the weights with securetrain.checkpoint.load_weights('{Path(run_dir) / WEIGHTS_NAME}', model)"
-        )
-    d = cfg["data"]
-    model = build_model(model_cfg["name"], d["input_shape"], d["num_classes"], **(model_cfg.get("kwargs") or {}))
-    load_weights(Path(run_dir) / WEIGHTS_NAME, model)
-    return model.eval()
+    return RunDir.open(run_dir).load_model()
 
 
 def _version() -> str:

@@ -169,12 +169,14 @@ class AdversarialTraining(Defense):
         return cls(cfg["epsilon"], **settings)
 
     def config(self) -> dict[str, Any]:
+        # bounds as given: None means "the training data's", resolved again when the defense is rebuilt
+        bounds = list(self._explicit_bounds) if self._explicit_bounds is not None else None
         return {"name": self.name, "method": self.method, "norm": "linf", "epsilon": self.epsilon,
-                "clean_share": self.clean_share, "bounds": list(self.bounds), **self._settings()}
+                "clean_share": self.clean_share, "bounds": bounds, **self._settings()}
 
     def report(self, session: TrainingSession) -> dict[str, Any]:
         """An ``adversarial`` report section: the settings, examples generated, time spent attacking."""
-        return {"adversarial": {**self.config(), "examples": self.examples,
+        return {"adversarial": {**self.config(), "bounds": list(self.bounds), "examples": self.examples,
                                 "attack_time_s": round(self.attack_time_s, 4)}}
 
     # ----------------------------------------------------------------- direct use

@@ -120,9 +120,7 @@ def run_demo(opts: DemoOptions) -> Report:
         _attach(v.result, robustness=rob.to_section())
 
     shadow = 2 if opts.quick else 4
-    for v in variants:
-        if v.name not in ("plain", "private"):
-            continue
+    for v in variants:  # every model, adversarially trained ones included (their defenses rebuild from config)
         with _stage(f"membership audit of {v.name}") as t:
             v.membership = audit_run(v.result.run_dir, shadow_models=shadow, seed=opts.seed,
                                      canaries=50 if opts.quick else 200, progress=opts.progress)

@@ -1,0 +1,182 @@
+"""A run directory, opened for reading: its configuration, its model, its data.
+
+:class:`RunDir` is the one way audit, membership, encrypt, serve and
+:func:`securetrain.load_model` open a run directory. It sits below the training loop:
+opening a run and loading its model imports neither :mod:`securetrain.training` nor
+:mod:`securetrain.distributed`, so a server that only evaluates a trained model stays small.
+
+A run directory holds ``model.safetensors`` (weights, never unpickled), ``config.json``,
+``checkpoint.safetensors`` (to resume) and ``report.json`` / ``report.md`` / ``report.html``.
+
+Example:
+    >>> import tempfile
+    >>> import securetrain
+    >>> from securetrain.rundir import RunDir
+    >>> from securetrain.training import TrainConfig
+    >>> d = tempfile.mkdtemp()
+    >>> _ = securetrain.train(TrainConfig(data="breast_cancer", epochs=1, progress=False), d)
+    >>> run = RunDir.open(d)
+    >>> run.data.name, run.model_spec.name, run.load_model().training
+    ('breast_cancer', 'mlp', False)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from securetrain.errors import CheckpointError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CHECKPOINT_NAME = "checkpoint.safetensors"
+REPORT_NAME = "report.json"
+MAX_CONFIG_BYTES = 16 * 2**20
+"""A ``config.json`` larger than this is refused (a run's config is a few kB)."""
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The data section of ``config.json``: which data set, its shape, classes and bounds."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    bounds: tuple[float, float]
+    kind: str = ""
+    root: str | None = None
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """The model section of ``config.json``: a zoo name and its keyword arguments."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    zoo: bool = True
+
+
+def _section(cfg: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = cfg.get(key)
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} is not a valid run config: its {key!r} section is missing or not an object")
+    return value
+
+
+def _parse_data(cfg: dict[str, Any], path: Path) -> RunData:
+    d = _section(cfg, "data", path)
+    try:
+        shape = tuple(int(s) for s in d["input_shape"])
+        bounds = (float(d["bounds"][0]), float(d["bounds"][1]))
+        return RunData(
+            name=str(d["name"]),
+            input_shape=shape,
+            num_classes=int(d["num_classes"]),
+            bounds=bounds,
+            kind=str(d.get("kind") or ""),
+            root=str(d["root"]) if d.get("root") is not None else None,
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CheckpointError(f"{path} is not a valid run config: bad 'data' section ({type(exc).__name__}: {exc})") from None
+
+
+def _parse_model(cfg: dict[str, Any], path: Path) -> RunModel:
+    m = _section(cfg, "model", path)
+    name, kwargs = m.get("name"), m.get("kwargs") or {}
+    if not isinstance(name, str) or not isinstance(kwargs, dict):
+        raise CheckpointError(f"{path} is not a valid run config: bad 'model' section (name {name!r}, kwargs {kwargs!r})")
+    return RunModel(name=name, kwargs=dict(kwargs), zoo=bool(m.get("zoo", True)))
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory opened for reading (use :meth:`open`)."""
+
+    path: Path
+    config: dict[str, Any]
+    data: RunData
+    model_spec: RunModel
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> RunDir:
+        """Read and check ``config.json`` of the run directory at ``path``.
+
+        Raises :class:`~securetrain.errors.CheckpointError` when ``path`` is not a run
+        directory or its config is corrupted.
+        """
+        root = Path(path)
+        p = root / CONFIG_NAME
+        if not p.is_file():
+            raise CheckpointError(f"{path} is not a securetrain run directory (no {CONFIG_NAME})")
+        try:
+            if p.stat().st_size > MAX_CONFIG_BYTES:
+                raise CheckpointError(f"{p} is too large for a run config ({p.stat().st_size} bytes)")
+            cfg = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise CheckpointError(f"{p} is corrupted ({type(exc).__name__}: {exc})") from None
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"{p} is corrupted (a run config is a JSON object, got {type(cfg).__name__})")
+        return cls(path=root, config=cfg, data=_parse_data(cfg, p), model_spec=_parse_model(cfg, p))
+
+    @property
+    def weights_path(self) -> Path:
+        """Where the trained weights are (safetensors)."""
+        return self.path / WEIGHTS_NAME
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """Where the resume checkpoint is (safetensors)."""
+        return self.path / CHECKPOINT_NAME
+
+    @property
+    def report_path(self) -> Path:
+        """Where ``report.json`` is."""
+        return self.path / REPORT_NAME
+
+    @property
+    def defense_configs(self) -> list[dict[str, Any]]:
+        """The ``config()`` of every defense the run trained with."""
+        defenses = self.config.get("defenses") or []
+        if not isinstance(defenses, list) or not all(isinstance(d, dict) for d in defenses):
+            raise CheckpointError(f"{self.path / CONFIG_NAME} is not a valid run config: 'defenses' must be a list of objects")
+        return [dict(d) for d in defenses]
+
+    @property
+    def train_settings(self) -> dict[str, Any]:
+        """The ``train`` section (a :class:`~securetrain.training.TrainConfig` as a dict)."""
+        return _section(self.config, "train", self.path / CONFIG_NAME)
+
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model of the run's architecture (no weights loaded)."""
+        from securetrain.models import build_model
+
+        spec = self.model_spec
+        if not spec.zoo:
+            raise CheckpointError(
+                f"{self.path} was trained with a custom model ({spec.name}); build it yourself and load the weights "
+                f"with securetrain.checkpoint.load_weights('{self.weights_path}', model)"
+            )
+        return build_model(spec.name, self.data.input_shape, self.data.num_classes, **spec.kwargs)
+
+    def load_model(self) -> nn.Module:
+        """The trained model: a plain ``nn.Module`` in eval mode (weights from safetensors, nothing unpickled)."""
+        from securetrain.checkpoint import load_weights
+
+        model = self.build_model()
+        load_weights(self.weights_path, model)
+        return model.eval()
+
+    def load_data(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A split (``"train"`` or ``"test"``) of the run's data set."""
+        from securetrain import data
+
+        return data.load(self.data.name, split, root=self.data.root)
+
+
+__all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "WEIGHTS_NAME", "RunData", "RunDir", "RunModel"]
