@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from attacks.evasion import _foolbox
-from attacks.evasion.base import Attack, AttackContext, _positive, _positive_int
+from attacks.evasion.base import Attack, AttackContext
 from attacks.evasion.registry import register_attack
 from securetrain.errors import AttackError
 from securetrain.modes import model_device
+from securetrain.validation import check_count, check_positive
 
 
 @dataclass(frozen=True, repr=False)
@@ -69,11 +70,11 @@ class CarliniWagnerL2(MinimizationAttack):
     kind = "gradient"
 
     def __post_init__(self) -> None:
-        _positive_int(self.name, "binary_search_steps", self.binary_search_steps)
-        _positive_int(self.name, "steps", self.steps)
-        _positive(self.name, "stepsize", self.stepsize)
-        _positive(self.name, "confidence", self.confidence, allow_zero=True)
-        _positive(self.name, "initial_const", self.initial_const)
+        check_count("binary_search_steps", self.binary_search_steps, error=AttackError, where=self.name)
+        check_count("steps", self.steps, error=AttackError, where=self.name)
+        check_positive("stepsize", self.stepsize, error=AttackError, allow_inf=True, where=self.name)
+        check_positive("confidence", self.confidence, error=AttackError, allow_zero=True, allow_inf=True, where=self.name)
+        check_positive("initial_const", self.initial_const, error=AttackError, allow_inf=True, where=self.name)
 
     def minimize(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
         fb = _foolbox.foolbox()
@@ -104,9 +105,9 @@ class DeepFool(MinimizationAttack):
     kind = "gradient"
 
     def __post_init__(self) -> None:
-        _positive_int(self.name, "steps", self.steps)
-        _positive_int(self.name, "candidates", self.candidates)
-        _positive(self.name, "overshoot", self.overshoot, allow_zero=True)
+        check_count("steps", self.steps, error=AttackError, where=self.name)
+        check_count("candidates", self.candidates, error=AttackError, where=self.name)
+        check_positive("overshoot", self.overshoot, error=AttackError, allow_zero=True, allow_inf=True, where=self.name)
 
     def minimize(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
         fb = _foolbox.foolbox()
