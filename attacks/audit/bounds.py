@@ -176,8 +176,8 @@ def epsilon_lower_bound_from_scores(
         )
     rng = np.random.default_rng(seed)
     pp, nn_ = rng.permutation(pos.size), rng.permutation(neg.size)
-    kp = min(max(1, int(round(pos.size * selection_fraction))), pos.size - 1)
-    kn = min(max(1, int(round(neg.size * selection_fraction))), neg.size - 1)
+    kp = min(max(1, round(pos.size * selection_fraction)), pos.size - 1)
+    kn = min(max(1, round(neg.size * selection_fraction)), neg.size - 1)
     sel_pos, ev_pos = pos[pp[:kp]], pos[pp[kp:]]
     sel_neg, ev_neg = neg[nn_[:kn]], neg[nn_[kn:]]
 

@@ -35,6 +35,7 @@ from attacks.membership.shadow import Recipe
 from attacks.membership.signals import member_scores
 from securetrain.errors import AttackError
 
+
 @dataclass(frozen=True)
 class CanaryAuditResult:
     """Outcome of a one-run canary audit."""
@@ -75,7 +76,7 @@ def default_guess_counts(m: int) -> tuple[int, ...]:
         >>> default_guess_counts(200)
         (10, 20, 40, 100)
     """
-    ks = sorted({max(1, int(round(m * f))) for f in (0.05, 0.1, 0.2, 0.5)})
+    ks = sorted({max(1, round(m * f)) for f in (0.05, 0.1, 0.2, 0.5)})
     return tuple(k for k in ks if 2 * k <= m) or ((m // 2,) if m >= 2 else ())
 
 

@@ -20,19 +20,24 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from attacks.evasion.base import Attack, AttackContext, AttackKind, EvasionResult
-from attacks.evasion.norms import NORMS, Norm
-from attacks.evasion.registry import EVASION_ATTACKS, available_attacks, get_attack, register_attack
-
-# Importing the attack modules registers them (no other side effect; Foolbox loads lazily).
-from attacks.evasion.gradient import FGSM, PGD, L2PGD
-from attacks.evasion.noise import RandomNoise, RandomNoiseL2
-from attacks.evasion.minimization import CarliniWagnerL2, DeepFool, MinimizationAttack
-from attacks.evasion.decision import Boundary, HopSkipJump, HopSkipJumpL2
-from attacks.evasion.presets import DEFAULT_EPSILONS, PRESETS, AuditPreset
-from attacks.evasion.masking import MaskingCheck
+# Importing the attack modules (gradient, noise, minimization, decision) registers their attacks
+# (no other side effect; Foolbox loads lazily).
 from attacks.evasion.audit import RobustnessResult, audit_robustness
+from attacks.evasion.base import Attack, AttackContext, AttackKind, EvasionResult
+from attacks.evasion.decision import Boundary, HopSkipJump, HopSkipJumpL2
+from attacks.evasion.gradient import FGSM, L2PGD, PGD
+from attacks.evasion.masking import MaskingCheck
+from attacks.evasion.minimization import CarliniWagnerL2, DeepFool, MinimizationAttack
+from attacks.evasion.noise import RandomNoise, RandomNoiseL2
+from attacks.evasion.norms import NORMS, Norm
 from attacks.evasion.plot import robustness_curves, robustness_figure
+from attacks.evasion.presets import DEFAULT_EPSILONS, PRESETS, AuditPreset
+from attacks.evasion.registry import (
+    EVASION_ATTACKS,
+    available_attacks,
+    get_attack,
+    register_attack,
+)
 from attacks.evasion.run_dir import audit_robustness_run
 
 _DEPRECATED = {
@@ -53,32 +58,32 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_EPSILONS",
     "EVASION_ATTACKS",
-    "PRESETS",
-    "AuditPreset",
-    "MaskingCheck",
-    "RobustnessResult",
-    "audit_robustness",
-    "audit_robustness_run",
-    "robustness_curves",
-    "robustness_figure",
+    "FGSM",
+    "L2PGD",
     "NORMS",
+    "PGD",
+    "PRESETS",
     "Attack",
     "AttackContext",
     "AttackKind",
-    "EvasionResult",
+    "AuditPreset",
     "Boundary",
     "CarliniWagnerL2",
     "DeepFool",
-    "FGSM",
+    "EvasionResult",
     "HopSkipJump",
     "HopSkipJumpL2",
-    "L2PGD",
+    "MaskingCheck",
     "MinimizationAttack",
     "Norm",
-    "PGD",
     "RandomNoise",
     "RandomNoiseL2",
+    "RobustnessResult",
+    "audit_robustness",
+    "audit_robustness_run",
     "available_attacks",
     "get_attack",
     "register_attack",
+    "robustness_curves",
+    "robustness_figure",
 ]

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import time
 import warnings

@@ -16,10 +16,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from attacks.evasion.base import Attack
 from securetrain.errors import AttackError
 from securetrain.registry import Registry
-
-from attacks.evasion.base import Attack
 
 A = TypeVar("A", bound=type[Attack])
 

@@ -44,9 +44,18 @@ from attacks.membership.recipe import (
     build_defense,
     register_defense_builder,
 )
-from attacks.membership.registry import MEMBERSHIP_ATTACKS, SHADOW_ATTACKS, get_membership_attack
+from attacks.membership.registry import (
+    MEMBERSHIP_ATTACKS,
+    SHADOW_ATTACKS,
+    get_membership_attack,
+)
 from attacks.membership.run_audit import DEFAULT_ATTACKS, audit_membership_run
-from attacks.membership.shadow import Recipe, ShadowSet, inclusion_matrix, train_shadow_models
+from attacks.membership.shadow import (
+    Recipe,
+    ShadowSet,
+    inclusion_matrix,
+    train_shadow_models,
+)
 from attacks.membership.signals import SIGNALS, model_signal
 from attacks.membership.threshold import (
     ConfidenceThreshold,
@@ -73,31 +82,32 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ConfidenceThreshold",
     "DEFAULT_ATTACKS",
     "DEFAULT_FPRS",
+    "MEMBERSHIP_ATTACKS",
+    "SHADOW_ATTACKS",
+    "SIGNALS",
+    "ConfidenceThreshold",
     "EntropyThreshold",
     "LiRA",
     "LossThreshold",
-    "MEMBERSHIP_ATTACKS",
     "MembershipAttack",
-    "MembershipResult",
     "MembershipMetrics",
+    "MembershipResult",
     "ModifiedEntropyThreshold",
     "Recipe",
     "RocCurve",
-    "SHADOW_ATTACKS",
-    "SIGNALS",
     "ShadowSet",
     "SignalThreshold",
     "TrainingRecipe",
     "audit_membership_run",
     "build_defense",
+    "get_membership_attack",
     "inclusion_matrix",
     "lira_scores",
-    "get_membership_attack",
     "membership_metrics",
     "model_signal",
     "register_defense_builder",
     "tpr_at_fpr",
+    "train_shadow_models",
 ]

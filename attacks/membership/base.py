@@ -17,8 +17,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, final
 
@@ -27,7 +27,11 @@ import torch
 from torch import nn
 
 from attacks.checks import check_disjoint, check_fprs, check_xy
-from attacks.membership.metrics import DEFAULT_FPRS, MembershipMetrics, membership_metrics
+from attacks.membership.metrics import (
+    DEFAULT_FPRS,
+    MembershipMetrics,
+    membership_metrics,
+)
 from securetrain.modes import eval_mode
 
 

@@ -73,4 +73,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["AttackFactory", "MEMBERSHIP_ATTACKS", "SHADOW_ATTACKS", "get_membership_attack"]
+__all__ = ["MEMBERSHIP_ATTACKS", "SHADOW_ATTACKS", "AttackFactory", "get_membership_attack"]

@@ -48,7 +48,11 @@ from attacks.checks import check_alpha, check_audit_delta, check_fprs, check_num
 from attacks.membership.base import MembershipResult
 from attacks.membership.metrics import DEFAULT_FPRS, DEFAULT_ROC_POINTS, fpr_key
 from attacks.membership.recipe import TrainingRecipe
-from attacks.membership.registry import MEMBERSHIP_ATTACKS, SHADOW_ATTACKS, get_membership_attack
+from attacks.membership.registry import (
+    MEMBERSHIP_ATTACKS,
+    SHADOW_ATTACKS,
+    get_membership_attack,
+)
 from attacks.membership.shadow import train_shadow_models
 from securetrain.errors import AttackError
 
