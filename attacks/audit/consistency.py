@@ -54,7 +54,7 @@ def check_consistency(
     """Flag a violation if any of ``lower_bounds`` (name -> epsilon bound) exceeds ``claimed_epsilon``.
 
     Each bound must already hold at ``confidence`` jointly with the others (split the error
-    level between them, as :func:`attacks.membership.audit_run` does).
+    level between them, as :func:`attacks.membership.audit_membership_run` does).
     """
     eps = float(claimed_epsilon)
     if math.isnan(eps) or eps < 0:

@@ -36,7 +36,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, Literal, final
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeGuard, final
 
 import torch
 from torch import nn
@@ -45,6 +45,9 @@ from attacks.evasion.norms import Norm, distance, project
 from securetrain.errors import AttackError, ModelError
 from securetrain.modes import attack_mode, model_device, unwrap
 from securetrain.validation import Bounds, check_bounds, check_positive
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 log = logging.getLogger("attacks.evasion")
 
@@ -264,12 +267,12 @@ class Attack(ABC):
 
     def __repr__(self) -> str:
         if _is_dataclass_instance(self):
-            args = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))  # type: ignore[arg-type]
+            args = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
             return f"{type(self).__name__}({args})"
         return f"{type(self).__name__}()"
 
 
-def _is_dataclass_instance(obj: object) -> bool:
+def _is_dataclass_instance(obj: object) -> TypeGuard[DataclassInstance]:
     return hasattr(type(obj), "__dataclass_fields__")
 
 
@@ -323,7 +326,7 @@ def check_epsilons(epsilons: float | Sequence[float]) -> list[float]:
         raise AttackError(f"epsilons must be a number or a sequence of numbers, got {type(epsilons).__name__}")
     if len(epsilons) == 0:
         raise AttackError("epsilons is empty; give at least one perturbation size, e.g. [0.1]")
-    out = []
+    out: list[float] = []
     for e in epsilons:
         if isinstance(e, bool) or not isinstance(e, numbers.Real):
             raise AttackError(f"epsilons must be numbers, got {e!r}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -28,6 +28,7 @@ from torch import nn
 from attacks.evasion import _foolbox
 from attacks.evasion.base import AttackContext
 from attacks.evasion.minimization import MinimizationAttack
+from attacks.evasion.norms import Norm
 from attacks.evasion.registry import register_attack
 from securetrain.errors import AttackError
 from securetrain.modes import model_device
@@ -83,7 +84,7 @@ class HopSkipJump(_DecisionAttack):
     gamma: float = 1.0
 
     name = "hsj"
-    norm = "linf"
+    norm: ClassVar[Norm] = "linf"
 
     def __post_init__(self) -> None:
         check_count("steps", self.steps, error=AttackError, where=self.name)

@@ -213,5 +213,5 @@ class FGSM(_GradientAscent):
             raise AttackError(f"fgsm takes exactly one step, got steps={self.steps}; use 'pgd' for more")
 
     @property
-    def stochastic(self) -> bool:  # type: ignore[override]
+    def stochastic(self) -> bool:  # type: ignore[override]  # random_start decides; the base declares a ClassVar
         return self.random_start

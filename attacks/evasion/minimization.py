@@ -87,7 +87,8 @@ class CarliniWagnerL2(MinimizationAttack):
             abort_early=self.abort_early,
         )
         fm = _foolbox.fmodel(model, ctx.bounds, model_device(model))
-        return attack.run(fm, inputs, _foolbox.misclassification(labels))
+        adv: torch.Tensor = attack.run(fm, inputs, _foolbox.misclassification(labels))  # Foolbox is untyped
+        return adv
 
 
 @register_attack
@@ -115,4 +116,5 @@ class DeepFool(MinimizationAttack):
             steps=self.steps, candidates=min(self.candidates, ctx.num_classes), overshoot=self.overshoot, loss="logits"
         )
         fm = _foolbox.fmodel(model, ctx.bounds, model_device(model))
-        return attack.run(fm, inputs, _foolbox.misclassification(labels))
+        adv: torch.Tensor = attack.run(fm, inputs, _foolbox.misclassification(labels))  # Foolbox is untyped
+        return adv
