@@ -1,7 +1,7 @@
 """Measured leakage of plain and private models: membership inference and epsilon lower bounds.
 
 For each data set, trains a plain run and private runs at each target epsilon (default model of the
-data set, same TrainConfig), then runs ``attacks.membership.audit_run`` on each: AUC and TPR at
+data set, same TrainConfig), then runs ``attacks.membership.audit_membership_run`` on each: AUC and TPR at
 0.1% FPR of the strongest attack and of LiRA online, the empirical epsilon lower bound (95%) next
 to the theoretical epsilon, the consistency flag, and the wall time of each audit. Ratios: the
 audit time against the plain run's audit time on the same data, and the lower bound against the
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save_results, table  # noqa: E402
 
 import securetrain  # noqa: E402
-from attacks.membership import audit_run  # noqa: E402
+from attacks.membership import audit_membership_run  # noqa: E402
 from securetrain.training import TrainConfig  # noqa: E402
 
 DELTA = 1e-5
@@ -62,7 +62,7 @@ def one(data: str, epsilon: float | None, args: argparse.Namespace, root: Path) 
     )
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = audit_run(run_dir, shadow_models=args.shadow_models, seed=args.seed)
+    out = audit_membership_run(run_dir, shadow_models=args.shadow_models, seed=args.seed)
     audit_s = time.perf_counter() - t0
     privacy = result.report.privacy or {}
     lira = out["attacks"].get("lira-online") or out["attacks"]["lira-offline"]

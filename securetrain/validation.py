@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 
 from securetrain.errors import ConfigurationError, PrivacyError, SecureTrainError
 
@@ -96,50 +97,87 @@ def check_count(
 
 
 def check_fraction(
-    what: str, value: object, *, error: ErrorType = ConfigurationError, closed_high: bool = False, where: str | None = None
+    what: str,
+    value: object,
+    *,
+    error: ErrorType = ConfigurationError,
+    closed_high: bool = False,
+    closed_low: bool = True,
+    where: str | None = None,
 ) -> float:
-    """``value`` as a float in ``[0, 1)`` (``[0, 1]`` with ``closed_high``).
+    """``value`` as a float in ``[0, 1)`` (``[0, 1]`` with ``closed_high``, ``(0, ...`` without ``closed_low``).
 
     Example:
         >>> check_fraction("clean_share", 0.25)
         0.25
+        >>> check_fraction("alpha", 0.0, closed_low=False)
+        Traceback (most recent call last):
+        ...
+        securetrain.errors.ConfigurationError: alpha must be in (0, 1), got 0.0
     """
     f = check_number(what, value, error=error, where=where)
     high_ok = f <= 1.0 if closed_high else f < 1.0
-    if math.isnan(f) or f < 0.0 or not high_ok:
-        interval = "[0, 1]" if closed_high else "[0, 1)"
+    low_ok = f >= 0.0 if closed_low else f > 0.0
+    if math.isnan(f) or not low_ok or not high_ok:
+        interval = ("[0" if closed_low else "(0") + (", 1]" if closed_high else ", 1)")
         raise error(f"{_prefix(what, where)} must be in {interval}, got {value!r}")
     return f
+
+
+def _given(original: object, value: float) -> str:
+    """A bound as the caller wrote it: ``1`` for an int, ``1.0`` for a float."""
+    if isinstance(original, numbers.Integral) and not isinstance(original, bool):
+        return str(int(original))
+    return repr(value)
 
 
 def check_bounds(bounds: object, *, error: ErrorType = ConfigurationError) -> Bounds:
     """``(lower, upper)`` as finite floats with ``lower < upper``.
 
+    The message shows the bounds as given (``(1, 0)`` for ints, ``(1.0, 0.0)`` for floats).
+
     Example:
         >>> check_bounds([-1, 1])
         (-1.0, 1.0)
+        >>> check_bounds((1.0, 0.0))
+        Traceback (most recent call last):
+        ...
+        securetrain.errors.ConfigurationError: bounds must be finite with lower < upper, got (1.0, 0.0)
     """
     try:
-        lo, hi = (float(b) for b in bounds)  # type: ignore[attr-defined]
+        if not isinstance(bounds, Iterable):
+            raise TypeError
+        pair = tuple(bounds)
+        lo, hi = (float(b) for b in pair)
     except (TypeError, ValueError):
         raise error(f"bounds must be a pair (lower, upper) of numbers, got {bounds!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
-        raise error(f"bounds must be finite with lower < upper, got ({lo:g}, {hi:g})")
+        raise error(f"bounds must be finite with lower < upper, got ({_given(pair[0], lo)}, {_given(pair[1], hi)})")
     return lo, hi
 
 
-def check_delta(delta: object, *, error: ErrorType = PrivacyError) -> float:
-    """A differential-privacy delta: a number strictly between 0 and 1.
+def check_delta(
+    delta: object, *, error: ErrorType = PrivacyError, allow_zero: bool = False, hint: str | None = None
+) -> float:
+    """A differential-privacy delta: a number strictly between 0 and 1 (``[0, 1)`` with ``allow_zero``).
+
+    ``hint`` replaces the advice appended to an out-of-range message.
 
     Example:
         >>> check_delta(1e-5)
         1e-05
+        >>> check_delta(0, allow_zero=True)
+        0.0
     """
+    interval = "[0, 1)" if allow_zero else "(0, 1)"
     if isinstance(delta, bool) or not isinstance(delta, numbers.Real):
-        raise error(f"delta must be a number in (0, 1), got {delta!r}")
+        raise error(f"delta must be a number in {interval}, got {delta!r}")
     d = float(delta)
-    if not 0.0 < d < 1.0:
-        raise error(f"delta must be in (0, 1), got {delta}; choose one well below 1/n, e.g. 1e-5")
+    low_ok = d >= 0.0 if allow_zero else d > 0.0
+    if math.isnan(d) or not low_ok or not d < 1.0:
+        advice = "choose one well below 1/n, e.g. 1e-5" if hint is None else hint
+        message = f"delta must be in {interval}, got {delta}"
+        raise error(f"{message}; {advice}" if advice else message)
     return d
 
 

@@ -30,21 +30,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import beta as beta_dist
 
+from attacks.checks import as_scores, check_alpha, check_audit_delta
 from securetrain.errors import AttackError
-
-
-def _check_alpha(alpha: float) -> float:
-    a = float(alpha)
-    if not (0.0 < a < 1.0):
-        raise AttackError(f"alpha (1 - confidence) must be in (0, 1), got {alpha}; e.g. alpha=0.05 for 95%")
-    return a
-
-
-def _check_delta(delta: float) -> float:
-    d = float(delta)
-    if not (0.0 <= d < 1.0) or math.isnan(d):
-        raise AttackError(f"delta must be in [0, 1), got {delta}; use the run's delta (e.g. 1e-5)")
-    return d
+from securetrain.validation import check_fraction
 
 
 def _check_count(k: int, n: int, what: str) -> None:
@@ -65,7 +53,7 @@ def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
         (0.0, 0.258866, 0.258866)
     """
     _check_count(k, n, "clopper_pearson")
-    a = _check_alpha(alpha) / 2
+    a = check_alpha(alpha) / 2
     lo = 0.0 if k == 0 else float(beta_dist.ppf(a, k, n - k + 1))
     hi = 1.0 if k == n else float(beta_dist.ppf(1 - a, k + 1, n - k))
     return lo, hi
@@ -77,7 +65,7 @@ def epsilon_from_rates(tpr: float, fpr: float, delta: float = 0.0) -> float:
     ``max(log((TPR - delta) / FPR), log((1 - FPR - delta) / (1 - TPR)), 0)``; ``inf`` when a rate
     makes a side unbounded (e.g. FPR = 0 with TPR > delta).
     """
-    d = _check_delta(delta)
+    d = check_audit_delta(delta)
     for v, what in ((tpr, "TPR"), (fpr, "FPR")):
         if not (0.0 <= float(v) <= 1.0):
             raise AttackError(f"{what} must be in [0, 1], got {v}")
@@ -124,8 +112,8 @@ def epsilon_lower_bound(
     """
     _check_count(tp, n_pos, "members (tp of n_pos)")
     _check_count(fp, n_neg, "non-members (fp of n_neg)")
-    d = _check_delta(delta)
-    a = _check_alpha(alpha)
+    d = check_audit_delta(delta)
+    a = check_alpha(alpha)
     tpr_low = clopper_pearson(tp, n_pos, a)[0]
     fpr_high = clopper_pearson(fp, n_neg, a)[1]
     eps = max(_side(tpr_low - d, fpr_high), _side(1.0 - fpr_high - d, 1.0 - tpr_low), 0.0)
@@ -178,21 +166,18 @@ def epsilon_lower_bound_from_scores(
         >>> 1.0 < b.epsilon < 6.0, b.n_pos, b.n_neg
         (True, 200, 200)
     """
-    from attacks.membership._checks import as_scores
-
     pos = as_scores(member_scores, "member scores")
     neg = as_scores(nonmember_scores, "non-member scores")
-    d, a = _check_delta(delta), _check_alpha(alpha)
-    if not (0.0 < selection_fraction < 1.0):
-        raise AttackError(f"selection_fraction must be in (0, 1), got {selection_fraction}")
+    d, a = check_audit_delta(delta), check_alpha(alpha)
+    check_fraction("selection_fraction", selection_fraction, error=AttackError, closed_low=False)
     if pos.size < 2 or neg.size < 2:
         raise AttackError(
             f"a threshold-selected bound needs at least 2 members and 2 non-members, got {pos.size} and {neg.size}"
         )
     rng = np.random.default_rng(seed)
     pp, nn_ = rng.permutation(pos.size), rng.permutation(neg.size)
-    kp = min(max(1, int(round(pos.size * selection_fraction))), pos.size - 1)
-    kn = min(max(1, int(round(neg.size * selection_fraction))), neg.size - 1)
+    kp = min(max(1, round(pos.size * selection_fraction)), pos.size - 1)
+    kn = min(max(1, round(neg.size * selection_fraction)), neg.size - 1)
     sel_pos, ev_pos = pos[pp[:kp]], pos[pp[kp:]]
     sel_neg, ev_neg = neg[nn_[:kn]], neg[nn_[kn:]]
 

@@ -30,10 +30,11 @@ import numpy as np
 import torch
 
 from attacks.audit.one_run import one_run_epsilon_lower_bound
-from attacks.membership._checks import as_scores, check_disjoint, check_xy
+from attacks.checks import as_scores, check_alpha, check_disjoint, check_xy
 from attacks.membership.shadow import Recipe
 from attacks.membership.signals import member_scores
 from securetrain.errors import AttackError
+
 
 @dataclass(frozen=True)
 class CanaryAuditResult:
@@ -75,7 +76,7 @@ def default_guess_counts(m: int) -> tuple[int, ...]:
         >>> default_guess_counts(200)
         (10, 20, 40, 100)
     """
-    ks = sorted({max(1, int(round(m * f))) for f in (0.05, 0.1, 0.2, 0.5)})
+    ks = sorted({max(1, round(m * f)) for f in (0.05, 0.1, 0.2, 0.5)})
     return tuple(k for k in ks if 2 * k <= m) or ((m // 2,) if m >= 2 else ())
 
 
@@ -95,8 +96,7 @@ def audit_canary_scores(
     m = int(s.size)
     if m < 2:
         raise AttackError(f"the canary audit needs at least 2 canaries, got {m}")
-    if not (0.0 < alpha < 1.0):
-        raise AttackError(f"alpha (1 - confidence) must be in (0, 1), got {alpha}")
+    check_alpha(alpha)
     ks = tuple(int(k) for k in (guess_counts if guess_counts is not None else default_guess_counts(m)))
     if not ks or any(k < 1 or 2 * k > m for k in ks):
         raise AttackError(f"guess counts must be between 1 and m/2 = {m // 2} per side, got {ks}")

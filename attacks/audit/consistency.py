@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from attacks.audit.bounds import epsilon_lower_bound
+from attacks.checks import check_alpha, check_audit_delta
 from securetrain.errors import AttackError
 
 
@@ -53,15 +54,13 @@ def check_consistency(
     """Flag a violation if any of ``lower_bounds`` (name -> epsilon bound) exceeds ``claimed_epsilon``.
 
     Each bound must already hold at ``confidence`` jointly with the others (split the error
-    level between them, as :func:`attacks.membership.audit_run` does).
+    level between them, as :func:`attacks.membership.audit_membership_run` does).
     """
     eps = float(claimed_epsilon)
     if math.isnan(eps) or eps < 0:
         raise AttackError(f"the reported epsilon must be a non-negative number, got {claimed_epsilon}")
-    if not (0.0 <= float(delta) < 1.0):
-        raise AttackError(f"delta must be in [0, 1), got {delta}")
-    if not (0.0 < confidence < 1.0):
-        raise AttackError(f"confidence must be in (0, 1), got {confidence}")
+    check_audit_delta(delta)
+    check_alpha(confidence, "confidence")
     if not lower_bounds:
         raise AttackError("no lower bound to compare with; run at least one attack or audit")
     for name, b in lower_bounds.items():

@@ -27,6 +27,7 @@ from scipy.optimize import brentq
 from scipy.special import expit
 from scipy.stats import binom
 
+from attacks.checks import check_alpha, check_audit_delta
 from securetrain.errors import AttackError
 
 
@@ -35,8 +36,7 @@ def _check(m: int, r: int, v: int, delta: float) -> None:
         raise AttackError(f"the one-run audit needs at least one canary, got m={m}")
     if not (0 <= v <= r <= m):
         raise AttackError(f"need 0 <= correct guesses <= guesses <= canaries, got v={v}, r={r}, m={m}")
-    if not (0.0 <= float(delta) < 1.0):
-        raise AttackError(f"delta must be in [0, 1), got {delta}")
+    check_audit_delta(delta)
 
 
 def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:
@@ -67,8 +67,7 @@ def one_run_epsilon_lower_bound(m: int, r: int, v: int, *, delta: float, alpha: 
     Returns 0.0 when not even epsilon = 0 can be rejected.
     """
     _check(m, r, v, delta)
-    if not (0.0 < alpha < 1.0):
-        raise AttackError(f"alpha (1 - confidence) must be in (0, 1), got {alpha}")
+    check_alpha(alpha)
 
     def objective(eps: float) -> float:  # > 0 while eps is rejected
         return alpha - one_run_p_value(m, r, v, eps, delta)

@@ -1,7 +1,7 @@
 """Evasion attacks, the robustness audit and its gradient-masking checks.
 
 Attacks are stateless configuration objects from a registry; the model is passed at call
-time and every attack returns the same :class:`AttackResult`. Gradient attacks (FGSM, PGD)
+time and every attack returns the same :class:`EvasionResult`. Gradient attacks (FGSM, PGD)
 are plain torch loops; Carlini-Wagner, DeepFool, HopSkipJump and Boundary are driven by Foolbox.
 
 Example:
@@ -17,50 +17,73 @@ Example:
 
 from __future__ import annotations
 
-from attacks.evasion.base import Attack, AttackContext, AttackKind, AttackResult
-from attacks.evasion.norms import NORMS, Norm
-from attacks.evasion.registry import ATTACKS, available_attacks, get_attack, register_attack
+import warnings
+from typing import Any
 
-# Importing the attack modules registers them (no other side effect; Foolbox loads lazily).
-from attacks.evasion.gradient import FGSM, PGD, L2PGD
-from attacks.evasion.noise import RandomNoise, RandomNoiseL2
-from attacks.evasion.minimization import CarliniWagnerL2, DeepFool, MinimizationAttack
-from attacks.evasion.decision import Boundary, HopSkipJump, HopSkipJumpL2
-from attacks.evasion.presets import DEFAULT_EPSILONS, PRESETS, AuditPreset
-from attacks.evasion.masking import MaskingCheck
+# Importing the attack modules (gradient, noise, minimization, decision) registers their attacks
+# (no other side effect; Foolbox loads lazily).
 from attacks.evasion.audit import RobustnessResult, audit_robustness
+from attacks.evasion.base import Attack, AttackContext, AttackKind, EvasionResult
+from attacks.evasion.decision import Boundary, HopSkipJump, HopSkipJumpL2
+from attacks.evasion.gradient import FGSM, L2PGD, PGD
+from attacks.evasion.masking import MaskingCheck
+from attacks.evasion.minimization import CarliniWagnerL2, DeepFool, MinimizationAttack
+from attacks.evasion.noise import RandomNoise, RandomNoiseL2
+from attacks.evasion.norms import NORMS, Norm
 from attacks.evasion.plot import robustness_curves, robustness_figure
-from attacks.evasion.run_dir import audit_run
+from attacks.evasion.presets import DEFAULT_EPSILONS, PRESETS, AuditPreset
+from attacks.evasion.registry import (
+    EVASION_ATTACKS,
+    available_attacks,
+    get_attack,
+    register_attack,
+)
+from attacks.evasion.run_dir import audit_robustness_run
+
+_DEPRECATED = {
+    "ATTACKS": "EVASION_ATTACKS",
+    "AttackResult": "EvasionResult",
+    "audit_run": "audit_robustness_run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        new = _DEPRECATED[name]
+        warnings.warn(f"{__name__}.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "ATTACKS",
     "DEFAULT_EPSILONS",
-    "PRESETS",
-    "AuditPreset",
-    "MaskingCheck",
-    "RobustnessResult",
-    "audit_robustness",
-    "audit_run",
-    "robustness_curves",
-    "robustness_figure",
+    "EVASION_ATTACKS",
+    "FGSM",
+    "L2PGD",
     "NORMS",
+    "PGD",
+    "PRESETS",
     "Attack",
     "AttackContext",
     "AttackKind",
-    "AttackResult",
+    "AuditPreset",
     "Boundary",
     "CarliniWagnerL2",
     "DeepFool",
-    "FGSM",
+    "EvasionResult",
     "HopSkipJump",
     "HopSkipJumpL2",
-    "L2PGD",
+    "MaskingCheck",
     "MinimizationAttack",
     "Norm",
-    "PGD",
     "RandomNoise",
     "RandomNoiseL2",
+    "RobustnessResult",
+    "audit_robustness",
+    "audit_robustness_run",
     "available_attacks",
     "get_attack",
     "register_attack",
+    "robustness_curves",
+    "robustness_figure",
 ]

@@ -52,7 +52,8 @@ class UnitBox(nn.Module):
         self.training = False  # only this wrapper; the wrapped model's modes are left alone
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model(self.lo + (self.hi - self.lo) * z)
+        out: torch.Tensor = self.model(self.lo + (self.hi - self.lo) * z)
+        return out
 
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from attacks.evasion.base import Attack, check_bounds, check_epsilons, check_inputs
+from attacks.evasion.base import Attack, check_epsilons, check_inputs
 from attacks.evasion.masking import (
     MaskingCheck,
     check_blackbox_vs_gradient,
@@ -45,6 +45,7 @@ from attacks.evasion.norms import Norm, check_norm
 from attacks.evasion.presets import DEFAULT_EPSILONS, PRESETS, AuditPreset
 from securetrain.errors import AttackError
 from securetrain.modes import model_device
+from securetrain.validation import check_bounds, check_count
 
 log = logging.getLogger("attacks.evasion")
 
@@ -161,10 +162,9 @@ def audit_robustness(
     the_preset = PRESETS.get(preset)
     chosen = resolve_attacks(attacks, norm_, the_preset)
     eps = sorted(set(check_epsilons(list(epsilons) if epsilons is not None else list(DEFAULT_EPSILONS[norm_]))))
-    lo, hi = check_bounds(bounds)
+    lo, hi = check_bounds(bounds, error=AttackError)
     check_inputs(x, y, (lo, hi))
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise AttackError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = check_count("batch_size", batch_size, error=AttackError)
     n = x.shape[0]
     start = time.perf_counter()
     k = min(n, the_preset.check_samples)

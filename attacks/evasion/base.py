@@ -29,14 +29,14 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, Literal, final
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeGuard, final
 
 import torch
 from torch import nn
@@ -44,11 +44,14 @@ from torch import nn
 from attacks.evasion.norms import Norm, distance, project
 from securetrain.errors import AttackError, ModelError
 from securetrain.modes import attack_mode, model_device, unwrap
+from securetrain.validation import Bounds, check_bounds, check_positive
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 log = logging.getLogger("attacks.evasion")
 
 AttackKind = Literal["gradient", "decision", "noise"]
-Bounds = tuple[float, float]
 
 _BOUNDS_TOL = 1e-6
 
@@ -62,7 +65,7 @@ class AttackContext:
 
 
 @dataclass(frozen=True)
-class AttackResult:
+class EvasionResult:
     """What every attack returns, whatever it is.
 
     ``adversarials[e]`` holds, for epsilon ``epsilons[e]``, one input per sample inside the
@@ -147,7 +150,7 @@ class Attack(ABC):
         bounds: Bounds = (0.0, 1.0),
         num_classes: int | None = None,
         seed: int | None = None,
-    ) -> AttackResult:
+    ) -> EvasionResult:
         """Attack ``model`` on ``(inputs, labels)`` at every epsilon of ``epsilons``.
 
         ``inputs`` must lie inside ``bounds`` (the data's input range, e.g.
@@ -156,7 +159,7 @@ class Attack(ABC):
         ``seed=None`` one is drawn from torch's global RNG.
         """
         eps = check_epsilons(epsilons)
-        lo, hi = check_bounds(bounds)
+        lo, hi = check_bounds(bounds, error=AttackError)
         check_inputs(inputs, labels, (lo, hi))
         start = time.perf_counter()
         device = model_device(model)
@@ -205,7 +208,7 @@ class Attack(ABC):
         dists = torch.stack([distance(a, inputs.to(a.dtype), self.norm) for a in advs]) if advs else torch.empty(0, n)
         elapsed = time.perf_counter() - start
         log.debug("%s: %d samples, %d epsilons, %.2fs", self.name, n, len(eps), elapsed)
-        return AttackResult(
+        return EvasionResult(
             attack=self.name,
             norm=self.norm,
             epsilons=tuple(eps),
@@ -245,7 +248,7 @@ class Attack(ABC):
             (True, False)
         """
         (e,) = check_epsilons([epsilon])
-        lo, hi = check_bounds(bounds)
+        lo, hi = check_bounds(bounds, error=AttackError)
         check_inputs(inputs, labels, (lo, hi))
         device = model_device(model)
         x = inputs.detach().to(device=device, dtype=torch.float32)
@@ -264,12 +267,12 @@ class Attack(ABC):
 
     def __repr__(self) -> str:
         if _is_dataclass_instance(self):
-            args = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))  # type: ignore[arg-type]
+            args = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
             return f"{type(self).__name__}({args})"
         return f"{type(self).__name__}()"
 
 
-def _is_dataclass_instance(obj: object) -> bool:
+def _is_dataclass_instance(obj: object) -> TypeGuard[DataclassInstance]:
     return hasattr(type(obj), "__dataclass_fields__")
 
 
@@ -323,40 +326,12 @@ def check_epsilons(epsilons: float | Sequence[float]) -> list[float]:
         raise AttackError(f"epsilons must be a number or a sequence of numbers, got {type(epsilons).__name__}")
     if len(epsilons) == 0:
         raise AttackError("epsilons is empty; give at least one perturbation size, e.g. [0.1]")
-    out = []
+    out: list[float] = []
     for e in epsilons:
         if isinstance(e, bool) or not isinstance(e, numbers.Real):
             raise AttackError(f"epsilons must be numbers, got {e!r}")
-        f = float(e)
-        if not math.isfinite(f) or f < 0:
-            raise AttackError(f"epsilon must be a finite number >= 0, got {e!r}")
-        out.append(f)
+        out.append(check_positive("epsilon", e, error=AttackError, allow_zero=True))
     return out
-
-
-def _positive_int(attack: str, what: str, value: object) -> None:
-    """Check an attack setting that counts something (steps, restarts, draws)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise AttackError(f"{attack}: {what} must be an integer >= 1, got {value!r}")
-
-
-def _positive(attack: str, what: str, value: object, *, allow_zero: bool = False) -> None:
-    """Check a real-valued attack setting (step sizes, constants)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise AttackError(f"{attack}: {what} must be a number {bound}, got {value!r}")
-
-
-def check_bounds(bounds: Any) -> Bounds:
-    """``(lower, upper)`` as finite floats with lower < upper; :class:`AttackError` otherwise."""
-    try:
-        lo, hi = (float(b) for b in bounds)
-    except (TypeError, ValueError):
-        raise AttackError(f"bounds must be a pair (lower, upper) of numbers, got {bounds!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
-        raise AttackError(f"bounds must be finite with lower < upper, got ({lo}, {hi})")
-    return lo, hi
 
 
 def check_inputs(inputs: Any, labels: Any, bounds: Bounds) -> None:
@@ -422,3 +397,10 @@ def check_logits(logits: Any, labels: torch.Tensor, num_classes: int | None) -> 
     if not torch.isfinite(logits).all():
         raise ModelError("the model returns NaN or infinite logits on the clean inputs")
     return width
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AttackResult":
+        warnings.warn(f"{__name__}.AttackResult is deprecated; use EvasionResult", DeprecationWarning, stacklevel=2)
+        return EvasionResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,17 +20,19 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from attacks.evasion import _foolbox
-from attacks.evasion.base import AttackContext, _positive, _positive_int
+from attacks.evasion.base import AttackContext
 from attacks.evasion.minimization import MinimizationAttack
+from attacks.evasion.norms import Norm
 from attacks.evasion.registry import register_attack
 from securetrain.errors import AttackError
 from securetrain.modes import model_device
+from securetrain.validation import check_count, check_positive
 
 
 @dataclass(frozen=True, repr=False)
@@ -82,13 +84,13 @@ class HopSkipJump(_DecisionAttack):
     gamma: float = 1.0
 
     name = "hsj"
-    norm = "linf"
+    norm: ClassVar[Norm] = "linf"
 
     def __post_init__(self) -> None:
-        _positive_int(self.name, "steps", self.steps)
-        _positive_int(self.name, "initial_evals", self.initial_evals)
-        _positive_int(self.name, "max_evals", self.max_evals)
-        _positive(self.name, "gamma", self.gamma)
+        check_count("steps", self.steps, error=AttackError, where=self.name)
+        check_count("initial_evals", self.initial_evals, error=AttackError, where=self.name)
+        check_count("max_evals", self.max_evals, error=AttackError, where=self.name)
+        check_positive("gamma", self.gamma, error=AttackError, allow_inf=True, where=self.name)
 
     def foolbox_attack(self) -> Any:
         return _foolbox.foolbox().attacks.HopSkipJumpAttack(
@@ -124,10 +126,10 @@ class Boundary(_DecisionAttack):
     norm = "l2"
 
     def __post_init__(self) -> None:
-        _positive_int(self.name, "steps", self.steps)
-        _positive(self.name, "spherical_step", self.spherical_step)
-        _positive(self.name, "source_step", self.source_step)
-        _positive(self.name, "step_adaptation", self.step_adaptation)
+        check_count("steps", self.steps, error=AttackError, where=self.name)
+        check_positive("spherical_step", self.spherical_step, error=AttackError, allow_inf=True, where=self.name)
+        check_positive("source_step", self.source_step, error=AttackError, allow_inf=True, where=self.name)
+        check_positive("step_adaptation", self.step_adaptation, error=AttackError, allow_inf=True, where=self.name)
 
     def foolbox_attack(self) -> Any:
         return _foolbox.foolbox().attacks.BoundaryAttack(

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attacks.evasion.base import Attack, AttackContext, _positive_int
+from attacks.evasion.base import Attack, AttackContext
 from attacks.evasion.losses import LOSSES, LossFn, loss_and_input_grad
 from attacks.evasion.norms import normalize_step, project, random_in_ball
 from attacks.evasion.registry import register_attack
 from securetrain.errors import AttackError
+from securetrain.validation import check_count
 
 
 @dataclass(frozen=True, repr=False)
@@ -47,8 +48,8 @@ class _GradientAscent(Attack):
     kind = "gradient"
 
     def __post_init__(self) -> None:
-        _positive_int(self.name, "steps", self.steps)
-        _positive_int(self.name, "restarts", self.restarts)
+        check_count("steps", self.steps, error=AttackError, where=self.name)
+        check_count("restarts", self.restarts, error=AttackError, where=self.name)
         if self.rel_stepsize is not None and not float(self.rel_stepsize) > 0:
             raise AttackError(f"{self.name}: rel_stepsize must be positive, got {self.rel_stepsize}")
         self.losses()
@@ -212,5 +213,5 @@ class FGSM(_GradientAscent):
             raise AttackError(f"fgsm takes exactly one step, got steps={self.steps}; use 'pgd' for more")
 
     @property
-    def stochastic(self) -> bool:  # type: ignore[override]
+    def stochastic(self) -> bool:  # type: ignore[override]  # random_start decides; the base declares a ClassVar
         return self.random_start

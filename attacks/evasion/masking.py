@@ -70,7 +70,7 @@ def check_unbounded(
     seed: int = 0,
 ) -> MaskingCheck:
     """PGD (margin loss, no random start) with epsilon = the whole input box must reach ~0."""
-    from attacks.evasion.gradient import PGD, L2PGD
+    from attacks.evasion.gradient import L2PGD, PGD
 
     eps = diameter(bounds, x.shape[1:], norm)
     cls = PGD if norm == "linf" else L2PGD

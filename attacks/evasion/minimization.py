@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from attacks.evasion import _foolbox
-from attacks.evasion.base import Attack, AttackContext, _positive, _positive_int
+from attacks.evasion.base import Attack, AttackContext
 from attacks.evasion.registry import register_attack
 from securetrain.errors import AttackError
 from securetrain.modes import model_device
+from securetrain.validation import check_count, check_positive
 
 
 @dataclass(frozen=True, repr=False)
@@ -69,11 +70,11 @@ class CarliniWagnerL2(MinimizationAttack):
     kind = "gradient"
 
     def __post_init__(self) -> None:
-        _positive_int(self.name, "binary_search_steps", self.binary_search_steps)
-        _positive_int(self.name, "steps", self.steps)
-        _positive(self.name, "stepsize", self.stepsize)
-        _positive(self.name, "confidence", self.confidence, allow_zero=True)
-        _positive(self.name, "initial_const", self.initial_const)
+        check_count("binary_search_steps", self.binary_search_steps, error=AttackError, where=self.name)
+        check_count("steps", self.steps, error=AttackError, where=self.name)
+        check_positive("stepsize", self.stepsize, error=AttackError, allow_inf=True, where=self.name)
+        check_positive("confidence", self.confidence, error=AttackError, allow_zero=True, allow_inf=True, where=self.name)
+        check_positive("initial_const", self.initial_const, error=AttackError, allow_inf=True, where=self.name)
 
     def minimize(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
         fb = _foolbox.foolbox()
@@ -86,7 +87,8 @@ class CarliniWagnerL2(MinimizationAttack):
             abort_early=self.abort_early,
         )
         fm = _foolbox.fmodel(model, ctx.bounds, model_device(model))
-        return attack.run(fm, inputs, _foolbox.misclassification(labels))
+        adv: torch.Tensor = attack.run(fm, inputs, _foolbox.misclassification(labels))  # Foolbox is untyped
+        return adv
 
 
 @register_attack
@@ -104,9 +106,9 @@ class DeepFool(MinimizationAttack):
     kind = "gradient"
 
     def __post_init__(self) -> None:
-        _positive_int(self.name, "steps", self.steps)
-        _positive_int(self.name, "candidates", self.candidates)
-        _positive(self.name, "overshoot", self.overshoot, allow_zero=True)
+        check_count("steps", self.steps, error=AttackError, where=self.name)
+        check_count("candidates", self.candidates, error=AttackError, where=self.name)
+        check_positive("overshoot", self.overshoot, error=AttackError, allow_zero=True, allow_inf=True, where=self.name)
 
     def minimize(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
         fb = _foolbox.foolbox()
@@ -114,4 +116,5 @@ class DeepFool(MinimizationAttack):
             steps=self.steps, candidates=min(self.candidates, ctx.num_classes), overshoot=self.overshoot, loss="logits"
         )
         fm = _foolbox.fmodel(model, ctx.bounds, model_device(model))
-        return attack.run(fm, inputs, _foolbox.misclassification(labels))
+        adv: torch.Tensor = attack.run(fm, inputs, _foolbox.misclassification(labels))  # Foolbox is untyped
+        return adv

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attacks.evasion.base import Attack, AttackContext, _positive_int
+from attacks.evasion.base import Attack, AttackContext
 from attacks.evasion.norms import random_in_ball, random_on_sphere
 from attacks.evasion.registry import register_attack
 from securetrain.errors import AttackError
+from securetrain.validation import check_count
 
 
 @dataclass(frozen=True, repr=False)
@@ -36,7 +37,7 @@ class _Noise(Attack):
     stochastic = True
 
     def __post_init__(self) -> None:
-        _positive_int(self.name, "draws", self.draws)
+        check_count("draws", self.draws, error=AttackError, where=self.name)
 
     def sample(self, like: torch.Tensor, epsilon: float) -> torch.Tensor:
         raise NotImplementedError

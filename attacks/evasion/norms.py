@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 
@@ -30,7 +30,7 @@ def check_norm(norm: str) -> Norm:
     """Return ``norm`` if it is a supported norm name, else raise :class:`AttackError`."""
     if norm not in NORMS:
         raise AttackError(f"unknown norm {norm!r}; choose one of: {', '.join(NORMS)}")
-    return norm  # type: ignore[return-value]
+    return cast("Norm", norm)  # checked against NORMS above
 
 
 def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,8 @@ def distance(a: torch.Tensor, b: torch.Tensor, norm: Norm) -> torch.Tensor:
     d = (a - b).flatten(1)
     if norm == "linf":
         return d.abs().amax(1) if d.shape[1] else d.new_zeros(d.shape[0])
-    return d.norm(p=2, dim=1)
+    l2: torch.Tensor = d.norm(p=2, dim=1)
+    return l2
 
 
 def project(candidate: torch.Tensor, origin: torch.Tensor, epsilon: float, norm: Norm) -> torch.Tensor:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from attacks.evasion.base import Attack
 from attacks.evasion.decision import HopSkipJump, HopSkipJumpL2
-from attacks.evasion.gradient import FGSM, PGD, L2PGD
+from attacks.evasion.gradient import FGSM, L2PGD, PGD
 from attacks.evasion.minimization import CarliniWagnerL2, DeepFool
 from attacks.evasion.noise import RandomNoise, RandomNoiseL2
 from attacks.evasion.norms import Norm, check_norm

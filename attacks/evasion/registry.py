@@ -1,7 +1,7 @@
 """The attack registry: names to attack classes.
 
 Example:
-    >>> from attacks.evasion.registry import ATTACKS, get_attack
+    >>> from attacks.evasion.registry import EVASION_ATTACKS, get_attack
     >>> get_attack("pgd", steps=20).steps
     20
     >>> get_attack("pgdd")
@@ -12,17 +12,18 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from attacks.evasion.base import Attack
 from securetrain.errors import AttackError
 from securetrain.registry import Registry
 
-from attacks.evasion.base import Attack
-
 A = TypeVar("A", bound=type[Attack])
 
-ATTACKS: Registry[type[Attack]] = Registry("attack")
+EVASION_ATTACKS: Registry[type[Attack]] = Registry("attack")
+"""Evasion attack classes by name (fill it with :func:`register_attack`)."""
 
 
 def register_attack(cls: A | None = None, *, overwrite: bool = False) -> Any:
@@ -31,7 +32,7 @@ def register_attack(cls: A | None = None, *, overwrite: bool = False) -> Any:
     def deco(c: A) -> A:
         if not (isinstance(c, type) and issubclass(c, Attack)) or not c.name:
             raise AttackError(f"{c!r} must be an Attack subclass with a non-empty `name` to be registered")
-        ATTACKS.add(c.name, c, overwrite=overwrite)
+        EVASION_ATTACKS.add(c.name, c, overwrite=overwrite)
         return c
 
     return deco(cls) if cls is not None else deco
@@ -39,7 +40,7 @@ def register_attack(cls: A | None = None, *, overwrite: bool = False) -> Any:
 
 def get_attack(name: str, **settings: Any) -> Attack:
     """An instance of the attack registered as ``name``, configured with ``settings``."""
-    cls = ATTACKS.get(name)
+    cls = EVASION_ATTACKS.get(name)
     try:
         return cls(**settings)
     except TypeError as exc:
@@ -48,7 +49,14 @@ def get_attack(name: str, **settings: Any) -> Attack:
 
 def available_attacks() -> list[str]:
     """Registered attack names, sorted."""
-    return ATTACKS.names()
+    return EVASION_ATTACKS.names()
 
 
 AttackFactory = Callable[..., Attack]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ATTACKS":
+        warnings.warn(f"{__name__}.ATTACKS is deprecated; use EVASION_ATTACKS", DeprecationWarning, stacklevel=2)
+        return EVASION_ATTACKS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,10 +4,10 @@ Example:
     >>> import tempfile
     >>> import securetrain
     >>> from securetrain.training import TrainConfig
-    >>> from attacks.evasion.run_dir import audit_run
+    >>> from attacks.evasion.run_dir import audit_robustness_run
     >>> d = tempfile.mkdtemp()
     >>> _ = securetrain.train(TrainConfig(data="breast_cancer", epochs=1, progress=False), d, write_html=False)
-    >>> result = audit_run(d, attacks=["fgsm"], epsilons=[0.0, 0.5], samples=50, checks=False, progress=False)
+    >>> result = audit_robustness_run(d, attacks=["fgsm"], epsilons=[0.0, 0.5], samples=50, checks=False, progress=False)
     >>> result.n_samples, result.bounds
     (50, (-12.0, 12.0))
 """
@@ -15,16 +15,19 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from attacks.evasion.audit import RobustnessResult, audit_robustness
 from attacks.evasion.base import Attack
 from securetrain.errors import ConfigurationError
+from securetrain.validation import check_count
 
 
-def audit_run(
+def audit_robustness_run(
     run_dir: str | os.PathLike[str],
     *,
     attacks: Sequence[str | Attack] | None = None,
@@ -49,8 +52,7 @@ def audit_run(
     bounds = tuple(d.get("bounds") or info.bounds)
     x, y = data.load(d["name"], "test", root=d.get("root"))
     if samples is not None:
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ConfigurationError(f"samples must be an integer >= 1, got {samples!r}")
+        samples = check_count("samples", samples, error=ConfigurationError)
         if samples < x.shape[0]:
             idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:samples].sort().values
             x, y = x[idx], y[idx]
@@ -70,3 +72,13 @@ def audit_run(
         checks=checks,
         progress=progress,
     )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "audit_run":
+        warnings.warn(f"{__name__}.audit_run is deprecated; use audit_robustness_run", DeprecationWarning, stacklevel=2)
+        return audit_robustness_run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["audit_robustness_run"]

@@ -7,7 +7,7 @@
   (:class:`TrainingRecipe`, differential privacy included).
 * Metrics from scikit-learn's ROC: AUC, TPR at FPR 0.1% and 1%, membership advantage
   (:func:`membership_metrics`).
-* :func:`audit_run`: everything above, the epsilon lower bounds of :mod:`attacks.audit` and the
+* :func:`audit_membership_run`: everything above, the epsilon lower bounds of :mod:`attacks.audit` and the
   consistency check, on a run directory (what ``securetrain audit DIR --membership`` reports).
 
 Example:
@@ -27,7 +27,10 @@ Example:
 
 from __future__ import annotations
 
-from attacks.membership.base import AttackResult, MembershipAttack
+import warnings
+from typing import Any
+
+from attacks.membership.base import MembershipAttack, MembershipResult
 from attacks.membership.lira import LiRA, lira_scores
 from attacks.membership.metrics import (
     DEFAULT_FPRS,
@@ -41,9 +44,18 @@ from attacks.membership.recipe import (
     build_defense,
     register_defense_builder,
 )
-from attacks.membership.registry import ATTACKS, SHADOW_ATTACKS, make_attack
-from attacks.membership.run_audit import DEFAULT_ATTACKS, audit_run
-from attacks.membership.shadow import Recipe, ShadowSet, inclusion_matrix, train_shadow_models
+from attacks.membership.registry import (
+    MEMBERSHIP_ATTACKS,
+    SHADOW_ATTACKS,
+    get_membership_attack,
+)
+from attacks.membership.run_audit import DEFAULT_ATTACKS, audit_membership_run
+from attacks.membership.shadow import (
+    Recipe,
+    ShadowSet,
+    inclusion_matrix,
+    train_shadow_models,
+)
 from attacks.membership.signals import SIGNALS, model_signal
 from attacks.membership.threshold import (
     ConfidenceThreshold,
@@ -53,32 +65,49 @@ from attacks.membership.threshold import (
     SignalThreshold,
 )
 
+_DEPRECATED = {
+    "ATTACKS": "MEMBERSHIP_ATTACKS",
+    "AttackResult": "MembershipResult",
+    "audit_run": "audit_membership_run",
+    "make_attack": "get_membership_attack",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        new = _DEPRECATED[name]
+        warnings.warn(f"{__name__}.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "ATTACKS",
-    "AttackResult",
-    "ConfidenceThreshold",
     "DEFAULT_ATTACKS",
     "DEFAULT_FPRS",
+    "MEMBERSHIP_ATTACKS",
+    "SHADOW_ATTACKS",
+    "SIGNALS",
+    "ConfidenceThreshold",
     "EntropyThreshold",
     "LiRA",
     "LossThreshold",
     "MembershipAttack",
     "MembershipMetrics",
+    "MembershipResult",
     "ModifiedEntropyThreshold",
     "Recipe",
     "RocCurve",
-    "SHADOW_ATTACKS",
-    "SIGNALS",
     "ShadowSet",
     "SignalThreshold",
     "TrainingRecipe",
-    "audit_run",
+    "audit_membership_run",
     "build_defense",
+    "get_membership_attack",
     "inclusion_matrix",
     "lira_scores",
-    "make_attack",
     "membership_metrics",
     "model_signal",
     "register_defense_builder",
     "tpr_at_fpr",
+    "train_shadow_models",
 ]

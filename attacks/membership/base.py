@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, final
@@ -25,13 +26,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.membership._checks import check_disjoint, check_fprs, check_xy
-from attacks.membership.metrics import DEFAULT_FPRS, MembershipMetrics, membership_metrics
+from attacks.checks import check_disjoint, check_fprs, check_xy
+from attacks.membership.metrics import (
+    DEFAULT_FPRS,
+    MembershipMetrics,
+    membership_metrics,
+)
 from securetrain.modes import eval_mode
 
 
 @dataclass(frozen=True)
-class AttackResult:
+class MembershipResult:
     """Scores of members and non-members under one attack, and the resulting metrics."""
 
     name: str
@@ -69,7 +74,7 @@ class MembershipAttack:
         nonmembers: tuple[torch.Tensor, torch.Tensor],
         *,
         fprs: Iterable[float] = DEFAULT_FPRS,
-    ) -> AttackResult:
+    ) -> MembershipResult:
         """Score ``members`` and ``non-members`` against ``model`` and measure the separation.
 
         Raises :class:`securetrain.errors.AttackError` if a set is empty, the sets overlap, or
@@ -83,7 +88,7 @@ class MembershipAttack:
             both = self.scores(model, torch.cat([mx, nx]), torch.cat([my, ny]))
         both = np.asarray(both, dtype=np.float64)
         pos, neg = both[: mx.shape[0]], both[mx.shape[0] :]
-        return AttackResult(
+        return MembershipResult(
             name=self.name,
             member_scores=pos,
             nonmember_scores=neg,
@@ -92,4 +97,11 @@ class MembershipAttack:
         )
 
 
-__all__ = ["AttackResult", "MembershipAttack"]
+def __getattr__(name: str) -> Any:
+    if name == "AttackResult":
+        warnings.warn(f"{__name__}.AttackResult is deprecated; use MembershipResult", DeprecationWarning, stacklevel=2)
+        return MembershipResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["MembershipAttack", "MembershipResult"]

@@ -151,7 +151,7 @@ class LiRA(MembershipAttack):
         self.online = bool(online)
         self.fixed_variance = bool(fixed_variance)
         self.signal = signal
-        self.name = "lira-online" if self.online else "lira-offline"  # type: ignore[misc]
+        self.name = "lira-online" if self.online else "lira-offline"  # type: ignore[misc]  # per-instance name (online/offline) over the ClassVar
         self._notes: tuple[str, ...] = ()
 
     def scores(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:

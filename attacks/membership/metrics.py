@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from attacks.membership._checks import as_scores, check_fprs
+from attacks.checks import as_scores, check_fprs
 
 DEFAULT_FPRS: tuple[float, ...] = (0.001, 0.01)
 DEFAULT_ROC_POINTS = 300

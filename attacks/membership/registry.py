@@ -1,19 +1,21 @@
 """The membership-attack registry: name -> ``factory(shadows) -> MembershipAttack``.
 
 Threshold attacks ignore ``shadows``; LiRA needs them. Register your own attack with
-``ATTACKS.add(name, factory)``.
+``MEMBERSHIP_ATTACKS.add(name, factory)``.
 
 Example:
-    >>> from attacks.membership.registry import ATTACKS, make_attack
-    >>> ATTACKS.names()
+    >>> from attacks.membership.registry import MEMBERSHIP_ATTACKS, get_membership_attack
+    >>> MEMBERSHIP_ATTACKS.names()
     ['confidence', 'entropy', 'lira-offline', 'lira-online', 'loss', 'modified-entropy']
-    >>> make_attack("loss").name
+    >>> get_membership_attack("loss").name
     'loss'
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from typing import Any
 
 from attacks.membership.base import MembershipAttack
 from attacks.membership.lira import LiRA
@@ -29,14 +31,15 @@ from securetrain.registry import Registry
 
 AttackFactory = Callable[[ShadowSet | None], MembershipAttack]
 
-ATTACKS: Registry[AttackFactory] = Registry("membership attack")
+MEMBERSHIP_ATTACKS: Registry[AttackFactory] = Registry("membership attack")
+"""Membership attacks by name: ``factory(shadows) -> MembershipAttack``."""
 SHADOW_ATTACKS: set[str] = {"lira-online", "lira-offline"}
 """Attacks that need shadow models."""
 
-ATTACKS.add("loss", lambda shadows: LossThreshold())
-ATTACKS.add("confidence", lambda shadows: ConfidenceThreshold())
-ATTACKS.add("entropy", lambda shadows: EntropyThreshold())
-ATTACKS.add("modified-entropy", lambda shadows: ModifiedEntropyThreshold())
+MEMBERSHIP_ATTACKS.add("loss", lambda shadows: LossThreshold())
+MEMBERSHIP_ATTACKS.add("confidence", lambda shadows: ConfidenceThreshold())
+MEMBERSHIP_ATTACKS.add("entropy", lambda shadows: EntropyThreshold())
+MEMBERSHIP_ATTACKS.add("modified-entropy", lambda shadows: ModifiedEntropyThreshold())
 
 
 def _lira(online: bool) -> AttackFactory:
@@ -50,13 +53,24 @@ def _lira(online: bool) -> AttackFactory:
     return factory
 
 
-ATTACKS.add("lira-online", _lira(True))
-ATTACKS.add("lira-offline", _lira(False))
+MEMBERSHIP_ATTACKS.add("lira-online", _lira(True))
+MEMBERSHIP_ATTACKS.add("lira-offline", _lira(False))
 
 
-def make_attack(name: str, shadows: ShadowSet | None = None) -> MembershipAttack:
+def get_membership_attack(name: str, shadows: ShadowSet | None = None) -> MembershipAttack:
     """The registered attack ``name`` (raises UnknownNameError listing the choices)."""
-    return ATTACKS.get(name)(shadows)
+    return MEMBERSHIP_ATTACKS.get(name)(shadows)
 
 
-__all__ = ["ATTACKS", "AttackFactory", "SHADOW_ATTACKS", "make_attack"]
+_DEPRECATED = {"ATTACKS": "MEMBERSHIP_ATTACKS", "make_attack": "get_membership_attack"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        new = _DEPRECATED[name]
+        warnings.warn(f"{__name__}.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["MEMBERSHIP_ATTACKS", "SHADOW_ATTACKS", "AttackFactory", "get_membership_attack"]

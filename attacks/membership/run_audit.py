@@ -25,7 +25,7 @@ Example:
     >>> from securetrain.training import TrainConfig
     >>> d = tempfile.mkdtemp()
     >>> _ = securetrain.train(TrainConfig(data="breast_cancer", epochs=2, progress=False), d, write_html=False)
-    >>> out = audit_run(pathlib.Path(d), shadow_models=2, seed=0, canaries=40)
+    >>> out = audit_membership_run(pathlib.Path(d), shadow_models=2, seed=0, canaries=40)
     >>> sorted(k for k in ("attack", "auc", "tpr_at_fpr", "advantage", "epsilon_lower_bound") if k in out)
     ['advantage', 'attack', 'auc', 'epsilon_lower_bound', 'tpr_at_fpr']
     >>> 0.0 <= out["auc"] <= 1.0 and "privacy_violated" not in out   # a non-private run
@@ -38,16 +38,21 @@ import logging
 import math
 import pathlib
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from attacks.membership._checks import check_fprs, check_num_models
-from attacks.membership.base import AttackResult
+from attacks.checks import check_alpha, check_audit_delta, check_fprs, check_num_models
+from attacks.membership.base import MembershipResult
 from attacks.membership.metrics import DEFAULT_FPRS, DEFAULT_ROC_POINTS, fpr_key
 from attacks.membership.recipe import TrainingRecipe
-from attacks.membership.registry import ATTACKS, SHADOW_ATTACKS, make_attack
+from attacks.membership.registry import (
+    MEMBERSHIP_ATTACKS,
+    SHADOW_ATTACKS,
+    get_membership_attack,
+)
 from attacks.membership.shadow import train_shadow_models
 from securetrain.errors import AttackError
 
@@ -68,7 +73,7 @@ DESIGN = (
 )
 
 
-def _strongest(results: dict[str, AttackResult]) -> str:
+def _strongest(results: dict[str, MembershipResult]) -> str:
     """The attack with the highest TPR at the lowest FPR, then at 1%, then AUC."""
 
     def key(name: str) -> tuple[float, ...]:
@@ -78,7 +83,7 @@ def _strongest(results: dict[str, AttackResult]) -> str:
     return max(results, key=key)
 
 
-def audit_run(
+def audit_membership_run(
     run_dir: pathlib.Path,
     shadow_models: int = 4,
     seed: int = 0,
@@ -101,7 +106,7 @@ def audit_run(
     figures (``attacks``), the canary audit (``canary``) and, when the run reports a privacy budget,
     ``privacy_violated`` and ``consistency``. Everything is deterministic under ``seed``.
     """
-    from attacks.audit.bounds import _check_delta, epsilon_lower_bound_from_scores
+    from attacks.audit.bounds import epsilon_lower_bound_from_scores
     from attacks.audit.canary import canary_audit, make_canaries
     from attacks.audit.consistency import check_consistency
     from securetrain import data as data_mod
@@ -112,16 +117,15 @@ def audit_run(
     k = check_num_models(shadow_models)
     if isinstance(canaries, bool) or not isinstance(canaries, int) or canaries < 0 or canaries == 1:
         raise AttackError(f"canaries must be 0 (skip the canary audit) or at least 2, got {canaries!r}")
-    if not (0.0 < alpha < 1.0):
-        raise AttackError(f"alpha (1 - confidence) must be in (0, 1), got {alpha}")
+    check_alpha(alpha)
     names = list(dict.fromkeys([attacks] if isinstance(attacks, str) else attacks))
     if not names:
-        raise AttackError("no membership attack selected; choose from: " + ", ".join(ATTACKS.names()))
+        raise AttackError("no membership attack selected; choose from: " + ", ".join(MEMBERSHIP_ATTACKS.names()))
     for name in names:
-        ATTACKS.get(name)  # unknown names fail before any training
+        MEMBERSHIP_ATTACKS.get(name)  # unknown names fail before any training
     targets = check_fprs(fprs)
     if delta is not None:
-        _check_delta(delta)
+        check_audit_delta(delta)
     notes: list[str] = []
     if k < 2 and "lira-online" in names:
         if names == ["lira-online"]:
@@ -150,7 +154,7 @@ def audit_run(
     t_shadow = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    results = {n: make_attack(n, shadows)(target, train, test, fprs=targets) for n in names}
+    results = {n: get_membership_attack(n, shadows)(target, train, test, fprs=targets) for n in names}
     t_attacks = time.perf_counter() - t0
 
     n_bounds = len(results) + (1 if canaries else 0)
@@ -221,4 +225,15 @@ def _r(v: float) -> float:
     return round(float(v), 6) if math.isfinite(v) else float(v)
 
 
-__all__ = ["DEFAULT_ATTACKS", "DEFAULT_CANARIES", "DESIGN", "audit_run"]
+_DEPRECATED = {"audit_run": "audit_membership_run"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        new = _DEPRECATED[name]
+        warnings.warn(f"{__name__}.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["DEFAULT_ATTACKS", "DEFAULT_CANARIES", "DESIGN", "audit_membership_run"]

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from attacks.membership._checks import check_num_models, check_xy, row_keys
+from attacks.checks import check_num_models, check_xy, row_keys
 from attacks.membership.signals import model_signal
 
 log = logging.getLogger("attacks.membership")

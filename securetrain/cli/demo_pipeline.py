@@ -71,7 +71,7 @@ def _attach(run: RunResult, **sections: Any) -> None:
 def run_demo(opts: DemoOptions) -> Report:
     """Train, attack, audit and encrypt on digits; write ``opts.out/report.*``; return the report."""
     from attacks.evasion import audit_robustness
-    from attacks.membership import audit_run
+    from attacks.membership import audit_membership_run as audit_run
     from defenses.adversarial.recommended import recommended as adv_recommended
     from defenses.privacy import DifferentialPrivacy
     from defenses.privacy import recommended as dp_recommended

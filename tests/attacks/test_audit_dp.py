@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import securetrain
-from attacks.membership import TrainingRecipe, audit_run, build_defense
+from attacks.membership import TrainingRecipe, audit_membership_run, build_defense
 from defenses.privacy import DifferentialPrivacy
 from securetrain.report import Report
 from securetrain.training import TrainConfig
@@ -50,7 +50,7 @@ def test_private_model_at_epsilon_1_is_not_flagged(private_run, monkeypatch):
     claimed = Report.from_json(private_run).privacy
     assert claimed is not None and claimed["epsilon"] <= 1.0
 
-    out = audit_run(private_run, shadow_models=2, seed=0)
+    out = audit_membership_run(private_run, shadow_models=2, seed=0)
     assert out["epsilon_lower_bound"] <= 1.0
     assert out["privacy_violated"] is False
     if out["epsilon_lower_bound"] > 0:
@@ -89,7 +89,7 @@ def test_planted_accounting_bug_is_flagged(low_noise_run):
     report.privacy = {**report.privacy, "epsilon": 0.1}
     report.write_json(low_noise_run / "report.json")
     try:
-        out = audit_run(low_noise_run, shadow_models=1, seed=0, attacks=("loss",))
+        out = audit_membership_run(low_noise_run, shadow_models=1, seed=0, attacks=("loss",))
     finally:
         report.privacy = honest
         report.write_json(low_noise_run / "report.json")
@@ -98,6 +98,6 @@ def test_planted_accounting_bug_is_flagged(low_noise_run):
     assert out["epsilon_lower_bound_source"] == "canary"
     assert "exceeds the reported epsilon 0.1 at delta 1e-05" in out["consistency"]
     # the same measurement does not refute the honest epsilon
-    again = audit_run(low_noise_run, shadow_models=1, seed=0, attacks=("loss",))
+    again = audit_membership_run(low_noise_run, shadow_models=1, seed=0, attacks=("loss",))
     assert again["privacy_violated"] is False
     assert again["epsilon_lower_bound"] == out["epsilon_lower_bound"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import securetrain
-from attacks.evasion.run_dir import audit_run
+from attacks.evasion.run_dir import audit_robustness_run
 from securetrain.cli.commands.audit import parse_floats, parse_names
 from securetrain.cli.main import main
 from securetrain.errors import CheckpointError, ConfigurationError
@@ -46,7 +46,7 @@ def test_audit_fills_the_robustness_section(run_dir: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "worst case" in out and "worst-case robust accuracy" in out
     # the section is exactly what the Python API gives for the same settings
-    again = audit_run(run_dir, attacks=["fgsm", "pgd", "random"], epsilons=[0.1, 0.5, 2], preset="quick",
+    again = audit_robustness_run(run_dir, attacks=["fgsm", "pgd", "random"], epsilons=[0.1, 0.5, 2], preset="quick",
                       samples=60, progress=False)
     assert again.to_section()["attacks"] == rob["attacks"]
 
@@ -97,12 +97,12 @@ def test_membership_section_comes_from_attacks_membership(run_dir: Path, monkeyp
     section = {"attack": "loss-threshold", "auc": 0.51, "tpr_at_fpr": {"0.001": 0.0, "0.01": 0.01},
                "advantage": 0.02, "epsilon_lower_bound": 0.0}
 
-    def audit_run(run_dir: Path, shadow_models: int, seed: int) -> dict:
+    def audit_membership_run(run_dir: Path, shadow_models: int, seed: int) -> dict:
         calls.append((Path(run_dir), shadow_models, seed))
         return section
 
     fake = types.ModuleType("attacks.membership")
-    fake.audit_run = audit_run  # type: ignore[attr-defined]
+    fake.audit_membership_run = audit_membership_run  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "attacks.membership", fake)
     assert main(["audit", str(run_dir), "--attacks", "fgsm", "--eps", "0.1", "--samples", "20", "--membership",
                  "--shadow-models", "3", "--seed", "7", "--no-progress", "--no-html"]) == 0
@@ -116,6 +116,6 @@ def test_custom_model_runs_cannot_be_loaded(tmp_path: Path) -> None:
     securetrain.train(TrainConfig(data="breast_cancer", epochs=1, progress=False), tmp_path,
                       model=torch.nn.Sequential(torch.nn.Linear(30, 2)), write_html=False)
     with pytest.raises(CheckpointError, match=r"trained with a custom model"):
-        audit_run(tmp_path, attacks=["fgsm"], progress=False)
+        audit_robustness_run(tmp_path, attacks=["fgsm"], progress=False)
     with pytest.raises(ConfigurationError, match=r"samples must be an integer >= 1, got 0"):
-        audit_run(tmp_path, attacks=["fgsm"], samples=0, progress=False)
+        audit_robustness_run(tmp_path, attacks=["fgsm"], samples=0, progress=False)

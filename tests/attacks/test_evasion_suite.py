@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from attacks.evasion import AttackResult, available_attacks, get_attack
+from attacks.evasion import EvasionResult, available_attacks, get_attack
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,7 +34,7 @@ SUITE_SETTINGS: dict[str, dict[str, int]] = {
 @dataclass
 class SuiteRun:
     name: str
-    result: AttackResult
+    result: EvasionResult
     x: torch.Tensor
     y: torch.Tensor
     x_before: torch.Tensor

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attacks.membership import (
-    ATTACKS,
+    MEMBERSHIP_ATTACKS,
     ConfidenceThreshold,
     EntropyThreshold,
     LiRA,
@@ -16,7 +16,7 @@ from attacks.membership import (
     ShadowSet,
     inclusion_matrix,
     lira_scores,
-    make_attack,
+    get_membership_attack,
     train_shadow_models,
 )
 from securetrain.errors import AttackError, UnknownNameError
@@ -55,7 +55,7 @@ def overfit():
     target = recipe((px[:N_MEMBERS], py[:N_MEMBERS]), 12345)
     shadows = train_shadow_models(recipe, (px, py), 8, seed=0)
     members, nonmembers = (px[:N_MEMBERS], py[:N_MEMBERS]), (px[N_MEMBERS:], py[N_MEMBERS:])
-    results = {name: make_attack(name, shadows)(target, members, nonmembers) for name in ATTACKS.names()}
+    results = {name: get_membership_attack(name, shadows)(target, members, nonmembers) for name in MEMBERSHIP_ATTACKS.names()}
     return {"target": target, "shadows": shadows, "members": members, "nonmembers": nonmembers, "results": results}
 
 
@@ -280,12 +280,12 @@ def test_lira_needs_a_shadow_set():
     with pytest.raises(AttackError, match="LiRA needs a ShadowSet"):
         LiRA([torch.nn.Linear(2, 2)])  # type: ignore[arg-type]
     with pytest.raises(AttackError, match="lira-online needs shadow models"):
-        make_attack("lira-online")
+        get_membership_attack("lira-online")
 
 
 def test_unknown_attack_lists_choices():
     with pytest.raises(UnknownNameError, match="unknown membership attack 'lira'; choose one of: confidence"):
-        make_attack("lira")
+        get_membership_attack("lira")
 
 
 def test_attacks_are_deterministic_under_a_seed():

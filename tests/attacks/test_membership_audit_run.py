@@ -1,4 +1,4 @@
-"""``audit_run`` on real run directories: report section, ROC plot, determinism, planted bugs, bad input."""
+"""``audit_membership_run`` on real run directories: report section, ROC plot, determinism, planted bugs, bad input."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import securetrain
-from attacks.membership import DEFENSE_BUILDERS, TrainingRecipe, audit_run, build_defense, register_defense_builder
+from attacks.membership import DEFENSE_BUILDERS, TrainingRecipe, audit_membership_run, build_defense, register_defense_builder
 from attacks.membership.recipe import _lazy_class_builder
 from securetrain.errors import AttackError, CheckpointError, UnknownNameError
 from securetrain.report import Report, check_section
@@ -32,7 +32,7 @@ def bc_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bc_audit(bc_run) -> dict[str, Any]:
-    return audit_run(bc_run, shadow_models=2, seed=0)
+    return audit_membership_run(bc_run, shadow_models=2, seed=0)
 
 
 def _claim(src: Path, dst: Path, epsilon: float, delta: float = 1e-5) -> Path:
@@ -88,18 +88,18 @@ def test_roc_curves_are_downsampled_and_plot_on_log_axes(bc_run, bc_audit):
 
 
 def test_audit_run_is_deterministic_under_a_seed(bc_run, bc_audit):
-    again = audit_run(bc_run, shadow_models=2, seed=0)
+    again = audit_membership_run(bc_run, shadow_models=2, seed=0)
     a, b = dict(bc_audit), dict(again)
     a.pop("timing_s"), b.pop("timing_s")
     assert a == b
-    other = audit_run(bc_run, shadow_models=2, seed=1)
+    other = audit_membership_run(bc_run, shadow_models=2, seed=1)
     assert other["attacks"]["lira-online"] != bc_audit["attacks"]["lira-online"]
 
 
 def test_planted_accounting_bug_is_flagged(bc_run, tmp_path):
     # The model was trained without any noise; its report claims epsilon 0.1.
     bad = _claim(bc_run, tmp_path / "claims_0.1", 0.1)
-    out = audit_run(bad, shadow_models=2, seed=0)
+    out = audit_membership_run(bad, shadow_models=2, seed=0)
     assert out["privacy_violated"] is True
     assert out["epsilon_lower_bound"] > 0.1
     assert out["consistency"].startswith(f"empirical lower bound {out['epsilon_lower_bound']:.3f}")
@@ -109,14 +109,14 @@ def test_planted_accounting_bug_is_flagged(bc_run, tmp_path):
 
 def test_honest_large_claim_is_not_flagged(bc_run, tmp_path):
     ok = _claim(bc_run, tmp_path / "claims_50", 50.0, delta=1e-6)
-    out = audit_run(ok, shadow_models=2, seed=0)
+    out = audit_membership_run(ok, shadow_models=2, seed=0)
     assert out["privacy_violated"] is False
     assert out["delta"] == 1e-6  # the run's own delta is used
     assert "does not exceed the reported epsilon 50 at delta 1e-06" in out["consistency"]
 
 
 def test_one_shadow_model_skips_online_lira(bc_run):
-    out = audit_run(bc_run, shadow_models=1, seed=0, canaries=0, attacks=("loss", "lira-offline", "lira-online"))
+    out = audit_membership_run(bc_run, shadow_models=1, seed=0, canaries=0, attacks=("loss", "lira-offline", "lira-online"))
     assert set(out["attacks"]) == {"loss", "lira-offline"}
     assert "lira-online skipped: it needs at least 2 shadow models" in out["notes"]
     assert out["canary"] is None
@@ -130,7 +130,7 @@ def test_threshold_attacks_alone_train_no_shadow_model(bc_run, monkeypatch):
         raise AssertionError("no shadow model should be trained")
 
     monkeypatch.setattr(ra, "train_shadow_models", boom)
-    out = audit_run(bc_run, shadow_models=3, seed=0, canaries=0, attacks=("loss", "entropy"))
+    out = audit_membership_run(bc_run, shadow_models=3, seed=0, canaries=0, attacks=("loss", "entropy"))
     assert out["shadow_models"] == 0 and set(out["attacks"]) == {"loss", "entropy"}
 
 
@@ -152,12 +152,12 @@ def test_threshold_attacks_alone_train_no_shadow_model(bc_run, monkeypatch):
 def test_bad_arguments_are_refused(bc_run, kwargs, error, message):
     kwargs = {"shadow_models": 2, "seed": 0, **kwargs}
     with pytest.raises(error, match=message):
-        audit_run(bc_run, **kwargs)
+        audit_membership_run(bc_run, **kwargs)
 
 
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(CheckpointError, match="is not a securetrain run directory"):
-        audit_run(tmp_path, shadow_models=2, seed=0)
+        audit_membership_run(tmp_path, shadow_models=2, seed=0)
 
 
 # ---------------------------------------------------------------- the recipe and its defenses
@@ -199,7 +199,7 @@ def smoothing_builder():
 def test_shadow_models_use_the_runs_defenses(tmp_path, smoothing_builder):
     securetrain.train(TrainConfig(data="breast_cancer", epochs=2, progress=False), tmp_path,
                       defenses=[_Smoothing(0.3)], write_html=False)
-    out = audit_run(tmp_path, shadow_models=3, seed=0, canaries=10)
+    out = audit_membership_run(tmp_path, shadow_models=3, seed=0, canaries=10)
     # 3 shadow models + 1 canary run, each rebuilt from config.json with the run's settings
     assert _Smoothing.built == [{"name": "test-smoothing", "smoothing": 0.3}] * 4
     assert out["shadow_models"] == 3

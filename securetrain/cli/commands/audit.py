@@ -67,7 +67,7 @@ def parse_floats(text: str | None, flag: str = "--eps") -> list[float] | None:
 def membership_section(run_dir: Path, shadow_models: int, seed: int) -> dict[str, Any]:
     """The membership section from ``attacks.membership.audit_run`` (imported only when asked for)."""
     try:
-        from attacks.membership import audit_run
+        from attacks.membership import audit_membership_run as audit_run
     except ModuleNotFoundError as exc:
         if exc.name in ("attacks", "attacks.membership"):
             raise ConfigurationError(
@@ -83,7 +83,7 @@ def membership_section(run_dir: Path, shadow_models: int, seed: int) -> dict[str
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.evasion.run_dir import audit_run
+    from attacks.evasion.run_dir import audit_robustness_run as audit_run
     from securetrain.cli.output import summary
     from securetrain.report import Report
 

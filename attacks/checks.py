@@ -1,15 +1,37 @@
-"""Input checks shared by the membership attacks (typed errors whose messages say how to fix)."""
+"""Input checks shared by the membership attacks and the privacy audits.
+
+Every check raises :class:`~securetrain.errors.AttackError` with a message that says what was
+expected, what was given and, where it helps, how to fix it. Number, count, fraction and delta
+checks come from :mod:`securetrain.validation` (the library's one implementation); this module
+holds the checks specific to membership inference: score arrays, ``(x, y)`` sets, disjointness,
+false-positive rates, confidence levels and the number of shadow models.
+
+Example:
+    >>> import torch
+    >>> from attacks.checks import as_scores, check_disjoint, check_fprs, check_xy
+    >>> as_scores([0.5, 1.0], "member scores")
+    array([0.5, 1. ])
+    >>> check_fprs([0.001, 0.01])
+    (0.001, 0.01)
+    >>> x, y = check_xy((torch.zeros(3, 2), torch.zeros(3)), "members")
+    >>> y.dtype
+    torch.int64
+    >>> check_disjoint((x, y), (x, y))
+    Traceback (most recent call last):
+    ...
+    securetrain.errors.AttackError: members and non-members overlap: 1 example(s) appear in both sets; the membership ground truth must be two disjoint sets
+"""
 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 
 from securetrain.errors import AttackError
+from securetrain.validation import check_delta, check_fraction
 
 
 def as_scores(scores: object, what: str) -> np.ndarray:
@@ -29,15 +51,30 @@ def as_scores(scores: object, what: str) -> np.ndarray:
 
 def check_fprs(fprs: Iterable[float]) -> tuple[float, ...]:
     """The false-positive rates at which TPR is reported; each must lie strictly in (0, 1)."""
-    out = []
-    for f in fprs:
-        f = float(f)
-        if not (0.0 < f < 1.0) or math.isnan(f):
-            raise AttackError(f"FPR must be in (0, 1), got {f}; e.g. fprs=(0.001, 0.01)")
-        out.append(f)
+    out = [check_fraction("FPR", f, error=AttackError, closed_low=False) for f in fprs]
     if not out:
         raise AttackError("fprs is empty; give at least one false-positive rate in (0, 1), e.g. (0.001, 0.01)")
     return tuple(out)
+
+
+def check_alpha(alpha: object, what: str = "alpha (1 - confidence)") -> float:
+    """An error level (or, with ``what="confidence"``, a confidence level) strictly inside (0, 1).
+
+    Example:
+        >>> check_alpha(0.05)
+        0.05
+    """
+    return check_fraction(what, alpha, error=AttackError, closed_low=False)
+
+
+def check_audit_delta(delta: object) -> float:
+    """The delta of an audited (epsilon, delta) claim: in ``[0, 1)`` (0 for pure epsilon-DP).
+
+    Example:
+        >>> check_audit_delta(0)
+        0.0
+    """
+    return check_delta(delta, error=AttackError, allow_zero=True, hint="use the run's delta (e.g. 1e-5)")
 
 
 def check_num_models(num_models: int) -> int:
@@ -81,3 +118,15 @@ def check_disjoint(members: tuple[torch.Tensor, torch.Tensor], nonmembers: tuple
             f"members and non-members overlap: {len(shared)} example(s) appear in both sets; "
             "the membership ground truth must be two disjoint sets"
         )
+
+
+__all__ = [
+    "as_scores",
+    "check_alpha",
+    "check_audit_delta",
+    "check_disjoint",
+    "check_fprs",
+    "check_num_models",
+    "check_xy",
+    "row_keys",
+]
