@@ -43,20 +43,17 @@ def audit_robustness_run(
     """Load ``run_dir``'s model and audit it on (a seeded random subset of ``samples`` of) the
     test split of its data set, within the data set's bounds. The report is not touched:
     put ``result.to_section()`` into ``report.robustness`` and save it."""
-    from securetrain import data
-    from securetrain.runs import load_model, read_config
+    from securetrain.rundir import RunDir
 
-    cfg = read_config(run_dir)
-    d = cfg["data"]
-    info = data.get_info(d["name"])
-    bounds = tuple(d.get("bounds") or info.bounds)
-    x, y = data.load(d["name"], "test", root=d.get("root"))
+    run = RunDir.open(run_dir)
+    bounds = run.data.bounds
+    x, y = run.load_data("test")
     if samples is not None:
         samples = check_count("samples", samples, error=ConfigurationError)
         if samples < x.shape[0]:
             idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:samples].sort().values
             x, y = x[idx], y[idx]
-    model = load_model(run_dir)
+    model = run.load_model()
     return audit_robustness(
         model,
         x,
@@ -66,7 +63,7 @@ def audit_robustness_run(
         bounds=(float(bounds[0]), float(bounds[1])),
         norm=norm,
         preset=preset,
-        num_classes=int(d.get("num_classes", info.num_classes)),
+        num_classes=run.data.num_classes,
         seed=seed,
         batch_size=batch_size,
         checks=checks,

@@ -153,9 +153,9 @@ class TrainingRecipe:
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike[str]) -> TrainingRecipe:
         """The recipe of the run in ``run_dir``."""
-        from securetrain.runs import read_config
+        from securetrain.rundir import RunDir
 
-        return cls.from_config(read_config(run_dir))
+        return cls.from_config(RunDir.open(run_dir).config)
 
 
 __all__ = ["PRIVACY_NAMES", "TrainingRecipe", "build_defense", "register_defense_builder"]

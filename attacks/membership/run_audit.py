@@ -109,9 +109,8 @@ def audit_membership_run(
     from attacks.audit.bounds import epsilon_lower_bound_from_scores
     from attacks.audit.canary import canary_audit, make_canaries
     from attacks.audit.consistency import check_consistency
-    from securetrain import data as data_mod
     from securetrain.report import Report
-    from securetrain.runs import load_model, read_config
+    from securetrain.rundir import RunDir
 
     t_start = time.perf_counter()
     k = check_num_models(shadow_models)
@@ -134,17 +133,16 @@ def audit_membership_run(
         notes.append("lira-online skipped: it needs at least 2 shadow models")
 
     run_dir = pathlib.Path(run_dir)
-    cfg = read_config(run_dir)
+    run = RunDir.open(run_dir)
     report = Report.from_json(run_dir)
-    target = load_model(run_dir)
+    target = run.load_model()
     privacy = report.privacy or None
     run_delta = delta if delta is not None else (privacy or {}).get("delta")
     used_delta = float(run_delta) if run_delta is not None else DEFAULT_DELTA
 
-    d = cfg["data"]
-    train = data_mod.load(d["name"], "train", root=d.get("root"))
-    test = data_mod.load(d["name"], "test", root=d.get("root"))
-    recipe = TrainingRecipe.from_config(cfg)
+    train = run.load_data("train")
+    test = run.load_data("test")
+    recipe = TrainingRecipe.from_config(run.config)
 
     shadows = None
     t0 = time.perf_counter()

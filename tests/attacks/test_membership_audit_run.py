@@ -11,11 +11,10 @@ import pytest
 import torch
 
 import securetrain
-from attacks.membership import DEFENSE_BUILDERS, TrainingRecipe, audit_membership_run, build_defense, register_defense_builder
-from attacks.membership.recipe import _lazy_class_builder
+from attacks.membership import TrainingRecipe, audit_membership_run, build_defense, register_defense_builder
 from securetrain.errors import AttackError, CheckpointError, UnknownNameError
 from securetrain.report import Report, check_section
-from securetrain.training import Defense, TrainConfig
+from securetrain.training import DEFENSES, Defense, TrainConfig
 
 
 
@@ -184,19 +183,23 @@ class _Smoothing(Defense):
         return {"name": self.name, "smoothing": self.smoothing}
 
 
-@pytest.fixture
-def smoothing_builder():
-    def build(cfg):
+class _CountingSmoothing(_Smoothing):
+    """Registered in DEFENSES for the test; records every rebuild from a config."""
+
+    @classmethod
+    def from_config(cls, cfg):
         _Smoothing.built.append(dict(cfg))
         return _Smoothing(cfg["smoothing"])
 
-    register_defense_builder("test-smoothing", build)
+
+@pytest.fixture
+def smoothing_registered():
     _Smoothing.built.clear()
-    yield
-    DEFENSE_BUILDERS._items.pop("test-smoothing", None)
+    with DEFENSES.temporarily("test-smoothing", _CountingSmoothing):
+        yield
 
 
-def test_shadow_models_use_the_runs_defenses(tmp_path, smoothing_builder):
+def test_shadow_models_use_the_runs_defenses(tmp_path, smoothing_registered):
     securetrain.train(TrainConfig(data="breast_cancer", epochs=2, progress=False), tmp_path,
                       defenses=[_Smoothing(0.3)], write_html=False)
     out = audit_membership_run(tmp_path, shadow_models=3, seed=0, canaries=10)
@@ -206,25 +209,27 @@ def test_shadow_models_use_the_runs_defenses(tmp_path, smoothing_builder):
 
 
 def test_unknown_defense_cannot_be_rebuilt():
-    with pytest.raises(AttackError, match="cannot rebuild defense 'mystery' for shadow models; register a builder"):
+    with pytest.raises(AttackError, match=r"cannot rebuild defense 'mystery' for shadow models; register its class "
+                                          r"with securetrain.training.DEFENSES.add\('mystery', cls\)"):
         build_defense({"name": "mystery"})
     with pytest.raises(AttackError, match="a defense config must be a dict with a 'name'"):
         build_defense({"epsilon": 1.0})
 
 
-def test_missing_defense_package_is_a_clear_error():
-    build = _lazy_class_builder("no_such_package_for_tests", "Thing")
-    with pytest.raises(AttackError, match=r"cannot rebuild defense 'x' for shadow models: no_such_package_for_tests.Thing is not available"):
-        build({"name": "x"})
+def test_a_config_the_defense_refuses_is_a_clear_error():
+    with pytest.raises(AttackError, match=r"cannot rebuild defense 'adversarial' for shadow models: an adversarial-training "
+                                          r"config needs a 'method'"):
+        build_defense({"name": "adversarial", "epsilon": 0.1})
 
 
-def test_builder_must_return_a_defense(smoothing_builder):
-    register_defense_builder("test-bad", lambda cfg: object())
+def test_deprecated_builders_still_work_and_must_return_a_defense():
     try:
+        with pytest.deprecated_call(match="register_defense_builder is deprecated"):
+            register_defense_builder("test-bad", lambda cfg: object())
         with pytest.raises(AttackError, match="the builder for 'test-bad' returned object, not a Defense"):
             build_defense({"name": "test-bad"})
     finally:
-        DEFENSE_BUILDERS._items.pop("test-bad", None)
+        DEFENSES.remove("test-bad")
 
 
 def test_recipe_from_config_checks_the_config(bc_run):
