@@ -1,6 +1,6 @@
 """The bridge to Foolbox 3: lazy import, model wrapping, starting points for decision attacks.
 
-Foolbox traps handled here (see FIELD_NOTES): it is imported only when needed (its import
+Foolbox traps handled here (measured on Foolbox 3.3.4): it is imported only when needed (its import
 raises a scipy DeprecationWarning); it takes torch tensors only; it never changes the model's
 mode and accumulates gradients into parameters (the base class runs attacks in attack mode with
 parameters frozen); ``HopSkipJumpAttack`` clips to [0, 1] whatever the model's bounds, so it is
