@@ -26,15 +26,3 @@ def digits():
     from securetrain import data
 
     return data.load("digits", "train"), data.load("digits", "test")
-
-
-@pytest.fixture(scope="session")
-def trained_digits_cnn(digits):
-    """A digits CNN trained for 3 epochs (about 0.95 test accuracy), in eval mode."""
-    from securetrain.models import build_model
-    from securetrain.training import TrainConfig, fit
-
-    torch.manual_seed(0)
-    model = build_model("cnn", (1, 8, 8), 10)
-    result = fit(model, digits[0], digits[1], TrainConfig(epochs=3, progress=False), num_classes=10, bounds=(0.0, 1.0))
-    return result.model.eval()

@@ -74,4 +74,4 @@ def test_register_custom_model_and_refuse_silent_overwrite():
         with pytest.raises(ValueError, match="already registered"):
             register_model("tiny-test", Tiny)
     finally:
-        MODELS._items.pop("tiny-test")
+        MODELS.remove("tiny-test")

@@ -7,6 +7,7 @@ from torch import nn
 from securetrain.errors import CheckpointError, ConfigurationError, DataError, ModelError
 from securetrain.models import build_model
 from securetrain.training import Defense, TrainConfig, fit, protect
+from tests.helpers import InterruptAfter, Interrupted
 
 
 def test_digits_cnn_learns(digits):
@@ -15,19 +16,6 @@ def test_digits_cnn_learns(digits):
     result = fit(model, digits[0], digits[1], TrainConfig(epochs=4, progress=False), num_classes=10)
     assert result.history[-1]["test_accuracy"] >= 0.95
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
-
-
-class _Interrupt(Exception):
-    pass
-
-
-class _StopAfter:
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_end(self, session) -> None:
-        if session.epoch == self.epoch:
-            raise _Interrupt
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
@@ -41,8 +29,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, digits, optimizer):
         return fit(model, train, test, cfg, checkpoint_path=ckpt, resume=resume, callbacks=callbacks, num_classes=10)
 
     full = run(tmp_path / "a.safetensors")
-    with pytest.raises(_Interrupt):
-        run(tmp_path / "b.safetensors", callbacks=[_StopAfter(2)])
+    with pytest.raises(Interrupted):
+        run(tmp_path / "b.safetensors", callbacks=[InterruptAfter(2)])
     resumed = run(tmp_path / "b.safetensors", resume=True)
     assert resumed.resumed_from_epoch == 2
     for p, q in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):

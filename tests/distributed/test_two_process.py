@@ -15,6 +15,7 @@ from torch import nn
 
 from securetrain.checkpoint import load_state, save_state
 
+from ..helpers import InterruptAfter, Interrupted
 from . import result_path, run_workers
 
 pytestmark = pytest.mark.timeout(400)
@@ -78,15 +79,6 @@ def _summary(result) -> dict:
         "replica_checks": (result.distributed or {}).get("replica_checks", 0),
         "world_size": result.world_size,
     }
-
-
-class _Stop(Exception):
-    pass
-
-
-class _StopAfterFirstEpoch:
-    def on_epoch_end(self, session) -> None:
-        raise _Stop
 
 
 def _noise_run(rank: int) -> dict:
@@ -158,8 +150,8 @@ def job(tmp_path_factory):
     out = tmp_path_factory.mktemp("two_process")
     checkpoint = out / "one_process.safetensors"
     # the single-process run that the 2-process job resumes: interrupted after epoch 1 of 3
-    with pytest.raises(_Stop):
-        _fit([_dp()], distributed=False, epochs=3, checkpoint=checkpoint, callbacks=[_StopAfterFirstEpoch()])
+    with pytest.raises(Interrupted):
+        _fit([_dp()], distributed=False, epochs=3, checkpoint=checkpoint, callbacks=[InterruptAfter(1)])
     run_workers(_scenarios, 2, str(out), str(checkpoint), timeout=300)
 
     def load(name: str) -> list[dict]:
@@ -243,9 +235,10 @@ def test_noise_is_added_once_per_global_step(job):
         assert abs(len(a) - len(b)) <= 1
     sizes = [len(a) + len(b) for a, b in zip(ranks[0]["shares"], ranks[1]["shares"])]
     assert 0.5 * NOISE_BATCH < sum(sizes) / len(sizes) < 1.5 * NOISE_BATCH
-    # a fresh draw every step: consecutive steps are uncorrelated
+    # a fresh draw every step: consecutive steps are uncorrelated (sample correlation of n independent
+    # pairs has standard deviation ~1/sqrt(n); 4.5 of them is a false alarm once in ~150,000 runs)
     flat = deltas.reshape(NOISE_STEPS, -1)
-    assert abs(float(torch.corrcoef(flat)[0, 1])) < 0.1
+    assert abs(float(torch.corrcoef(flat)[0, 1])) < 4.5 / flat.shape[1] ** 0.5
 
 
 def test_resume_on_two_processes_continues_a_one_process_run(job):
