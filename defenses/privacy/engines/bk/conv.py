@@ -43,14 +43,16 @@ class ConvLayer(Layer[AnyConv]):
         super().__init__(module, name)
         self.geometry = ConvGeometry.of(module)
 
+    def _as_2d(self, t: torch.Tensor) -> torch.Tensor:
+        """A ``(B, C, L)`` tensor of a 1-d convolution as ``(B, C, 1, L)``; 2-d ones unchanged."""
+        return t.unsqueeze(-2) if isinstance(self.module, nn.Conv1d) else t
+
     def prepare(self, a: torch.Tensor) -> torch.Tensor:
         """The input as a 2-d batch ``(B, C, H, W)`` (a 1-d convolution gets a height of 1)."""
-        a = a.detach()
-        return a.unsqueeze(-2) if isinstance(self.module, nn.Conv1d) else a
+        return self._as_2d(a.detach())
 
     def block(self, calls: Sequence[Call], policy: Policy, max_bytes: int) -> Block:
-        O = self.module.out_channels
-        calls2d = [Call(a, g.reshape(a.shape[0], O, *g.shape[-2:])) for a, g in calls]
+        calls2d = [Call(a, self._as_2d(g)) for a, g in calls]
         return ConvBlock(
             self.param("weight"), self.param("bias"), self.geometry, calls2d, policy, max_bytes, self.workspace
         )
