@@ -52,7 +52,14 @@ class ModelError(SecureTrainError, ValueError):
 
 
 class EngineUnsupported(ModelError):
-    """A per-sample gradient engine cannot handle a layer or a model (another engine may)."""
+    """A per-sample gradient engine cannot handle a layer or a model (another engine may).
+
+    ``modules`` names the offending submodules (empty when the model as a whole is the problem).
+    """
+
+    def __init__(self, message: str, modules: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.modules = list(modules)
 
 
 class CheckpointError(SecureTrainError, ValueError):

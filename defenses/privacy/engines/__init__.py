@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from securetrain.registry import Registry
-
 from defenses.privacy.engines.base import (
     EmptyGrads,
     Engine,
@@ -36,6 +34,7 @@ from defenses.privacy.engines.base import (
 from defenses.privacy.engines.bk import BKEngine, GhostEngine, register_layer
 from defenses.privacy.engines.opacus_gsm import EWEngine, FunctorchEngine, HooksEngine
 from defenses.privacy.engines.vmap import VmapEngine
+from securetrain.registry import Registry
 
 ENGINES: Registry[Callable[[], Engine]] = Registry("grad_sample_mode")
 ENGINES.add("bk", BKEngine)

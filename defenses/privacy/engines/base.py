@@ -28,17 +28,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-
-class EngineUnsupported(Exception):
-    """Raised (internally) when an engine cannot compute per-sample gradients of a model.
-
-    ``modules`` names the offending submodules; callers turn this into a
-    :class:`securetrain.errors.ModelError` or try another engine.
-    """
-
-    def __init__(self, message: str, modules: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.modules = list(modules)
+# Re-exported so that ``from defenses.privacy.engines.base import EngineUnsupported`` keeps working:
+# there is one EngineUnsupported, securetrain.errors's (a ModelError, hence a ValueError).
+from securetrain.errors import EngineUnsupported
 
 
 class PerSampleGrads(ABC):
@@ -228,7 +220,7 @@ class StepTap:
                     self.contributing += 1
                 self._backward_seen = True
 
-            out.register_hook(on_grad)
+            out.register_hook(on_grad)  # type: ignore[no-untyped-call]
 
     def before_forward(self, args: tuple[Any, ...]) -> None:
         """Register the start of one forward pass with positional ``args``."""
@@ -284,3 +276,16 @@ class HookToggle(nn.Module):
     def enable_hooks(self) -> None:
         """Record again."""
         self.hooks_enabled = True
+
+
+__all__ = [
+    "EmptyGrads",
+    "Engine",
+    "EngineUnsupported",
+    "ForwardListener",
+    "HookToggle",
+    "PerSampleGrads",
+    "StepTap",
+    "first_tensor",
+    "trainable_leaf_modules",
+]

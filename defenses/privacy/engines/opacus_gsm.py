@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from defenses.privacy.engines.base import (
+    EmptyGrads,
     Engine,
     EngineUnsupported,
-    EmptyGrads,
     PerSampleGrads,
     StepTap,
     first_tensor,
@@ -105,7 +105,7 @@ class _GSMEngine(Engine):
                 p.grad_sample = None
         for m in self.plain.modules():
             if "activations" in m.__dict__:
-                m.activations = []
+                m.__dict__["activations"] = []  # a plain attribute of Opacus's (not a module or tensor)
             if "max_batch_len" in m.__dict__:
                 del m.max_batch_len
         self.tap.reset()
@@ -141,7 +141,10 @@ class HooksEngine(_GSMEngine):
     def _make(self, model: nn.Module) -> nn.Module:
         from opacus.grad_sample import GradSampleModule
 
-        return GradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True, force_functorch=self.force_functorch)
+        wrapped: nn.Module = GradSampleModule(
+            model, batch_first=True, loss_reduction="mean", strict=True, force_functorch=self.force_functorch
+        )
+        return wrapped
 
 
 class FunctorchEngine(HooksEngine):

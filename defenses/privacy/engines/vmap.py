@@ -29,7 +29,13 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from defenses.privacy.engines.base import Engine, EmptyGrads, HookToggle, PerSampleGrads, first_tensor
+from defenses.privacy.engines.base import (
+    EmptyGrads,
+    Engine,
+    HookToggle,
+    PerSampleGrads,
+    first_tensor,
+)
 
 
 class _Materialized(PerSampleGrads):
@@ -94,7 +100,7 @@ class VmapEngine(Engine):
         def on_grad(g: torch.Tensor) -> None:
             rec[1] = g if rec[1] is None else rec[1] + g
 
-        out.register_hook(on_grad)
+        out.register_hook(on_grad)  # type: ignore[no-untyped-call]
         self._records.append(rec)
 
     def detach(self) -> nn.Module:

@@ -1,0 +1,194 @@
+""":class:`BKEngine` (``bk``) and :class:`GhostEngine` (``ghost``): the book-keeping engines.
+
+The engine wraps the model in a :class:`~defenses.privacy.engines.bk.wrapper.BKModule`,
+puts a forward hook on every trained module with a registered
+:class:`~defenses.privacy.engines.bk.layer.Layer`, records one
+:class:`~defenses.privacy.engines.bk.capture.Capture` per call, and after the backward
+pass turns each layer's calls into a block per group of samples
+(:class:`~defenses.privacy.engines.bk.grads.BKGrads`).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from defenses.privacy.engines.bk.engine import BKEngine
+    >>> engine = BKEngine(policy="materialize")
+    >>> model = engine.attach(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)))
+    >>> model(torch.randn(5, 3)).sum().div(5).backward()
+    >>> psg = engine.collect()
+    >>> psg.batch_size, psg.sq_norms().shape
+    (5, torch.Size([5]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from defenses.privacy.engines.base import (
+    EmptyGrads,
+    Engine,
+    PerSampleGrads,
+    StepTap,
+    trainable_leaf_modules,
+)
+from defenses.privacy.engines.bk.capture import Capture, calls_by_group
+from defenses.privacy.engines.bk.chooser import (
+    DEFAULT_MAX_MATERIALIZE_BYTES,
+    check_policy,
+)
+from defenses.privacy.engines.bk.grads import BKGrads, BlockGroup
+from defenses.privacy.engines.bk.layer import Layer
+from defenses.privacy.engines.bk.registry import layer_for
+from defenses.privacy.engines.bk.wrapper import BKModule
+from securetrain.errors import EngineUnsupported
+
+
+class BKEngine(Engine):
+    """Per-sample clipping from activations and output gradients (``bk`` and ``ghost`` modes).
+
+    ``policy``: ``"auto"`` picks, per layer, materialised per-sample gradients or ghost norms
+    by speed, and the one that needs less memory when materialising would exceed
+    ``max_bytes``; ``"ghost"`` always picks the one that needs less memory (memory-lean);
+    ``"materialize"`` never uses ghost norms; ``"ghost-only"`` always does (for checks);
+    see :mod:`defenses.privacy.engines.bk.chooser`.
+    ``skip_param_grads`` (default): autograd does not compute the parameters' batch
+    gradients (see :class:`BKModule`); a model with a layer whose input does not come from
+    the model's input needs ``skip_param_grads=False`` (the verification finds out).
+    """
+
+    name: ClassVar[str] = "bk"
+    description: ClassVar[str] = "book-keeping: norms from activations and output gradients, one backward"
+
+    def __init__(
+        self, policy: str = "auto", max_bytes: int = DEFAULT_MAX_MATERIALIZE_BYTES, *, skip_param_grads: bool = True
+    ) -> None:
+        super().__init__()
+        self.policy = check_policy(policy)
+        self.max_bytes = int(max_bytes)
+        self.skip_param_grads = bool(skip_param_grads)
+        self._lost: set[str] = set()
+        self._captures: list[Capture] = []
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._layers: list[Layer[Any]] = []
+        self._unbatched: dict[str, tuple[int, ...]] = {}
+        self.tap: StepTap | None = None
+
+    @classmethod
+    def unsupported(cls, model: nn.Module) -> dict[str, str]:
+        """``{module name: reason}`` for every trainable module ``bk`` cannot handle."""
+        bad: dict[str, str] = {}
+        for name, m in trainable_leaf_modules(model):
+            handler = layer_for(m)
+            if handler is None:
+                bad[name or "(root)"] = f"{type(m).__name__} has no bk handler"
+                continue
+            why = handler.check(m)
+            if why:
+                bad[name or "(root)"] = f"{type(m).__name__}: {why}"
+        return bad
+
+    def attach(self, model: nn.Module) -> nn.Module:
+        bad = self.unsupported(model)
+        if bad:
+            raise EngineUnsupported(
+                "bk cannot compute per-sample gradients of: " + "; ".join(f"{k} ({v})" for k, v in bad.items()),
+                list(bad),
+            )
+        self.plain = model
+        trained = [p for _, m in trainable_leaf_modules(model) for p in m.parameters(recurse=False) if p.requires_grad]
+        wrapper = BKModule(model, trained, self.skip_param_grads)
+        self.wrapped = wrapper
+        self.tap = wrapper.tap
+        for name, m in trainable_leaf_modules(model):
+            handler = layer_for(m)
+            assert handler is not None
+            layer = handler(m, name)
+            self._layers.append(layer)
+            self._handles.append(m.register_forward_hook(self._make_hook(layer)))
+        return wrapper
+
+    def _make_hook(self, layer: Layer[Any]) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+        """The forward hook recording ``layer``'s calls (batched, on the per-sample path) as captures."""
+
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            tap = self.tap
+            if tap is None or not tap.recording or not isinstance(output, torch.Tensor):
+                return
+            a = inputs[0]
+            expected = tap.group_batch.get(tap.group)
+            if expected is None or a.dim() == 0 or a.shape[0] != expected:
+                self._unbatched[layer.name] = tuple(a.shape)
+                return
+            if not output.requires_grad:
+                if self.skip_param_grads:
+                    self._lost.add(layer.name)  # its input does not depend on the model's input
+                return
+            capture = Capture(layer, layer.prepare(a), tap.group)
+            output.register_hook(capture.add_grad)  # type: ignore[no-untyped-call]
+            self._captures.append(capture)
+
+        return hook
+
+    def detach(self) -> nn.Module:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self.clear()
+        assert self.plain is not None
+        return self.plain
+
+    def clear(self) -> None:
+        self._captures.clear()
+        for layer in self._layers:
+            layer.release()
+        if self.tap is not None:
+            self.tap.reset()
+
+    def _raise_unrecorded(self) -> None:
+        """Layers that saw an unbatched input, or got no gradient: :class:`EngineUnsupported`."""
+        if self._unbatched:
+            names = sorted(self._unbatched)
+            detail = ", ".join(f"{n} got input of shape {self._unbatched[n]}" for n in names)
+            self._unbatched.clear()
+            self._lost.clear()
+            raise EngineUnsupported(
+                f"per-sample gradients need every trainable layer to see the batch dimension first; {detail}. "
+                "Index such layers with a batched tensor (e.g. self.pos(positions.expand(x.shape[0], -1)))",
+                names,
+            )
+        if self._lost:
+            names = sorted(self._lost)
+            self._lost.clear()
+            raise EngineUnsupported(
+                f"with skip_param_grads, layers whose input does not depend on the model's input get no gradient: "
+                f"{', '.join(names)}; use BKEngine(skip_param_grads=False)",
+                names,
+            )
+
+    def collect(self) -> PerSampleGrads:
+        self._raise_unrecorded()
+        assert self.tap is not None
+        params = self.params()
+        groups: list[BlockGroup] = []
+        for gid, layers in sorted(calls_by_group(self._captures).items()):
+            batch = self.tap.group_batch.get(gid, 0)
+            if batch:
+                blocks = [layer.block(calls, self.policy, self.max_bytes) for layer, calls in layers.items()]
+                groups.append(BlockGroup(batch, blocks))
+        if not groups:
+            device = params[0].device if params else torch.device("cpu")
+            return EmptyGrads(params, device)
+        return BKGrads(groups, params, autograd_writes_grad=not self.skip_param_grads)
+
+
+class GhostEngine(BKEngine):
+    """``bk`` that always picks, per layer, the norm computation needing less memory (memory-lean)."""
+
+    name: ClassVar[str] = "ghost"
+    description: ClassVar[str] = "book-keeping with the least memory per layer"
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_MATERIALIZE_BYTES, *, skip_param_grads: bool = True) -> None:
+        super().__init__(policy="ghost", max_bytes=max_bytes, skip_param_grads=skip_param_grads)
