@@ -66,6 +66,10 @@ class CheckpointError(SecureTrainError, ValueError):
     """A checkpoint or weights file is missing, corrupted, truncated or unsafe."""
 
 
+class RunDirectoryLocked(SecureTrainError, RuntimeError):
+    """Another securetrain command is writing to the same run directory."""
+
+
 class PrivacyError(SecureTrainError, ValueError):
     """A differential-privacy setting is invalid or a budget cannot be met."""
 
@@ -98,6 +102,7 @@ __all__ = [
     "PrivacyBudgetExhausted",
     "PrivacyError",
     "ReportError",
+    "RunDirectoryLocked",
     "SecureTrainError",
     "UnknownNameError",
 ]
