@@ -44,21 +44,19 @@ def main(epochs: int = 8, epsilon: float = 3.0) -> dict:
     model = TinyCNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     dp = DifferentialPrivacy(epsilon=epsilon, delta=1e-5, max_grad_norm=0.1, epochs=epochs, accountant="rdp")
-    session = protect(model, optimizer, loader, [dp])  # model, optimizer and loader are now private
-
-    for epoch in range(epochs):
-        session.model.train()
-        for x, y in session.train_loader:  # Poisson-sampled batches
-            if not session.can_step():  # the budget says stop
-                break
-            session.optimizer.zero_grad()
-            loss = session.loss(x, y)  # per-sample losses, averaged
-            loss.backward()
-            session.step()  # clip each sample's gradient, add noise, step, account
-        session.defenses.end_epoch(session)
-
-    session.defenses.teardown(session)  # hooks off: `model` is a plain module again
-    privacy = dp.report(session)["privacy"]
+    with protect(model, optimizer, loader, [dp]) as session:  # model, optimizer and loader are now private
+        for epoch in range(epochs):
+            session.model.train()
+            for x, y in session.train_loader:  # Poisson-sampled batches
+                if not session.can_step():  # the budget says stop
+                    break
+                session.optimizer.zero_grad()
+                loss = session.loss(x, y)  # per-sample losses, averaged
+                loss.backward()
+                session.step()  # clip each sample's gradient, add noise, step, account
+            session.end_epoch()
+    # leaving the block removed the hooks: `model` is a plain module again
+    privacy = session.report()["privacy"]
     return {
         "accuracy": evaluate(model, x_test, y_test)["accuracy"],
         "epsilon": privacy["epsilon"],
