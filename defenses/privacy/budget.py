@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from securetrain.errors import PrivacyError
-
 from defenses.privacy import accounting
+from securetrain.errors import PrivacyError
 
 
 @dataclass(frozen=True)

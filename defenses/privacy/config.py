@@ -27,11 +27,10 @@ import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from securetrain.errors import PrivacyError
-from securetrain.validation import check_delta, check_number, check_positive
-
 from defenses.privacy import accounting
 from defenses.privacy.engines import ENGINES
+from securetrain.errors import PrivacyError
+from securetrain.validation import check_delta, check_number, check_positive
 
 
 def _positive(what: str, value: object, hint: str) -> float:
@@ -48,7 +47,9 @@ def _optional_positive(what: str, value: object, hint: str) -> float | None:
 def _optional_count(what: str, value: object) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value) or int(value) < 1:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # e.g. a count read back from JSON as 2.0
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
         raise PrivacyError(f"{what} must be at least 1, got {value}")
     return int(value)
 

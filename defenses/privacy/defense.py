@@ -54,12 +54,14 @@ from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
-
-from securetrain.distributed.context import DistributedContext
-from securetrain.distributed.role import DistributedRole
-from securetrain.errors import CheckpointError, PrivacyError
-from securetrain.training import Defense, DefenseOption, EpochMetrics, PrivateOptimizer, TrainingSession
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 from defenses.privacy.budget import HistoryEntry, PrivacyBudget
 from defenses.privacy.cli import OPTION as PRIVACY_OPTION
@@ -71,7 +73,17 @@ from defenses.privacy.optimizer import DPSGDOptimizer
 from defenses.privacy.report import privacy_section
 from defenses.privacy.sampling import CountingLoader, PoissonBatches
 from defenses.privacy.schedule import Schedule, calibrate, plan_schedule
-from defenses.privacy.validity import ValidityMonitor
+from defenses.privacy.validity import ValidityMonitor, engine_tap
+from securetrain.distributed.context import DistributedContext
+from securetrain.distributed.role import DistributedRole
+from securetrain.errors import CheckpointError, PrivacyError
+from securetrain.training import (
+    Defense,
+    DefenseOption,
+    EpochMetrics,
+    PrivateOptimizer,
+    TrainingSession,
+)
 
 log = logging.getLogger("securetrain")
 
@@ -317,8 +329,9 @@ class DifferentialPrivacy(Defense):
             raise PrivacyError("the optimizer updates parameters that are not the model's; build it from model.parameters()")
 
         loader = session.train_loader
-        counted = not settings.poisson_sampling and isinstance(loader, Sized)  # Poisson batches are counted from n
-        schedule = plan_schedule(settings, session.plan, loader_batches=len(loader) if counted else None)
+        # Poisson batches per epoch follow from n; without Poisson sampling they are the loader's
+        batches = len(loader) if not settings.poisson_sampling and isinstance(loader, Sized) else None
+        schedule = plan_schedule(settings, session.plan, loader_batches=batches)
         self.schedule = schedule
         if schedule.delta_too_large:
             self._note(
@@ -362,7 +375,7 @@ class DifferentialPrivacy(Defense):
             self.monitor.flag("no_noise", step=0)
         names = {id(p): n for n, p in model.named_parameters()}
         self._declared_passes = session.defenses.forward_passes_per_step
-        self.monitor.watch(tap=choice.engine.tap, loader=new_loader, params=self.optimizer.params, names=names)
+        self.monitor.watch(tap=engine_tap(choice.engine), loader=new_loader, params=self.optimizer.params, names=names)
         self.loader = new_loader
         # the session types its optimizer as torch's; DPSGDOptimizer is a wrapper with the same interface
         session.model, session.optimizer, session.train_loader = wrapped, cast(torch.optim.Optimizer, self.optimizer), new_loader
@@ -580,7 +593,7 @@ def _map_style_dataset(loader: Iterable[Any]) -> Dataset[Any] | None:
     dataset = loader.dataset
     if isinstance(dataset, IterableDataset) or not isinstance(dataset, (Dataset, Sequence)):
         return None
-    return cast("Dataset[Any]", dataset)
+    return dataset
 
 
 def _example(dataset: Dataset[Any] | None) -> torch.Tensor | None:

@@ -37,9 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from securetrain.errors import PrivacyBudgetExhausted
-
 from defenses.privacy.engines.base import Engine, PerSampleGrads
+from securetrain.errors import PrivacyBudgetExhausted
 
 CLIP_EPS = 1e-6
 """Added to per-sample norms before dividing, as Opacus does."""

@@ -28,7 +28,11 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
-from securetrain.distributed.sampling import empty_batch_like, poisson_draw, shard_indices
+from securetrain.distributed.sampling import (
+    empty_batch_like,
+    poisson_draw,
+    shard_indices,
+)
 from securetrain.errors import PrivacyError
 
 

@@ -24,12 +24,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from securetrain.errors import PrivacyError
-from securetrain.training import RunPlan
-
 from defenses.privacy import accounting
 from defenses.privacy.budget import PrivacyBudget
 from defenses.privacy.config import PrivacyConfig
+from securetrain.errors import PrivacyError
+from securetrain.training import RunPlan
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -88,6 +88,19 @@ class Finding:
     message: str
     first_step: int
     count: int = 1
+
+
+@runtime_checkable
+class TappedEngine(Protocol):
+    """An engine that counts the hooked forward passes of each step (every built-in engine, once attached)."""
+
+    @property
+    def tap(self) -> StepTap | None: ...
+
+
+def engine_tap(engine: object) -> StepTap | None:
+    """The forward-pass tap of an attached engine (``None``: the engine keeps none, the pass checks are off)."""
+    return engine.tap if isinstance(engine, TappedEngine) else None
 
 
 class BatchSource(Protocol):
@@ -149,7 +162,7 @@ class ValidityMonitor:
             return
         self.findings[code] = Finding(code, MESSAGES[code].format(detail=detail, step=step), step)
 
-    def watch(self, *, tap: StepTap, loader: BatchSource, params: list[nn.Parameter], names: dict[int, str]) -> None:
+    def watch(self, *, tap: StepTap | None, loader: BatchSource, params: list[nn.Parameter], names: dict[int, str]) -> None:
         """What to watch: the model's forward passes, the loader, the trained parameters."""
         self.tap, self.loader, self.params, self.names = tap, loader, list(params), dict(names)
         self._last_drawn = int(loader.batches_drawn)

@@ -11,10 +11,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from defenses.privacy import DifferentialPrivacy, accounting
-from securetrain.errors import CheckpointError, ModelError, PrivacyBudgetExhausted, PrivacyError, UnknownNameError
+from securetrain.errors import (
+    CheckpointError,
+    ModelError,
+    PrivacyBudgetExhausted,
+    PrivacyError,
+    UnknownNameError,
+)
 from securetrain.training import TrainConfig, fit, protect
-
-
 
 
 def _data(n: int = 200, d: int = 6, seed: int = 0) -> TensorDataset:
@@ -343,16 +347,14 @@ def test_an_unsupported_custom_layer_is_refused_with_the_list_and_the_fix():
             return x * self.scale
 
     model = nn.Sequential(nn.Linear(6, 8), RunningScale(), nn.Linear(8, 2))
-    with pytest.raises(ModelError, match=r"cannot train: 1 \(RunningScale has trainable parameters and buffers.*freeze them"):
-        with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [DifferentialPrivacy(noise_multiplier=1.0)]):
-            pass
+    with pytest.raises(ModelError, match=r"cannot train: 1 \(RunningScale has trainable parameters and buffers.*freeze them"), protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [DifferentialPrivacy(noise_multiplier=1.0)]):
+        pass
 
 
 def test_fix_model_false_refuses_batchnorm():
     model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
-    with pytest.raises(ModelError, match=r"must be replaced for differential privacy: 1 \(BatchNorm1d.*fix_model=True"):
-        with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [DifferentialPrivacy(noise_multiplier=1.0, fix_model=False)]):
-            pass
+    with pytest.raises(ModelError, match=r"must be replaced for differential privacy: 1 \(BatchNorm1d.*fix_model=True"), protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [DifferentialPrivacy(noise_multiplier=1.0, fix_model=False)]):
+        pass
 
 
 # --------------------------------------------------------------------------- bad input
@@ -398,24 +400,21 @@ def test_a_target_unreachable_for_the_schedule_is_refused():
 
 def test_a_target_without_a_planned_length_is_refused_in_a_hand_written_loop():
     model = _model()
-    with pytest.raises(PrivacyError, match="say how long you will train: pass epochs= or steps="):
-        with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [DifferentialPrivacy(epsilon=1.0)]):
-            pass
+    with pytest.raises(PrivacyError, match="say how long you will train: pass epochs= or steps="), protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [DifferentialPrivacy(epsilon=1.0)]):
+        pass
 
 
 def test_a_batch_larger_than_the_data_is_refused():
     model = _model()
-    with pytest.raises(PrivacyError, match=r"the batch size \(500\) is larger than the training set \(200\)"):
-        with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=500), [DifferentialPrivacy(noise_multiplier=1.0)]):
-            pass
+    with pytest.raises(PrivacyError, match=r"the batch size \(500\) is larger than the training set \(200\)"), protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=500), [DifferentialPrivacy(noise_multiplier=1.0)]):
+        pass
 
 
 def test_an_optimizer_over_other_parameters_is_refused():
     model = _model()
     other = nn.Linear(3, 3)
-    with pytest.raises(PrivacyError, match="the optimizer updates parameters that are not the model's"):
-        with protect(model, torch.optim.SGD(other.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [DifferentialPrivacy(noise_multiplier=1.0)]):
-            pass
+    with pytest.raises(PrivacyError, match="the optimizer updates parameters that are not the model's"), protect(model, torch.optim.SGD(other.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [DifferentialPrivacy(noise_multiplier=1.0)]):
+        pass
 
 
 def test_a_large_delta_is_reported():
@@ -449,8 +448,149 @@ def test_an_iterable_dataset_cannot_be_poisson_sampled():
                 yield torch.randn(6), torch.tensor(0)
 
     model = _model()
-    with pytest.raises(PrivacyError, match="Poisson sampling needs a DataLoader over a map-style dataset"):
-        with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(Stream(), batch_size=10),
-                     [DifferentialPrivacy(noise_multiplier=1.0, batch_size=10)], dataset_size=40):
-            pass
+    loader = DataLoader(Stream(), batch_size=10)
+    dp = DifferentialPrivacy(noise_multiplier=1.0, batch_size=10)
+    with (
+        pytest.raises(PrivacyError, match="Poisson sampling needs a DataLoader over a map-style dataset"),
+        protect(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, [dp], dataset_size=40),
+    ):
+        pass
     assert all(not m._forward_hooks for m in model.modules())  # nothing left attached
+
+
+# --------------------------------------------------------------------------- settings, budget, rebuild
+
+
+def test_the_config_rebuilds_an_equal_defense():
+    from securetrain.training import Defense
+
+    dp = DifferentialPrivacy(epsilon=3.0, delta=1e-6, max_grad_norm=0.5, accountant="rdp", max_epsilon=4.0,
+                             physical_batch_size=16, grad_sample_mode="hooks", epochs=3, batch_size=32, seed=9,
+                             fix_model=False)
+    rebuilt = Defense.from_config(dp.config())
+    assert type(rebuilt) is DifferentialPrivacy and rebuilt is not dp
+    assert rebuilt.settings == dp.settings and rebuilt.config() == dp.config()
+    assert Defense.from_config(DifferentialPrivacy(noise_multiplier=1.0).config()).settings.noise_multiplier == 1.0
+    assert rebuilt.target_epsilon == 3.0 and rebuilt.accountant == "rdp" and rebuilt.max_epsilon == 4.0
+
+
+def test_the_settings_are_frozen_and_converted():
+    import dataclasses
+
+    from defenses.privacy import PrivacyConfig
+
+    cfg = PrivacyConfig(epsilon=2, max_grad_norm=1, epochs=3.0, physical_batch_size=8)
+    assert (cfg.epsilon, cfg.max_grad_norm, cfg.epochs, cfg.physical_batch_size) == (2.0, 1.0, 3, 8)
+    assert type(cfg.epsilon) is float and type(cfg.epochs) is int
+    assert cfg.budget_cap == 2.0 and PrivacyConfig(epsilon=3.0, max_epsilon=2.5, noise_multiplier=1.0).budget_cap == 2.5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epsilon = 5.0  # type: ignore[misc]
+    assert PrivacyConfig(**cfg.as_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"epsilon": 1.0, "epochs": 0}, r"epochs must be at least 1, got 0"),
+        ({"epsilon": 1.0, "steps": 2.5}, r"steps must be at least 1, got 2.5"),
+        ({"epsilon": 1.0, "batch_size": True}, r"batch_size must be at least 1, got True"),
+        ({"epsilon": float("nan")}, r"epsilon must be positive, got nan"),
+        ({"epsilon": 1.0, "max_epsilon": -1}, r"max_epsilon must be positive, got -1; it is a hard cap"),
+        ({"noise_multiplier": float("inf")}, r"noise_multiplier must be a finite number >= 0, got inf"),
+        ({"noise_multiplier": "1"}, r"noise_multiplier must be a number, got '1'"),
+        ({"epsilon": 1.0, "delta": "x"}, r"delta must be a number in \(0, 1\), got 'x'"),
+        ({"epsilon": 1.0, "seed": 1.5}, r"seed must be an integer, got 1.5"),
+    ],
+)
+def test_privacy_config_refuses_bad_settings(kwargs, match):
+    from defenses.privacy import PrivacyConfig
+
+    with pytest.raises(PrivacyError, match=match):
+        PrivacyConfig(**kwargs)
+    with pytest.raises(PrivacyError, match=match):
+        DifferentialPrivacy(**kwargs)
+
+
+def test_the_budget_spends_records_and_stops_at_the_cap():
+    from defenses.privacy import PrivacyBudget
+    from defenses.privacy.budget import HistoryEntry
+
+    sigma, q, cap = 1.0, 0.05, 2.0
+    budget = PrivacyBudget("rdp", delta=1e-5, noise_multiplier=sigma, sample_rate=q, cap=cap)
+    fits = accounting.max_steps("rdp", noise_multiplier=sigma, sample_rate=q, delta=1e-5, target=cap)
+    assert budget.budget_steps == fits > 0 and budget.spent() == 0.0
+    for _ in range(fits):
+        assert budget.fits_one_more() and budget.stop_reason() is None
+        budget.record()
+    assert budget.history == (HistoryEntry(sigma, q, fits),) and budget.steps == fits
+    assert budget.spent() == pytest.approx(accounting.epsilon("rdp", [(sigma, q, fits)], 1e-5)) and budget.spent() <= cap
+    assert not budget.fits_one_more()
+    assert budget.stop_reason().startswith(f"stopped after {fits} steps: one more step would spend more than the target epsilon 2")
+
+
+def test_a_budget_with_mixed_rates_asks_the_accountant():
+    from defenses.privacy import PrivacyBudget
+
+    budget = PrivacyBudget("rdp", delta=1e-5, noise_multiplier=1.0, sample_rate=0.05, cap=3.0, cap_name="max_epsilon")
+    steps = 0
+    while budget.fits_one_more():
+        budget.record(groups=2 if steps % 2 else 1)  # every other step two hooked passes: rate 2q
+        steps += 1
+    assert steps > 3 and budget.steps == steps
+    assert [(e.sample_rate, e.steps) for e in budget.history[:3]] == [(0.05, 1), (0.1, 1), (0.05, 1)]
+    assert budget.spent() <= 3.0 < accounting.epsilon("rdp", [*map(tuple, budget.history), (1.0, 0.05, 1)], 1e-5)
+    assert "max_epsilon 3" in budget.stop_reason()
+    gdp = PrivacyBudget("gdp", delta=1e-5, noise_multiplier=1.0, sample_rate=0.05)
+    gdp.record(1)
+    assert gdp.report_accountant == "gdp"
+    gdp.record(2)
+    assert gdp.report_accountant == "rdp"  # gdp cannot analyse mixed rates
+
+
+def test_the_budget_state_round_trips():
+    from defenses.privacy import PrivacyBudget
+
+    def make():
+        return PrivacyBudget("rdp", delta=1e-5, noise_multiplier=1.2, sample_rate=0.1, cap=5.0)
+
+    budget = make()
+    for groups in (1, 1, 2, 1):
+        budget.record(groups)
+    state = budget.state_dict()
+    assert state == {"history": [[1.2, 0.1, 2], [1.2, 0.2, 1], [1.2, 0.1, 1]]}
+    again = make()
+    again.load_state_dict(state)
+    assert again.history == budget.history and again.spent() == budget.spent() and again.steps == 4
+    assert again.fits_one_more() == budget.fits_one_more()
+    with pytest.raises(PrivacyError, match="a privacy history entry must be"):
+        again.load_state_dict({"history": [[1.0, 0.1]]})
+
+
+def test_the_steps_that_fit_are_computed_once_per_schedule():
+    from defenses.privacy.budget import max_steps_within
+
+    max_steps_within.cache_clear()
+    args = ("rdp", 1.3, 0.02, 1e-5, 2.5)
+    first = max_steps_within(*args)
+    assert max_steps_within(*args) == first == accounting.max_steps(
+        "rdp", noise_multiplier=1.3, sample_rate=0.02, delta=1e-5, target=2.5
+    )
+    assert max_steps_within.cache_info().hits >= 1
+
+
+def test_the_private_optimizer_is_recognised_and_not_wrapped_twice():
+    from securetrain.training import PrivateOptimizer
+
+    model = _model()
+    dp = DifferentialPrivacy(noise_multiplier=1.0, accountant="rdp", seed=0)
+    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [dp]) as session:
+        assert isinstance(session.optimizer, PrivateOptimizer)
+        assert not isinstance(session.optimizer, torch.optim.Optimizer)  # a wrapper, not a subclass
+        assert session.optimizer.state_dict() == session.optimizer.original_optimizer.state_dict()
+        with (
+            pytest.raises(PrivacyError, match="already wrapped for differential privacy"),
+            protect(session.model, session.optimizer, session.train_loader, [DifferentialPrivacy(noise_multiplier=1.0)],
+                    dataset_size=200),
+        ):
+            pass
+    assert not isinstance(session.optimizer, PrivateOptimizer)  # the user's optimizer is given back

@@ -15,8 +15,6 @@ from securetrain.errors import PrivacyError
 from securetrain.training import protect
 
 
-
-
 class DictDataset(Dataset):
     """A map-style data set that is not a TensorDataset (the generic collate path)."""
 

@@ -55,7 +55,7 @@ def test_a_correct_run_is_valid(mode):
 
 
 def test_shuffled_fixed_size_batches_are_not_poisson():
-    with _session(poisson_sampling=False) as (session, dp):
+    with _session(poisson_sampling=False) as (session, _dp):
         for x, y in session.train_loader:
             session.optimizer.zero_grad()
             session.loss(x, y).backward()
@@ -73,7 +73,7 @@ def test_a_weighted_sampler_is_not_poisson_and_is_replaced_when_poisson_is_on():
         pass
     privacy = _finish(session)
     assert privacy["valid"] is False and "batches from a WeightedRandomSampler" in privacy["warnings"][0]
-    with _session(loader=DataLoader(data, batch_size=20, sampler=sampler)) as (session, dp):
+    with _session(loader=DataLoader(data, batch_size=20, sampler=sampler)) as (session, _dp):
         assert any("WeightedRandomSampler was replaced by Poisson sampling" in n for n in session.notes)
     privacy = _finish(session)
     assert privacy["valid"] is True
@@ -81,7 +81,7 @@ def test_a_weighted_sampler_is_not_poisson_and_is_replaced_when_poisson_is_on():
 
 @pytest.mark.parametrize("mode", ENGINES)
 def test_two_hooked_forward_passes_on_different_samples_are_detected(mode):
-    with _session(mode) as (session, dp):
+    with _session(mode) as (session, _dp):
         batches = iter(session.train_loader)
         x, y = next(batches)
         x2 = torch.randn_like(x)  # other samples through the hooked model in the same step
@@ -95,7 +95,7 @@ def test_two_hooked_forward_passes_on_different_samples_are_detected(mode):
 
 @pytest.mark.parametrize("mode", ENGINES)
 def test_declared_extra_passes_of_the_same_samples_are_accounted(mode):
-    with _session(mode) as (session, dp):
+    with _session(mode) as (session, _dp):
         declare_forward_passes(session, 2)
         for x, y in session.train_loader:
             if not session.can_step():
@@ -129,7 +129,7 @@ def test_a_defense_can_declare_its_passes_with_a_class_attribute():
 
 
 def test_forward_passes_inside_attack_mode_do_not_count():
-    with _session() as (session, dp):
+    with _session() as (session, _dp):
         for x, y in session.train_loader:
             with attack_mode(session.model) as m:  # an attack's forward/backward, hooks off
                 x_req = x.clone().requires_grad_(True)
@@ -142,7 +142,7 @@ def test_forward_passes_inside_attack_mode_do_not_count():
 
 @pytest.mark.parametrize("mode", ENGINES)
 def test_gradient_accumulation_across_backward_passes_is_detected(mode):
-    with _session(mode) as (session, dp):
+    with _session(mode) as (session, _dp):
         it = iter(session.train_loader)
         session.optimizer.zero_grad()
         for _ in range(2):  # two batches, two backward passes, one step
@@ -156,7 +156,7 @@ def test_gradient_accumulation_across_backward_passes_is_detected(mode):
 
 @pytest.mark.parametrize("mode", ENGINES)
 def test_a_loss_term_outside_the_per_sample_path_is_detected(mode):
-    with _session(mode) as (session, dp):
+    with _session(mode) as (session, _dp):
         model = session.plain_model
         for x, y in session.train_loader:
             session.optimizer.zero_grad()
@@ -190,7 +190,7 @@ def test_the_outside_term_check_keeps_running_after_the_first_steps():
 def test_batches_that_do_not_come_from_the_sampler_are_detected():
     data = _data()
     own = DataLoader(data, batch_size=20, shuffle=True)
-    with _session(loader=own) as (session, dp):
+    with _session(loader=own) as (session, _dp):
         for x, y in own:  # the user's own loader instead of session.train_loader
             session.optimizer.zero_grad()
             session.loss(x, y).backward()
@@ -215,7 +215,7 @@ def test_no_noise_is_reported_as_not_private():
 
 
 def test_validity_findings_survive_a_resume():
-    with _session(poisson_sampling=False) as (session, dp):
+    with _session(poisson_sampling=False) as (_, dp):
         state = dp.state_dict()
     with _session() as (session2, dp2):
         dp2.load_state_dict(state)
