@@ -612,9 +612,6 @@ def _sampler_name(loader: Iterable[Any]) -> str:
     """How ``loader`` draws its batches, for the ``non_poisson`` finding."""
     if not isinstance(loader, DataLoader):
         return f"batches from a {type(loader).__name__}"
-    batch_sampler = loader.batch_sampler
-    if batch_sampler is not None and not isinstance(batch_sampler, BatchSampler):
-        return f"batches from a {type(batch_sampler).__name__}"
     sampler = loader.sampler
     if isinstance(sampler, RandomSampler):
         return "shuffled fixed-size batches (RandomSampler)"
@@ -627,9 +624,6 @@ def _replaced_sampler(loader: Iterable[Any]) -> str | None:
     """The name of a special sampler that Poisson sampling replaces (``None``: a plain random or fixed order)."""
     if not isinstance(loader, DataLoader):
         return None
-    batch_sampler = loader.batch_sampler
-    if batch_sampler is not None and not isinstance(batch_sampler, BatchSampler):
-        return type(batch_sampler).__name__
     sampler = loader.sampler
     if isinstance(sampler, (RandomSampler, SequentialSampler)):
         return None
