@@ -55,7 +55,6 @@ from typing import Any, ClassVar, cast
 import torch
 from torch import nn
 from torch.utils.data import (
-    BatchSampler,
     DataLoader,
     Dataset,
     IterableDataset,
