@@ -104,39 +104,35 @@ def speed_case(model_name: str, mode: str, batch: int, steps: int) -> dict[str, 
     dp = DifferentialPrivacy(noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode=mode, accountant="rdp", seed=0)
     loader = DataLoader(TensorDataset(x_all, y_all), batch_size=min(batch, x_all.shape[0]))
     with protect(private, torch.optim.Adam(private.parameters(), lr=1e-3), loader, [dp]) as session:
-        return _time_steps(plain, plain_opt, session, xb, yb, steps)
+        plain.train()
+        session.model.train()
 
+        def plain_step() -> None:
+            plain_opt.zero_grad(set_to_none=True)
+            F.cross_entropy(plain(xb), yb).backward()
+            plain_opt.step()
 
-def _time_steps(plain, plain_opt, session, xb, yb, steps):  # type: ignore[no-untyped-def]
-    plain.train()
-    session.model.train()
+        def dp_step() -> None:
+            session.optimizer.zero_grad(set_to_none=True)
+            session.loss(xb, yb).backward()
+            session.step()
 
-    def plain_step() -> None:
-        plain_opt.zero_grad(set_to_none=True)
-        F.cross_entropy(plain(xb), yb).backward()
-        plain_opt.step()
-
-    def dp_step() -> None:
-        session.optimizer.zero_grad(set_to_none=True)
-        session.loss(xb, yb).backward()
-        session.step()
-
-    for _ in range(5):
-        plain_step()
-        dp_step()
-    tp, td, cp, cd = [], [], [], []
-    clock = time.thread_time  # CPU time of this thread: what the step costs, whatever else runs
-    for _ in range(steps):
-        t, c = time.perf_counter(), clock()
-        plain_step()
-        cp.append(clock() - c)
-        tp.append(time.perf_counter() - t)
-        t, c = time.perf_counter(), clock()
-        dp_step()
-        cd.append(clock() - c)
-        td.append(time.perf_counter() - t)
-    mem_plain = _peak_bytes(plain_step)
-    mem_dp = _peak_bytes(dp_step)
+        for _ in range(5):
+            plain_step()
+            dp_step()
+        tp, td, cp, cd = [], [], [], []
+        clock = time.thread_time  # CPU time of this thread: what the step costs, whatever else runs
+        for _ in range(steps):
+            t, c = time.perf_counter(), clock()
+            plain_step()
+            cp.append(clock() - c)
+            tp.append(time.perf_counter() - t)
+            t, c = time.perf_counter(), clock()
+            dp_step()
+            cd.append(clock() - c)
+            td.append(time.perf_counter() - t)
+        mem_plain = _peak_bytes(plain_step)
+        mem_dp = _peak_bytes(dp_step)
     p, d = statistics.median(cp), statistics.median(cd)
     pw, dw = statistics.median(tp), statistics.median(td)
     return {

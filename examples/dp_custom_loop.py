@@ -54,8 +54,7 @@ def main(epochs: int = 8, epsilon: float = 3.0) -> dict:
                 loss = session.loss(x, y)  # per-sample losses, averaged
                 loss.backward()
                 session.step()  # clip each sample's gradient, add noise, step, account
-            session.end_epoch()  # epsilon so far joins session.history
-
+            session.end_epoch()
     # leaving the block removed the hooks: `model` is a plain module again
     privacy = session.report()["privacy"]
     return {

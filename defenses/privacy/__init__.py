@@ -2,7 +2,9 @@
 
 Public API (imported lazily; ``import defenses.privacy`` is cheap):
 
-* :class:`DifferentialPrivacy` - the defense (training loop, CLI ``--dp``, or ``protect()``)
+* :class:`DifferentialPrivacy` - the defense (training loop, CLI ``--dp``, or ``with protect(...)``)
+* :class:`PrivacyConfig` - its settings, validated and frozen
+* :class:`PrivacyBudget` - the accountant's history, the epsilon spent, whether one more step fits
 * :func:`make_compatible` - replace BatchNorm/LSTM/attention layers in place, or refuse
 * :func:`declare_forward_passes` - a hand-written loop's extra hooked passes of the same samples
 * :func:`recommended` - tuned training and privacy settings per data set
@@ -24,14 +26,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from defenses.privacy.accounting import calibrate_noise, epsilon, max_steps
+    from defenses.privacy.budget import PrivacyBudget
     from defenses.privacy.compat import make_compatible
+    from defenses.privacy.config import PrivacyConfig
+    from defenses.privacy.curve import sweep
     from defenses.privacy.defense import DifferentialPrivacy
     from defenses.privacy.presets import recommended
-    from defenses.privacy.curve import sweep
     from defenses.privacy.validity import declare_forward_passes
 
 _LAZY = {
     "DifferentialPrivacy": "defenses.privacy.defense",
+    "PrivacyConfig": "defenses.privacy.config",
+    "PrivacyBudget": "defenses.privacy.budget",
     "make_compatible": "defenses.privacy.compat",
     "declare_forward_passes": "defenses.privacy.validity",
     "recommended": "defenses.privacy.presets",
@@ -41,7 +47,19 @@ _LAZY = {
     "max_steps": "defenses.privacy.accounting",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "DifferentialPrivacy",
+    "PrivacyBudget",
+    "PrivacyConfig",
+    "calibrate_noise",
+    "declare_forward_passes",
+    "epsilon",
+    "make_compatible",
+    "max_steps",
+    "recommended",
+    "sweep",
+]
+assert sorted(__all__) == sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

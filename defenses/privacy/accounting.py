@@ -165,7 +165,7 @@ def max_steps(
     """
     if noise_multiplier <= 0:
         return 0 if target < math.inf else limit
-    base = [tuple(h) for h in spent]
+    base = [(float(s), float(q), int(n)) for s, q, n in spent]
 
     def eps_after(n: int) -> float:
         return epsilon(name, [*base, (noise_multiplier, sample_rate, n)], delta) if n > 0 else epsilon(name, base, delta)
@@ -198,7 +198,7 @@ def epsilon_curve(name: str, history: History, delta: float, points: int = 12) -
     total = sum(n for _, _, n in hist)
     if total == 0:
         return [[0, 0.0]]
-    marks = sorted({int(round(total * i / max(points - 1, 1))) for i in range(points)} | {total})
+    marks = sorted({round(total * i / max(points - 1, 1)) for i in range(points)} | {total})
     out: list[list[float]] = []
     for m in marks:
         prefix: list[tuple[float, float, int]] = []

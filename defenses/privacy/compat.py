@@ -31,9 +31,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from securetrain.errors import ModelError, PrivacyError
-
 from defenses.privacy.engines.base import trainable_leaf_modules
+from securetrain.errors import ModelError, PrivacyError
 
 
 def _fixers() -> tuple[dict[type, object], dict[type, object]]:
@@ -142,7 +141,7 @@ def make_compatible(model: nn.Module, *, fix: bool = True) -> list[str]:
             new = fixer(old, num_groups=1)  # type: ignore[operator]
         else:
             new = fixer(old)  # type: ignore[operator]
-        ref = next(iter(old.parameters()), None)
+        ref: torch.Tensor | None = next(iter(old.parameters()), None)
         if ref is None:
             ref = next(iter(old.buffers()), None)
         if ref is not None:

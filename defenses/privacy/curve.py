@@ -59,9 +59,8 @@ def sweep(
     ``max_grad_norm``, ``accountant``, ...); ``non_private_config``: the baseline's own
     settings (default: ``config``).
     """
-    from securetrain.runs import train
-
     from defenses.privacy.defense import DifferentialPrivacy
+    from securetrain.runs import train
 
     eps_list = [float(e) for e in epsilons]
     if not eps_list:

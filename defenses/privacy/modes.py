@@ -33,10 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from securetrain.errors import ModelError
-
 from defenses.privacy.engines import ENGINES, EngineUnsupported, make_engine
 from defenses.privacy.engines.base import Engine, first_tensor
+from securetrain.errors import ModelError
 
 AUTO_ORDER = ("bk", "hooks", "vmap")
 """Engines ``auto`` tries, fastest first (measured in ``benchmarks/bench_dp.py``)."""
@@ -133,7 +132,7 @@ def verify_engine(
                     m.eval()
             out = first_tensor(wrapped(x))
             assert out is not None
-            (out * w).sum().div(x.shape[0]).backward()
+            torch.autograd.backward((out * w).sum().div(x.shape[0]))
             psg = engine.collect()
             got = psg.materialize()
             implied = psg.implied_grads()

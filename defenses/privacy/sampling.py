@@ -21,14 +21,18 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
-from securetrain.distributed.sampling import empty_batch_like, poisson_draw, shard_indices
+from securetrain.distributed.sampling import (
+    empty_batch_like,
+    poisson_draw,
+    shard_indices,
+)
 from securetrain.errors import PrivacyError
 
 
@@ -116,22 +120,20 @@ class CountingLoader:
     """A user's own loader, passed through unchanged, counting the batches it yields.
 
     Used when Poisson sampling is off (the guarantee is then marked invalid) so that the
-    validity check can still tell whether training batches come from this loader.
+    validity check can still tell whether training batches come from this loader. It
+    forwards only ``len()`` and iteration; the user's loader itself is ``.loader``.
     """
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Iterable[Any]) -> None:
         self.loader = loader
         self.batches_drawn = 0
 
     def __len__(self) -> int:
+        if not isinstance(self.loader, Sized):
+            raise TypeError(f"the loader ({type(self.loader).__name__}) has no len()")
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.loader:
             self.batches_drawn += 1
             yield batch
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "loader":
-            raise AttributeError(name)
-        return getattr(self.loader, name)

@@ -17,9 +17,10 @@ leaves that mechanism, and the report marks the epsilon ``valid: false`` with th
 
 A defense that re-uses the *same* samples in extra hooked forward passes of one loss
 (TRADES: a clean and an adversarial pass) declares it with a class attribute
-``privacy_forward_passes = 2``; a hand-written loop calls
-:func:`declare_forward_passes`. Those passes are accounted (each sample's total gradient
-is still clipped once) and do not invalidate the guarantee.
+``forward_passes_per_step = 2``; a hand-written loop calls
+``session.declare_forward_passes(2)`` (or :func:`declare_forward_passes`). Those passes
+are accounted (each sample's total gradient is still clipped once) and do not invalidate
+the guarantee.
 
 Example:
     >>> m = ValidityMonitor()
@@ -32,15 +33,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from defenses.privacy.engines.base import PerSampleGrads, StepTap
 
-FORWARD_PASSES_KEY = "privacy_forward_passes"
-"""``session.extras`` key (and defense class attribute) declaring accounted hooked passes per step."""
+if TYPE_CHECKING:
+    from securetrain.training import TrainingSession
 
 MESSAGES: dict[str, str] = {
     "non_poisson": (
@@ -51,8 +52,8 @@ MESSAGES: dict[str, str] = {
     "multiple_forward": (
         "{detail} forward passes with per-sample hooks contributed to one step (first at step {step}); the "
         "accountant assumes each sample is used once per step. If the extra passes re-use the same samples "
-        "(as TRADES does), declare them (privacy_forward_passes on the defense, or "
-        "defenses.privacy.declare_forward_passes(session, n)); otherwise run them inside "
+        "(as TRADES does), declare them (forward_passes_per_step on the defense, or "
+        "session.declare_forward_passes(n) in a hand-written loop); otherwise run them inside "
         "securetrain.modes.attack_mode"
     ),
     "accumulation": (
@@ -89,15 +90,33 @@ class Finding:
     count: int = 1
 
 
-def declare_forward_passes(session: Any, passes: int) -> None:
+@runtime_checkable
+class TappedEngine(Protocol):
+    """An engine that counts the hooked forward passes of each step (every built-in engine, once attached)."""
+
+    @property
+    def tap(self) -> StepTap | None: ...
+
+
+def engine_tap(engine: object) -> StepTap | None:
+    """The forward-pass tap of an attached engine (``None``: the engine keeps none, the pass checks are off)."""
+    return engine.tap if isinstance(engine, TappedEngine) else None
+
+
+class BatchSource(Protocol):
+    """A loader that counts the batches it has yielded (the Poisson sampler, a counted loader)."""
+
+    @property
+    def batches_drawn(self) -> int: ...
+
+
+def declare_forward_passes(session: TrainingSession, passes: int) -> None:
     """Declare that each step makes ``passes`` hooked forward passes of the *same* samples.
 
-    For hand-written loops (a defense declares it with a ``privacy_forward_passes`` class
-    attribute instead).
+    For hand-written loops; the same as ``session.declare_forward_passes(passes)`` (a
+    defense declares it with its ``forward_passes_per_step`` class attribute instead).
     """
-    if int(passes) < 1:
-        raise ValueError(f"passes must be at least 1, got {passes}")
-    session.extras[FORWARD_PASSES_KEY] = int(passes)
+    session.declare_forward_passes(passes)
 
 
 class ValidityMonitor:
@@ -116,7 +135,7 @@ class ValidityMonitor:
         self.rtol = float(rtol)
         self.findings: dict[str, Finding] = {}
         self.tap: StepTap | None = None
-        self.loader: Any = None
+        self.loader: BatchSource | None = None
         self.params: list[nn.Parameter] = []
         self.names: dict[int, str] = {}
         self.steps_seen = 0
@@ -143,10 +162,10 @@ class ValidityMonitor:
             return
         self.findings[code] = Finding(code, MESSAGES[code].format(detail=detail, step=step), step)
 
-    def watch(self, *, tap: StepTap, loader: Any, params: list[nn.Parameter], names: dict[int, str]) -> None:
+    def watch(self, *, tap: StepTap | None, loader: BatchSource, params: list[nn.Parameter], names: dict[int, str]) -> None:
         """What to watch: the model's forward passes, the loader, the trained parameters."""
         self.tap, self.loader, self.params, self.names = tap, loader, list(params), dict(names)
-        self._last_drawn = int(getattr(loader, "batches_drawn", 0))
+        self._last_drawn = int(loader.batches_drawn)
 
     def inspect(self, psg: PerSampleGrads) -> None:
         """Check one physical step (called before clipping, while ``p.grad`` is autograd's)."""
@@ -159,7 +178,7 @@ class ValidityMonitor:
             elif tap.contributing > self.allowed_forwards:
                 self.flag("multiple_forward", str(tap.contributing), step=step)
         if self.loader is not None:
-            drawn = int(getattr(self.loader, "batches_drawn", 0))
+            drawn = int(self.loader.batches_drawn)
             if drawn == self._last_drawn and psg.batch_size > 0:
                 self.flag("foreign_batches", step=step)
             self._last_drawn = drawn

@@ -23,6 +23,7 @@ from securetrain.training.defense import (
 from securetrain.training.evaluate import evaluate, predict_logits
 from securetrain.training.loop import CHECKPOINT_NAME, TrainResult, fit
 from securetrain.training.plan import RunPlan
+from securetrain.training.protocols import PrivateOptimizer
 from securetrain.training.session import Callback, TrainingSession, protect
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "DefenseStack",
     "EpochMetrics",
     "LossFn",
+    "PrivateOptimizer",
     "RunPlan",
     "TrainConfig",
     "TrainResult",

@@ -15,8 +15,6 @@ from securetrain.errors import PrivacyError
 from securetrain.training import protect
 
 
-
-
 class DictDataset(Dataset):
     """A map-style data set that is not a TensorDataset (the generic collate path)."""
 
@@ -100,14 +98,13 @@ def test_training_through_empty_batches_counts_every_step(mode):
     data = TensorDataset(torch.randn(20, 3), torch.randint(0, 2, (20,)))
     model = nn.Sequential(nn.Linear(3, 2))
     dp = DifferentialPrivacy(noise_multiplier=1.0, accountant="rdp", grad_sample_mode=mode, seed=0)
-    session = protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(data, batch_size=1), [dp])
-    sizes = []
-    for _ in range(2):
-        for x, y in session.train_loader:
-            sizes.append(x.shape[0])
-            session.optimizer.zero_grad()
-            session.loss(x, y).backward()
-            session.step()
-    session.defenses.teardown(session)
+    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(data, batch_size=1), [dp]) as session:
+        sizes = []
+        for _ in range(2):
+            for x, y in session.train_loader:
+                sizes.append(x.shape[0])
+                session.optimizer.zero_grad()
+                session.loss(x, y).backward()
+                session.step()
     assert 0 in sizes and dp.steps_taken == len(sizes) == 40
     assert dp.report(session)["privacy"]["valid"] is True

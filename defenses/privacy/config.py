@@ -1,0 +1,138 @@
+"""``PrivacyConfig``: the settings of a :class:`~defenses.privacy.DifferentialPrivacy`, checked once.
+
+Every setting is validated when the config is built (a
+:class:`~securetrain.errors.PrivacyError` that says what is wrong and how to fix it; an
+:class:`~securetrain.errors.UnknownNameError` listing the choices for an accountant or a
+``grad_sample_mode``), and converted to its plain type. The config is frozen: a run's
+privacy settings never change after they are given. :meth:`PrivacyConfig.as_dict` is what
+``config.json`` stores and what the constructor takes back.
+
+Example:
+    >>> from defenses.privacy.config import PrivacyConfig
+    >>> cfg = PrivacyConfig(epsilon=3, epochs=5)
+    >>> cfg.epsilon, cfg.max_grad_norm, cfg.budget_cap
+    (3.0, 1.0, 3.0)
+    >>> PrivacyConfig(**cfg.as_dict()) == cfg
+    True
+    >>> PrivacyConfig(epsilon=0)
+    Traceback (most recent call last):
+    ...
+    securetrain.errors.PrivacyError: epsilon must be positive, got 0; a target epsilon is a positive number such as 1, 3 or 8
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from defenses.privacy import accounting
+from defenses.privacy.engines import ENGINES
+from securetrain.errors import PrivacyError
+from securetrain.validation import check_delta, check_number, check_positive
+
+
+def _positive(what: str, value: object, hint: str) -> float:
+    f = check_number(what, value, error=PrivacyError)
+    if math.isnan(f) or not f > 0:
+        raise PrivacyError(f"{what} must be positive, got {value}; {hint}")
+    return f
+
+
+def _optional_positive(what: str, value: object, hint: str) -> float | None:
+    return None if value is None else _positive(what, value, hint)
+
+
+def _optional_count(what: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # e.g. a count read back from JSON as 2.0
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise PrivacyError(f"{what} must be at least 1, got {value}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """The settings of differential privacy (see :class:`~defenses.privacy.DifferentialPrivacy`).
+
+    ``epsilon``: target epsilon; ``delta``: target delta in (0, 1) (``None``: from the data
+    set size); ``max_grad_norm``: per-sample clipping norm; ``noise_multiplier``: fixed noise
+    (``None``: calibrated to ``epsilon``); ``accountant``: ``prv``, ``rdp`` or ``gdp``;
+    ``max_epsilon``: hard cap; ``poisson_sampling``; ``physical_batch_size``;
+    ``grad_sample_mode``: ``auto`` or an engine name; ``epochs`` / ``steps``: the planned
+    length; ``batch_size``: expected logical batch; ``seed``; ``fix_model``.
+    """
+
+    epsilon: float | None = None
+    delta: float | None = None
+    max_grad_norm: float = 1.0
+    noise_multiplier: float | None = None
+    accountant: str = "prv"
+    max_epsilon: float | None = None
+    poisson_sampling: bool = True
+    physical_batch_size: int | None = None
+    grad_sample_mode: str = "auto"
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    fix_model: bool = True
+
+    def __post_init__(self) -> None:
+        epsilon = _optional_positive("epsilon", self.epsilon, "a target epsilon is a positive number such as 1, 3 or 8")
+        max_epsilon = _optional_positive("max_epsilon", self.max_epsilon, "it is a hard cap on the epsilon spent")
+        delta = None if self.delta is None else check_delta(self.delta, error=PrivacyError)
+        max_grad_norm = _positive("max_grad_norm", self.max_grad_norm, "it is the per-sample clipping norm, e.g. 1.0")
+        sigma = None
+        if self.noise_multiplier is not None:
+            sigma = check_positive("noise_multiplier", self.noise_multiplier, error=PrivacyError, allow_zero=True)
+        if epsilon is None and sigma is None:
+            raise PrivacyError("give a target epsilon (epsilon=...) or a noise_multiplier; differential privacy needs one of them")
+        if sigma == 0 and (epsilon is not None or max_epsilon is not None):
+            raise PrivacyError(
+                "noise_multiplier=0 spends an infinite epsilon, so no epsilon budget can be met; use a positive noise_multiplier"
+            )
+        if max_epsilon is not None and epsilon is not None and sigma is None and max_epsilon < epsilon:
+            raise PrivacyError(f"max_epsilon ({max_epsilon}) is below the target epsilon ({epsilon}); lower the target instead")
+        accounting.ACCOUNTANTS.get(self.accountant)
+        if self.grad_sample_mode != "auto":
+            ENGINES.get(self.grad_sample_mode)
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)):
+            raise PrivacyError(f"seed must be an integer, got {self.seed!r}")
+        converted: dict[str, Any] = {
+            "epsilon": epsilon,
+            "max_epsilon": max_epsilon,
+            "delta": delta,
+            "max_grad_norm": max_grad_norm,
+            "noise_multiplier": sigma,
+            "physical_batch_size": _optional_count("physical_batch_size", self.physical_batch_size),
+            "epochs": _optional_count("epochs", self.epochs),
+            "steps": _optional_count("steps", self.steps),
+            "batch_size": _optional_count("batch_size", self.batch_size),
+            "seed": None if self.seed is None else int(self.seed),
+            "poisson_sampling": bool(self.poisson_sampling),
+            "fix_model": bool(self.fix_model),
+        }
+        for key, value in converted.items():
+            object.__setattr__(self, key, value)
+
+    @property
+    def budget_cap(self) -> float | None:
+        """The epsilon no step may exceed: the smaller of ``epsilon`` and ``max_epsilon``."""
+        caps = [e for e in (self.epsilon, self.max_epsilon) if e is not None]
+        return min(caps) if caps else None
+
+    @property
+    def cap_name(self) -> str:
+        """What :attr:`budget_cap` is called in messages: ``target epsilon`` or ``max_epsilon``."""
+        return "target epsilon" if self.epsilon is not None and self.budget_cap == self.epsilon else "max_epsilon"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings by constructor keyword (for ``config.json``)."""
+        return asdict(self)
+
+
+__all__ = ["PrivacyConfig"]
