@@ -5,16 +5,22 @@ The pieces, in the order a model goes through them:
 
 - :func:`validate` / :func:`make_he_friendly`: which layers cannot run under CKKS and the fix;
 - :func:`compile_model`: the model as a chain of affine maps and squares;
-- :func:`plan`: CKKS parameters at 128-bit security from the depth and value range;
-- packings ``"throughput"`` (batch across slots) and ``"latency"`` (one sample per ciphertext);
+- :func:`plan`: CKKS parameters (an :class:`EncryptionPlan`, pure data) at 128-bit security
+  from the depth and value range;
+- packings ``"throughput"`` (batch across slots) and ``"latency"`` (one sample per ciphertext),
+  registered in :data:`PACKINGS` when this package is imported; each prices a layout in one
+  :meth:`Packing.cost <securetrain.encrypted.packing.Packing.cost>` (a :class:`LayoutCost`);
 - :class:`EncryptedModel` + :class:`InferenceServer` (server, public context only) and
   :class:`EncryptionClient` (keys, encrypt, decrypt);
 - :func:`serve` / :class:`RemoteClient`: the same over HTTP;
 - :func:`evaluate_encrypted`: the report's ``encrypted`` section for a model and data.
 
-Nothing (TenSEAL included) is imported until used.
+Importing the package registers the two packings (light modules: no TenSEAL, no torch);
+everything else (TenSEAL included) is imported when first used.
 
 Example:
+    >>> sorted(PACKINGS)
+    ['latency', 'throughput']
     >>> import torch
     >>> from securetrain.models import build_model
     >>> from securetrain import encrypted
@@ -29,6 +35,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# The packing protocol and registry, and the two built-in packings, which register themselves.
+from securetrain.encrypted import latency as _latency  # noqa: F401
+from securetrain.encrypted import throughput as _throughput  # noqa: F401
+from securetrain.encrypted.packing import PACKINGS, LayoutCost, Packing, get_packing
+
 _EXPORTS = {
     "PolyActivation": "activations",
     "fit_polynomial": "activations",
@@ -42,11 +53,9 @@ _EXPORTS = {
     "ACTIVATION_REPLACEMENTS": "validator",
     "CompiledModel": "compiler",
     "compile_model": "compiler",
-    "EncryptionPlan": "planner",
+    "EncryptionPlan": "params",
+    "MAX_COEFF_BITS_128": "params",
     "plan": "planner",
-    "MAX_COEFF_BITS_128": "planner",
-    "PACKINGS": "packing",
-    "get_packing": "packing",
     "EncryptedModel": "server",
     "InferenceServer": "server",
     "EncryptionClient": "client",
@@ -74,11 +83,16 @@ if TYPE_CHECKING:
         WireFormatError,
     )
     from securetrain.encrypted.evaluate import evaluate_encrypted
-    from securetrain.encrypted.http import EncryptedInferenceService, RemoteClient, serve, start_server
+    from securetrain.encrypted.http import (
+        EncryptedInferenceService,
+        RemoteClient,
+        serve,
+        start_server,
+    )
     from securetrain.encrypted.layers import ChannelAffine, register_layer
     from securetrain.encrypted.models import HECNN2
-    from securetrain.encrypted.packing import PACKINGS, get_packing
-    from securetrain.encrypted.planner import MAX_COEFF_BITS_128, EncryptionPlan, plan
+    from securetrain.encrypted.params import MAX_COEFF_BITS_128, EncryptionPlan
+    from securetrain.encrypted.planner import plan
     from securetrain.encrypted.server import EncryptedModel, InferenceServer
     from securetrain.encrypted.validator import (
         ACTIVATION_REPLACEMENTS,
@@ -89,7 +103,41 @@ if TYPE_CHECKING:
         validate,
     )
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ACTIVATION_REPLACEMENTS",
+    "HECNN2",
+    "MAX_COEFF_BITS_128",
+    "PACKINGS",
+    "ChannelAffine",
+    "CompiledModel",
+    "ContextMismatchError",
+    "EncryptedInferenceService",
+    "EncryptedModel",
+    "EncryptionClient",
+    "EncryptionPlan",
+    "FineTune",
+    "InferenceServer",
+    "Issue",
+    "LayoutCost",
+    "Packing",
+    "PolyActivation",
+    "PublicContextError",
+    "RemoteClient",
+    "SecretKeyRequiredError",
+    "WireFormatError",
+    "compile_model",
+    "decrypt",
+    "evaluate_encrypted",
+    "fit_polynomial",
+    "get_packing",
+    "is_he_friendly",
+    "make_he_friendly",
+    "plan",
+    "register_layer",
+    "serve",
+    "start_server",
+    "validate",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,9 +20,16 @@ import torch
 
 from securetrain.encrypted.errors import ContextMismatchError, SecretKeyRequiredError
 from securetrain.encrypted.packing import Packing, get_packing
-from securetrain.encrypted.planner import EncryptionPlan
+from securetrain.encrypted.params import EncryptionPlan
 from securetrain.encrypted.server import SPEC_FORMAT
-from securetrain.encrypted.wire import REQUEST, RESPONSE, fingerprint, pack_groups, spec_fingerprint, unpack_groups
+from securetrain.encrypted.wire import (
+    REQUEST,
+    RESPONSE,
+    context_fingerprint,
+    pack_groups,
+    spec_fingerprint,
+    unpack_groups,
+)
 from securetrain.errors import EncryptionError
 
 
@@ -69,6 +76,7 @@ class EncryptionClient:
         self.plan = EncryptionPlan.from_dict(spec["plan"])
         self.layout: dict[str, Any] = spec["layout"]
         self.packing: Packing = get_packing(self.plan.mode)
+        self.packing.check_plan(self.plan)
         if not isinstance(self.layout, dict):
             raise EncryptionError("malformed spec: 'layout' must be an object")
         self.packing.check_layout(self.layout, self.plan)
@@ -84,9 +92,9 @@ class EncryptionClient:
         if self.plan.galois_keys:
             ctx.generate_galois_keys()
         self._context = ctx
-        self._public = ctx.serialize(save_public_key=True, save_secret_key=False,
+        self._public: bytes = ctx.serialize(save_public_key=True, save_secret_key=False,
                                      save_galois_keys=self.plan.galois_keys, save_relin_keys=True)
-        self.context_id = fingerprint(self._public)
+        self.context_id = context_fingerprint(self._public)
 
     @property
     def context(self) -> Any:

@@ -26,7 +26,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from securetrain.encrypted.activations import PolyActivation
-from securetrain.encrypted.layers import rule_for
+from securetrain.encrypted.layers import get_layer_rule
+from securetrain.encrypted.validator import format_issues, validate
 from securetrain.errors import EncryptionError, ModelError
 from securetrain.modes import eval_mode, unwrap
 
@@ -65,7 +66,8 @@ class Affine:
         return float(np.max(np.asarray(abs(self.weight).sum(axis=1)).ravel()))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.weight @ x.T).T + self.bias
+        out: np.ndarray = np.asarray(self.weight @ x.T).T + self.bias
+        return out
 
 
 @dataclass
@@ -85,10 +87,11 @@ class SquareOp:
         return self.size
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        return x * x
+        out: np.ndarray = x * x
+        return out
 
 
-Op = Union[Affine, SquareOp]
+Op: TypeAlias = Affine | SquareOp
 
 
 @dataclass
@@ -274,8 +277,9 @@ def _poly_ops(coeffs: tuple[float, float, float], size: int, source: str) -> lis
 def _fuse(ops: list[Op]) -> list[Op]:
     out: list[Op] = []
     for op in ops:
-        if isinstance(op, Affine) and out and isinstance(out[-1], Affine):
-            prev = out.pop()
+        prev = out[-1] if out else None
+        if isinstance(op, Affine) and isinstance(prev, Affine):
+            out.pop()
             w = (op.weight @ prev.weight).tocsr()
             w.eliminate_zeros()
             b = np.asarray(op.weight @ prev.bias).ravel() + op.bias
@@ -290,7 +294,7 @@ def _is_identity(op: Op) -> bool:
     if not isinstance(op, Affine) or op.in_features != op.out_features or np.any(op.bias != 0.0):
         return False
     diff = op.weight - sp.identity(op.in_features, format="csr")
-    return diff.count_nonzero() == 0
+    return bool(diff.count_nonzero() == 0)
 
 
 def compile_model(
@@ -307,8 +311,6 @@ def compile_model(
     ``calibration`` data the magnitudes of all intermediate values are measured, which lets
     the planner size the modulus tightly.
     """
-    from securetrain.encrypted.validator import format_issues, validate
-
     inner = unwrap(model)
     shape = tuple(int(s) for s in (input_shape if input_shape is not None else getattr(inner, "input_shape", ())))
     if not shape or any(s < 1 for s in shape):
@@ -338,7 +340,7 @@ def compile_model(
                 "or functional calls such as torch.relu between layers cannot be compiled); express the "
                 "computation as a sequence of modules"
             )
-        rule = rule_for(rec.module)
+        rule = get_layer_rule(rec.module)
         if rule is None:  # validate() should have caught it
             raise EncryptionError(f"layer {rec.name!r} ({type(rec.module).__name__}) is not supported under CKKS")
         size = int(rec.out[0].numel())

@@ -41,7 +41,8 @@ def float64_logits(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     """
     m64 = copy.deepcopy(unwrap(model)).double()
     with eval_mode(m64), torch.no_grad():
-        return m64(x.double()).reshape(x.shape[0], -1).numpy()
+        logits: np.ndarray = m64(x.double()).reshape(x.shape[0], -1).numpy()
+        return logits
 
 
 def evaluate_encrypted(

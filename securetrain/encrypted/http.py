@@ -36,15 +36,22 @@ import urllib.request
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from securetrain.encrypted.client import EncryptionClient
-from securetrain.encrypted.errors import ContextMismatchError, PublicContextError, WireFormatError
+from securetrain.encrypted.errors import (
+    ContextMismatchError,
+    PublicContextError,
+    WireFormatError,
+)
 from securetrain.encrypted.server import EncryptedModel, InferenceServer
 from securetrain.encrypted.wire import CONTENT_TYPE, REQUEST, decode_header
 from securetrain.errors import ConfigurationError, EncryptionError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +110,7 @@ class EncryptedInferenceService:
         with self._lock:
             server = self._servers.get(ctx_id) if isinstance(ctx_id, str) else None
             if server is not None:
-                self._servers.move_to_end(ctx_id)
+                self._servers.move_to_end(server.context_id)
         if server is None:
             raise UnknownContextError(
                 "the request names a context this service does not hold; POST the public context to "
@@ -132,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
     service: EncryptedInferenceService
     max_body_bytes: int
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
         logger.info("%s %s", self.address_string(), format % args)
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
@@ -155,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(parsed.query).items()}
         return parsed.path.rstrip("/") or "/", query
 
-    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+    def do_GET(self) -> None:  # the stdlib's name
         path, query = self._route()
         try:
             if path == "/v1/health":
@@ -166,7 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200, self.service.spec(query.get("mode", "throughput")))
             else:
                 self._error(404, "NotFound", f"no such endpoint {path!r}")
-        except Exception as exc:  # every failure becomes a JSON error; the server keeps serving
+        except Exception as exc:  # noqa: BLE001 (every failure becomes a JSON error; the server keeps serving)
             self._fail(exc)
 
     def _read_body(self) -> bytes | None:
@@ -204,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return body
 
-    def do_POST(self) -> None:  # noqa: N802 (stdlib name)
+    def do_POST(self) -> None:  # the stdlib's name
         path, query = self._route()
         if path not in ("/v1/contexts", "/v1/infer"):
             self.close_connection = True
@@ -219,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(201, {"context_id": ctx_id})
             else:
                 self._send(200, self.service.infer(body), CONTENT_TYPE)
-        except Exception as exc:  # every failure becomes a JSON error; the server keeps serving
+        except Exception as exc:  # noqa: BLE001 (every failure becomes a JSON error; the server keeps serving)
             self._fail(exc)
 
     def _fail(self, exc: Exception) -> None:
@@ -238,14 +245,15 @@ class RunningServer:
         self.httpd = httpd
         self.thread = thread
         host, port = httpd.server_address[:2]
-        self.url = f"http://{host}:{port}"
+        name = host.decode() if isinstance(host, (bytes, bytearray)) else str(host)
+        self.url = f"http://{name}:{port}"
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=30)
 
-    def __enter__(self) -> RunningServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -320,8 +328,9 @@ class RemoteClient:
         if body is not None:
             req.add_header("Content-Type", CONTENT_TYPE)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 (URL given by the caller)
-                return resp.read()
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # the URL is the caller's
+                reply: bytes = resp.read()
+                return reply
         except urllib.error.HTTPError as exc:
             payload = exc.read()
             try:

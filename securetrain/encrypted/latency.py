@@ -26,20 +26,32 @@ Example:
     >>> layout = LatencyPacking().layout(cm, p)
     >>> layout["input"], layout["chunks"], layout["rows"], p.depth
     ('expanded', 128, 32, 4)
+    >>> cost = LatencyPacking().cost(cm, p.slots, "expanded")
+    >>> cost.depth, cost.galois_keys, cost.extra_first_level, cost.rotation_amplification
+    (4, True, True, 128.0)
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from securetrain.encrypted.compiler import Affine, CompiledModel
-from securetrain.encrypted.packing import PACKINGS, Group, Packing, Program, next_pow2
-from securetrain.encrypted.planner import EncryptionPlan
+from securetrain.encrypted.packing import (
+    PACKINGS,
+    Group,
+    LayoutCost,
+    Packing,
+    Program,
+    next_pow2,
+)
 from securetrain.errors import EncryptionError
+
+if TYPE_CHECKING:
+    from securetrain.encrypted.compiler import CompiledModel
+    from securetrain.encrypted.params import EncryptionPlan
 
 CONST = -1
 ZERO = -2
@@ -64,6 +76,9 @@ def _const_out_flags(compiled: CompiledModel) -> list[bool]:
 
 
 def _structure(compiled: CompiledModel, slots: int, variant: str) -> _Structure:
+    # compiler imports torch: imported when a model is laid out, not with the package
+    from securetrain.encrypted.compiler import Affine
+
     ops = compiled.ops
     flags = _const_out_flags(compiled)
     expanded = False
@@ -118,6 +133,8 @@ class LatencyProgram(Program):
     """The server side of the latency packing for one model and plan."""
 
     def __init__(self, compiled: CompiledModel, plan: EncryptionPlan) -> None:
+        from securetrain.encrypted.compiler import Affine
+
         st = _structure(compiled, plan.slots, plan.variant)
         if st.reason:
             raise EncryptionError(st.reason)
@@ -202,36 +219,29 @@ class LatencyPacking(Packing):
     name = "latency"
     variants = ("expanded", "diagonal")
 
-    def fits(self, compiled: CompiledModel, slots: int, variant: str) -> str | None:
+    def cost(self, compiled: CompiledModel, slots: int, variant: str) -> LayoutCost:
         if variant not in self.variants:
-            return f"unknown latency variant {variant!r}"
+            return LayoutCost(depth=compiled.depth, galois_keys=True, reason=f"unknown latency variant {variant!r}")
+        st = _structure(compiled, slots, variant)
+        reason = st.reason
         if variant == "diagonal" and compiled.input_size + 1 > slots:
-            return f"{compiled.input_size} input features (+1 constant) do not fit in {slots} slots"
-        return _structure(compiled, slots, variant).reason
-
-    def depth(self, compiled: CompiledModel, slots: int, variant: str) -> int:
-        return compiled.depth + (1 if _structure(compiled, slots, variant).expanded else 0)
-
-    def galois_keys(self, compiled: CompiledModel, slots: int, variant: str) -> bool:
-        return True
-
-    def extra_first_level(self, compiled: CompiledModel, slots: int, variant: str) -> bool:
-        return _structure(compiled, slots, variant).expanded
-
-    def key_switches(self, compiled: CompiledModel, slots: int, variant: str) -> list[int]:
-        return list(_structure(compiled, slots, variant).diagonals)
-
-    def rotation_amplification(self, compiled: CompiledModel, slots: int, variant: str) -> float:
-        st = _structure(compiled, slots, variant)
-        # enc_matmul_plain rescales, then rotates and sums slots/rows blocks; the diagonal
-        # method rotates before its rescale, where key-switching noise is negligible.
-        return float(slots // st.rows) if st.expanded else 0.0
-
-    def notes(self, compiled: CompiledModel, slots: int, variant: str) -> list[str]:
-        st = _structure(compiled, slots, variant)
+            reason = f"{compiled.input_size} input features (+1 constant) do not fit in {slots} slots"
         if st.expanded:
-            return [f"first layer in expanded layout ({st.chunks} chunks x {st.rows} rows, one extra level)"]
-        return ["first layer by the diagonal method on replicated input"]
+            note = f"first layer in expanded layout ({st.chunks} chunks x {st.rows} rows, one extra level)"
+        else:
+            note = "first layer by the diagonal method on replicated input"
+        return LayoutCost(
+            depth=compiled.depth + (1 if st.expanded else 0),
+            galois_keys=True,
+            reason=reason,
+            extra_first_level=st.expanded,
+            key_switches=tuple(st.diagonals),
+            rescales_per_output=(1,) * compiled.n_affine,
+            # enc_matmul_plain rescales, then rotates and sums slots/rows blocks; the diagonal
+            # method rotates before its rescale, where key-switching noise is negligible.
+            rotation_amplification=float(slots // st.rows) if st.expanded else 0.0,
+            notes=(note,),
+        )
 
     def layout(self, compiled: CompiledModel, plan: EncryptionPlan) -> dict[str, Any]:
         prog = LatencyProgram(compiled, plan)

@@ -4,20 +4,25 @@ Every supported leaf module has a :class:`LayerRule`: ``"linear"`` (an affine ma
 compiler reads it off the module's action on a basis, so any linear layer works:
 linear, convolution of any stride/padding/groups, average pooling, zero padding),
 ``"identity"`` (reshapes and eval-mode dropout), ``"square"`` or ``"poly"`` (the
-polynomial activations). Register your own linear layer with :func:`register_layer`.
+polynomial activations). Register your own linear layer with :func:`register_layer`; the
+rules live in :data:`CKKS_LAYERS` (keyed by the class's qualified name).
 
 Example:
     >>> from torch import nn
-    >>> rule_for(nn.Conv2d(1, 2, 3)).kind
+    >>> get_layer_rule(nn.Conv2d(1, 2, 3)).kind
     'linear'
-    >>> rule_for(nn.ReLU()) is None
+    >>> get_layer_rule(nn.ReLU()) is None
+    True
+    >>> "torch.nn.modules.linear.Linear" in CKKS_LAYERS
     True
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +42,8 @@ class LayerRule:
     kind: str
 
 
-LAYERS: Registry[LayerRule] = Registry("CKKS layer")
+CKKS_LAYERS: Registry[LayerRule] = Registry("CKKS layer")
+"""Rules by module type (``"module.QualName"``); fill it with :func:`register_layer`."""
 
 
 def _key(cls: type) -> str:
@@ -52,15 +58,15 @@ def register_layer(cls: type[nn.Module], kind: str, *, overwrite: bool = False) 
     """
     if kind not in KINDS:
         raise ModelError(f"layer kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    LAYERS.add(_key(cls), LayerRule(kind), overwrite=overwrite)
+    CKKS_LAYERS.add(_key(cls), LayerRule(kind), overwrite=overwrite)
 
 
-def rule_for(module: nn.Module) -> LayerRule | None:
+def get_layer_rule(module: nn.Module) -> LayerRule | None:
     """The rule of ``module``'s type (or of its nearest registered base class), else None."""
     for cls in type(module).__mro__:
         key = _key(cls)
-        if key in LAYERS:
-            return LAYERS.get(key)
+        if key in CKKS_LAYERS:
+            return CKKS_LAYERS.get(key)
         if cls is nn.Module:
             break
     return None
@@ -93,15 +99,31 @@ class ChannelAffine(nn.Module):
         return x * self.scale.to(x.dtype).view(view) + self.shift.to(x.dtype).view(view)
 
 
-for _cls in (
+_LINEAR: tuple[type[nn.Module], ...] = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
     nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
     nn.ZeroPad1d, nn.ZeroPad2d, ChannelAffine,
-):
+)
+_IDENTITY: tuple[type[nn.Module], ...] = (
+    nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+)
+for _cls in _LINEAR:
     register_layer(_cls, "linear")
-for _cls in (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d):
+for _cls in _IDENTITY:
     register_layer(_cls, "identity")
 register_layer(Square, "square")
 register_layer(PolyActivation, "poly")
 
-__all__ = ["KINDS", "LAYERS", "ChannelAffine", "LayerRule", "register_layer", "rule_for"]
+_DEPRECATED = {"LAYERS": "CKKS_LAYERS", "rule_for": "get_layer_rule"}
+
+
+def __getattr__(name: str) -> Any:
+    # Renamed names keep working for a while, with a DeprecationWarning.
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"securetrain.encrypted.layers.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+    return globals()[new]
+
+
+__all__ = ["CKKS_LAYERS", "KINDS", "ChannelAffine", "LayerRule", "get_layer_rule", "register_layer"]

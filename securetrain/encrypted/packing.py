@@ -1,11 +1,14 @@
-"""The packing protocol: how samples are laid out in ciphertext slots, and the registry.
+"""The packing protocol, its layout cost and the registry of packings.
 
-Two packings ship: ``"throughput"`` (:mod:`securetrain.encrypted.throughput`: the batch
-across the slots, one ciphertext per feature) and ``"latency"``
-(:mod:`securetrain.encrypted.latency`: one sample per ciphertext). A packing tells the
-planner what depth and keys it needs, gives the client a public layout (JSON), encrypts
-and decrypts on the client, and compiles a :class:`Program` that a server runs on
-ciphertexts.
+A packing is how samples are laid out in ciphertext slots. Two ship, each registering
+itself in :data:`PACKINGS` when its module is imported (importing
+:mod:`securetrain.encrypted` imports both): ``"throughput"``
+(:mod:`securetrain.encrypted.throughput`: the batch across the slots, one ciphertext per
+feature) and ``"latency"`` (:mod:`securetrain.encrypted.latency`: one sample per
+ciphertext). A packing tells the planner in one :meth:`Packing.cost` what laying a model
+out at a ring size costs (a :class:`LayoutCost`: depth, keys, noise terms, or why it does
+not fit), gives the client a public layout (JSON), encrypts and decrypts on the client,
+and compiles a :class:`Program` that a server runs on ciphertexts.
 
 Example:
     >>> get_packing("throughput").name
@@ -27,7 +30,7 @@ from securetrain.registry import Registry
 
 if TYPE_CHECKING:
     from securetrain.encrypted.compiler import CompiledModel
-    from securetrain.encrypted.planner import EncryptionPlan
+    from securetrain.encrypted.params import EncryptionPlan
 
 
 @dataclass
@@ -47,6 +50,42 @@ class Program(ABC):
         """Evaluate one group; ``context`` is the (public) TenSEAL context."""
 
 
+@dataclass(frozen=True)
+class LayoutCost:
+    """What laying out one model with one packing and variant costs at a slot count: everything
+    the planner needs, worked out once.
+
+    Example:
+        >>> cost = LayoutCost(depth=3, galois_keys=False, notes=("one chunk",))
+        >>> cost.fits, cost.rotation_amplification
+        (True, 0.0)
+    """
+
+    depth: int
+    """Levels the evaluation consumes."""
+    galois_keys: bool
+    """Whether rotations (Galois keys) are needed."""
+    reason: str | None = None
+    """Why the model cannot be laid out with these slots, or None if it can."""
+    extra_first_level: bool = False
+    """Whether the first affine map costs an extra level (for the error estimate)."""
+    key_switches: tuple[int, ...] = ()
+    """Approximate key switches per affine map (for the error estimate)."""
+    rescales_per_output: tuple[int, ...] = ()
+    """Per affine map: how many separately rescaled products are summed into one output (each
+    rescale adds its own rounding noise; for the error estimate). Missing entries count as 1."""
+    rotation_amplification: float = 0.0
+    """How many times the noise of one key switch done *after* a rescale is multiplied
+    (rotate-and-sum doubles the accumulated noise at every step); 0 if there is none. The
+    planner sizes the special prime so that this noise stays below the scale's."""
+    notes: tuple[str, ...] = ()
+    """Human-readable remarks recorded in the plan."""
+
+    @property
+    def fits(self) -> bool:
+        return self.reason is None
+
+
 class Packing(ABC):
     """Layout of samples in ciphertexts; see the module docstring."""
 
@@ -55,39 +94,17 @@ class Packing(ABC):
     """Ways to lay out a model, in order of preference at a given ring size."""
 
     @abstractmethod
-    def fits(self, compiled: CompiledModel, slots: int, variant: str) -> str | None:
-        """Why the model cannot be laid out with ``slots`` slots, or None if it can."""
+    def cost(self, compiled: CompiledModel, slots: int, variant: str) -> LayoutCost:
+        """What laying ``compiled`` out as ``variant`` with ``slots`` slots costs (or why it cannot)."""
 
-    @abstractmethod
-    def depth(self, compiled: CompiledModel, slots: int, variant: str) -> int:
-        """Levels the evaluation consumes."""
-
-    @abstractmethod
-    def galois_keys(self, compiled: CompiledModel, slots: int, variant: str) -> bool:
-        """Whether rotations (Galois keys) are needed."""
-
-    def extra_first_level(self, compiled: CompiledModel, slots: int, variant: str) -> bool:
-        """Whether the first affine map costs an extra level (for the error estimate)."""
-        return False
-
-    def key_switches(self, compiled: CompiledModel, slots: int, variant: str) -> list[int]:
-        """Approximate key switches per affine map (for the error estimate)."""
-        return []
-
-    def notes(self, compiled: CompiledModel, slots: int, variant: str) -> list[str]:
-        """Human-readable remarks recorded in the plan."""
-        return []
-
-    def rescales_per_output(self, compiled: CompiledModel, slots: int, variant: str) -> list[int]:
-        """Per affine map: how many separately rescaled products are summed into one output
-        (each rescale adds its own rounding noise; for the error estimate)."""
-        return [1] * compiled.n_affine
-
-    def rotation_amplification(self, compiled: CompiledModel, slots: int, variant: str) -> float:
-        """How many times the noise of one key switch done *after* a rescale is multiplied
-        (rotate-and-sum doubles the accumulated noise at every step); 0 if there is none.
-        The planner sizes the special prime so that this noise stays below the scale's."""
-        return 0.0
+    def check_plan(self, plan: EncryptionPlan) -> None:
+        """Raise :class:`EncryptionError` unless ``plan`` was made for this packing and one of its variants."""
+        if plan.mode != self.name:
+            raise EncryptionError(f"the plan is for the {plan.mode} packing, not {self.name}")
+        if plan.variant not in self.variants:
+            raise EncryptionError(
+                f"{self.name} packing has no variant {plan.variant!r}; choose one of {', '.join(self.variants)}"
+            )
 
     @abstractmethod
     def layout(self, compiled: CompiledModel, plan: EncryptionPlan) -> dict[str, Any]:
@@ -129,14 +146,7 @@ PACKINGS: Registry[Packing] = Registry("packing")
 
 def get_packing(name: str) -> Packing:
     """The registered packing ``name`` (``"throughput"`` or ``"latency"``)."""
-    _ensure_builtin()
     return PACKINGS.get(name)
-
-
-def _ensure_builtin() -> None:
-    # Importing the modules registers the two built-in packings.
-    from securetrain.encrypted import latency as _latency  # noqa: F401
-    from securetrain.encrypted import throughput as _throughput  # noqa: F401
 
 
 def fresh_level_check(vector: Any, depth: int, scale: float, what: str) -> None:
@@ -155,7 +165,8 @@ def fresh_level_check(vector: Any, depth: int, scale: float, what: str) -> None:
 
 
 def next_pow2(n: int) -> int:
+    """The smallest power of two ``>= n`` (1 for ``n <= 1``)."""
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-__all__ = ["Group", "PACKINGS", "Packing", "Program", "fresh_level_check", "get_packing", "next_pow2"]
+__all__ = ["PACKINGS", "Group", "LayoutCost", "Packing", "Program", "fresh_level_check", "get_packing", "next_pow2"]

@@ -7,7 +7,9 @@ special prime for key switching, as large as ``q0`` and larger where rotations f
 rescale (the latency packing's expanded layer) so their noise stays below the scale's. At 128-bit security the total is
 capped (HE standard): 109 bits at N=4096, 218 at 8192, 438 at 16384, 881 at 32768. The
 planner takes the smallest ring whose cap fits the depth with a scale of at least
-``min_scale_bits`` and then the largest scale that fits; if nothing fits it raises
+``min_scale_bits`` and then the largest scale that fits (for each ring and layout variant the
+packing prices the layout once, :meth:`~securetrain.encrypted.packing.Packing.cost`); the
+result is an :class:`~securetrain.encrypted.params.EncryptionPlan`. If nothing fits it raises
 :class:`EncryptionError` naming the depth, the cap and what to change, so "scale out of
 bounds" never surfaces halfway through an encrypted forward pass.
 
@@ -24,135 +26,19 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
 from securetrain.encrypted.compiler import Affine, CompiledModel
+from securetrain.encrypted.packing import get_packing
+from securetrain.encrypted.params import (
+    MAX_COEFF_BITS_128,
+    MAX_PRIME_BITS,
+    SECURITY_BITS,
+    EncryptionPlan,
+    ckks_primes,
+)
 from securetrain.errors import EncryptionError
-
-MAX_COEFF_BITS_128: dict[int, int] = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
-"""HE-standard caps on the total coefficient-modulus bits for 128-bit security (as SEAL enforces)."""
-MAX_PRIME_BITS = 60
-SECURITY_BITS = 128
-
-
-@lru_cache(maxsize=64)
-def ckks_primes(poly_modulus_degree: int, coeff_mod_bit_sizes: tuple[int, ...]) -> tuple[int, ...]:
-    """The primes SEAL picks for ``coeff_mod_bit_sizes`` (the same ones TenSEAL's context uses)."""
-    import tenseal.sealapi as sealapi
-
-    try:
-        mods = sealapi.CoeffModulus.Create(int(poly_modulus_degree), [int(b) for b in coeff_mod_bit_sizes])
-    except Exception as exc:  # SEAL raises a bare RuntimeError/ValueError for impossible chains
-        raise EncryptionError(
-            f"SEAL cannot build the modulus chain {list(coeff_mod_bit_sizes)} at N={poly_modulus_degree} ({exc}); "
-            "use larger prime sizes"
-        ) from exc
-    return tuple(int(m.value()) for m in mods)
-
-
-@dataclass(frozen=True)
-class EncryptionPlan:
-    """CKKS parameters for one model and one packing, plus what they were derived from."""
-
-    mode: str
-    poly_modulus_degree: int
-    coeff_mod_bit_sizes: tuple[int, ...]
-    scale_bits: int
-    depth: int
-    int_bits: int
-    value_bound: float
-    estimated_error: float
-    galois_keys: bool
-    variant: str = "default"
-    security_bits: int = SECURITY_BITS
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def slots(self) -> int:
-        return self.poly_modulus_degree // 2
-
-    @property
-    def total_bits(self) -> int:
-        return int(sum(self.coeff_mod_bit_sizes))
-
-    @property
-    def max_bits(self) -> int:
-        return MAX_COEFF_BITS_128[self.poly_modulus_degree]
-
-    @property
-    def scale(self) -> float:
-        return float(2**self.scale_bits)
-
-    def primes(self) -> tuple[int, ...]:
-        """All primes of the chain, special prime last."""
-        return ckks_primes(self.poly_modulus_degree, tuple(self.coeff_mod_bit_sizes))
-
-    def rescale_primes(self) -> tuple[int, ...]:
-        """The prime each successive rescale divides by (SEAL drops the last data prime first)."""
-        data = self.primes()[:-1]
-        return tuple(reversed(data[1:]))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["coeff_mod_bit_sizes"] = list(self.coeff_mod_bit_sizes)
-        d["notes"] = list(self.notes)
-        d["primes"] = [str(p) for p in self.primes()]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EncryptionPlan:
-        """Rebuild (and sanity-check) a plan received from a server."""
-        try:
-            plan = cls(
-                mode=str(d["mode"]),
-                poly_modulus_degree=int(d["poly_modulus_degree"]),
-                coeff_mod_bit_sizes=tuple(int(b) for b in d["coeff_mod_bit_sizes"]),
-                scale_bits=int(d["scale_bits"]),
-                depth=int(d["depth"]),
-                int_bits=int(d["int_bits"]),
-                value_bound=float(d["value_bound"]),
-                estimated_error=float(d["estimated_error"]),
-                galois_keys=bool(d["galois_keys"]),
-                variant=str(d.get("variant", "default")),
-                security_bits=int(d.get("security_bits", SECURITY_BITS)),
-                notes=tuple(str(n) for n in d.get("notes", ())),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EncryptionError(f"malformed encryption plan: {exc!r}") from exc
-        plan.check()
-        if "primes" in d and [str(p) for p in plan.primes()] != [str(p) for p in d["primes"]]:
-            raise EncryptionError(
-                "this TenSEAL/SEAL build picks different primes than the server's for the same plan; "
-                "client and server need the same tenseal version"
-            )
-        return plan
-
-    def check(self) -> None:
-        """Raise :class:`EncryptionError` unless the plan is valid at 128-bit security."""
-        n = self.poly_modulus_degree
-        if n not in MAX_COEFF_BITS_128:
-            raise EncryptionError(f"poly_modulus_degree must be one of {sorted(MAX_COEFF_BITS_128)}, got {n}")
-        bits = self.coeff_mod_bit_sizes
-        if len(bits) != self.depth + 2:
-            raise EncryptionError(f"a depth-{self.depth} plan needs {self.depth + 2} primes, got {len(bits)}")
-        if any(not 20 <= b <= MAX_PRIME_BITS for b in bits):
-            raise EncryptionError(f"every prime must have 20 to {MAX_PRIME_BITS} bits, got {list(bits)}")
-        if self.total_bits > self.max_bits:
-            raise EncryptionError(
-                f"the modulus chain {list(bits)} has {self.total_bits} bits; 128-bit security allows {self.max_bits} at N={n}"
-            )
-        from securetrain.encrypted.packing import get_packing
-
-        if self.variant not in get_packing(self.mode).variants:
-            raise EncryptionError(
-                f"{self.mode} packing has no variant {self.variant!r}; choose one of {', '.join(get_packing(self.mode).variants)}"
-            )
-        if self.security_bits != SECURITY_BITS:
-            raise EncryptionError(f"only {SECURITY_BITS}-bit security is supported, got {self.security_bits}")
 
 
 def value_bounds(compiled: CompiledModel, input_bound: float | None) -> float:
@@ -249,8 +135,6 @@ def plan(
     deployment). Raises :class:`EncryptionError` before anything is encrypted if no ring
     fits.
     """
-    from securetrain.encrypted.packing import get_packing
-
     packing = get_packing(mode)
     if not 20 <= min_scale_bits <= max_scale_bits <= MAX_PRIME_BITS - 1:
         raise EncryptionError(
@@ -281,12 +165,12 @@ def plan(
         slots = n // 2
         limit = MAX_COEFF_BITS_128[n]
         for variant in packing.variants:
-            reason = packing.fits(compiled, slots, variant)
-            if reason is not None:
-                reasons.append(f"N={n} ({variant}): {reason}")
+            cost = packing.cost(compiled, slots, variant)  # the layout, worked out once per ring and variant
+            if cost.reason is not None:
+                reasons.append(f"N={n} ({variant}): {cost.reason}")
                 continue
-            depth = packing.depth(compiled, slots, variant)
-            amp = packing.rotation_amplification(compiled, slots, variant)
+            depth = cost.depth
+            amp = cost.rotation_amplification
             # special prime: at least q0, and large enough that key switching after a rescale stays
             # below the scale's noise (see estimate_error)
             ks_bits = math.ceil(math.log2(3.2 * (depth + 2) * amp)) + 1 if amp > 0 else 0
@@ -303,16 +187,14 @@ def plan(
                 reasons.append(f"N={n} ({variant}): {exc}")
                 continue
             err = estimate_error(
-                compiled, n, s, extra_first_level=packing.extra_first_level(compiled, slots, variant),
-                key_switches=packing.key_switches(compiled, slots, variant), input_bound=input_bound,
-                special_bits=s + extra, rotation_amplification=amp,
-                rescale_terms=packing.rescales_per_output(compiled, slots, variant),
+                compiled, n, s, extra_first_level=cost.extra_first_level, key_switches=list(cost.key_switches),
+                input_bound=input_bound, special_bits=s + extra, rotation_amplification=amp,
+                rescale_terms=list(cost.rescales_per_output),
             )
             result = EncryptionPlan(
                 mode=packing.name, poly_modulus_degree=n, coeff_mod_bit_sizes=bits, scale_bits=s, depth=depth,
-                int_bits=int_bits, value_bound=bound, estimated_error=err,
-                galois_keys=packing.galois_keys(compiled, slots, variant), variant=variant,
-                notes=tuple(packing.notes(compiled, slots, variant)),
+                int_bits=int_bits, value_bound=bound, estimated_error=err, galois_keys=cost.galois_keys,
+                variant=variant, notes=cost.notes,
             )
             result.check()
             return result
@@ -335,4 +217,14 @@ def plan(
     )
 
 
-__all__ = ["EncryptionPlan", "MAX_COEFF_BITS_128", "SECURITY_BITS", "ckks_primes", "estimate_error", "plan", "value_bounds"]
+# EncryptionPlan and the caps live in securetrain.encrypted.params; re-exported here, where they were first defined.
+__all__ = [
+    "MAX_COEFF_BITS_128",
+    "MAX_PRIME_BITS",
+    "SECURITY_BITS",
+    "EncryptionPlan",
+    "ckks_primes",
+    "estimate_error",
+    "plan",
+    "value_bounds",
+]

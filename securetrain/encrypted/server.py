@@ -34,10 +34,27 @@ import torch
 from torch import nn
 
 from securetrain.encrypted.compiler import CompiledModel, compile_model
-from securetrain.encrypted.errors import ContextMismatchError, PublicContextError, WireFormatError
-from securetrain.encrypted.packing import Packing, Program, fresh_level_check, get_packing
-from securetrain.encrypted.planner import EncryptionPlan, plan
-from securetrain.encrypted.wire import REQUEST, RESPONSE, fingerprint, pack_groups, spec_fingerprint, unpack_groups
+from securetrain.encrypted.errors import (
+    ContextMismatchError,
+    PublicContextError,
+    WireFormatError,
+)
+from securetrain.encrypted.packing import (
+    Packing,
+    Program,
+    fresh_level_check,
+    get_packing,
+)
+from securetrain.encrypted.params import EncryptionPlan
+from securetrain.encrypted.planner import plan
+from securetrain.encrypted.wire import (
+    REQUEST,
+    RESPONSE,
+    context_fingerprint,
+    pack_groups,
+    spec_fingerprint,
+    unpack_groups,
+)
 from securetrain.errors import EncryptionError
 
 logger = logging.getLogger(__name__)
@@ -54,6 +71,7 @@ class EncryptedModel:
 
     def __post_init__(self) -> None:
         self.packing: Packing = get_packing(self.plan.mode)
+        self.packing.check_plan(self.plan)
         self.program: Program = self.packing.program(self.compiled, self.plan)
         self.layout: dict[str, Any] = self.packing.layout(self.compiled, self.plan)
         self._spec = {
@@ -88,7 +106,7 @@ class EncryptedModel:
 
 @lru_cache(maxsize=32)
 def _expected_parms_id(poly_modulus_degree: int, bits: tuple[int, ...]) -> tuple[int, ...]:
-    import tenseal.sealapi as sealapi
+    from tenseal import sealapi
 
     parms = sealapi.EncryptionParameters(sealapi.SCHEME_TYPE.CKKS)
     parms.set_poly_modulus_degree(poly_modulus_degree)
@@ -140,7 +158,7 @@ class InferenceServer:
     def __init__(self, model: EncryptedModel, public_context: bytes, *, n_threads: int | None = None) -> None:
         self.model = model
         self.context = load_public_context(public_context, model.plan, n_threads=n_threads)
-        self.context_id = fingerprint(bytes(public_context))
+        self.context_id = context_fingerprint(bytes(public_context))
 
     def open_request(self, request: bytes) -> list[Any]:
         """Parse and check a request; the loaded groups of ciphertexts."""
@@ -180,4 +198,4 @@ class InferenceServer:
         return pack_groups(RESPONSE, header, results)
 
 
-__all__ = ["EncryptedModel", "InferenceServer", "SPEC_FORMAT", "load_public_context"]
+__all__ = ["SPEC_FORMAT", "EncryptedModel", "InferenceServer", "load_public_context"]

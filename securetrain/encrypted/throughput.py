@@ -21,19 +21,24 @@ Example:
     >>> layout = ThroughputPacking().layout(cm, plan(cm, "throughput"))
     >>> layout["features"], layout["outputs"], layout["slots"]
     (64, 10, 4096)
+    >>> cost = ThroughputPacking().cost(cm, 4096, "batch")
+    >>> cost.depth, cost.galois_keys, cost.rescales_per_output
+    (3, False, (64, 32))
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from securetrain.encrypted.compiler import Affine, CompiledModel
-from securetrain.encrypted.packing import PACKINGS, Group, Packing, Program, fresh_level_check
-from securetrain.encrypted.planner import EncryptionPlan
+from securetrain.encrypted.packing import PACKINGS, Group, LayoutCost, Packing, Program
 from securetrain.errors import EncryptionError
+
+if TYPE_CHECKING:
+    from securetrain.encrypted.compiler import CompiledModel
+    from securetrain.encrypted.params import EncryptionPlan
 
 
 @dataclass
@@ -52,6 +57,9 @@ class ThroughputProgram(Program):
     """The server side of the throughput packing for one model and plan."""
 
     def __init__(self, compiled: CompiledModel, plan: EncryptionPlan) -> None:
+        # compiler imports torch: imported when a model is laid out, not with the package
+        from securetrain.encrypted.compiler import Affine
+
         scale = plan.scale
         primes = plan.rescale_primes()
         is_ct = np.ones(compiled.input_size, dtype=bool)
@@ -124,22 +132,19 @@ class ThroughputPacking(Packing):
     name = "throughput"
     variants = ("batch",)
 
-    def fits(self, compiled: CompiledModel, slots: int, variant: str) -> str | None:
-        return None
+    def cost(self, compiled: CompiledModel, slots: int, variant: str) -> LayoutCost:
+        from securetrain.encrypted.compiler import Affine
 
-    def depth(self, compiled: CompiledModel, slots: int, variant: str) -> int:
-        return compiled.depth
-
-    def galois_keys(self, compiled: CompiledModel, slots: int, variant: str) -> bool:
-        return False
-
-    def rescales_per_output(self, compiled: CompiledModel, slots: int, variant: str) -> list[int]:
-        # every ciphertext-times-scalar is rescaled on its own before the sum
-        return [int(np.max(np.diff(op.weight.indptr))) if op.weight.nnz else 0
-                for op in compiled.ops if isinstance(op, Affine)]
-
-    def notes(self, compiled: CompiledModel, slots: int, variant: str) -> list[str]:
-        return [f"{slots} samples per chunk; {compiled.input_size} input ciphertexts per chunk"]
+        return LayoutCost(
+            depth=compiled.depth,
+            galois_keys=False,
+            # every ciphertext-times-scalar is rescaled on its own before the sum
+            rescales_per_output=tuple(
+                int(np.max(np.diff(op.weight.indptr))) if op.weight.nnz else 0
+                for op in compiled.ops if isinstance(op, Affine)
+            ),
+            notes=(f"{slots} samples per chunk; {compiled.input_size} input ciphertexts per chunk",),
+        )
 
     def layout(self, compiled: CompiledModel, plan: EncryptionPlan) -> dict[str, Any]:
         prog = ThroughputProgram(compiled, plan)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from securetrain.encrypted.activations import PolyActivation, fit_polynomial
-from securetrain.encrypted.layers import ChannelAffine, rule_for
+from securetrain.encrypted.layers import ChannelAffine, get_layer_rule
 from securetrain.errors import ModelError
 from securetrain.models.he import Square
 from securetrain.modes import eval_mode, train_mode, unwrap
@@ -71,11 +71,11 @@ def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _pool_args(m: nn.Module) -> str:
-    return f"kernel_size={m.kernel_size}, stride={m.stride}, padding={m.padding}"  # type: ignore[attr-defined]
+    return f"kernel_size={m.kernel_size}, stride={m.stride}, padding={m.padding}"
 
 
 def _issue_for(name: str, m: nn.Module) -> Issue | None:
-    if rule_for(m) is not None:
+    if get_layer_rule(m) is not None:
         return None
     t = type(m).__name__
     if isinstance(m, NON_POLYNOMIAL_ACTIVATIONS):
@@ -84,14 +84,14 @@ def _issue_for(name: str, m: nn.Module) -> Issue | None:
                      "(make_he_friendly(model, activation='square' or 'poly'))")
     if isinstance(m, _MAXPOOL):
         avg = t.replace("Max", "Avg")
-        if m.dilation not in (1, (1,), (1, 1), (1, 1, 1)):  # type: ignore[attr-defined]
+        if m.dilation not in (1, (1,), (1, 1), (1, 1, 1)):
             return Issue(name, t, "max-pooling needs comparisons, which CKKS cannot evaluate",
                          f"replace it by {avg} of the same window (dilated pooling has no automatic fix)")
         return Issue(name, t, "max-pooling needs comparisons, which CKKS cannot evaluate",
                      f"replace it by {avg}({_pool_args(m)}) (make_he_friendly does this)")
     if isinstance(m, _ADAPTIVE_MAXPOOL):
         return Issue(name, t, "max-pooling needs comparisons, which CKKS cannot evaluate",
-                     f"replace it by {t.replace('Max', 'Avg')}(output_size={m.output_size}) "  # type: ignore[attr-defined]
+                     f"replace it by {t.replace('Max', 'Avg')}(output_size={m.output_size}) "
                      "(make_he_friendly does this)")
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
         if not m.track_running_stats:
@@ -327,7 +327,7 @@ def fine_tune_model(model: nn.Module, ft: FineTune) -> None:
                     raise ModelError(
                         "fine-tuning diverged (non-finite loss); lower FineTune.lr or use activation='poly'"
                     )
-                loss.backward()
+                torch.autograd.backward(loss)
                 torch.nn.utils.clip_grad_norm_(params, ft.max_grad_norm)
                 opt.step()
                 total += float(loss.detach()) * idx.numel()
@@ -338,10 +338,10 @@ def fine_tune_model(model: nn.Module, ft: FineTune) -> None:
 
 __all__ = [
     "ACTIVATION_REPLACEMENTS",
-    "FineTune",
-    "fine_tune_model",
-    "Issue",
     "NON_POLYNOMIAL_ACTIVATIONS",
+    "FineTune",
+    "Issue",
+    "fine_tune_model",
     "format_issues",
     "is_he_friendly",
     "make_he_friendly",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import warnings
 from typing import Any
 
 from securetrain.encrypted.errors import ContextMismatchError, WireFormatError
@@ -37,14 +38,20 @@ _PREFIX = struct.Struct(">4sBBI")
 CONTENT_TYPE = "application/vnd.securetrain.he"
 
 
-def fingerprint(data: bytes) -> str:
-    """SHA-256 hex digest of ``data`` (binds requests to a context or a spec)."""
+def context_fingerprint(data: bytes) -> str:
+    """SHA-256 hex digest of a serialised (public) context: what binds a request to the context
+    its ciphertexts were made under.
+
+    Example:
+        >>> context_fingerprint(b"context bytes")[:16]
+        'd5e21ccc3f01f168'
+    """
     return hashlib.sha256(data).hexdigest()
 
 
 def spec_fingerprint(spec: dict[str, Any]) -> str:
-    """Fingerprint of a spec's canonical JSON."""
-    return fingerprint(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    """SHA-256 hex digest of a spec's canonical JSON (binds requests to a model and plan)."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def encode_message(kind: int, header: dict[str, Any], blobs: list[bytes]) -> bytes:
@@ -148,7 +155,29 @@ def unpack_groups(data: bytes, context: Any, *, expect_kind: int) -> tuple[dict[
     return header, groups
 
 
+_DEPRECATED = {"fingerprint": "context_fingerprint"}
+
+
+def __getattr__(name: str) -> Any:
+    # Renamed names keep working for a while, with a DeprecationWarning.
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"securetrain.encrypted.wire.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+    return globals()[new]
+
+
 __all__ = [
-    "CONTENT_TYPE", "MAGIC", "REQUEST", "RESPONSE", "VERSION", "decode_header", "decode_message", "encode_message",
-    "fingerprint", "pack_groups", "spec_fingerprint", "unpack_groups",
+    "CONTENT_TYPE",
+    "MAGIC",
+    "REQUEST",
+    "RESPONSE",
+    "VERSION",
+    "context_fingerprint",
+    "decode_header",
+    "decode_message",
+    "encode_message",
+    "pack_groups",
+    "spec_fingerprint",
+    "unpack_groups",
 ]

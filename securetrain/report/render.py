@@ -1,12 +1,49 @@
-"""Markdown and self-contained HTML renderings of a :class:`Report`."""
+"""Markdown and self-contained HTML renderings of a :class:`~securetrain.report.report.Report`.
+
+The renderers read a report through :class:`RenderableReport` (what they use of it), so this
+module does not import :mod:`securetrain.report.report`, which imports it to save reports.
+"""
 
 from __future__ import annotations
 
 import html
 import json
-from typing import Any
+from typing import Any, Protocol
 
-from securetrain.report.report import Report
+from securetrain.report.plots import render_plots
+
+
+class RenderableReport(Protocol):
+    """What the renderers read from a report; :class:`securetrain.report.Report` is one."""
+
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+    @property
+    def model(self) -> dict[str, Any]: ...
+
+    @property
+    def accuracy(self) -> float: ...
+
+    @property
+    def privacy(self) -> dict[str, Any] | None: ...
+
+    @property
+    def robustness(self) -> dict[str, Any] | None: ...
+
+    @property
+    def membership(self) -> dict[str, Any] | None: ...
+
+    @property
+    def encrypted(self) -> dict[str, Any] | None: ...
+
+    @property
+    def timing(self) -> dict[str, Any]: ...
+
+    @property
+    def extra(self) -> dict[str, Any]: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 # Bulky detail kept in report.json but left out of the key/value tables (plots show the curves).
 _HIDDEN_KEYS = frozenset({"roc", "roc_curves", "epsilon_history", "layers", "timing", "attack_details", "attack_configs", "checks"})
@@ -34,7 +71,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def summary_rows(r: Report) -> list[tuple[str, str]]:
+def summary_rows(r: RenderableReport) -> list[tuple[str, str]]:
     """The headline figures, in one table."""
     rows = [("data", str(r.data.get("name", "?"))), ("model", str(r.model.get("name", "?"))), ("accuracy", _fmt(r.accuracy))]
     if r.privacy:
@@ -52,11 +89,11 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
     return rows
 
 
-def _comparison_table(r: Report) -> list[dict[str, Any]]:
+def _comparison_table(r: RenderableReport) -> list[dict[str, Any]]:
     return list(r.extra.get("comparison") or [])
 
 
-def render_markdown(r: Report) -> str:
+def render_markdown(r: RenderableReport) -> str:
     """A Markdown report: summary, comparison, then every section as a table."""
     lines = [f"# securetrain report: {r.model.get('name', '?')} on {r.data.get('name', '?')}", ""]
     lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in summary_rows(r)] + [""]
@@ -95,10 +132,8 @@ def _html_table(rows: list[tuple[str, str]]) -> str:
     return f"<table>{body}</table>"
 
 
-def render_html(r: Report) -> str:
+def render_html(r: RenderableReport) -> str:
     """A self-contained HTML report (plots embedded as PNG data URIs)."""
-    from securetrain.report.plots import render_plots
-
     d = r.to_dict()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

@@ -11,6 +11,7 @@ from typing import Any
 
 from securetrain.errors import ReportError
 from securetrain.io import atomic_write_json, atomic_write_text
+from securetrain.report.render import render_html, render_markdown
 from securetrain.report.schema import SCHEMA, SECTION_KEYS, check_section
 
 _CORE = ("schema", "data", "model", "accuracy", "privacy", "robustness", "membership", "encrypted", "timing")
@@ -134,8 +135,6 @@ class Report:
 
     def save(self, run_dir: str | os.PathLike[str], *, html: bool = True) -> dict[str, Path]:
         """Write ``report.json``, ``report.md`` and (by default) ``report.html`` into ``run_dir``."""
-        from securetrain.report.render import render_html, render_markdown
-
         d = Path(run_dir)
         d.mkdir(parents=True, exist_ok=True)
         paths = {"json": d / "report.json", "md": d / "report.md"}

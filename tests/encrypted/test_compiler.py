@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from securetrain.encrypted import HECNN2, compile_model, register_layer
-from securetrain.encrypted.layers import LAYERS
+from securetrain.encrypted.layers import CKKS_LAYERS
 from securetrain.errors import EncryptionError
 from securetrain.models import build_model
 from securetrain.models.he import Square
@@ -104,7 +104,7 @@ def test_registered_layers_are_checked_for_linearity() -> None:
             compile_model(nn.Sequential(nn.Linear(3, 3), Cube()), (3,))
     finally:
         for cls in (Double, Cube):
-            LAYERS._items.pop(f"{cls.__module__}.{cls.__qualname__}")
+            CKKS_LAYERS.remove(f"{cls.__module__}.{cls.__qualname__}")
 
 
 def test_calibration_bounds_every_intermediate_value() -> None:

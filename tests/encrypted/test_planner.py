@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import tenseal as ts
 import torch
 from torch import nn
 
-from securetrain.encrypted import EncryptionPlan, compile_model, evaluate_encrypted, plan
-from securetrain.encrypted.planner import MAX_COEFF_BITS_128, ckks_primes, estimate_error
+from securetrain.encrypted import (
+    EncryptedModel,
+    EncryptionClient,
+    EncryptionPlan,
+    compile_model,
+    evaluate_encrypted,
+    get_packing,
+    plan,
+)
+from securetrain.encrypted.planner import (
+    MAX_COEFF_BITS_128,
+    ckks_primes,
+    estimate_error,
+)
 from securetrain.encrypted.server import _expected_parms_id
 from securetrain.errors import EncryptionError
 from securetrain.models import build_model
@@ -115,8 +129,13 @@ def test_plan_round_trips_and_rejects_tampering(he_compiled) -> None:
         EncryptionPlan.from_dict(bad)
     bad = p.to_dict()
     bad["variant"] = "spiral"
+    tampered = EncryptionPlan.from_dict(bad)  # the plan is pure data: its packing judges the variant
     with pytest.raises(EncryptionError, match="latency packing has no variant 'spiral'"):
-        EncryptionPlan.from_dict(bad)
+        get_packing(tampered.mode).check_plan(tampered)
+    spec = EncryptedModel(he_compiled, p).spec()
+    spec["plan"] = bad
+    with pytest.raises(EncryptionError, match="latency packing has no variant 'spiral'"):
+        EncryptionClient(spec)  # where a received plan is used, before any key is made
 
 
 def test_error_estimate_shrinks_with_the_scale(he_compiled) -> None:
@@ -129,3 +148,17 @@ def test_primes_have_the_requested_sizes() -> None:
     primes = ckks_primes(8192, (40, 30, 40))
     assert [p.bit_length() for p in primes] == [40, 30, 40]
     assert all(p % (2 * 8192) == 1 for p in primes)
+
+
+def test_a_packing_prices_a_layout_in_one_frozen_cost(he_compiled) -> None:
+    latency = get_packing("latency")
+    cost = latency.cost(he_compiled, 4096, "expanded")
+    p = plan(he_compiled, "latency")
+    assert cost.fits and (cost.depth, cost.galois_keys, cost.notes) == (p.depth, p.galois_keys, p.notes)
+    assert cost.extra_first_level and cost.rotation_amplification > 0
+    assert len(cost.key_switches) == len(cost.rescales_per_output) == he_compiled.n_affine
+    assert latency.cost(he_compiled, 4096, "spiral").reason == "unknown latency variant 'spiral'"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cost.depth = 1  # type: ignore[misc]
+    throughput = get_packing("throughput").cost(he_compiled, 4096, "batch")
+    assert throughput.fits and not throughput.galois_keys and throughput.depth == he_compiled.depth
