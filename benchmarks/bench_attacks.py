@@ -100,9 +100,9 @@ def bench_pgd_vs_hand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeat
     for random_start in (False, True):
         ours = PGD(steps=steps, restarts=1, random_start=random_start, loss="ce")
         res = interleaved({
-            "hand": _frozen(model, lambda: hand_pgd(model, x, y, eps, steps, alpha, random_start, 0)),
-            "ours": lambda: ours(model, x, y, [eps], seed=0).robust_accuracy[0],
-            "foolbox": _frozen(model, lambda: foolbox_pgd(model, x, y, eps, steps, alpha, random_start, 0)),
+            "hand": _frozen(model, lambda rs=random_start: hand_pgd(model, x, y, eps, steps, alpha, rs, 0)),
+            "ours": lambda attack=ours: attack(model, x, y, [eps], seed=0).robust_accuracy[0],
+            "foolbox": _frozen(model, lambda rs=random_start: foolbox_pgd(model, x, y, eps, steps, alpha, rs, 0)),
         }, repeats)
         (t_hand, acc_hand), (t_ours, acc_ours), (t_fb, acc_fb) = res["hand"], res["ours"], res["foolbox"]
         rows.append({

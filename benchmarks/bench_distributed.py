@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
         base_name = configs[0][0]
         for mode in args.modes:
-            def med(name: str, key: str) -> float:
+            def med(name: str, key: str, mode: str = mode, runs: dict[str, Any] = runs) -> float:
                 return statistics.median(run[mode][key] for run in runs[name])
 
             base_tp = med(base_name, "samples") / med(base_name, "wall_s")

@@ -45,7 +45,7 @@ def main(epochs: int = 8, epsilon: float = 3.0) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     dp = DifferentialPrivacy(epsilon=epsilon, delta=1e-5, max_grad_norm=0.1, epochs=epochs, accountant="rdp")
     with protect(model, optimizer, loader, [dp]) as session:  # model, optimizer and loader are now private
-        for epoch in range(epochs):
+        for _ in range(epochs):
             session.model.train()
             for x, y in session.train_loader:  # Poisson-sampled batches
                 if not session.can_step():  # the budget says stop

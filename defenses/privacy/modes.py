@@ -160,7 +160,7 @@ def verify_engine(
             bad.append(names.get(id(p), "?"))
     if bad:
         return "per-sample gradients differ from each sample run alone for: " + ", ".join(bad[:8])
-    for p, r in ref.items():  # the per-sample gradients must also add up to the batch's gradient
+    for p in ref:  # the per-sample gradients must also add up to the batch's gradient
         want = implied.get(p)
         if want is None:
             continue

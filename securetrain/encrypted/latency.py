@@ -147,7 +147,7 @@ class LatencyProgram(Program):
         self.index: list[list[int]] | None = None
         affines = [op for op in compiled.ops if isinstance(op, Affine)]
         aff = 0
-        for op, stage in zip(compiled.ops, st.stages):
+        for _op, stage in zip(compiled.ops, st.stages):
             if stage[0] == "square":
                 self.steps.append(("square",))
                 factor = factor * factor * scale / primes[level]

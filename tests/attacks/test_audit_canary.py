@@ -12,8 +12,6 @@ from securetrain.models import build_model
 from securetrain.training import TrainConfig, fit
 
 
-
-
 def _memorising_recipe(xy, seed):
     torch.manual_seed(seed)
     model = build_model("mlp", (1, 8, 8), 10, hidden=(64,))

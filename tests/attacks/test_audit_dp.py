@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 import securetrain
 from attacks.membership import TrainingRecipe, audit_membership_run, build_defense
 from defenses.privacy import DifferentialPrivacy
 from securetrain.report import Report
 from securetrain.training import TrainConfig
-
-
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from attacks.evasion import PGD, FGSM, audit_robustness, get_attack
+from attacks.evasion import FGSM, PGD, audit_robustness, get_attack
 from attacks.evasion._foolbox import foolbox
 from securetrain.report import Report
 from securetrain.report.plots import plot_robustness

@@ -14,16 +14,14 @@ from attacks.membership import (
     LossThreshold,
     ModifiedEntropyThreshold,
     ShadowSet,
+    get_membership_attack,
     inclusion_matrix,
     lira_scores,
-    get_membership_attack,
     train_shadow_models,
 )
 from securetrain.errors import AttackError, UnknownNameError
 from securetrain.models import build_model
 from securetrain.training import TrainConfig, fit
-
-
 
 # ---------------------------------------------------------------- a deliberately overfit target
 

@@ -16,8 +16,6 @@ from securetrain.errors import AttackError, CheckpointError, UnknownNameError
 from securetrain.report import Report, check_section
 from securetrain.training import DEFENSES, Defense, TrainConfig
 
-
-
 SCHEMA_KEYS = {"attack", "auc", "tpr_at_fpr", "advantage", "epsilon_lower_bound"}
 
 

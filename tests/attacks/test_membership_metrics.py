@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from attacks.membership import RocCurve, SIGNALS, membership_metrics, tpr_at_fpr
+from attacks.membership import SIGNALS, RocCurve, membership_metrics, tpr_at_fpr
 from securetrain.errors import AttackError
 
 

@@ -121,8 +121,8 @@ def test_cli_sweep_rejects_bad_epsilons(tmp_path, capsys):
 
 
 def test_sweep_report_draws_the_privacy_utility_plot(tmp_path):
-    from securetrain.report.plots import plot_sweep
     from defenses.privacy import sweep
+    from securetrain.report.plots import plot_sweep
 
     result = sweep(TrainConfig(data="breast_cancer", epochs=1, batch_size=64, progress=False), [2.0], tmp_path,
                    privacy={"accountant": "rdp"}, write_html=True)

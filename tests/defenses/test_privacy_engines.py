@@ -279,7 +279,7 @@ def test_hooks_are_off_when_disabled_and_removed_on_detach():
 
 def test_bk_refuses_an_unbatched_layer_with_the_fix():
     model, x, y = _case("unbatched-transformer")
-    engine, psg_or_error = make_engine("bk"), None
+    engine = make_engine("bk")
     w = engine.attach(model)
     F.cross_entropy(w(x), y).backward()
     with pytest.raises(EngineUnsupported, match=r"pos got input of shape \(16,\).*batched tensor"):

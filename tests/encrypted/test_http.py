@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from securetrain.encrypted import EncryptedInferenceService, EncryptedModel, EncryptionClient, RemoteClient, start_server
+from securetrain.encrypted import (
+    EncryptedInferenceService,
+    EncryptedModel,
+    EncryptionClient,
+    RemoteClient,
+    start_server,
+)
 from securetrain.encrypted.wire import CONTENT_TYPE
 from securetrain.errors import EncryptionError
 from securetrain.models import build_model
