@@ -87,18 +87,18 @@ class RunLock:
                 "finish, or use another directory"
             ) from None
         self._held = True
-        info = {
+        info: dict[str, object] = {
             "command": self.command,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "argv": sys.argv[:8],
         }
-        holder = self.run_dir / HOLDER_NAME
+        holder_path = self.run_dir / HOLDER_NAME
         tmp = self.run_dir / f".{HOLDER_NAME}.{os.getpid()}.tmp"
         try:
             tmp.write_text(json.dumps(info), encoding="utf-8")
-            os.replace(tmp, holder)
+            os.replace(tmp, holder_path)
         except OSError:
             tmp.unlink(missing_ok=True)  # a read-only directory: the lock still holds, only the name is missing
         return self
