@@ -23,11 +23,11 @@ The zoo CNN stays about 9 points below non-private training at epsilon 3 (1400 t
 images are few for 14k noisy parameters); a one-hidden-layer MLP comes within 5 points.
 
 Example:
-    >>> from defenses.privacy import recommended
-    >>> rec = recommended("digits")
+    >>> from defenses.privacy import recommended_privacy
+    >>> rec = recommended_privacy("digits")
     >>> sorted(rec), rec["train"]["model"], rec["privacy"]["max_grad_norm"]
     (['privacy', 'train'], 'cnn', 0.1)
-    >>> recommended("digits", model="mlp")["train"]["model_kwargs"]
+    >>> recommended_privacy("digits", model="mlp")["train"]["model_kwargs"]
     {'hidden': [64]}
 """
 
@@ -57,7 +57,7 @@ _RECOMMENDED: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
 _DEFAULT_MODEL = {"digits": "cnn", "breast_cancer": "mlp"}
 
 
-def recommended(data_name: str, epsilon: float | None = None, model: str | None = None) -> dict[str, dict[str, Any]]:
+def recommended_privacy(data_name: str, epsilon: float | None = None, model: str | None = None) -> dict[str, dict[str, Any]]:
     """``{"train": TrainConfig overrides, "privacy": DifferentialPrivacy keyword arguments}``.
 
     ``model``: the zoo model (default: the data set's); ``epsilon`` replaces the target
@@ -77,3 +77,17 @@ def recommended(data_name: str, epsilon: float | None = None, model: str | None 
 def available() -> list[tuple[str, str]]:
     """``(data set, model)`` pairs with recommended settings."""
     return sorted(_RECOMMENDED)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "recommended":
+        import warnings
+
+        warnings.warn(
+            "defenses.privacy.recommended is deprecated (the adversarial package has a different 'recommended'); "
+            "use defenses.privacy.recommended_privacy",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return recommended_privacy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -295,18 +295,17 @@ def service_from_run(run_dir: str | os.PathLike[str], modes: Sequence[str] = ("t
                      **plan_options: Any) -> EncryptedInferenceService:
     """A service for the model of a run directory, calibrated on its training split
     (``max_contexts``: client contexts kept in memory)."""
-    from securetrain import data as data_mod
-    from securetrain.runs import load_model, read_config
+    from securetrain.rundir import RunDir
 
-    cfg = read_config(run_dir)
-    model = load_model(run_dir)
-    x_train, _ = data_mod.load(cfg["data"]["name"], "train", root=cfg["data"].get("root"))
+    run = RunDir.open(run_dir)
+    model = run.load_model()
+    x_train, _ = run.load_data("train")
     calib = x_train[:calibration_samples]
-    shape = tuple(cfg["data"]["input_shape"])
+    shape = run.data.input_shape
     models = {}
     for mode in modes:
         models[mode] = EncryptedModel.build(model, mode, calibration=calib, input_shape=shape,
-                                            name=str(cfg["model"]["name"]), **plan_options)
+                                            name=run.model_spec.name, **plan_options)
     return EncryptedInferenceService(models, max_contexts=max_contexts)
 
 

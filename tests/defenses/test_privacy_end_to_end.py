@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import securetrain
-from defenses.privacy import DifferentialPrivacy, recommended
+from defenses.privacy import DifferentialPrivacy, recommended_privacy
 from securetrain import data
 from securetrain.cli.main import main
 from securetrain.models import build_model
@@ -134,15 +134,15 @@ def test_recommended_settings_are_complete_and_usable():
     from defenses.privacy.presets import available
 
     for name, model in available():
-        rec = recommended(name, model=model)
+        rec = recommended_privacy(name, model=model)
         cfg = TrainConfig(data=name, **rec["train"])  # valid overrides
         assert cfg.resolved_model() == model
         DifferentialPrivacy(**rec["privacy"])  # valid privacy settings
-    assert recommended("digits", epsilon=8)["privacy"]["epsilon"] == 8.0
+    assert recommended_privacy("digits", epsilon=8)["privacy"]["epsilon"] == 8.0
     with pytest.raises(KeyError, match="unknown data set 'imagenet'; choose one of: breast_cancer, digits"):
-        recommended("imagenet")
+        recommended_privacy("imagenet")
     with pytest.raises(KeyError, match="unknown model with recommended settings for 'digits' 'lstm'; choose one of: cnn, mlp"):
-        recommended("digits", model="lstm")
+        recommended_privacy("digits", model="lstm")
 
 
 def test_the_custom_loop_example_runs():
@@ -164,3 +164,11 @@ def test_sweep_refuses_bad_input(tmp_path):
         sweep(cfg, [1.0, -1.0], tmp_path)
     with pytest.raises(PrivacyError, match="privacy= must not set 'epsilon'"):
         sweep(cfg, [1.0], tmp_path, privacy={"epsilon": 2.0})
+
+
+def test_the_old_name_recommended_is_deprecated():
+    import defenses.privacy
+
+    with pytest.deprecated_call(match="use defenses.privacy.recommended_privacy"):
+        old = defenses.privacy.recommended
+    assert old is recommended_privacy
