@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from defenses.adversarial import TRADES, FastAdversarialTraining, PGDAdversarialTraining
-    from defenses.privacy import DifferentialPrivacy
+    from defenses.privacy.defense import DifferentialPrivacy
 
 __all__ = ["TRADES", "DifferentialPrivacy", "FastAdversarialTraining", "PGDAdversarialTraining"]
 

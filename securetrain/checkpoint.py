@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -133,7 +133,7 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     if info.get("format") != _FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {info.get('format')!r}")
     try:
-        return unflatten_state(tensors, info["skeleton"])
+        return cast(dict[str, Any], unflatten_state(tensors, info["skeleton"]))  # save_state wrote a dict
     except KeyError as exc:
         raise CheckpointError(f"{path}: checkpoint refers to a missing tensor {exc}") from exc
 

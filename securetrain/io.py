@@ -12,14 +12,13 @@ Example:
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
 
 _TMP_SUFFIX = ".tmp"
 

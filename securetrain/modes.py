@@ -58,14 +58,14 @@ def train_mode(model: nn.Module) -> Iterator[nn.Module]:
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module inside an Opacus ``GradSampleModule`` (or DDP) wrapper, else ``model``."""
     inner = model
-    while hasattr(inner, "_module") and isinstance(inner._module, nn.Module):
-        inner = inner._module
-    while isinstance(getattr(inner, "module", None), nn.Module) and type(inner).__name__ in {
+    while isinstance(wrapped := getattr(inner, "_module", None), nn.Module):
+        inner = wrapped
+    while isinstance(wrapped := getattr(inner, "module", None), nn.Module) and type(inner).__name__ in {
         "DistributedDataParallel",
         "DataParallel",
         "DPDDP",
     }:
-        inner = inner.module
+        inner = wrapped
     return inner
 
 
@@ -94,7 +94,7 @@ def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
         for p, g, gs in zip(params, saved_grads, saved_gs):
             p.grad = g
             if hasattr(p, "grad_sample") or gs is not None:
-                p.grad_sample = gs
+                p.grad_sample = gs  # type: ignore[attr-defined]  # Opacus's per-sample gradients, not a torch attribute
         if hooks_were_on:
             model.enable_hooks()  # type: ignore[operator]
         _restore_modes(saved_modes)

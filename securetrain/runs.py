@@ -34,8 +34,8 @@ from torch import nn
 
 from securetrain import data as data_mod
 from securetrain.checkpoint import save_weights
-from securetrain.distributed.context import resolve_context
 from securetrain.distributed.context import barrier as _barrier
+from securetrain.distributed.context import resolve_context
 from securetrain.io import atomic_write_json, remove_stale_temporaries
 from securetrain.models import build_model
 from securetrain.report import Report

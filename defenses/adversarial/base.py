@@ -34,19 +34,27 @@ import inspect
 import time
 from abc import abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
+from defenses.adversarial.cli import OPTION as ADVERSARIAL_OPTION
 from securetrain.errors import ConfigurationError
 from securetrain.registry import Registry
+from securetrain.training import Defense, DefenseOption, EpochMetrics, LossFn, TrainingSession, per_sample_cross_entropy
 from securetrain.validation import check_bounds, check_positive
 
-from defenses.adversarial.cli import OPTION as ADVERSARIAL_OPTION
-from securetrain.training import Defense, DefenseOption, EpochMetrics, LossFn, TrainingSession, per_sample_cross_entropy
-
 Bounds = tuple[float, float]
+
+
+class _Perturb(Protocol):
+    """An attack's batch perturbation, e.g. :meth:`attacks.evasion.Attack.perturb`."""
+
+    def __call__(
+        self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, epsilon: float, *, bounds: Bounds
+    ) -> torch.Tensor: ...
+
 
 DEFAULT_BOUNDS: Bounds = (0.0, 1.0)
 """Input bounds assumed when neither the defense nor the training run says otherwise."""
@@ -221,7 +229,7 @@ class AdversarialTraining(Defense):
         order = torch.randperm(n, device=device)
         return order[n_clean:].sort().values
 
-    def _timed_perturb(self, perturb: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _timed_perturb(self, perturb: _Perturb, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Adversarial versions of ``x`` (rows to attack only), with time and count recorded."""
         t0 = time.perf_counter()
         x_adv = perturb(model, x, y, self.epsilon, bounds=self.bounds)

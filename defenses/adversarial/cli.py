@@ -68,7 +68,7 @@ class AdversarialOption:
                 "(e.g. --adv-eps 0.1 for inputs in [0, 1])"
             )
         settings = {}
-        for dest, (flag, name) in _SETTING_FLAGS.items():
+        for dest, (_flag, name) in _SETTING_FLAGS.items():
             value = getattr(args, dest, None)
             if value is None:
                 continue

@@ -12,11 +12,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from attacks.evasion import get_attack
-
-from securetrain.validation import check_positive
-
 from defenses.adversarial.base import METHODS, Bounds
 from defenses.adversarial.pgd import ExampleReplacement
+from securetrain.validation import check_positive
 
 DEFAULT_REL_STEP = 1.25
 """Wong et al.'s step size, in units of epsilon."""

@@ -20,11 +20,9 @@ import torch
 from torch import nn
 
 from attacks.evasion import Attack, get_attack
-from securetrain.training import LossFn
-
-from securetrain.validation import check_count, check_positive
-
 from defenses.adversarial.base import METHODS, AdversarialTraining, Bounds
+from securetrain.training import LossFn
+from securetrain.validation import check_count, check_positive
 
 
 class ExampleReplacement(AdversarialTraining):

@@ -14,9 +14,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from defenses.adversarial.base import AdversarialTraining
+
+if TYPE_CHECKING:
+    from securetrain.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class Recipe:
 
         return make_adversarial(self.method, self.epsilon, **self.settings)
 
-    def train_config(self, **overrides: Any):
+    def train_config(self, **overrides: Any) -> TrainConfig:
         """A :class:`securetrain.training.TrainConfig` with the recipe's training settings."""
         from securetrain.training import TrainConfig
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from securetrain.errors import ConfigurationError
-
 from defenses.adversarial import fast, pgd, trades  # noqa: F401  (each registers its method in METHODS)
-from defenses.adversarial.base import METHODS, AdversarialTraining
+from defenses.adversarial.base import METHODS as METHODS  # re-exported: the registry of methods
+from defenses.adversarial.base import AdversarialTraining
+from securetrain.errors import ConfigurationError
 
 
 def register_method(name: str, cls: type[AdversarialTraining], *, overwrite: bool = False) -> None:

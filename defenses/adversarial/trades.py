@@ -32,13 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from securetrain.errors import ConfigurationError
-from securetrain.training import LossFn, per_sample_cross_entropy
-
-from securetrain.validation import check_count, check_positive
-
 from defenses.adversarial.base import METHODS, AdversarialTraining, Bounds
 from defenses.adversarial.kl_attack import KLPGD, kl_from_clean
+from securetrain.errors import ConfigurationError
+from securetrain.training import LossFn, per_sample_cross_entropy
+from securetrain.validation import check_count, check_positive
 
 DEFAULT_BETA = 6.0
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from securetrain import data
 from securetrain.report import Report
 from securetrain.runs import RunResult, train
-from securetrain.training import TrainConfig
+from securetrain.training import Defense, TrainConfig
 
 log = logging.getLogger("securetrain.demo")
 
@@ -35,18 +36,24 @@ class DemoOptions:
     progress: bool = True
 
 
-def _stage(name: str) -> Any:
-    class _Timer:
-        def __enter__(self) -> _Timer:
-            self.t0 = time.perf_counter()
-            log.info("%s ...", name)
-            return self
+class _Timer:
+    """Logs the start and end of a stage; ``elapsed`` is its duration in seconds."""
 
-        def __exit__(self, *exc: object) -> None:
-            self.elapsed = time.perf_counter() - self.t0
-            log.info("%s done in %.1f s", name, self.elapsed)
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-    return _Timer()
+    def __enter__(self) -> _Timer:
+        self.t0 = time.perf_counter()
+        log.info("%s ...", self.name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.elapsed = time.perf_counter() - self.t0
+        log.info("%s done in %.1f s", self.name, self.elapsed)
+
+
+def _stage(name: str) -> _Timer:
+    return _Timer(name)
 
 
 @dataclass
@@ -73,9 +80,9 @@ def run_demo(opts: DemoOptions) -> Report:
     from attacks.evasion import audit_robustness
     from attacks.membership import audit_membership_run as audit_run
     from defenses.adversarial.recommended import recommended as adv_recommended
-    from defenses.privacy import DifferentialPrivacy
-    from defenses.privacy import recommended as dp_recommended
-    from securetrain.encrypted import evaluate_encrypted
+    from defenses.privacy.defense import DifferentialPrivacy
+    from defenses.privacy.presets import recommended as dp_recommended
+    from securetrain.encrypted.evaluate import evaluate_encrypted
 
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,12 +94,13 @@ def run_demo(opts: DemoOptions) -> Report:
     def epochs(default: int, quick: int) -> int:
         return opts.epochs if opts.epochs is not None else (quick if opts.quick else default)
 
-    base = {"data": DATA, "model": "cnn", "seed": opts.seed, "progress": opts.progress}
+    # TrainConfig keyword arguments, like the presets' "train" and the recipes' train settings
+    base: dict[str, Any] = {"data": DATA, "model": "cnn", "seed": opts.seed, "progress": opts.progress}
     dp = dp_recommended(DATA, epsilon=opts.epsilon)
     adv = adv_recommended(private=False, epsilon=opts.adv_eps)
     adv_dp = adv_recommended(private=True, epsilon=opts.adv_eps)
 
-    plans = [
+    plans: list[tuple[str, TrainConfig, Callable[[], list[Defense]]]] = [
         ("plain", TrainConfig(**{**base, "epochs": epochs(8, 2)}), lambda: []),
         ("private", TrainConfig(**{**base, **dp["train"], "epochs": epochs(dp["train"]["epochs"], 3)}),
          lambda: [DifferentialPrivacy(**dp["privacy"])]),
@@ -166,14 +174,15 @@ def _combined_report(
     private = next(v for v in variants if v.name == "private")
     r = main.result.report
     rows = [_row(v) for v in variants]
-    he_row = {k: None for k in rows[0]}
+    he_row: dict[str, Any] = {k: None for k in rows[0]}
     he_row.update({"model": "he (encrypted)", "accuracy": round(he_run.report.accuracy, 4),
                    "train s": round(he_run.report.timing.get("train_s", float("nan")), 1)})
     rows.append(he_row)
+    private_privacy = cast(dict[str, Any], private.result.report.privacy)  # trained under DifferentialPrivacy
     notes = [
         "Headline sections (privacy, robustness) are those of the private+adversarial CNN; each model's "
         "full report is in its own folder.",
-        f"The membership section is that of the private CNN (epsilon {private.result.report.privacy['epsilon']:.3g}); "
+        f"The membership section is that of the private CNN (epsilon {private_privacy['epsilon']:.3g}); "
         "the plain CNN's is in plain/report.json and in the table.",
         f"The encrypted section is that of the HE-friendly 'he' model (accuracy {he_run.report.accuracy:.4f}), "
         f"served under CKKS in {enc['mode']} mode: agreement {enc['agreement']:.4f} with plaintext.",

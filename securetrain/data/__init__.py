@@ -16,14 +16,13 @@ Example:
 
 from __future__ import annotations
 
-from securetrain.data.base import DATASETS, DatasetInfo, get_info, load, register_dataset
-from securetrain.data.validate import check_model_fits, validate_batch
-
 # Importing the loader modules registers them.
+from securetrain.data import cifar as _cifar  # noqa: F401  (registration)
 from securetrain.data import embedded as _embedded  # noqa: F401  (registration)
 from securetrain.data import idx as _idx  # noqa: F401  (registration)
-from securetrain.data import cifar as _cifar  # noqa: F401  (registration)
 from securetrain.data import synthetic as _synthetic  # noqa: F401  (registration)
+from securetrain.data.base import DATASETS, DatasetInfo, get_info, load, register_dataset
+from securetrain.data.validate import check_model_fits, validate_batch
 
 __all__ = [
     "DATASETS",

@@ -5,18 +5,19 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from securetrain.data.base import DatasetInfo, data_root, register_dataset
+from securetrain.data.base import DatasetInfo, Loader, data_root, register_dataset
 from securetrain.errors import DataError, DataNotFoundError
 
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_DTYPES: dict[int, np.dtype[Any]] = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -57,7 +58,7 @@ def _find(folder: Path, stem: str, dataset: str) -> Path:
     )
 
 
-def _loader(name: str):
+def _loader(name: str) -> Loader:
     def load(split: str, root: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
         folder = data_root(name, root)
         img_stem, lbl_stem = _FILES[split]

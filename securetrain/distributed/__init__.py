@@ -49,6 +49,7 @@ from securetrain.distributed.context import (
 from securetrain.distributed.errors import DistributedError, WorkerFailedError
 from securetrain.distributed.io import load_state_everywhere, on_main, read_bytes_everywhere
 from securetrain.distributed.launch import launch
+from securetrain.distributed.role import DistributedRole
 from securetrain.distributed.sampling import (
     ShardedBatchSampler,
     ShardedPoissonSampler,
@@ -57,7 +58,6 @@ from securetrain.distributed.sampling import (
     poisson_draw,
     shard_indices,
 )
-from securetrain.distributed.role import DistributedRole
 from securetrain.distributed.session import DistributedTraining, distribute
 from securetrain.distributed.sync import GradientSync, all_reduce_sum, broadcast_module, replicas_identical
 

@@ -31,9 +31,9 @@ import torch
 import torch.distributed as dist
 
 from securetrain.checkpoint import load_state
-from securetrain.errors import CheckpointError
 from securetrain.distributed.context import DistributedContext, get_context
 from securetrain.distributed.sync import _collective
+from securetrain.errors import CheckpointError
 
 T = TypeVar("T")
 

@@ -70,9 +70,10 @@ def launch(
     cores = os.cpu_count() or 1
     if nproc > cores:
         log.warning("--nproc %d is more than the %d CPU cores of this machine; the processes will share cores", nproc, cores)
-    args = torchrun.parse_args(torchrun_argv(worker_argv, nproc, module=module))
+    # torch leaves torchrun's entry points unannotated: parse_args -> Namespace, run -> None
+    args = torchrun.parse_args(torchrun_argv(worker_argv, nproc, module=module))  # type: ignore[no-untyped-call]
     try:
-        torchrun.run(args)
+        torchrun.run(args)  # type: ignore[no-untyped-call]
     except ChildFailedError as exc:
         failures = [(int(r), int(f.exitcode), _signal_name(int(f.exitcode)), int(f.pid), float(f.timestamp)) for r, f in exc.failures.items()]
         message = describe_failures(failures, nproc)

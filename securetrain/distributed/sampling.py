@@ -39,6 +39,8 @@ from torch.utils.data._utils.collate import default_collate
 
 from securetrain.errors import ConfigurationError, SecureTrainError
 
+_default_collate: Callable[[list[Any]], Any] = default_collate  # torch leaves it unannotated
+
 
 def _check_rank(rank: int, world_size: int) -> None:
     if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
@@ -171,10 +173,10 @@ def collate_or_empty(dataset: Any) -> Callable[[list[Any]], Any]:
 
     def collate(batch: list[Any]) -> Any:
         if batch:
-            return default_collate(batch)
+            return _default_collate(batch)
         if isinstance(dataset, TensorDataset):
             return tuple(t[:0] for t in dataset.tensors)
-        return empty_batch_like(default_collate([dataset[0]]))
+        return empty_batch_like(_default_collate([dataset[0]]))
 
     return collate
 

@@ -37,6 +37,7 @@ Example (a single process: nothing to synchronise, the fingerprint is still defi
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -240,8 +241,8 @@ class GradientSync:
             flats[key] = flat
         if carrier is None:  # no float32/float64 parameter: the bookkeeping travels on its own
             tail_values = all_reduce_sum([0.0 if p.grad is None else scale for p in self.params] + [scale], ctx, what)
-        for key, flat in flats.items():
-            _collective(ctx, lambda f=flat: dist.all_reduce(f, op=dist.ReduceOp.SUM), what)
+        for flat in flats.values():
+            _collective(ctx, functools.partial(dist.all_reduce, flat, op=dist.ReduceOp.SUM), what)
         if carrier is not None:
             tail_values = flats[carrier][-(len(self.params) + 1):].tolist()
         # a parameter keeps a gradient if some rank with samples produced one; for non-private

@@ -44,7 +44,8 @@ class HEMLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        logits: torch.Tensor = self.net(x)
+        return logits
 
 
 class HECNN(nn.Module):
@@ -72,4 +73,5 @@ class HECNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:
             x = x.unsqueeze(1)
-        return self.fc(self.flatten(self.act(self.conv(x))))
+        logits: torch.Tensor = self.fc(self.flatten(self.act(self.conv(x))))
+        return logits

@@ -36,7 +36,8 @@ class _Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.norm1(self.conv1(x)))
         out = self.norm2(self.conv2(out))
-        return self.act(out + self.shortcut(x))
+        result: torch.Tensor = self.act(out + self.shortcut(x))
+        return result
 
 
 class SmallResNet(nn.Module):
@@ -70,4 +71,5 @@ class SmallResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:
             x = x.unsqueeze(1)
-        return self.head(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+        logits: torch.Tensor = self.head(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+        return logits

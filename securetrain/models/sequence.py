@@ -38,7 +38,8 @@ class LSTMClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(x)
-        return self.head(out[:, -1, :])
+        logits: torch.Tensor = self.head(out[:, -1, :])
+        return logits
 
 
 class _SelfAttention(nn.Module):
@@ -55,7 +56,8 @@ class _SelfAttention(nn.Module):
         q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads), dim=-1)
         out = (att @ v).transpose(1, 2).reshape(b, t, d)
-        return self.proj(out)
+        projected: torch.Tensor = self.proj(out)
+        return projected
 
 
 class _EncoderBlock(nn.Module):
@@ -68,7 +70,8 @@ class _EncoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        result: torch.Tensor = x + self.mlp(self.norm2(x))
+        return result
 
 
 class TransformerClassifier(nn.Module):
@@ -79,6 +82,8 @@ class TransformerClassifier(nn.Module):
         >>> TransformerClassifier(input_shape=(16, 4), num_classes=4)(torch.zeros(2, 16, 4)).shape
         torch.Size([2, 4])
     """
+
+    positions: torch.Tensor  # a non-persistent buffer, registered in __init__
 
     def __init__(
         self,
@@ -103,4 +108,5 @@ class TransformerClassifier(nn.Module):
         # Indexed per sample (not broadcast) so that per-sample-gradient engines see the batch.
         pos = self.pos(self.positions[: x.shape[1]].unsqueeze(0).expand(x.shape[0], -1))
         h = self.blocks(self.embed(x) + pos)
-        return self.head(self.norm(h).flatten(1))
+        logits: torch.Tensor = self.head(self.norm(h).flatten(1))
+        return logits

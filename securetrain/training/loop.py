@@ -14,11 +14,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
 
@@ -34,9 +34,9 @@ from securetrain.errors import CheckpointError
 from securetrain.modes import unwrap
 from securetrain.training.config import TrainConfig
 from securetrain.training.defense import Defense, DefenseStack
+from securetrain.training.evaluate import evaluate, predict_logits
 from securetrain.training.plan import RunPlan
 from securetrain.training.session import Callback, TrainingSession
-from securetrain.training.evaluate import evaluate, predict_logits
 
 log = logging.getLogger("securetrain")
 
@@ -123,7 +123,8 @@ def fit(
         data_info = DATASETS.get(config.data).info  # the configured data set describes the tensors
     plan = RunPlan(
         epochs=int(config.epochs),
-        bounds=tuple(bounds) if bounds is not None else (data_info.bounds if data_info is not None else None),
+        # tuple() keeps a caller's list working; RunPlan checks it is a (lower, upper) pair
+        bounds=cast(tuple[float, float], tuple(bounds)) if bounds is not None else (data_info.bounds if data_info is not None else None),
         data=data_info,
         seed=int(config.seed),
         dataset_size=int(x_tr.shape[0]),
@@ -195,6 +196,7 @@ def _run_epochs(
                 # dropout masks and attack starts: a different stream on every rank, reproducible on resume
                 torch.manual_seed(rank_seed(config.seed, epoch, ctx.rank))
             t_epoch = time.perf_counter()
+            seen: float  # a count; the cross-rank sum below comes back as a float
             loss_sum, seen = _train_one_epoch(session, bar)
             if ctx.active:
                 loss_sum, seen = all_reduce_sum([loss_sum, seen], ctx, "summing the training loss")
@@ -273,7 +275,7 @@ def _train_one_epoch(session: TrainingSession, bar: tqdm) -> tuple[float, int]:
         x, y = x.to(device), y.to(device)
         session.optimizer.zero_grad(set_to_none=True)
         loss = session.loss(x, y)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         session.step()
         loss_sum += float(loss.detach()) * int(x.shape[0])
         seen += int(x.shape[0])

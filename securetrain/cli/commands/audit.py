@@ -17,7 +17,7 @@ from securetrain.cli.output import show_progress
 from securetrain.errors import ConfigurationError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "audit",
         help="attack a trained run (evasion, optionally membership inference) and update its report",

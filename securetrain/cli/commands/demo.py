@@ -8,7 +8,7 @@ import sys
 from securetrain.cli.output import show_progress
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="train plain, private, adversarial and private+adversarial models on digits, audit them, "

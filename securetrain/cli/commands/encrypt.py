@@ -7,7 +7,7 @@ import argparse
 import sys
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "encrypt",
         help="encrypted inference (TenSEAL CKKS) on the test split; fills the report's encrypted section",
@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from securetrain import data as data_mod
-    from securetrain.encrypted import FineTune, evaluate_encrypted, make_he_friendly, validate
-    from securetrain.encrypted.validator import format_issues
+    from securetrain.encrypted.evaluate import evaluate_encrypted
+    from securetrain.encrypted.validator import FineTune, format_issues, make_he_friendly, validate
     from securetrain.errors import EncryptionError
     from securetrain.report import Report
     from securetrain.runs import load_model, read_config

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
         help="serve the run's model for encrypted inference over HTTP",
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     service = service_from_run(args.dir, modes, max_contexts=args.max_contexts)
     httpd = make_server(service, args.host, args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     host, port = httpd.server_address[:2]
-    sys.stderr.write(f"serving {service.info()['model']} ({', '.join(modes)}) on http://{host}:{port}\n")
+    sys.stderr.write(f"serving {service.info()['model']} ({', '.join(modes)}) on http://{host}:{port}\n")  # type: ignore[str-bytes-safe]  # an AF_INET server's host is a str
     sys.stderr.flush()
     try:
         httpd.serve_forever()

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from securetrain.cli.commands.train import add_training_arguments
 
     p = sub.add_parser(
@@ -52,11 +52,10 @@ def _epsilons(text: str) -> list[float]:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from defenses.privacy.curve import sweep
+    from defenses.privacy.presets import recommended
     from securetrain.cli.commands.train import config_from_args
     from securetrain.cli.output import summary
-
-    from defenses.privacy.presets import recommended
-    from defenses.privacy.curve import sweep
 
     base = config_from_args(args)
     private = base

@@ -14,12 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from securetrain.cli.output import show_progress
 from securetrain.cli.plugins import load_providers
 
+if TYPE_CHECKING:
+    from securetrain.training import Defense, TrainConfig
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train",
         help="train a model (optionally private and/or adversarial) into a run directory",
@@ -57,7 +61,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A :class:`TrainConfig` from parsed flags."""
     from securetrain.errors import ConfigurationError
     from securetrain.training import TrainConfig
@@ -82,9 +86,9 @@ def config_from_args(args: argparse.Namespace):
     )
 
 
-def defenses_from_args(args: argparse.Namespace) -> list:
+def defenses_from_args(args: argparse.Namespace) -> list[Defense]:
     """Every defense whose flags were given."""
-    out = []
+    out: list[Defense] = []
     for provider in load_providers():
         d = provider.build(args)
         if d is not None:
