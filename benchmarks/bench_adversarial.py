@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save_results, table  # noqa: E402
 
 from attacks.evasion import audit_robustness  # noqa: E402
-from defenses.adversarial import TRADES, FastAdversarialTraining, PGDAdversarialTraining, recommended  # noqa: E402
+from defenses.adversarial import TRADES, FastAdversarialTraining, PGDAdversarialTraining, recommended_adversarial  # noqa: E402
 from securetrain import data  # noqa: E402
 from securetrain.models import build_model  # noqa: E402
 from securetrain.training import Defense, TrainConfig, fit  # noqa: E402
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_up(eps)
 
     base = TrainConfig(epochs=args.epochs, progress=False)
-    fast_epochs = recommended(epsilon=eps).train["epochs"] * args.epochs // 10
+    fast_epochs = recommended_adversarial(epsilon=eps).train["epochs"] * args.epochs // 10
     methods = run_rows(
         [
             ("plain", lambda: [], base),
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         if dp_defense() is None:
             print("\nTable 2 skipped: defenses.privacy is not installed")
         else:
-            pub, priv = recommended(epsilon=eps), recommended(private=True, epsilon=eps)
+            pub, priv = recommended_adversarial(epsilon=eps), recommended_adversarial(private=True, epsilon=eps)
             pub_cfg, priv_cfg = pub.train_config(progress=False), priv.train_config(progress=False)
             four = run_rows(
                 [

@@ -29,7 +29,7 @@ from defenses.adversarial.base import AdversarialTraining
 from defenses.adversarial.fast import FastAdversarialTraining
 from defenses.adversarial.kl_attack import KLPGD, kl_from_clean
 from defenses.adversarial.pgd import ExampleReplacement, PGDAdversarialTraining
-from defenses.adversarial.recommended import Recipe, recommended
+from defenses.adversarial.recommended import Recipe, recommended_adversarial
 from defenses.adversarial.registry import METHODS, make_adversarial, register_method
 from defenses.adversarial.trades import TRADES
 
@@ -44,6 +44,20 @@ __all__ = [
     "Recipe",
     "kl_from_clean",
     "make_adversarial",
-    "recommended",
+    "recommended_adversarial",
     "register_method",
 ]
+
+
+
+def recommended(private: bool = False, epsilon: float = 0.1) -> Recipe:
+    """Deprecated alias of :func:`recommended_adversarial` (the privacy package has a different ``recommended``)."""
+    import warnings
+
+    warnings.warn(
+        "defenses.adversarial.recommended is deprecated (the privacy package has a different 'recommended'); "
+        "use defenses.adversarial.recommended_adversarial",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return recommended_adversarial(private=private, epsilon=epsilon)

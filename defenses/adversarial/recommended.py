@@ -3,8 +3,8 @@
 The figures behind them are in ``docs/adversarial.md`` and ``benchmarks/bench_adversarial.py``.
 
 Example:
-    >>> from defenses.adversarial import recommended
-    >>> r = recommended()
+    >>> from defenses.adversarial import recommended_adversarial
+    >>> r = recommended_adversarial()
     >>> r.method, r.epsilon
     ('fgsm', 0.1)
     >>> type(r.defense()).__name__
@@ -44,7 +44,7 @@ class Recipe:
         return TrainConfig(**{**self.train, **overrides})
 
 
-def recommended(private: bool = False, epsilon: float = 0.1) -> Recipe:
+def recommended_adversarial(private: bool = False, epsilon: float = 0.1) -> Recipe:
     """The fast recipe for the digits CNN at L-infinity ``epsilon`` (default 0.1).
 
     Both use :class:`~defenses.adversarial.FastAdversarialTraining` (FGSM from a random
@@ -58,3 +58,4 @@ def recommended(private: bool = False, epsilon: float = 0.1) -> Recipe:
     if private:
         return Recipe("fgsm", epsilon, {}, {**train, "epochs": 20, "batch_size": 128})
     return Recipe("fgsm", epsilon, {}, {**train, "epochs": 15, "batch_size": 64})
+

@@ -79,9 +79,9 @@ def run_demo(opts: DemoOptions) -> Report:
     """Train, attack, audit and encrypt on digits; write ``opts.out/report.*``; return the report."""
     from attacks.evasion import audit_robustness
     from attacks.membership import audit_membership_run as audit_run
-    from defenses.adversarial.recommended import recommended as adv_recommended
+    from defenses.adversarial.recommended import recommended_adversarial as adv_recommended
     from defenses.privacy.defense import DifferentialPrivacy
-    from defenses.privacy.presets import recommended as dp_recommended
+    from defenses.privacy.presets import recommended_privacy as dp_recommended
     from securetrain.encrypted.evaluate import evaluate_encrypted
 
     out = Path(opts.out)

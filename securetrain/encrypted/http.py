@@ -290,9 +290,9 @@ def serve(service: EncryptedInferenceService, host: str = "127.0.0.1", port: int
         httpd.server_close()
 
 
-def service_from_run(run_dir: str | os.PathLike[str], modes: Sequence[str] = ("throughput", "latency"), *,
-                     calibration_samples: int = 512, max_contexts: int = 16,
-                     **plan_options: Any) -> EncryptedInferenceService:
+def build_service_from_run(run_dir: str | os.PathLike[str], modes: Sequence[str] = ("throughput", "latency"), *,
+                           calibration_samples: int = 512, max_contexts: int = 16,
+                           **plan_options: Any) -> EncryptedInferenceService:
     """A service for the model of a run directory, calibrated on its training split
     (``max_contexts``: client contexts kept in memory)."""
     from securetrain.rundir import RunDir
@@ -346,5 +346,14 @@ class RemoteClient:
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES", "EncryptedInferenceService", "RemoteClient", "RunningServer", "UnknownContextError",
-    "make_server", "serve", "service_from_run", "start_server",
+    "build_service_from_run", "make_server", "serve", "start_server",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "service_from_run":
+        import warnings
+
+        warnings.warn("service_from_run is deprecated; use build_service_from_run", DeprecationWarning, stacklevel=2)
+        return build_service_from_run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

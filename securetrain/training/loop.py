@@ -266,7 +266,7 @@ def evaluate_across_ranks(
 
 def _train_one_epoch(session: TrainingSession, bar: tqdm) -> tuple[float, int]:
     model = session.model
-    model.train()  # a wrapped model must be in train mode before every epoch (FIELD_NOTES)
+    model.train()  # a wrapped model must be in train mode before every epoch (Opacus needs it)
     loss_sum, seen = 0.0, 0
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     for x, y in session.train_loader:

@@ -20,7 +20,7 @@ from defenses.adversarial import (
     PGDAdversarialTraining,
     kl_from_clean,
     make_adversarial,
-    recommended,
+    recommended_adversarial,
 )
 from securetrain.errors import AttackError, ConfigurationError
 from securetrain.training import RunPlan, TrainConfig, fit, protect
@@ -346,8 +346,8 @@ def test_fit_reports_the_adversarial_section(digits):
 
 def test_registry_and_recipes():
     assert METHODS.names() == ["fgsm", "pgd", "trades"]
-    assert recommended().defense().method == "fgsm"
-    cfg = recommended(private=True).train_config(epochs=2)
+    assert recommended_adversarial().defense().method == "fgsm"
+    cfg = recommended_adversarial(private=True).train_config(epochs=2)
     assert cfg.epochs == 2 and cfg.batch_size == 128
 
 
@@ -439,3 +439,11 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(method, digits, tmp_pa
     for p, q in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.equal(p, q)
     assert at_resumed.examples == at_full.examples == 3 * 192
+
+
+def test_the_old_name_recommended_is_deprecated():
+    import defenses.adversarial
+
+    with pytest.deprecated_call(match="use defenses.adversarial.recommended_adversarial"):
+        old = defenses.adversarial.recommended(private=True)
+    assert old == recommended_adversarial(private=True)

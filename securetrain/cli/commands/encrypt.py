@@ -33,20 +33,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from securetrain import data as data_mod
     from securetrain.encrypted.evaluate import evaluate_encrypted
     from securetrain.encrypted.validator import FineTune, format_issues, make_he_friendly, validate
     from securetrain.errors import EncryptionError
     from securetrain.report import Report
-    from securetrain.runs import load_model, read_config
+    from securetrain.rundir import RunDir
 
-    cfg = read_config(args.dir)
+    run = RunDir.open(args.dir)
     report = Report.from_json(args.dir)
-    model = load_model(args.dir)
-    name, root = cfg["data"]["name"], cfg["data"].get("root")
-    shape = tuple(cfg["data"]["input_shape"])
-    x_test, y_test = data_mod.load(name, "test", root=root)
-    x_train, y_train = data_mod.load(name, "train", root=root)
+    model = run.load_model()
+    shape = run.data.input_shape
+    x_test, y_test = run.load_data("test")
+    x_train, y_train = run.load_data("train")
     converted = None
     issues = validate(model)
     if issues:

@@ -27,10 +27,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from securetrain.encrypted.http import make_server, service_from_run
+    from securetrain.encrypted.http import build_service_from_run, make_server
 
     modes = ("throughput", "latency") if args.mode == "both" else (args.mode,)
-    service = service_from_run(args.dir, modes, max_contexts=args.max_contexts)
+    service = build_service_from_run(args.dir, modes, max_contexts=args.max_contexts)
     httpd = make_server(service, args.host, args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     host, port = httpd.server_address[:2]
     sys.stderr.write(f"serving {service.info()['model']} ({', '.join(modes)}) on http://{host}:{port}\n")  # type: ignore[str-bytes-safe]  # an AF_INET server's host is a str

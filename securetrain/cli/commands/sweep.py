@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--recommended",
         action="store_true",
-        help="use the tuned private settings of defenses.privacy.recommended(DATA) (batch size, epochs, optimizer, "
+        help="use the tuned private settings of defenses.privacy.recommended_privacy(DATA) (batch size, epochs, optimizer, "
         "learning rate, clipping norm) for the private runs; the baseline keeps the flags given",
     )
     p.add_argument("--no-baseline", action="store_true", help="skip the non-private run")
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from defenses.privacy.curve import sweep
-    from defenses.privacy.presets import recommended
+    from defenses.privacy.presets import recommended_privacy
     from securetrain.cli.commands.train import config_from_args
     from securetrain.cli.output import summary
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     private = base
     privacy: dict[str, object] = {"accountant": args.accountant, "grad_sample_mode": args.grad_sample_mode}
     if args.recommended:
-        rec = recommended(args.data, model=args.model)
+        rec = recommended_privacy(args.data, model=args.model)
         private = replace(base, **rec["train"])
         privacy.update({k: v for k, v in rec["privacy"].items() if k != "epsilon"})
         privacy["accountant"] = args.accountant
