@@ -25,6 +25,7 @@ def best_time(fn: Callable[[], Any], repeat: int = 3) -> float:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table."""
+
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -37,8 +38,10 @@ def save_results(name: str, payload: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/<name>.json`` atomically, with the machine description."""
     from securetrain.io import atomic_write_json
 
-    payload = {"machine": {"platform": platform.platform(), "torch": torch.__version__,
-                           "threads": torch.get_num_threads()}, **payload}
+    payload = {
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        **payload,
+    }
     path = RESULTS / f"{name}.json"
     atomic_write_json(path, payload)
     return path

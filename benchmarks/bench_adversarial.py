@@ -60,8 +60,17 @@ def train_and_audit(make: Factory, cfg: TrainConfig, adv_eps: float, seed: int) 
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = fit(model, (x, y), None, cfg, defenses, num_classes=10, bounds=(0.0, 1.0))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    audit = audit_robustness(result.model.eval(), xt, yt, attacks=["fgsm", "pgd"], epsilons=[adv_eps],
-                             preset="default", checks=True, progress=False, seed=seed)
+    audit = audit_robustness(
+        result.model.eval(),
+        xt,
+        yt,
+        attacks=["fgsm", "pgd"],
+        epsilons=[adv_eps],
+        preset="default",
+        checks=True,
+        progress=False,
+        seed=seed,
+    )
     privacy = result.sections.get("privacy")
     return {
         "train_cpu_s": cpu,
@@ -131,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             ("plain", lambda: [], base),
             ("pgd-7", lambda: [PGDAdversarialTraining(eps, steps=7)], base),
             ("fgsm (fast)", lambda: [FastAdversarialTraining(eps)], base),
-            (f"fgsm (fast), {fast_epochs} epochs", lambda: [FastAdversarialTraining(eps)],
-             TrainConfig(epochs=fast_epochs, progress=False)),
+            (
+                f"fgsm (fast), {fast_epochs} epochs",
+                lambda: [FastAdversarialTraining(eps)],
+                TrainConfig(epochs=fast_epochs, progress=False),
+            ),
             ("trades (beta 6)", lambda: [TRADES(eps, steps=7)], base),
         ],
         seeds,
@@ -144,19 +156,47 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in methods.items():
         r["time_over_plain"] = r["train_cpu_s"] / plain_cpu
         r["robust_minus_pgd"] = r["robust_accuracy"] - pgd_rob
-        rows1.append([name, r["epochs"], r["train_cpu_s"], r["time_over_plain"], r["train_wall_s"], r["accuracy"],
-                      r["robust_accuracy"], f"{r['robust_min']:.3f}-{r['robust_max']:.3f}", r["robust_minus_pgd"],
-                      "; ".join(r["flags"]) or "-"])
+        rows1.append(
+            [
+                name,
+                r["epochs"],
+                r["train_cpu_s"],
+                r["time_over_plain"],
+                r["train_wall_s"],
+                r["accuracy"],
+                r["robust_accuracy"],
+                f"{r['robust_min']:.3f}-{r['robust_max']:.3f}",
+                r["robust_minus_pgd"],
+                "; ".join(r["flags"]) or "-",
+            ]
+        )
     print(f"\nTable 1: adversarial training on digits, adv-eps {eps}, seeds {seeds} (CPU time, 1 thread)\n")
-    print(table(["method", "epochs", "train CPU s", "x plain", "train wall s", "accuracy",
-                 f"robust@{eps}", "robust range", "robust - pgd-7", "audit flags"], rows1))
+    print(
+        table(
+            [
+                "method",
+                "epochs",
+                "train CPU s",
+                "x plain",
+                "train wall s",
+                "accuracy",
+                f"robust@{eps}",
+                "robust range",
+                "robust - pgd-7",
+                "audit flags",
+            ],
+            rows1,
+        )
+    )
     targets = {}
     for name in (n for n in methods if n.startswith("fgsm")):
         r = methods[name]
         ok = r["robust_minus_pgd"] >= -0.02 and r["time_over_plain"] <= 2.5
         targets[name] = ok
-        print(f"target (robust within 2 points of pgd-7 at <= 2.5x plain time), {name}: "
-              f"{r['robust_minus_pgd']:+.3f}, {r['time_over_plain']:.2f}x -> {'met' if ok else 'NOT met'}")
+        print(
+            f"target (robust within 2 points of pgd-7 at <= 2.5x plain time), {name}: "
+            f"{r['robust_minus_pgd']:+.3f}, {r['time_over_plain']:.2f}x -> {'met' if ok else 'NOT met'}"
+        )
 
     four: dict[str, Any] = {}
     if not args.skip_dp:
@@ -179,21 +219,48 @@ def main(argv: list[str] | None = None) -> int:
             rows2 = []
             for name, r in four.items():
                 r["time_over_plain"] = r["train_cpu_s"] / plain4
-                e = "-" if r["epsilon"] is None else f"{r['epsilon']:.3f} ({'valid' if r['privacy_valid'] else 'NOT valid'})"
-                rows2.append([name, r["epochs"], r["batch_size"], r["accuracy"], e, r["robust_accuracy"],
-                              r["train_cpu_s"], r["time_over_plain"]])
+                e = (
+                    "-"
+                    if r["epsilon"] is None
+                    else f"{r['epsilon']:.3f} ({'valid' if r['privacy_valid'] else 'NOT valid'})"
+                )
+                rows2.append(
+                    [
+                        name,
+                        r["epochs"],
+                        r["batch_size"],
+                        r["accuracy"],
+                        e,
+                        r["robust_accuracy"],
+                        r["train_cpu_s"],
+                        r["time_over_plain"],
+                    ]
+                )
             print(f"\nTable 2: four models on digits, adv-eps {eps}, DP epsilon {DP_EPSILON:g}, seeds {seeds}\n")
-            print(table(["model", "epochs", "batch", "accuracy", "epsilon", f"robust@{eps}", "train CPU s",
-                         "x plain"], rows2))
+            print(
+                table(
+                    ["model", "epochs", "batch", "accuracy", "epsilon", f"robust@{eps}", "train CPU s", "x plain"],
+                    rows2,
+                )
+            )
 
-    path = save_results("adversarial", {
-        "settings": {"epochs": args.epochs, "seeds": seeds, "adv_eps": eps, "data": "digits", "model": "cnn",
-                     "audit": "attacks fgsm + pgd (default preset: PGD 50 steps x 5 restarts), worst case, checks on",
-                     "timing": "CPU seconds of the process, torch.set_num_threads(1); minimum over seeds"},
-        "methods": methods,
-        "fast_target_met": targets,
-        "four_models": four,
-    })
+    path = save_results(
+        "adversarial",
+        {
+            "settings": {
+                "epochs": args.epochs,
+                "seeds": seeds,
+                "adv_eps": eps,
+                "data": "digits",
+                "model": "cnn",
+                "audit": "attacks fgsm + pgd (default preset: PGD 50 steps x 5 restarts), worst case, checks on",
+                "timing": "CPU seconds of the process, torch.set_num_threads(1); minimum over seeds",
+            },
+            "methods": methods,
+            "fast_target_met": targets,
+            "four_models": four,
+        },
+    )
     print(f"\nsaved {path}")
     return 0
 

@@ -38,8 +38,16 @@ from securetrain.training import TrainConfig, fit
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_attacks.json"
 
 
-def hand_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, alpha: float,
-             random_start: bool, seed: int) -> float:
+def hand_pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int,
+    alpha: float,
+    random_start: bool,
+    seed: int,
+) -> float:
     """The textbook loop: random start, signed gradient steps, projection, clip; robust accuracy."""
     torch.manual_seed(seed)
     xa = x.clone()
@@ -55,8 +63,16 @@ def hand_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ste
         return float((model(xa).argmax(1) == y).float().mean())
 
 
-def foolbox_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, alpha: float,
-                random_start: bool, seed: int) -> float:
+def foolbox_pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int,
+    alpha: float,
+    random_start: bool,
+    seed: int,
+) -> float:
     fb = foolbox()
     torch.manual_seed(seed)
     fmodel = fb.PyTorchModel(model, bounds=(0, 1), device="cpu")
@@ -99,31 +115,52 @@ def bench_pgd_vs_hand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeat
     rows = []
     for random_start in (False, True):
         ours = PGD(steps=steps, restarts=1, random_start=random_start, loss="ce")
-        res = interleaved({
-            "hand": _frozen(model, lambda rs=random_start: hand_pgd(model, x, y, eps, steps, alpha, rs, 0)),
-            "ours": lambda attack=ours: attack(model, x, y, [eps], seed=0).robust_accuracy[0],
-            "foolbox": _frozen(model, lambda rs=random_start: foolbox_pgd(model, x, y, eps, steps, alpha, rs, 0)),
-        }, repeats)
+        res = interleaved(
+            {
+                "hand": _frozen(model, lambda rs=random_start: hand_pgd(model, x, y, eps, steps, alpha, rs, 0)),
+                "ours": lambda attack=ours: attack(model, x, y, [eps], seed=0).robust_accuracy[0],
+                "foolbox": _frozen(model, lambda rs=random_start: foolbox_pgd(model, x, y, eps, steps, alpha, rs, 0)),
+            },
+            repeats,
+        )
         (t_hand, acc_hand), (t_ours, acc_ours), (t_fb, acc_fb) = res["hand"], res["ours"], res["foolbox"]
-        rows.append({
-            "random_start": random_start, "eps": eps, "steps": steps, "batch": int(x.shape[0]),
-            "hand_s": t_hand, "ours_s": t_ours, "foolbox_s": t_fb,
-            "ours_over_hand": t_ours / t_hand, "foolbox_over_hand": t_fb / t_hand,
-            "robust_acc_hand": acc_hand, "robust_acc_ours": acc_ours, "robust_acc_foolbox": acc_fb,
-        })
+        rows.append(
+            {
+                "random_start": random_start,
+                "eps": eps,
+                "steps": steps,
+                "batch": int(x.shape[0]),
+                "hand_s": t_hand,
+                "ours_s": t_ours,
+                "foolbox_s": t_fb,
+                "ours_over_hand": t_ours / t_hand,
+                "foolbox_over_hand": t_fb / t_hand,
+                "robust_acc_hand": acc_hand,
+                "robust_acc_ours": acc_ours,
+                "robust_acc_foolbox": acc_fb,
+            }
+        )
     return rows
 
 
-def bench_steps_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                         configs: list[tuple[str, int, int]], eps_list: list[float]) -> dict[str, Any]:
+def bench_steps_restarts(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: list[tuple[str, int, int]], eps_list: list[float]
+) -> dict[str, Any]:
     grid = []
     union = None
     for loss, steps, restarts in configs:
         t = time.perf_counter()
         r = PGD(steps=steps, restarts=restarts, loss=loss)(model, x, y, eps_list, seed=1)
-        grid.append({"loss": loss, "steps": steps, "restarts": restarts,
-                     "robust_accuracy": r.robust_accuracy, "time_s": time.perf_counter() - t,
-                     "success": r.success})
+        grid.append(
+            {
+                "loss": loss,
+                "steps": steps,
+                "restarts": restarts,
+                "robust_accuracy": r.robust_accuracy,
+                "time_s": time.perf_counter() - t,
+                "success": r.success,
+            }
+        )
         union = r.success.clone() if union is None else union | r.success
     assert union is not None
     best = [float(1 - s.float().mean()) for s in union]
@@ -139,16 +176,30 @@ def bench_audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train_s: flo
         t = time.perf_counter()
         r = audit_robustness(model, x, y, preset=preset, seed=0, progress=False)
         wall = time.perf_counter() - t
-        rows.append({"preset": preset, "wall_s": wall, "over_train": wall / train_s, "times_s": r.times_s,
-                     "attacks": r.attacks, "worst_case": r.worst_case, "epsilons": r.epsilons, "flags": r.flags})
+        rows.append(
+            {
+                "preset": preset,
+                "wall_s": wall,
+                "over_train": wall / train_s,
+                "times_s": r.times_s,
+                "attacks": r.attacks,
+                "worst_case": r.worst_case,
+                "epsilons": r.epsilons,
+                "flags": r.flags,
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller grid and fewer repeats")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1 is fastest and steadiest for this tiny model on a shared 2-core box)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1 is fastest and steadiest for this tiny model on a shared 2-core box)",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="where to save the JSON figures")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -164,19 +215,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with torch.no_grad():
         clean = float((model(x).argmax(1) == y).float().mean())
     print(f"digits CNN: clean accuracy {clean:.3f} on {x.shape[0]} test images; 3 training epochs took {train_s:.1f}s")
-    print(f"torch {torch.__version__}, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f} "
-          f"(timings on a shared machine are noisy)\n")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f} "
+        f"(timings on a shared machine are noisy)\n"
+    )
 
     repeats = 3 if args.quick else 7
     pgd_rows = bench_pgd_vs_hand(model, x, y, repeats)
-    print("1. PGD (Linf, eps 0.1, 50 steps, batch 397): this suite vs a hand-written torch loop "
-          f"(median of {repeats})")
-    print(f"{'random start':<14}{'hand s':>9}{'ours s':>9}{'ours/hand':>11}{'foolbox/hand':>14}"
-          f"{'acc hand':>10}{'acc ours':>10}{'acc fb':>9}")
+    print(f"1. PGD (Linf, eps 0.1, 50 steps, batch 397): this suite vs a hand-written torch loop (median of {repeats})")
+    print(
+        f"{'random start':<14}{'hand s':>9}{'ours s':>9}{'ours/hand':>11}{'foolbox/hand':>14}"
+        f"{'acc hand':>10}{'acc ours':>10}{'acc fb':>9}"
+    )
     for r in pgd_rows:
-        print(f"{str(r['random_start']):<14}{r['hand_s']:>9.3f}{r['ours_s']:>9.3f}{r['ours_over_hand']:>11.2f}"
-              f"{r['foolbox_over_hand']:>14.2f}{r['robust_acc_hand']:>10.3f}{r['robust_acc_ours']:>10.3f}"
-              f"{r['robust_acc_foolbox']:>9.3f}")
+        print(
+            f"{str(r['random_start']):<14}{r['hand_s']:>9.3f}{r['ours_s']:>9.3f}{r['ours_over_hand']:>11.2f}"
+            f"{r['foolbox_over_hand']:>14.2f}{r['robust_acc_hand']:>10.3f}{r['robust_acc_ours']:>10.3f}"
+            f"{r['robust_acc_foolbox']:>9.3f}"
+        )
 
     steps_list = [10, 20, 50, 100] if args.quick else [10, 20, 50, 100, 200]
     restarts_list = [1, 2, 4] if args.quick else [1, 2, 4, 8]
@@ -184,13 +240,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     configs += [("ce", 50, 4), ("margin", 50, 4)] + ([] if args.quick else [("ce", 200, 8), ("margin", 200, 8)])
     eps_list = [0.05, 0.1, 0.2]
     grid = bench_steps_restarts(model, x, y, configs, eps_list)
-    print(f"\n2. PGD robust accuracy against steps x restarts (Linf, eps {eps_list}); 'excess' = samples that some "
-          "other configuration fooled but this one did not")
-    print(f"{'loss':<11}{'steps':>6}{'restarts':>9}" + "".join(f"{'eps ' + str(e):>11}" for e in eps_list)
-          + f"{'excess':>13}{'time s':>8}")
+    print(
+        f"\n2. PGD robust accuracy against steps x restarts (Linf, eps {eps_list}); 'excess' = samples that some "
+        "other configuration fooled but this one did not"
+    )
+    print(
+        f"{'loss':<11}{'steps':>6}{'restarts':>9}"
+        + "".join(f"{'eps ' + str(e):>11}" for e in eps_list)
+        + f"{'excess':>13}{'time s':>8}"
+    )
     for g in grid["grid"]:
-        print(f"{g['loss']:<11}{g['steps']:>6}{g['restarts']:>9}" + "".join(f"{a:>11.4f}" for a in g["robust_accuracy"])
-              + f"{str(g['excess_samples_over_best']):>13}{g['time_s']:>8.2f}")
+        print(
+            f"{g['loss']:<11}{g['steps']:>6}{g['restarts']:>9}"
+            + "".join(f"{a:>11.4f}" for a in g["robust_accuracy"])
+            + f"{str(g['excess_samples_over_best']):>13}{g['time_s']:>8.2f}"
+        )
     print(f"{'best known (union)':<26}" + "".join(f"{a:>11.4f}" for a in grid["best_known"]))
 
     audits = bench_audit(model, x, y, train_s)
@@ -203,8 +267,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  {a['preset']} worst case: {[round(v, 3) for v in a['worst_case']]}; flags: {a['flags'] or 'none'}")
 
     figures = {
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads,
-                    "cpus": os.cpu_count(), "load_average": os.getloadavg()[0]},
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg()[0],
+        },
         "model": {"name": "cnn", "data": "digits", "clean_accuracy": clean, "train_s": train_s},
         "pgd_vs_hand": pgd_rows,
         "steps_restarts": grid,

@@ -97,16 +97,33 @@ def _worker(rank: int, nproc: int, threads: int, verify: int, port: int, opts: d
     info = data.get_info(opts["data"])
     backend = opts["backend"]
     results: dict[str, Any] = {}
-    with process_group(backend, rank=rank, world_size=nproc, init_method=f"tcp://127.0.0.1:{port}", timeout_s=300) as ctx:
+    with process_group(
+        backend, rank=rank, world_size=nproc, init_method=f"tcp://127.0.0.1:{port}", timeout_s=300
+    ) as ctx:
         for mode in opts["modes"]:
             torch.manual_seed(0)
             model = build_model(opts["model"], info.input_shape, info.num_classes).to(ctx.device)
-            cfg = TrainConfig(data=opts["data"], epochs=opts["epochs"], batch_size=opts["batch"], optimizer="sgd",
-                              lr=0.05, seed=1, progress=False)
+            cfg = TrainConfig(
+                data=opts["data"],
+                epochs=opts["epochs"],
+                batch_size=opts["batch"],
+                optimizer="sgd",
+                lr=0.05,
+                seed=1,
+                progress=False,
+            )
             clock = _CpuClock()
-            result = fit(model, train, None, cfg, _defenses(mode), num_classes=info.num_classes,
-                         bounds=info.bounds, callbacks=[clock])
-            measured = result.history[1:]            # epoch 1 is a warm-up
+            result = fit(
+                model,
+                train,
+                None,
+                cfg,
+                _defenses(mode),
+                num_classes=info.num_classes,
+                bounds=info.bounds,
+                callbacks=[clock],
+            )
+            measured = result.history[1:]  # epoch 1 is a warm-up
             results[mode] = {
                 "wall_s": sum(h["time_s"] for h in measured),
                 "cpu_s": clock.marks[-1] - clock.marks[1],
@@ -127,8 +144,13 @@ def _free_port() -> int:
 
 def _run_config(nproc: int, threads: int, verify: int, opts: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
-        ctx = mp.start_processes(_worker, args=(nproc, threads, verify, _free_port(), opts, out), nprocs=nproc,
-                                 join=False, start_method="spawn")
+        ctx = mp.start_processes(
+            _worker,
+            args=(nproc, threads, verify, _free_port(), opts, out),
+            nprocs=nproc,
+            join=False,
+            start_method="spawn",
+        )
         deadline = time.monotonic() + opts["timeout"]
         try:
             while not ctx.join(timeout=0.5):
@@ -144,7 +166,7 @@ def _run_config(nproc: int, threads: int, verify: int, opts: dict[str, Any]) -> 
     for mode in opts["modes"]:
         per = [r[mode] for r in ranks]
         merged[mode] = {
-            "wall_s": max(p["wall_s"] for p in per),        # the job is as slow as its slowest rank
+            "wall_s": max(p["wall_s"] for p in per),  # the job is as slow as its slowest rank
             "cpu_s": sum(p["cpu_s"] for p in per),
             "samples": per[0]["samples"],
             "steps": per[0]["steps"],
@@ -173,17 +195,27 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, dict[str, dict[str, Any]]] = {}
     rows = []
     for batch in args.batch:
-        opts = {"data": args.data, "model": args.model, "batch": batch, "epochs": args.epochs,
-                "modes": args.modes, "backend": args.backend, "timeout": args.timeout}
+        opts = {
+            "data": args.data,
+            "model": args.model,
+            "batch": batch,
+            "epochs": args.epochs,
+            "modes": args.modes,
+            "backend": args.backend,
+            "timeout": args.timeout,
+        }
         runs: dict[str, list[dict[str, Any]]] = {c[0]: [] for c in configs}
         for r in range(args.rounds):
             for name, nproc, threads, verify in configs:
                 t0 = time.perf_counter()
                 runs[name].append(_run_config(nproc, threads, verify, opts))
-                print(f"batch {batch}, round {r + 1}/{args.rounds}: {name} done in {time.perf_counter() - t0:.1f} s",
-                      file=sys.stderr)
+                print(
+                    f"batch {batch}, round {r + 1}/{args.rounds}: {name} done in {time.perf_counter() - t0:.1f} s",
+                    file=sys.stderr,
+                )
         base_name = configs[0][0]
         for mode in args.modes:
+
             def med(name: str, key: str, mode: str = mode, runs: dict[str, Any] = runs) -> float:
                 return statistics.median(run[mode][key] for run in runs[name])
 
@@ -193,24 +225,54 @@ def main(argv: list[str] | None = None) -> int:
                 wall, cpu, samples = med(name, "wall_s"), med(name, "cpu_s"), med(name, "samples")
                 tp = samples / wall
                 cores = nproc * threads
-                fig = {"nproc": nproc, "threads": threads, "replica_check_every": verify, "samples_per_s": tp,
-                       "speedup": tp / base_tp, "efficiency": tp / base_tp / cores,
-                       "cpu_per_sample_ratio": (cpu / samples) / base_cpu, "wall_s": wall, "cpu_s": cpu,
-                       "samples": samples, "steps": runs[name][0][mode]["steps"],
-                       "world_size": runs[name][0][mode]["world_size"], "rounds": [run[mode] for run in runs[name]]}
+                fig = {
+                    "nproc": nproc,
+                    "threads": threads,
+                    "replica_check_every": verify,
+                    "samples_per_s": tp,
+                    "speedup": tp / base_tp,
+                    "efficiency": tp / base_tp / cores,
+                    "cpu_per_sample_ratio": (cpu / samples) / base_cpu,
+                    "wall_s": wall,
+                    "cpu_s": cpu,
+                    "samples": samples,
+                    "steps": runs[name][0][mode]["steps"],
+                    "world_size": runs[name][0][mode]["world_size"],
+                    "rounds": [run[mode] for run in runs[name]],
+                }
                 figures.setdefault(f"batch {batch}", {}).setdefault(mode, {})[name] = fig
-                rows.append([batch, mode, name, round(tp, 1), round(fig["speedup"], 3), round(fig["efficiency"], 3),
-                             round(fig["cpu_per_sample_ratio"], 3)])
+                rows.append(
+                    [
+                        batch,
+                        mode,
+                        name,
+                        round(tp, 1),
+                        round(fig["speedup"], 3),
+                        round(fig["efficiency"], 3),
+                        round(fig["cpu_per_sample_ratio"], 3),
+                    ]
+                )
     print(table(["batch", "mode", "config", "samples/s", "speedup", "efficiency", "cpu/sample"], rows))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    path = save_results("distributed", {
-        "settings": {"data": args.data, "model": args.model, "batches": args.batch, "epochs": args.epochs,
-                     "modes": args.modes, "backend": args.backend, "rounds": args.rounds,
-                     "cpu_count": os.cpu_count(), "load_average_1min": load},
-        "figures": figures,
-        "note": "wall-clock figures depend on how much of the cores the processes got; on a shared machine "
-                "read cpu_per_sample_ratio for the overhead of distribution",
-    })
+    path = save_results(
+        "distributed",
+        {
+            "settings": {
+                "data": args.data,
+                "model": args.model,
+                "batches": args.batch,
+                "epochs": args.epochs,
+                "modes": args.modes,
+                "backend": args.backend,
+                "rounds": args.rounds,
+                "cpu_count": os.cpu_count(),
+                "load_average_1min": load,
+            },
+            "figures": figures,
+            "note": "wall-clock figures depend on how much of the cores the processes got; on a shared machine "
+            "read cpu_per_sample_ratio for the overhead of distribution",
+        },
+    )
     print(f"saved {path}")
     return 0
 

@@ -162,7 +162,12 @@ def run_speed(models: list[str], modes: list[str], batches: list[int], steps: in
                 try:
                     row = speed_case(model_name, mode, batch, steps)
                 except ModelError as exc:
-                    row = {"model": model_name, "mode": mode, "batch": batch, "unsupported": str(exc).split(":")[0][:120]}
+                    row = {
+                        "model": model_name,
+                        "mode": mode,
+                        "batch": batch,
+                        "unsupported": str(exc).split(":")[0][:120],
+                    }
                 rows.append(row)
                 _print_speed_row(row)
     return rows
@@ -208,14 +213,33 @@ def _train_accuracy(name: str, overrides: dict[str, Any], seed: int, privacy: di
     out = {"accuracy": evaluate(r.model, *te)["accuracy"]}
     if privacy:
         sec = r.sections["privacy"]
-        out.update(epsilon_spent=sec["epsilon"], valid=sec["valid"], steps=sec["steps"], noise_multiplier=sec["noise_multiplier"])
+        out.update(
+            epsilon_spent=sec["epsilon"],
+            valid=sec["valid"],
+            steps=sec["steps"],
+            noise_multiplier=sec["noise_multiplier"],
+        )
     return out
 
 
 NON_PRIVATE = {
     ("digits", "cnn"): {"model": "cnn", "batch_size": 64, "epochs": 10, "optimizer": "adam", "lr": 0.01},
-    ("digits", "mlp"): {"model": "mlp", "model_kwargs": {"hidden": [64]}, "batch_size": 64, "epochs": 20, "optimizer": "adam", "lr": 0.01},
-    ("breast_cancer", "mlp"): {"model": "mlp", "model_kwargs": {"hidden": [16]}, "batch_size": 32, "epochs": 30, "optimizer": "adam", "lr": 0.01},
+    ("digits", "mlp"): {
+        "model": "mlp",
+        "model_kwargs": {"hidden": [64]},
+        "batch_size": 64,
+        "epochs": 20,
+        "optimizer": "adam",
+        "lr": 0.01,
+    },
+    ("breast_cancer", "mlp"): {
+        "model": "mlp",
+        "model_kwargs": {"hidden": [16]},
+        "batch_size": 32,
+        "epochs": 30,
+        "optimizer": "adam",
+        "lr": 0.01,
+    },
 }
 """Non-private baselines: the same architecture as the private model, trained with usual settings."""
 
@@ -234,8 +258,16 @@ def run_accuracy(epsilons: list[float], seeds: int, dpl_seeds: int) -> dict[str,
         label = f"{name}/{model}"
         rows = []
         base = [_train_accuracy(name, NON_PRIVATE[(name, model)], s, None)["accuracy"] for s in range(seeds)]
-        rows.append({"method": "non-private", "epsilon": None, "accuracy": _mean(base), "std": _std(base), "runs": base,
-                     "settings": NON_PRIVATE[(name, model)]})
+        rows.append(
+            {
+                "method": "non-private",
+                "epsilon": None,
+                "accuracy": _mean(base),
+                "std": _std(base),
+                "runs": base,
+                "settings": NON_PRIVATE[(name, model)],
+            }
+        )
         print(f"{label:22s} non-private          acc {_mean(base):.4f} +- {_std(base):.4f}", flush=True)
         for eps in epsilons:
             rec = recommended(name, epsilon=eps, model=model)
@@ -254,8 +286,11 @@ def run_accuracy(epsilons: list[float], seeds: int, dpl_seeds: int) -> dict[str,
                 "settings": rec,
             }
             rows.append(row)
-            print(f"{label:22s} DP-SGD eps {eps:<5g}     acc {row['accuracy']:.4f} +- {row['std']:.4f}  "
-                  f"(gap {row['gap_to_non_private']:+.4f}, spent <= {row['epsilon_spent_max']:.3f}, valid {row['valid']})", flush=True)
+            print(
+                f"{label:22s} DP-SGD eps {eps:<5g}     acc {row['accuracy']:.4f} +- {row['std']:.4f}  "
+                f"(gap {row['gap_to_non_private']:+.4f}, spent <= {row['epsilon_spent_max']:.3f}, valid {row['valid']})",
+                flush=True,
+            )
         if name == "breast_cancer":
             for eps in epsilons:
                 res = diffprivlib_accuracy(eps, dpl_seeds)
@@ -264,8 +299,11 @@ def run_accuracy(epsilons: list[float], seeds: int, dpl_seeds: int) -> dict[str,
                     print(f"{label:22s} diffprivlib eps {eps:<5g} unavailable (pip install diffprivlib)", flush=True)
                     continue
                 rows.append({"method": "diffprivlib LogisticRegression", "epsilon": eps, **res})
-                print(f"{label:22s} diffprivlib eps {eps:<5g} acc {res['accuracy']:.4f} +- {res['std']:.4f} "
-                      f"(data_norm {res['data_norm']}, delta 0)", flush=True)
+                print(
+                    f"{label:22s} diffprivlib eps {eps:<5g} acc {res['accuracy']:.4f} +- {res['std']:.4f} "
+                    f"(data_norm {res['data_norm']}, delta 0)",
+                    flush=True,
+                )
         out[label] = rows
     return out
 
@@ -366,7 +404,9 @@ def run_tune(name: str, epsilon: float, seeds: int) -> list[dict[str, Any]]:
         c = cfg["C"]
         overrides = {k: v for k, v in cfg.items() if k != "C"}
         accs = [
-            _train_accuracy(name, overrides, s, {"epsilon": epsilon, "delta": 1e-5, "max_grad_norm": c, "accountant": "prv"})["accuracy"]
+            _train_accuracy(
+                name, overrides, s, {"epsilon": epsilon, "delta": 1e-5, "max_grad_norm": c, "accountant": "prv"}
+            )["accuracy"]
             for s in range(seeds)
         ]
         row = {**cfg, "epsilon": epsilon, "accuracy": _mean(accs), "std": _std(accs)}
@@ -396,11 +436,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     logging.disable(logging.WARNING)
-    for msg in ("Full backward hook is firing", "Secure RNG turned off", "Optimal order is the", "Using a non-full backward hook"):
+    for msg in (
+        "Full backward hook is firing",
+        "Secure RNG turned off",
+        "Optimal order is the",
+        "Using a non-full backward hook",
+    ):
         warnings.filterwarnings("ignore", message=msg)
     torch.set_num_threads(args.threads)
-    env = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    env = {
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if args.tune:
         rows = run_tune(args.tune, args.epsilon, args.seeds)
         atomic_write_json(Path(args.out).with_name(f"dp_tune_{args.tune}.json"), {"env": env, "rows": rows})
@@ -414,13 +463,20 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError:
             pass
     if args.part in ("speed", "all"):
-        print("step time: median CPU time of the thread (plain ms, dp ms, ratio); wall: median wall-clock ratio; memory: peak ratio")
-        print(f"{'model':12s} {'mode':10s} {'batch':>5s} {'engine':>9s} {'plain ms':>9s} {'dp ms':>9s} {'time':>8s} {'wall':>8s} {'memory':>8s}")
+        print(
+            "step time: median CPU time of the thread (plain ms, dp ms, ratio); wall: median wall-clock ratio; memory: peak ratio"
+        )
+        print(
+            f"{'model':12s} {'mode':10s} {'batch':>5s} {'engine':>9s} {'plain ms':>9s} {'dp ms':>9s} {'time':>8s} {'wall':>8s} {'memory':>8s}"
+        )
         results["speed"] = run_speed(args.models.split(","), args.modes.split(","), args.batch, args.steps)
         results["epoch"] = [epoch_ratio(b, 2) for b in args.batch]
         for e in results["epoch"]:
-            print(f"digits CNN whole epoch (fit, data loading included), batch {e['batch']}: plain {e['plain_epoch_s']} s, "
-                  f"DP {e['dp_epoch_s']} s, ratio {e['ratio']:.2f}x", flush=True)
+            print(
+                f"digits CNN whole epoch (fit, data loading included), batch {e['batch']}: plain {e['plain_epoch_s']} s, "
+                f"DP {e['dp_epoch_s']} s, ratio {e['ratio']:.2f}x",
+                flush=True,
+            )
     if args.part in ("accuracy", "all"):
         eps = [float(e) for e in args.epsilons.split(",")]
         results["accuracy"] = run_accuracy(eps, args.seeds, args.dpl_seeds)

@@ -47,7 +47,9 @@ def train(model: nn.Module, epochs: int, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def ours(model: nn.Module, mode: str, x_test: torch.Tensor, calib: torch.Tensor, latency_samples: int) -> dict[str, Any]:
+def ours(
+    model: nn.Module, mode: str, x_test: torch.Tensor, calib: torch.Tensor, latency_samples: int
+) -> dict[str, Any]:
     em = EncryptedModel.build(model, mode, calibration=calib)
     t = time.perf_counter()
     client = EncryptionClient(em.spec())
@@ -90,15 +92,25 @@ def ours(model: nn.Module, mode: str, x_test: torch.Tensor, calib: torch.Tensor,
     ct_bytes = int(decode_header(req, expect_kind=REQUEST)[0]["sizes"][0])
     p = em.plan
     return {
-        "approach": f"ours-{mode}", "poly_modulus_degree": p.poly_modulus_degree,
-        "coeff_mod_bit_sizes": list(p.coeff_mod_bit_sizes), "scale_bits": p.scale_bits, "depth": p.depth,
-        "variant": p.variant, "security_bits": p.security_bits, "samples_timed": n_timed,
-        "samples_compared": compared, "per_sample_s": total / n_timed,
+        "approach": f"ours-{mode}",
+        "poly_modulus_degree": p.poly_modulus_degree,
+        "coeff_mod_bit_sizes": list(p.coeff_mod_bit_sizes),
+        "scale_bits": p.scale_bits,
+        "depth": p.depth,
+        "variant": p.variant,
+        "security_bits": p.security_bits,
+        "samples_timed": n_timed,
+        "samples_compared": compared,
+        "per_sample_s": total / n_timed,
         "agreement": float(np.mean(out.argmax(1) == ref[:compared].argmax(1))),
-        "max_abs_error": float(np.abs(out - ref[:compared]).max()), "tolerance": p.estimated_error,
-        "public_context_bytes": len(public), "ciphertext_bytes": ct_bytes,
-        "request_bytes_per_sample": req_bytes / n_timed, "response_bytes_per_sample": resp_bytes / n_timed,
-        "keygen_s": keygen, **split,
+        "max_abs_error": float(np.abs(out - ref[:compared]).max()),
+        "tolerance": p.estimated_error,
+        "public_context_bytes": len(public),
+        "ciphertext_bytes": ct_bytes,
+        "request_bytes_per_sample": req_bytes / n_timed,
+        "response_bytes_per_sample": resp_bytes / n_timed,
+        "keygen_s": keygen,
+        **split,
     }
 
 
@@ -153,20 +165,41 @@ def tutorial_cnn(model: nn.Module, x_test: torch.Tensor, n: int) -> dict[str, An
         out = h.mm(w) + b
         outs.append(out.decrypt())
         total += time.perf_counter() - t0
-    return _baseline_row("tenseal-tutorial (im2col, conv2d_im2col)", ctx, model, x_test, n, outs, total, ct_bytes, keygen)
+    return _baseline_row(
+        "tenseal-tutorial (im2col, conv2d_im2col)", ctx, model, x_test, n, outs, total, ct_bytes, keygen
+    )
 
 
-def _baseline_row(name: str, ctx: Any, model: nn.Module, x_test: torch.Tensor, n: int, outs: list, total: float,
-                  ct_bytes: int, keygen: float) -> dict[str, Any]:
+def _baseline_row(
+    name: str,
+    ctx: Any,
+    model: nn.Module,
+    x_test: torch.Tensor,
+    n: int,
+    outs: list,
+    total: float,
+    ct_bytes: int,
+    keygen: float,
+) -> dict[str, Any]:
     out = np.asarray(outs, dtype=np.float64)
     ref = float64_logits(model, x_test[:n])
     return {
-        "approach": name, "poly_modulus_degree": 8192, "coeff_mod_bit_sizes": TUTORIAL_BITS, "scale_bits": 26,
-        "depth": len(TUTORIAL_BITS) - 2, "variant": "-", "security_bits": 128, "samples_timed": n,
-        "samples_compared": n, "per_sample_s": total / n,
-        "agreement": float(np.mean(out.argmax(1) == ref.argmax(1))), "max_abs_error": float(np.abs(out - ref).max()),
-        "tolerance": None, "public_context_bytes": len(ctx.serialize(save_secret_key=False)),
-        "ciphertext_bytes": ct_bytes, "keygen_s": keygen,
+        "approach": name,
+        "poly_modulus_degree": 8192,
+        "coeff_mod_bit_sizes": TUTORIAL_BITS,
+        "scale_bits": 26,
+        "depth": len(TUTORIAL_BITS) - 2,
+        "variant": "-",
+        "security_bits": 128,
+        "samples_timed": n,
+        "samples_compared": n,
+        "per_sample_s": total / n,
+        "agreement": float(np.mean(out.argmax(1) == ref.argmax(1))),
+        "max_abs_error": float(np.abs(out - ref).max()),
+        "tolerance": None,
+        "public_context_bytes": len(ctx.serialize(save_secret_key=False)),
+        "ciphertext_bytes": ct_bytes,
+        "keygen_s": keygen,
     }
 
 
@@ -207,22 +240,41 @@ def main(argv: list[str] | None = None) -> int:
     header = ("model", "approach", "N", "depth", "ms/sample", "x tutorial", "agreement", "max err", "ctx MB", "ct KB")
     lines = [" | ".join(header), " | ".join("---" for _ in header)]
     for r in rows:
-        lines.append(" | ".join([
-            r["model"], r["approach"], str(r["poly_modulus_degree"]), str(r["depth"]), f"{r['per_sample_s'] * 1e3:.3f}",
-            "-" if r["speedup_vs_tutorial"] is None else f"{r['speedup_vs_tutorial']:.1f}",
-            f"{r['agreement']:.4f} ({r['samples_compared']})", f"{r['max_abs_error']:.2e}",
-            f"{r['public_context_bytes'] / 1e6:.1f}", f"{r['ciphertext_bytes'] / 1e3:.0f}",
-        ]))
+        lines.append(
+            " | ".join(
+                [
+                    r["model"],
+                    r["approach"],
+                    str(r["poly_modulus_degree"]),
+                    str(r["depth"]),
+                    f"{r['per_sample_s'] * 1e3:.3f}",
+                    "-" if r["speedup_vs_tutorial"] is None else f"{r['speedup_vs_tutorial']:.1f}",
+                    f"{r['agreement']:.4f} ({r['samples_compared']})",
+                    f"{r['max_abs_error']:.2e}",
+                    f"{r['public_context_bytes'] / 1e6:.1f}",
+                    f"{r['ciphertext_bytes'] / 1e3:.0f}",
+                ]
+            )
+        )
     table = "\n".join(lines)
     sys.stdout.write(table + "\n")
-    atomic_write_json(args.out, {
-        "benchmark": "encrypted inference, digits test split", "rows": rows, "table": table,
-        "latency_samples": args.latency_samples, "epochs": args.epochs, "platform": platform.platform(),
-        "tenseal": ts.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "note": "ours-throughput times one full chunk of slot-count samples (test split tiled); agreement and error "
-                "on the 397 unique test images. Latency rows time one image per request. Timings on a shared "
-                "2-core machine are noisy.",
-    })
+    atomic_write_json(
+        args.out,
+        {
+            "benchmark": "encrypted inference, digits test split",
+            "rows": rows,
+            "table": table,
+            "latency_samples": args.latency_samples,
+            "epochs": args.epochs,
+            "platform": platform.platform(),
+            "tenseal": ts.__version__,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "note": "ours-throughput times one full chunk of slot-count samples (test split tiled); agreement and error "
+            "on the 397 unique test images. Latency rows time one image per request. Timings on a shared "
+            "2-core machine are noisy.",
+        },
+    )
     sys.stdout.write(f"saved {args.out}\n")
     return 0
 

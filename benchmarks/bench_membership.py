@@ -112,30 +112,68 @@ def main() -> None:
                     continue
                 rows.append(r)
     base_audit = {r["data"]: r["audit_s"] for r in rows if r["setting"] == "plain"}
-    print(f"membership audit: {args.shadow_models} shadow models, {args.epochs} epochs, seed {args.seed}, "
-          f"{torch.get_num_threads()} threads; bounds at 95% confidence, delta {DELTA:g}")
-    headers = ["data", "setting", "acc", "theory eps", "eps lower bd", "bd / theory", "bound from", "violated",
-               "best attack", "AUC", "TPR@0.1%", "TPR@1%", "LiRA-on AUC", "LiRA-on TPR@0.1%", "loss AUC",
-               "audit s", "audit x plain"]
+    print(
+        f"membership audit: {args.shadow_models} shadow models, {args.epochs} epochs, seed {args.seed}, "
+        f"{torch.get_num_threads()} threads; bounds at 95% confidence, delta {DELTA:g}"
+    )
+    headers = [
+        "data",
+        "setting",
+        "acc",
+        "theory eps",
+        "eps lower bd",
+        "bd / theory",
+        "bound from",
+        "violated",
+        "best attack",
+        "AUC",
+        "TPR@0.1%",
+        "TPR@1%",
+        "LiRA-on AUC",
+        "LiRA-on TPR@0.1%",
+        "loss AUC",
+        "audit s",
+        "audit x plain",
+    ]
     table_rows = []
     for r in rows:
         th = r["theoretical_epsilon"]
-        table_rows.append([
-            r["data"], r["setting"], float(r["accuracy"]), "-" if th is None else float(th), float(r["epsilon_lower_bound"]),
-            "-" if not th else float(r["epsilon_lower_bound"]) / float(th), r["bound_source"],
-            "-" if r["privacy_violated"] is None else str(r["privacy_violated"]), r["attack"], float(r["auc"]),
-            float(r["tpr_at_0.1%"]), float(r["tpr_at_1%"]), float(r["lira_online_auc"]),
-            float(r["lira_online_tpr_at_0.1%"]), float(r["loss_auc"]), float(r["audit_s"]),
-            float(r["audit_s"]) / base_audit[r["data"]],
-        ])
+        table_rows.append(
+            [
+                r["data"],
+                r["setting"],
+                float(r["accuracy"]),
+                "-" if th is None else float(th),
+                float(r["epsilon_lower_bound"]),
+                "-" if not th else float(r["epsilon_lower_bound"]) / float(th),
+                r["bound_source"],
+                "-" if r["privacy_violated"] is None else str(r["privacy_violated"]),
+                r["attack"],
+                float(r["auc"]),
+                float(r["tpr_at_0.1%"]),
+                float(r["tpr_at_1%"]),
+                float(r["lira_online_auc"]),
+                float(r["lira_online_tpr_at_0.1%"]),
+                float(r["loss_auc"]),
+                float(r["audit_s"]),
+                float(r["audit_s"]) / base_audit[r["data"]],
+            ]
+        )
     print(table(headers, table_rows))
     if missing_dp:
         print("defenses.privacy is not installed: private settings were skipped")
-    path = save_results("membership", {
-        "shadow_models": args.shadow_models, "epochs": args.epochs, "seed": args.seed, "delta": DELTA,
-        "threads": args.threads,
-        "dp_available": not missing_dp, "rows": rows,
-    })
+    path = save_results(
+        "membership",
+        {
+            "shadow_models": args.shadow_models,
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "delta": DELTA,
+            "threads": args.threads,
+            "dp_available": not missing_dp,
+            "rows": rows,
+        },
+    )
     print(f"saved {path}")
 
 

@@ -22,8 +22,16 @@ from _common import save_results, table  # noqa: E402
 from securetrain import data  # noqa: E402
 from securetrain.models import build_model  # noqa: E402
 
-CASES = [("mlp", "digits"), ("cnn", "digits"), ("resnet", "digits"), ("he", "digits"), ("he-cnn", "digits"),
-         ("mlp", "breast_cancer"), ("lstm", "sequences"), ("transformer", "sequences")]
+CASES = [
+    ("mlp", "digits"),
+    ("cnn", "digits"),
+    ("resnet", "digits"),
+    ("he", "digits"),
+    ("he-cnn", "digits"),
+    ("mlp", "breast_cancer"),
+    ("lstm", "sequences"),
+    ("transformer", "sequences"),
+]
 
 
 def throughput(model_name: str, data_name: str, steps: int, batch_size: int) -> float:
@@ -32,7 +40,13 @@ def throughput(model_name: str, data_name: str, steps: int, batch_size: int) -> 
     torch.manual_seed(0)
     model = build_model(model_name, info.input_shape, info.num_classes).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches = [(x[i * batch_size % (len(x) - batch_size):][:batch_size], y[i * batch_size % (len(x) - batch_size):][:batch_size]) for i in range(steps)]
+    batches = [
+        (
+            x[i * batch_size % (len(x) - batch_size) :][:batch_size],
+            y[i * batch_size % (len(x) - batch_size) :][:batch_size],
+        )
+        for i in range(steps)
+    ]
     for xb, yb in batches[:3]:  # warm-up
         opt.zero_grad()
         F.cross_entropy(model(xb), yb).backward()

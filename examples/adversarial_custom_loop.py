@@ -113,8 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.method} adversarial training at epsilon {args.adv_eps}, {args.epochs} epochs, digits")
     print(f"{'model':<22}{'accuracy':>10}{'robust':>10}{'epsilon':>10}{'valid':>8}{'train s':>9}")
     for name, model, privacy, secs in rows:
-        audit = audit_robustness(model.eval(), xt, yt, attacks=["fgsm", "pgd"], epsilons=[args.adv_eps],
-                                 preset="quick", checks=False, progress=False)
+        audit = audit_robustness(
+            model.eval(),
+            xt,
+            yt,
+            attacks=["fgsm", "pgd"],
+            epsilons=[args.adv_eps],
+            preset="quick",
+            checks=False,
+            progress=False,
+        )
         eps = f"{privacy['epsilon']:.3g}" if privacy else "-"
         valid = str(privacy["valid"]) if privacy else "-"
         print(f"{name:<22}{accuracy(model, xt, yt):>10.3f}{audit.worst_case[0]:>10.3f}{eps:>10}{valid:>8}{secs:>9.1f}")

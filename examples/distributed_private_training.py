@@ -19,8 +19,26 @@ from securetrain.cli.main import main as securetrain_cli
 
 
 def run(out: Path, nproc: int, epochs: int) -> dict:
-    argv = ["--threads", "1", "train", "--data", "breast_cancer", "--epochs", str(epochs), "--batch-size", "64",
-            "--dp", "--epsilon", "3", "--accountant", "rdp", "--no-progress", "--no-html", "--out", str(out)]
+    argv = [
+        "--threads",
+        "1",
+        "train",
+        "--data",
+        "breast_cancer",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "64",
+        "--dp",
+        "--epsilon",
+        "3",
+        "--accountant",
+        "rdp",
+        "--no-progress",
+        "--no-html",
+        "--out",
+        str(out),
+    ]
     if nproc > 1:
         argv += ["--nproc", str(nproc)]
     if securetrain_cli(argv) != 0:
@@ -40,7 +58,9 @@ def main() -> None:
     diff = max(float((a - b).abs().max()) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     for name, rep in (("1 process", one), ("2 processes", two)):
         p = rep["privacy"]
-        print(f"{name}: epsilon {p['epsilon']:.6f} after {p['steps']} steps, valid {p['valid']}, accuracy {rep['accuracy']:.4f}")
+        print(
+            f"{name}: epsilon {p['epsilon']:.6f} after {p['steps']} steps, valid {p['valid']}, accuracy {rep['accuracy']:.4f}"
+        )
     print(f"largest weight difference: {diff:.2e}")
 
 

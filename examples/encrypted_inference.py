@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     out = args.out or tempfile.mkdtemp(prefix="securetrain-he-")
-    config = TrainConfig(data="digits", model="he", model_kwargs={"hidden": args.hidden}, epochs=args.epochs,
-                         progress=False)
+    config = TrainConfig(
+        data="digits", model="he", model_kwargs={"hidden": args.hidden}, epochs=args.epochs, progress=False
+    )
     result = securetrain.train(config, out, write_html=False)
     model = result.model
     x_train, _ = load("digits", "train")
@@ -60,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     served = EncryptedModel.build(model, "throughput", calibration=x_train[:512])
     spec = served.spec()
     p = served.plan
-    print(f"plan: CKKS N={p.poly_modulus_degree}, chain {list(p.coeff_mod_bit_sizes)}, scale 2^{p.scale_bits}, "
-          f"depth {p.depth}, {p.security_bits}-bit security")
+    print(
+        f"plan: CKKS N={p.poly_modulus_degree}, chain {list(p.coeff_mod_bit_sizes)}, scale 2^{p.scale_bits}, "
+        f"depth {p.depth}, {p.security_bits}-bit security"
+    )
 
     # --- client side: keys from the spec; only public bytes leave ---
     client = EncryptionClient(spec)
@@ -83,19 +86,25 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         plain = model(x).numpy()
     agreement = float(np.mean(logits.argmax(1) == plain.argmax(1)))
-    print(f"{x.shape[0]} images: evaluation {t1 - t0:.2f} s on ciphertexts, argmax agreement {agreement:.3f}, "
-          f"max |logit error| {np.abs(logits - plain).max():.2e}, encrypted accuracy "
-          f"{float(np.mean(logits.argmax(1) == y_test[: x.shape[0]].numpy())):.3f}")
-    print(f"sizes: public context {len(public) / 1e6:.1f} MB, request {len(request) / 1e6:.1f} MB, "
-          f"response {len(response) / 1e6:.1f} MB")
+    print(
+        f"{x.shape[0]} images: evaluation {t1 - t0:.2f} s on ciphertexts, argmax agreement {agreement:.3f}, "
+        f"max |logit error| {np.abs(logits - plain).max():.2e}, encrypted accuracy "
+        f"{float(np.mean(logits.argmax(1) == y_test[: x.shape[0]].numpy())):.3f}"
+    )
+    print(
+        f"sizes: public context {len(public) / 1e6:.1f} MB, request {len(request) / 1e6:.1f} MB, "
+        f"response {len(response) / 1e6:.1f} MB"
+    )
 
     # --- the same over HTTP ---
     service = EncryptedInferenceService({"throughput": served})
     with start_server(service) as running:
         remote = RemoteClient(running.url)
         over_http = remote.predict(x[:8])
-    print(f"over HTTP ({running.url}): argmax agreement "
-          f"{float(np.mean(over_http.argmax(1) == plain[:8].argmax(1))):.3f} on 8 images")
+    print(
+        f"over HTTP ({running.url}): argmax agreement "
+        f"{float(np.mean(over_http.argmax(1) == plain[:8].argmax(1))):.3f} on 8 images"
+    )
     return 0 if agreement == 1.0 else 1
 
 

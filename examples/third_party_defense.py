@@ -64,7 +64,10 @@ def main(out: str | None = None) -> dict[str, Any]:
     run_dir = out or tempfile.mkdtemp(prefix="third-party-defense-")
     with DEFENSES.temporarily(LabelSmoothing.name, LabelSmoothing):
         result = securetrain.train(
-            TrainConfig(data="breast_cancer", epochs=2, progress=False), run_dir, [LabelSmoothing(0.2)], write_html=False
+            TrainConfig(data="breast_cancer", epochs=2, progress=False),
+            run_dir,
+            [LabelSmoothing(0.2)],
+            write_html=False,
         )
         run = RunDir.open(run_dir)
         rebuilt = DefenseStack.from_config(run.defense_configs)  # what resume and the membership audit do

@@ -71,9 +71,7 @@ def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
             if "__tuple__" in o:
                 return tuple(walk(v) for v in o["__tuple__"])
             if "__dict__" in o:
-                return {
-                    (k["__int__"] if isinstance(k, dict) else k): walk(v) for k, v in o["__dict__"]
-                }
+                return {(k["__int__"] if isinstance(k, dict) else k): walk(v) for k, v in o["__dict__"]}
             raise CheckpointError("malformed checkpoint skeleton")
         if isinstance(o, list):
             return [walk(v) for v in o]

@@ -63,9 +63,7 @@ class Registry(Generic[T]):
         if not name or not isinstance(name, str):
             raise ConfigurationError(f"a {self.kind} name must be a non-empty string, got {name!r}")
         if name in self._items and not overwrite:
-            raise ConfigurationError(
-                f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it"
-            )
+            raise ConfigurationError(f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it")
         self._items[name] = obj
 
     def remove(self, name: str) -> T:

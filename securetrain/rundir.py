@@ -83,14 +83,18 @@ def _parse_data(cfg: dict[str, Any], path: Path) -> RunData:
             root=str(d["root"]) if d.get("root") is not None else None,
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise CheckpointError(f"{path} is not a valid run config: bad 'data' section ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{path} is not a valid run config: bad 'data' section ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _parse_model(cfg: dict[str, Any], path: Path) -> RunModel:
     m = _section(cfg, "model", path)
     name, kwargs = m.get("name"), m.get("kwargs") or {}
     if not isinstance(name, str) or not isinstance(kwargs, dict):
-        raise CheckpointError(f"{path} is not a valid run config: bad 'model' section (name {name!r}, kwargs {kwargs!r})")
+        raise CheckpointError(
+            f"{path} is not a valid run config: bad 'model' section (name {name!r}, kwargs {kwargs!r})"
+        )
     return RunModel(name=name, kwargs=dict(kwargs), zoo=bool(m.get("zoo", True)))
 
 
@@ -144,7 +148,9 @@ class RunDir:
         """The ``config()`` of every defense the run trained with."""
         defenses = self.config.get("defenses") or []
         if not isinstance(defenses, list) or not all(isinstance(d, dict) for d in defenses):
-            raise CheckpointError(f"{self.path / CONFIG_NAME} is not a valid run config: 'defenses' must be a list of objects")
+            raise CheckpointError(
+                f"{self.path / CONFIG_NAME} is not a valid run config: 'defenses' must be a list of objects"
+            )
         return [dict(d) for d in defenses]
 
     @property

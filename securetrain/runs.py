@@ -94,8 +94,14 @@ def train(
     zoo = config.model is not None or model_name == info.default_model
     run_config = {
         "securetrain_version": _version(),
-        "data": {"name": info.name, "kind": info.kind, "input_shape": list(info.input_shape),
-                 "num_classes": info.num_classes, "bounds": list(info.bounds), "root": config.data_root},
+        "data": {
+            "name": info.name,
+            "kind": info.kind,
+            "input_shape": list(info.input_shape),
+            "num_classes": info.num_classes,
+            "bounds": list(info.bounds),
+            "root": config.data_root,
+        },
         "model": {"name": model_name, "kwargs": config.model_kwargs, "zoo": zoo},
         "train": config.to_dict(),
         "defenses": [d.config() for d in defenses],
@@ -124,18 +130,39 @@ def train(
         save_weights(out / WEIGHTS_NAME, plain)
     metrics = evaluate_across_ranks(plain, *test_xy, config.eval_batch_size, ctx)
     report = Report(
-        data={"name": info.name, "kind": info.kind, "n_train": int(train_xy[0].shape[0]),
-              "n_test": int(test_xy[0].shape[0]), "input_shape": list(info.input_shape),
-              "num_classes": info.num_classes, "bounds": list(info.bounds)},
-        model={"name": model_name, "parameters": int(sum(p.numel() for p in plain.parameters())),
-               "kwargs": config.model_kwargs},
+        data={
+            "name": info.name,
+            "kind": info.kind,
+            "n_train": int(train_xy[0].shape[0]),
+            "n_test": int(test_xy[0].shape[0]),
+            "input_shape": list(info.input_shape),
+            "num_classes": info.num_classes,
+            "bounds": list(info.bounds),
+        },
+        model={
+            "name": model_name,
+            "parameters": int(sum(p.numel() for p in plain.parameters())),
+            "kwargs": config.model_kwargs,
+        },
         accuracy=metrics["accuracy"],
-        timing={"train_s": round(result.train_time_s, 3), "epochs": len(result.history),
-                "steps": result.session.step_count, "resumed_from_epoch": result.resumed_from_epoch,
-                "platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        extra={"training": {"history": result.history, "config": config.to_dict(),
-                            "defenses": [d.config() for d in defenses]},
-               "notes": list(result.session.notes), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        timing={
+            "train_s": round(result.train_time_s, 3),
+            "epochs": len(result.history),
+            "steps": result.session.step_count,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        extra={
+            "training": {
+                "history": result.history,
+                "config": config.to_dict(),
+                "defenses": [d.config() for d in defenses],
+            },
+            "notes": list(result.session.notes),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
     )
     if ctx.active:
         report.timing["world_size"] = ctx.world_size

@@ -12,7 +12,13 @@ from securetrain.models import build_model
 
 
 def test_state_roundtrip_with_nested_values(tmp_path):
-    state = {"a": torch.arange(3.0), "opt": {0: {"m": torch.ones(2)}, 1: {}}, "t": (1, 2.5, None), "s": "x", "l": [torch.zeros(1)]}
+    state = {
+        "a": torch.arange(3.0),
+        "opt": {0: {"m": torch.ones(2)}, 1: {}},
+        "t": (1, 2.5, None),
+        "s": "x",
+        "l": [torch.zeros(1)],
+    }
     save_state(tmp_path / "s.safetensors", state)
     out = load_state(tmp_path / "s.safetensors")
     assert torch.equal(out["a"], state["a"]) and torch.equal(out["opt"][0]["m"], torch.ones(2))

@@ -15,7 +15,14 @@ def test_train_then_report_end_to_end(tmp_path, capsys):
     assert main(["train", "--data", "digits", "--model", "cnn", "--epochs", "2", "--out", str(out), "--seed", "1"]) == 0
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "report.html" in printed
-    for name in ("model.safetensors", "config.json", "checkpoint.safetensors", "report.json", "report.md", "report.html"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "checkpoint.safetensors",
+        "report.json",
+        "report.md",
+        "report.html",
+    ):
         assert (out / name).is_file(), name
     rep = json.loads((out / "report.json").read_text())
     for key in ("schema", "data", "model", "accuracy", "privacy", "robustness", "membership", "encrypted", "timing"):
@@ -40,7 +47,9 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 
 def test_help_explains_every_option():
-    proc = subprocess.run([sys.executable, "-m", "securetrain.cli.main", "train", "--help"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "securetrain.cli.main", "train", "--help"], capture_output=True, text=True, check=True
+    )
     for flag in ("--data", "--model", "--epochs", "--out", "--seed", "--resume", "--lr", "--batch-size"):
         assert flag in proc.stdout
 

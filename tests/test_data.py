@@ -51,13 +51,19 @@ def test_truncated_idx_is_a_data_error(tmp_path):
 
 
 def test_missing_mnist_files_say_where_and_what(tmp_path):
-    with pytest.raises(DataNotFoundError, match=r"mnist: missing train-images-idx3-ubyte \(or train-images-idx3-ubyte.gz\) in .*IDX files"):
+    with pytest.raises(
+        DataNotFoundError,
+        match=r"mnist: missing train-images-idx3-ubyte \(or train-images-idx3-ubyte.gz\) in .*IDX files",
+    ):
         data.load("mnist", "train", root=tmp_path)
 
 
 def _cifar_batch(n: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    return {b"data": rng.integers(0, 256, size=(n, 3072)).astype(np.uint8), b"labels": rng.integers(0, 10, size=n).tolist()}
+    return {
+        b"data": rng.integers(0, 256, size=(n, 3072)).astype(np.uint8),
+        b"labels": rng.integers(0, 10, size=n).tolist(),
+    }
 
 
 def test_cifar10_batches_roundtrip(tmp_path):
@@ -121,7 +127,9 @@ def test_digits_are_images_in_unit_range():
 
 
 def test_unknown_data_and_split():
-    with pytest.raises(UnknownNameError, match=r"unknown data set 'imagenet'; choose one of: breast_cancer, cifar10, digits"):
+    with pytest.raises(
+        UnknownNameError, match=r"unknown data set 'imagenet'; choose one of: breast_cancer, cifar10, digits"
+    ):
         data.load("imagenet")
     with pytest.raises(ConfigurationError, match=r"unknown split 'val'; choose one of: train, test"):
         data.load("digits", "val")

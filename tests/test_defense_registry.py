@@ -37,8 +37,11 @@ def test_builtin_defenses_come_from_the_entry_points():
 
 
 def test_unknown_defense_names_the_choices_and_how_to_register():
-    with pytest.raises(UnknownNameError, match=r"unknown defense \(register it with securetrain.training.DEFENSES.add.*"
-                                               r"'mystery'; choose one of: adversarial, privacy"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown defense \(register it with securetrain.training.DEFENSES.add.*"
+        r"'mystery'; choose one of: adversarial, privacy",
+    ):
         Defense.from_config({"name": "mystery"})
     with pytest.raises(ConfigurationError, match="a defense config must be a mapping with a 'name'"):
         Defense.from_config({"epsilon": 1.0})
@@ -64,10 +67,12 @@ def test_every_builtin_defense_round_trips_through_its_config(cfg):
 
 
 def test_a_stack_round_trips_and_totals_forward_passes():
-    stack = DefenseStack.from_config([
-        {"name": "privacy", "noise_multiplier": 1.0, "epochs": 1},
-        {"name": "adversarial", "method": "trades", "epsilon": 0.1},
-    ])
+    stack = DefenseStack.from_config(
+        [
+            {"name": "privacy", "noise_multiplier": 1.0, "epochs": 1},
+            {"name": "adversarial", "method": "trades", "epsilon": 0.1},
+        ]
+    )
     assert [d.name for d in stack] == ["privacy", "adversarial"]
     assert stack.forward_passes_per_step == 2  # TRADES makes two hooked passes of the same samples
     assert DefenseStack.from_config(stack.config()).config() == stack.config()
@@ -86,20 +91,27 @@ def test_a_defense_whose_config_is_not_its_constructor_must_say_how_to_rebuild()
             return {"name": self.name, "smoothing": self.amount}
 
     with DEFENSES.temporarily("odd-test", Odd):
-        with pytest.raises(ConfigurationError, match=r"cannot rebuild defense 'odd-test': Odd takes no setting\(s\) "
-                                                     r"smoothing; override Odd.from_config"):
+        with pytest.raises(
+            ConfigurationError,
+            match=r"cannot rebuild defense 'odd-test': Odd takes no setting\(s\) "
+            r"smoothing; override Odd.from_config",
+        ):
             Defense.from_config(Odd().config())
     assert "odd-test" not in DEFENSES
 
 
 def test_a_registered_non_defense_is_refused():
     with DEFENSES.temporarily("not-a-defense-test", object):  # type: ignore[arg-type]
-        with pytest.raises(ConfigurationError, match=r"the registered defense .not-a-defense-test. is <class .object.>, not a Defense subclass"):
+        with pytest.raises(
+            ConfigurationError,
+            match=r"the registered defense .not-a-defense-test. is <class .object.>, not a Defense subclass",
+        ):
             get_defense_class("not-a-defense-test")
 
 
 def test_the_legacy_forward_pass_attribute_warns_and_still_counts():
     with pytest.deprecated_call(match="privacy_forward_passes is deprecated; set forward_passes_per_step"):
+
         class Legacy(Defense):
             name = "legacy-test"
             privacy_forward_passes = 3
@@ -180,21 +192,54 @@ def test_adversarial_runs_rebuild_their_recipe_for_shadow_models(tmp_path, metho
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flags", [["--adversarial", "fgsm"], ["--adversarial", "trades", "--dp", "--accountant", "rdp"]],
-                         ids=["fgsm", "trades+dp"])
+@pytest.mark.parametrize(
+    "flags",
+    [["--adversarial", "fgsm"], ["--adversarial", "trades", "--dp", "--accountant", "rdp"]],
+    ids=["fgsm", "trades+dp"],
+)
 def test_cli_membership_audit_works_on_adversarial_runs(tmp_path, flags):
     run = tmp_path / "run"
     base = [sys.executable, "-m", "securetrain.cli.main"]
-    train = base + ["train", "--data", "breast_cancer", "--epochs", "1", "--out", str(run), "--adv-eps", "0.5",
-                    "--no-progress", "--no-html", *flags]
+    train = base + [
+        "train",
+        "--data",
+        "breast_cancer",
+        "--epochs",
+        "1",
+        "--out",
+        str(run),
+        "--adv-eps",
+        "0.5",
+        "--no-progress",
+        "--no-html",
+        *flags,
+    ]
     if "--dp" in flags:
         train += ["--epsilon", "3"]
     if "trades" in flags:
         train += ["--adv-steps", "1"]
     subprocess.run(train, check=True, capture_output=True, text=True, timeout=600)
-    audit = subprocess.run(base + ["audit", str(run), "--attacks", "fgsm", "--eps", "0.5", "--samples", "20",
-                                   "--membership", "--shadow-models", "1", "--no-progress", "--no-html"],
-                           capture_output=True, text=True, timeout=600)
+    audit = subprocess.run(
+        base
+        + [
+            "audit",
+            str(run),
+            "--attacks",
+            "fgsm",
+            "--eps",
+            "0.5",
+            "--samples",
+            "20",
+            "--membership",
+            "--shadow-models",
+            "1",
+            "--no-progress",
+            "--no-html",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert audit.returncode == 0, audit.stderr
     report = json.loads((run / "report.json").read_text())
     assert 0.0 <= report["membership"]["auc"] <= 1.0

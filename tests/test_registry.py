@@ -36,7 +36,7 @@ def test_remove_returns_the_entry_and_refuses_unknown_names():
 def test_entry_points_are_read_lazily_and_explicit_entries_win():
     reg: Registry[object] = Registry("defense", entry_point_group="securetrain.defenses")
     reg.add("privacy", "mine")
-    assert reg.get("privacy") == "mine"       # found without reading entry points
-    assert "adversarial" in reg               # a miss reads the group once
-    assert reg.get("privacy") == "mine"       # the explicit entry was not replaced
+    assert reg.get("privacy") == "mine"  # found without reading entry points
+    assert "adversarial" in reg  # a miss reads the group once
+    assert reg.get("privacy") == "mine"  # the explicit entry was not replaced
     assert reg.get("adversarial").__name__ == "AdversarialTraining"

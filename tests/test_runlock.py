@@ -36,8 +36,11 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     holder = _start_holder(tmp_path)
     try:
-        with pytest.raises(RunDirectoryLocked, match=rf"run directory {tmp_path} is in use by another securetrain "
-                                                     rf"command: 'train --out demo' \(pid {holder.pid} on "):
+        with pytest.raises(
+            RunDirectoryLocked,
+            match=rf"run directory {tmp_path} is in use by another securetrain "
+            rf"command: 'train --out demo' \(pid {holder.pid} on ",
+        ):
             RunLock(tmp_path, command="audit").acquire()
     finally:
         _stop(holder)

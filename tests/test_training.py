@@ -41,10 +41,24 @@ def test_resume_matches_uninterrupted_run(tmp_path, digits, optimizer):
 def test_resume_refuses_changed_settings(tmp_path, digits):
     train = (digits[0][0][:128], digits[0][1][:128])
     ckpt = tmp_path / "c.safetensors"
-    fit(build_model("mlp", (1, 8, 8), 10), train, None, TrainConfig(epochs=1, progress=False), checkpoint_path=ckpt, num_classes=10)
+    fit(
+        build_model("mlp", (1, 8, 8), 10),
+        train,
+        None,
+        TrainConfig(epochs=1, progress=False),
+        checkpoint_path=ckpt,
+        num_classes=10,
+    )
     with pytest.raises(CheckpointError, match=r"different settings for batch_size"):
-        fit(build_model("mlp", (1, 8, 8), 10), train, None, TrainConfig(epochs=2, batch_size=16, progress=False),
-            checkpoint_path=ckpt, resume=True, num_classes=10)
+        fit(
+            build_model("mlp", (1, 8, 8), 10),
+            train,
+            None,
+            TrainConfig(epochs=2, batch_size=16, progress=False),
+            checkpoint_path=ckpt,
+            resume=True,
+            num_classes=10,
+        )
 
 
 def test_data_that_does_not_fit_the_model(digits):
@@ -127,8 +141,14 @@ class _Doubler(Defense):
 def test_defenses_compose_veto_and_report(digits):
     train = (digits[0][0][:256], digits[0][1][:256])
     budget = _Budget(max_steps=5, scale=0.5)
-    result = fit(build_model("mlp", (1, 8, 8), 10), train, None, TrainConfig(epochs=3, batch_size=32, progress=False),
-                 [_Doubler(), budget], num_classes=10)
+    result = fit(
+        build_model("mlp", (1, 8, 8), 10),
+        train,
+        None,
+        TrainConfig(epochs=3, batch_size=32, progress=False),
+        [_Doubler(), budget],
+        num_classes=10,
+    )
     assert result.session.step_count == 5 and budget.steps == 5
     assert result.session.stop_reason == "budget of 5 steps spent"
     assert result.sections == {"budget": {"steps": 5}}
@@ -139,7 +159,9 @@ def test_defenses_compose_veto_and_report(digits):
 def test_loss_transforms_chain_in_order():
     model = nn.Linear(3, 2)
     loader = [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))]
-    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, [_Doubler(), _Budget(10, scale=0.25)]) as session:
+    with protect(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), loader, [_Doubler(), _Budget(10, scale=0.25)]
+    ) as session:
         x, y = loader[0]
         base = nn.functional.cross_entropy(model(x), y)
         assert torch.allclose(session.loss(x, y), 0.5 * base)
@@ -173,7 +195,13 @@ def test_duplicate_defense_refused():
 
 def test_per_sample_loss_shape_is_checked():
     model = nn.Linear(3, 2)
-    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), [],
-                 loss_fn=lambda m, x, y: nn.functional.cross_entropy(m(x), y)) as session:
-        with pytest.raises(ValueError, match=r"a per-sample loss must have shape \(4,\), got \(\); use reduction='none'"):
+    with protect(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        [],
+        loss_fn=lambda m, x, y: nn.functional.cross_entropy(m(x), y),
+    ) as session:
+        with pytest.raises(
+            ValueError, match=r"a per-sample loss must have shape \(4,\), got \(\); use reduction='none'"
+        ):
             session.loss(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))

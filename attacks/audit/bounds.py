@@ -118,8 +118,16 @@ def epsilon_lower_bound(
     fpr_high = clopper_pearson(fp, n_neg, a)[1]
     eps = max(_side(tpr_low - d, fpr_high), _side(1.0 - fpr_high - d, 1.0 - tpr_low), 0.0)
     return EpsilonBound(
-        epsilon=float(eps), tp=int(tp), n_pos=int(n_pos), fp=int(fp), n_neg=int(n_neg),
-        tpr_low=tpr_low, fpr_high=fpr_high, delta=d, confidence=1.0 - a, threshold=threshold,
+        epsilon=float(eps),
+        tp=int(tp),
+        n_pos=int(n_pos),
+        fp=int(fp),
+        n_neg=int(n_neg),
+        tpr_low=tpr_low,
+        fpr_high=fpr_high,
+        delta=d,
+        confidence=1.0 - a,
+        threshold=threshold,
     )
 
 

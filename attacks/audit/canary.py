@@ -111,8 +111,16 @@ def audit_canary_scores(
             best = (eps, 2 * k, v, k)
     eps, r, v, k = best
     return CanaryAuditResult(
-        epsilon_lower_bound=float(eps), m=m, guesses=r, correct=v, k=k, delta=float(delta),
-        confidence=1.0 - alpha, guess_counts=ks, included=inc, scores=s,
+        epsilon_lower_bound=float(eps),
+        m=m,
+        guesses=r,
+        correct=v,
+        k=k,
+        delta=float(delta),
+        confidence=1.0 - alpha,
+        guess_counts=ks,
+        included=inc,
+        scores=s,
     )
 
 

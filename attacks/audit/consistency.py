@@ -88,8 +88,13 @@ def check_consistency(
             "never prove it)"
         )
     return ConsistencyCheck(
-        violated=lb > eps, claimed_epsilon=eps, delta=float(delta), lower_bound=lb, source=source,
-        confidence=float(confidence), explanation=text,
+        violated=lb > eps,
+        claimed_epsilon=eps,
+        delta=float(delta),
+        lower_bound=lb,
+        source=source,
+        confidence=float(confidence),
+        explanation=text,
     )
 
 

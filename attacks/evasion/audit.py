@@ -105,9 +105,7 @@ class RobustnessResult:
         return "\n".join(rows)
 
 
-def resolve_attacks(
-    attacks: Sequence[str | Attack] | None, norm: Norm, preset: AuditPreset
-) -> list[Attack]:
+def resolve_attacks(attacks: Sequence[str | Attack] | None, norm: Norm, preset: AuditPreset) -> list[Attack]:
     """Attack instances for an audit in ``norm``: names are configured by ``preset``."""
     if attacks is None:
         chosen = preset.default_attacks(norm)
@@ -193,8 +191,15 @@ def audit_robustness(
         for b, (i, j) in enumerate(batches):
             for a in runnable:
                 bar.set_postfix_str(a.name)
-                r = a(model, x[i:j], y[i:j], eps, bounds=(lo, hi), num_classes=num_classes,
-                      seed=_derive_seed(seed, a.name, b))
+                r = a(
+                    model,
+                    x[i:j],
+                    y[i:j],
+                    eps,
+                    bounds=(lo, hi),
+                    num_classes=num_classes,
+                    seed=_derive_seed(seed, a.name, b),
+                )
                 success[a.name].append(r.success.cpu())
                 times[a.name] += r.time_s
                 if a is runnable[0]:
@@ -213,8 +218,21 @@ def audit_robustness(
     found: list[MaskingCheck] = [determinism] if determinism.fired else []
     if checks:
         t0 = time.perf_counter()
-        found = _run_checks(model, x_check, y_check, norm_, (lo, hi), eps, succ, runnable, robust, the_preset,
-                            num_classes, seed, determinism)
+        found = _run_checks(
+            model,
+            x_check,
+            y_check,
+            norm_,
+            (lo, hi),
+            eps,
+            succ,
+            runnable,
+            robust,
+            the_preset,
+            num_classes,
+            seed,
+            determinism,
+        )
         times["masking_checks"] = time.perf_counter() - t0
     flags = [c.message for c in found if c.fired]
     for f in flags:
@@ -258,8 +276,9 @@ def _run_checks(
 ) -> list[MaskingCheck]:
     classes = num_classes if num_classes is not None else _logit_width(model, xs[:1])
     return [
-        check_unbounded(model, xs, ys, norm=norm, bounds=bounds, num_classes=classes,
-                        steps=preset.unbounded_steps, seed=seed),
+        check_unbounded(
+            model, xs, ys, norm=norm, bounds=bounds, num_classes=classes, steps=preset.unbounded_steps, seed=seed
+        ),
         check_blackbox_vs_gradient(succ, {a.name: a.kind for a in runnable}, eps),
         check_gradients(model, xs, ys),
         determinism,

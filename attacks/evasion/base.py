@@ -353,9 +353,7 @@ def check_inputs(inputs: Any, labels: Any, bounds: Bounds) -> None:
             f"labels must be a 1-D tensor of integer class indices, got shape {tuple(labels.shape)} and dtype {labels.dtype}"
         )
     if inputs.shape[0] != labels.shape[0]:
-        raise AttackError(
-            f"{inputs.shape[0]} inputs but {labels.shape[0]} labels; give one label per input"
-        )
+        raise AttackError(f"{inputs.shape[0]} inputs but {labels.shape[0]} labels; give one label per input")
     if inputs.shape[0] == 0:
         raise AttackError("the batch is empty; give at least one input")
     if labels.min() < 0:

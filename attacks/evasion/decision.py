@@ -44,7 +44,9 @@ class _DecisionAttack(MinimizationAttack):
     def foolbox_attack(self) -> Any:
         """The configured Foolbox attack."""
 
-    def minimize(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
+    def minimize(
+        self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext
+    ) -> torch.Tensor:
         # HopSkipJump clips to [0, 1] whatever the bounds: attack the model seen on the unit box.
         unit = _foolbox.UnitBox(model, ctx.bounds)
         z = unit.to_unit(inputs)

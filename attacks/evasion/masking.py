@@ -102,7 +102,9 @@ def check_gradients(
     n = x.shape[0]
     share = float((zero | nonfinite).float().mean())
     fired = share > threshold
-    seen = f"{int(zero.sum())} of {n} samples have an all-zero input gradient and {int(nonfinite.sum())} a non-finite one"
+    seen = (
+        f"{int(zero.sum())} of {n} samples have an all-zero input gradient and {int(nonfinite.sum())} a non-finite one"
+    )
     if fired:
         msg = (
             f"zero gradients: {seen} ({share:.0%}, more than {threshold:.0%}); gradient attacks cannot make "
@@ -148,7 +150,10 @@ def check_blackbox_vs_gradient(
     other = [k for k in success if kinds[k] != "gradient"]
     if not grad or not other:
         return MaskingCheck(
-            "blackbox_beats_gradient", False, float("nan"), threshold,
+            "blackbox_beats_gradient",
+            False,
+            float("nan"),
+            threshold,
             "black-box vs gradient: skipped (needs at least one gradient attack and one decision-based or random attack)",
             skipped=True,
         )

@@ -37,7 +37,9 @@ class MinimizationAttack(Attack):
     """An attack that finds one (approximately) minimal adversarial per sample for all epsilons."""
 
     @abstractmethod
-    def minimize(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
+    def minimize(
+        self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext
+    ) -> torch.Tensor:
         """Adversarial candidates of (approximately) minimal ``norm`` distance to ``inputs``."""
 
     def run(
@@ -73,10 +75,14 @@ class CarliniWagnerL2(MinimizationAttack):
         check_count("binary_search_steps", self.binary_search_steps, error=AttackError, where=self.name)
         check_count("steps", self.steps, error=AttackError, where=self.name)
         check_positive("stepsize", self.stepsize, error=AttackError, allow_inf=True, where=self.name)
-        check_positive("confidence", self.confidence, error=AttackError, allow_zero=True, allow_inf=True, where=self.name)
+        check_positive(
+            "confidence", self.confidence, error=AttackError, allow_zero=True, allow_inf=True, where=self.name
+        )
         check_positive("initial_const", self.initial_const, error=AttackError, allow_inf=True, where=self.name)
 
-    def minimize(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
+    def minimize(
+        self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext
+    ) -> torch.Tensor:
         fb = _foolbox.foolbox()
         attack = fb.attacks.L2CarliniWagnerAttack(
             binary_search_steps=self.binary_search_steps,
@@ -110,7 +116,9 @@ class DeepFool(MinimizationAttack):
         check_count("candidates", self.candidates, error=AttackError, where=self.name)
         check_positive("overshoot", self.overshoot, error=AttackError, allow_zero=True, allow_inf=True, where=self.name)
 
-    def minimize(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
+    def minimize(
+        self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, ctx: AttackContext
+    ) -> torch.Tensor:
         fb = _foolbox.foolbox()
         attack = fb.attacks.L2DeepFoolAttack(
             steps=self.steps, candidates=min(self.candidates, ctx.num_classes), overshoot=self.overshoot, loss="logits"

@@ -92,7 +92,9 @@ def register_defense_builder(
 
 def __getattr__(attr: str) -> Any:
     if attr == "DEFENSE_BUILDERS":
-        warnings.warn("DEFENSE_BUILDERS is deprecated; use securetrain.training.DEFENSES", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "DEFENSE_BUILDERS is deprecated; use securetrain.training.DEFENSES", DeprecationWarning, stacklevel=2
+        )
         return DEFENSES
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 

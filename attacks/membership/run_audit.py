@@ -158,7 +158,9 @@ def audit_membership_run(
     n_bounds = len(results) + (1 if canaries else 0)
     alpha_each = alpha / n_bounds
     bounds = {
-        n: epsilon_lower_bound_from_scores(r.member_scores, r.nonmember_scores, delta=used_delta, alpha=alpha_each, seed=seed)
+        n: epsilon_lower_bound_from_scores(
+            r.member_scores, r.nonmember_scores, delta=used_delta, alpha=alpha_each, seed=seed
+        )
         for n, r in results.items()
     }
     all_bounds = {n: b.epsilon for n, b in bounds.items()}
@@ -190,8 +192,11 @@ def audit_membership_run(
         "delta": used_delta,
         "roc_curves": {n: r.metrics.roc.downsample(max_roc_points).to_dict() for n, r in results.items()},
         "attacks": {
-            n: {**{k2: (round(v, 6) if isinstance(v, float) else v) for k2, v in r.summary().items()},
-                "epsilon_lower_bound": _r(bounds[n].epsilon), "bound": bounds[n].to_dict()}
+            n: {
+                **{k2: (round(v, 6) if isinstance(v, float) else v) for k2, v in r.summary().items()},
+                "epsilon_lower_bound": _r(bounds[n].epsilon),
+                "bound": bounds[n].to_dict(),
+            }
             for n, r in results.items()
         },
         "canary": canary_section,

@@ -49,7 +49,6 @@ __all__ = [
 ]
 
 
-
 def recommended(private: bool = False, epsilon: float = 0.1) -> Recipe:
     """Deprecated alias of :func:`recommended_adversarial` (the privacy package has a different ``recommended``)."""
     import warnings

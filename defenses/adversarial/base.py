@@ -179,13 +179,26 @@ class AdversarialTraining(Defense):
     def config(self) -> dict[str, Any]:
         # bounds as given: None means "the training data's", resolved again when the defense is rebuilt
         bounds = list(self._explicit_bounds) if self._explicit_bounds is not None else None
-        return {"name": self.name, "method": self.method, "norm": "linf", "epsilon": self.epsilon,
-                "clean_share": self.clean_share, "bounds": bounds, **self._settings()}
+        return {
+            "name": self.name,
+            "method": self.method,
+            "norm": "linf",
+            "epsilon": self.epsilon,
+            "clean_share": self.clean_share,
+            "bounds": bounds,
+            **self._settings(),
+        }
 
     def report(self, session: TrainingSession) -> dict[str, Any]:
         """An ``adversarial`` report section: the settings, examples generated, time spent attacking."""
-        return {"adversarial": {**self.config(), "bounds": list(self.bounds), "examples": self.examples,
-                                "attack_time_s": round(self.attack_time_s, 4)}}
+        return {
+            "adversarial": {
+                **self.config(),
+                "bounds": list(self.bounds),
+                "examples": self.examples,
+                "attack_time_s": round(self.attack_time_s, 4),
+            }
+        }
 
     # ----------------------------------------------------------------- direct use
 

@@ -38,15 +38,28 @@ class AdversarialOption:
         from defenses.adversarial.registry import METHODS
 
         g = parser.add_argument_group("adversarial training")
-        g.add_argument("--adversarial", choices=METHODS.names(), default=None,
-                       help="train on adversarial examples: pgd (Madry), fgsm (fast, random start), trades")
-        g.add_argument("--adv-eps", type=float, default=None,
-                       help="L-infinity radius of the training attack, in input units (e.g. 0.1 for inputs in [0, 1])")
+        g.add_argument(
+            "--adversarial",
+            choices=METHODS.names(),
+            default=None,
+            help="train on adversarial examples: pgd (Madry), fgsm (fast, random start), trades",
+        )
+        g.add_argument(
+            "--adv-eps",
+            type=float,
+            default=None,
+            help="L-infinity radius of the training attack, in input units (e.g. 0.1 for inputs in [0, 1])",
+        )
         g.add_argument("--adv-steps", type=int, default=None, help="attack steps for pgd / trades (default 7)")
-        g.add_argument("--adv-step-size", type=float, default=None,
-                       help="attack step size (default 2.5*eps/steps; fgsm: 1.25*eps)")
-        g.add_argument("--adv-clean-share", type=float, default=None,
-                       help="share of each batch trained on clean inputs, in [0, 1) (default 0)")
+        g.add_argument(
+            "--adv-step-size", type=float, default=None, help="attack step size (default 2.5*eps/steps; fgsm: 1.25*eps)"
+        )
+        g.add_argument(
+            "--adv-clean-share",
+            type=float,
+            default=None,
+            help="share of each batch trained on clean inputs, in [0, 1) (default 0)",
+        )
         g.add_argument("--trades-beta", type=float, default=None, help="trades: weight of the KL term (default 6)")
 
     def build(self, args: argparse.Namespace) -> Defense | None:

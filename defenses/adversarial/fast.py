@@ -21,7 +21,7 @@ DEFAULT_REL_STEP = 1.25
 
 
 class FastAdversarialTraining(ExampleReplacement):
-    """"Fast is better than free": FGSM from a uniform random start in the epsilon ball.
+    """ "Fast is better than free": FGSM from a uniform random start in the epsilon ball.
 
     One gradient step of ``step_size`` (default ``1.25 * epsilon``) along the sign of the
     loss gradient, projected back into the ball, then training on the result: about two

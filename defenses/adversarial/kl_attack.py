@@ -76,7 +76,12 @@ class KLPGD(Attack):
         return float(rel) * float(epsilon)
 
     def run(
-        self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, epsilons: Sequence[float], ctx: AttackContext
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        epsilons: Sequence[float],
+        ctx: AttackContext,
     ) -> list[torch.Tensor]:
         return [self._ascend(model, inputs, float(e), ctx) for e in epsilons]
 

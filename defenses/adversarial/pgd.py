@@ -75,13 +75,20 @@ class PGDAdversarialTraining(ExampleReplacement):
             check_positive("step_size", step_size) if step_size is not None else 2.5 * self.epsilon / self.steps
         )
         self.attack = get_attack(
-            "pgd", steps=self.steps, restarts=self.restarts, rel_stepsize=self.step_size / self.epsilon,
+            "pgd",
+            steps=self.steps,
+            restarts=self.restarts,
+            rel_stepsize=self.step_size / self.epsilon,
             random_start=True,
         )
 
     def _settings(self) -> dict[str, Any]:
-        return {"steps": self.steps, "step_size": self.step_size, "restarts": self.restarts,
-                "attack": self.attack.config()}
+        return {
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "restarts": self.restarts,
+            "attack": self.attack.config(),
+        }
 
 
 METHODS.add("pgd", PGDAdversarialTraining)

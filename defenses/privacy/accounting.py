@@ -168,13 +168,17 @@ def max_steps(
     base = [(float(s), float(q), int(n)) for s, q, n in spent]
 
     def eps_after(n: int) -> float:
-        return epsilon(name, [*base, (noise_multiplier, sample_rate, n)], delta) if n > 0 else epsilon(name, base, delta)
+        return (
+            epsilon(name, [*base, (noise_multiplier, sample_rate, n)], delta) if n > 0 else epsilon(name, base, delta)
+        )
 
     if eps_after(0) > target:
         return 0
     lo = 0
     if name == "prv" and not base:  # prv <= rdp: the rdp answer is a lower bound
-        lo = max_steps("rdp", noise_multiplier=noise_multiplier, sample_rate=sample_rate, delta=delta, target=target, limit=limit)
+        lo = max_steps(
+            "rdp", noise_multiplier=noise_multiplier, sample_rate=sample_rate, delta=delta, target=target, limit=limit
+        )
         if lo and eps_after(lo) > target:
             lo = 0
     hi = max(lo * 2, int(hint or 0), 1)

@@ -49,10 +49,17 @@ class HistoryEntry:
 
 
 @lru_cache(maxsize=256)
-def max_steps_within(accountant: str, noise_multiplier: float, sample_rate: float, delta: float, cap: float, hint: int = 0) -> int:
+def max_steps_within(
+    accountant: str, noise_multiplier: float, sample_rate: float, delta: float, cap: float, hint: int = 0
+) -> int:
     """Steps at a constant noise and rate whose epsilon stays within ``cap`` (``hint`` only speeds it up)."""
     return accounting.max_steps(
-        accountant, noise_multiplier=noise_multiplier, sample_rate=sample_rate, delta=delta, target=cap, hint=hint or None
+        accountant,
+        noise_multiplier=noise_multiplier,
+        sample_rate=sample_rate,
+        delta=delta,
+        target=cap,
+        hint=hint or None,
     )
 
 
@@ -85,7 +92,9 @@ class PrivacyBudget:
         self.budget_steps: int | None = None
         """Steps at the schedule's noise and rate that fit the cap (``None``: no cap or no noise)."""
         if cap is not None and self.noise_multiplier:
-            self.budget_steps = max_steps_within(accountant, self.noise_multiplier, self.sample_rate, self.delta, cap, hint)
+            self.budget_steps = max_steps_within(
+                accountant, self.noise_multiplier, self.sample_rate, self.delta, cap, hint
+            )
         self._entries: list[HistoryEntry] = []
         self._next_fits: tuple[tuple[Any, ...], bool] | None = None
 
@@ -125,7 +134,9 @@ class PrivacyBudget:
 
     def curve(self, points: int) -> list[list[float]]:
         """``[[step, epsilon], ...]`` at about ``points`` steps of the history."""
-        return accounting.epsilon_curve(self.report_accountant, [e.as_tuple() for e in self._entries], self.delta, points)
+        return accounting.epsilon_curve(
+            self.report_accountant, [e.as_tuple() for e in self._entries], self.delta, points
+        )
 
     def fits_one_more(self) -> bool:
         """Whether one more step at the schedule's noise and rate keeps the epsilon within the cap."""
@@ -165,7 +176,9 @@ class PrivacyBudget:
                 sigma, q, n = h
                 entries.append(HistoryEntry(float(sigma), float(q), int(n)))
             except (TypeError, ValueError):
-                raise PrivacyError(f"a privacy history entry must be [noise_multiplier, sample_rate, steps], got {h!r}") from None
+                raise PrivacyError(
+                    f"a privacy history entry must be [noise_multiplier, sample_rate, steps], got {h!r}"
+                ) from None
         self._entries = entries
         self._next_fits = None
 

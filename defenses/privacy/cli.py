@@ -30,13 +30,27 @@ class PrivacyOption:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("differential privacy (DP-SGD)")
         g.add_argument("--dp", action="store_true", help="train with differential privacy (DP-SGD)")
-        g.add_argument("--epsilon", type=float, default=None, help="target epsilon (noise calibrated to the planned epochs)")
+        g.add_argument(
+            "--epsilon", type=float, default=None, help="target epsilon (noise calibrated to the planned epochs)"
+        )
         g.add_argument("--delta", type=float, default=None, help="target delta (default: min(1e-5, 0.1/n))")
         g.add_argument("--max-grad-norm", type=float, default=1.0, help="per-sample clipping norm C")
-        g.add_argument("--noise-multiplier", type=float, default=None, help="fixed noise multiplier (instead of calibrating to --epsilon)")
+        g.add_argument(
+            "--noise-multiplier",
+            type=float,
+            default=None,
+            help="fixed noise multiplier (instead of calibrating to --epsilon)",
+        )
         g.add_argument("--accountant", default="prv", choices=ACCOUNTANT_CHOICES, help="privacy accountant")
-        g.add_argument("--max-epsilon", type=float, default=None, help="hard cap: stop before a step that would spend more")
-        g.add_argument("--physical-batch-size", type=int, default=None, help="split Poisson batches into chunks of at most this size")
+        g.add_argument(
+            "--max-epsilon", type=float, default=None, help="hard cap: stop before a step that would spend more"
+        )
+        g.add_argument(
+            "--physical-batch-size",
+            type=int,
+            default=None,
+            help="split Poisson batches into chunks of at most this size",
+        )
         g.add_argument("--grad-sample-mode", default="auto", choices=MODE_CHOICES, help="per-sample gradient engine")
 
     def build(self, args: argparse.Namespace) -> Any:

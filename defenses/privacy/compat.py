@@ -152,7 +152,9 @@ def make_compatible(model: nn.Module, *, fix: bool = True) -> list[str]:
     return changes
 
 
-def rebuild_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, old_params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+def rebuild_optimizer(
+    optimizer: torch.optim.Optimizer, model: nn.Module, old_params: Sequence[nn.Parameter]
+) -> torch.optim.Optimizer:
     """The same optimizer over ``model``'s parameters after layers were replaced.
 
     Parameters that survived keep their group; new parameters join the first group.

@@ -90,13 +90,17 @@ class PrivacyConfig:
         if self.noise_multiplier is not None:
             sigma = check_positive("noise_multiplier", self.noise_multiplier, error=PrivacyError, allow_zero=True)
         if epsilon is None and sigma is None:
-            raise PrivacyError("give a target epsilon (epsilon=...) or a noise_multiplier; differential privacy needs one of them")
+            raise PrivacyError(
+                "give a target epsilon (epsilon=...) or a noise_multiplier; differential privacy needs one of them"
+            )
         if sigma == 0 and (epsilon is not None or max_epsilon is not None):
             raise PrivacyError(
                 "noise_multiplier=0 spends an infinite epsilon, so no epsilon budget can be met; use a positive noise_multiplier"
             )
         if max_epsilon is not None and epsilon is not None and sigma is None and max_epsilon < epsilon:
-            raise PrivacyError(f"max_epsilon ({max_epsilon}) is below the target epsilon ({epsilon}); lower the target instead")
+            raise PrivacyError(
+                f"max_epsilon ({max_epsilon}) is below the target epsilon ({epsilon}); lower the target instead"
+            )
         accounting.ACCOUNTANTS.get(self.accountant)
         if self.grad_sample_mode != "auto":
             ENGINES.get(self.grad_sample_mode)

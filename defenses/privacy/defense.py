@@ -305,7 +305,9 @@ class DifferentialPrivacy(Defense):
 
     def _budget(self) -> PrivacyBudget:
         if self.budget is None:
-            raise PrivacyError("differential privacy is not set up yet; pass it to protect() or the training loop first")
+            raise PrivacyError(
+                "differential privacy is not set up yet; pass it to protect() or the training loop first"
+            )
         return self.budget
 
     # ------------------------------------------------------------------ setup
@@ -314,7 +316,9 @@ class DifferentialPrivacy(Defense):
         """Fix the model, choose the engine, calibrate the noise, wrap model, optimizer and loader."""
         self._reset_state()
         if isinstance(session.optimizer, PrivateOptimizer):
-            raise PrivacyError("the model or optimizer is already wrapped for differential privacy; apply DifferentialPrivacy once")
+            raise PrivacyError(
+                "the model or optimizer is already wrapped for differential privacy; apply DifferentialPrivacy once"
+            )
         settings = self.settings
         model = session.model
         old_params = list(model.parameters())
@@ -325,7 +329,9 @@ class DifferentialPrivacy(Defense):
             self._note(session, "layers replaced for differential privacy: " + "; ".join(self.model_changes))
         model_params = {id(p) for p in model.parameters()}
         if any(id(p) not in model_params for g in optimizer.param_groups for p in g["params"]):
-            raise PrivacyError("the optimizer updates parameters that are not the model's; build it from model.parameters()")
+            raise PrivacyError(
+                "the optimizer updates parameters that are not the model's; build it from model.parameters()"
+            )
 
         loader = session.train_loader
         # Poisson batches per epoch follow from n; without Poisson sampling they are the loader's
@@ -335,7 +341,8 @@ class DifferentialPrivacy(Defense):
         if schedule.delta_too_large:
             self._note(
                 session,
-                schedule.delta_warning() + ": a mechanism that publishes one whole record meets such a (epsilon, delta); "
+                schedule.delta_warning()
+                + ": a mechanism that publishes one whole record meets such a (epsilon, delta); "
                 "choose delta well below 1/n",
             )
         self.budget = budget = calibrate(settings, schedule)
@@ -377,10 +384,18 @@ class DifferentialPrivacy(Defense):
         self.monitor.watch(tap=engine_tap(choice.engine), loader=new_loader, params=self.optimizer.params, names=names)
         self.loader = new_loader
         # the session types its optimizer as torch's; DPSGDOptimizer is a wrapper with the same interface
-        session.model, session.optimizer, session.train_loader = wrapped, cast(torch.optim.Optimizer, self.optimizer), new_loader
+        session.model, session.optimizer, session.train_loader = (
+            wrapped,
+            cast(torch.optim.Optimizer, self.optimizer),
+            new_loader,
+        )
         log.info(
             "differential privacy: sigma=%.4g, C=%g, q=%.4g, delta=%g, engine=%s, budget steps=%s",
-            budget.noise_multiplier, settings.max_grad_norm, schedule.sample_rate, schedule.delta, choice.name,
+            budget.noise_multiplier,
+            settings.max_grad_norm,
+            schedule.sample_rate,
+            schedule.delta,
+            choice.name,
             budget.budget_steps,
         )
 

@@ -46,18 +46,34 @@ _RECOMMENDED: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
         "privacy": {"epsilon": 3.0, **_PRIVACY},
     },
     ("digits", "mlp"): {
-        "train": {"model": "mlp", "model_kwargs": {"hidden": [64]}, "batch_size": 128, "epochs": 15, "optimizer": "adam", "lr": 0.02},
+        "train": {
+            "model": "mlp",
+            "model_kwargs": {"hidden": [64]},
+            "batch_size": 128,
+            "epochs": 15,
+            "optimizer": "adam",
+            "lr": 0.02,
+        },
         "privacy": {"epsilon": 3.0, **_PRIVACY},
     },
     ("breast_cancer", "mlp"): {
-        "train": {"model": "mlp", "model_kwargs": {"hidden": [16]}, "batch_size": 128, "epochs": 30, "optimizer": "adam", "lr": 0.03},
+        "train": {
+            "model": "mlp",
+            "model_kwargs": {"hidden": [16]},
+            "batch_size": 128,
+            "epochs": 30,
+            "optimizer": "adam",
+            "lr": 0.03,
+        },
         "privacy": {"epsilon": 1.0, **_PRIVACY},
     },
 }
 _DEFAULT_MODEL = {"digits": "cnn", "breast_cancer": "mlp"}
 
 
-def recommended_privacy(data_name: str, epsilon: float | None = None, model: str | None = None) -> dict[str, dict[str, Any]]:
+def recommended_privacy(
+    data_name: str, epsilon: float | None = None, model: str | None = None
+) -> dict[str, dict[str, Any]]:
     """``{"train": TrainConfig overrides, "privacy": DifferentialPrivacy keyword arguments}``.
 
     ``model``: the zoo model (default: the data set's); ``epsilon`` replaces the target
@@ -67,7 +83,9 @@ def recommended_privacy(data_name: str, epsilon: float | None = None, model: str
         raise UnknownNameError("data set", data_name, _DEFAULT_MODEL)
     key = (data_name, model or _DEFAULT_MODEL[data_name])
     if key not in _RECOMMENDED:
-        raise UnknownNameError(f"model with recommended settings for {data_name!r}", key[1], [m for d, m in _RECOMMENDED if d == data_name])
+        raise UnknownNameError(
+            f"model with recommended settings for {data_name!r}", key[1], [m for d, m in _RECOMMENDED if d == data_name]
+        )
     rec = copy.deepcopy(_RECOMMENDED[key])
     if epsilon is not None:
         rec["privacy"]["epsilon"] = float(epsilon)

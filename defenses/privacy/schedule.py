@@ -62,7 +62,9 @@ def plan_schedule(settings: PrivacyConfig, plan: RunPlan, *, loader_batches: int
         )
     batch = settings.batch_size or plan.batch_size
     if not batch:
-        raise PrivacyError("cannot tell the logical batch size from the loader; pass batch_size= to DifferentialPrivacy")
+        raise PrivacyError(
+            "cannot tell the logical batch size from the loader; pass batch_size= to DifferentialPrivacy"
+        )
     n, batch = int(n), int(batch)
     if batch > n:
         raise PrivacyError(f"the batch size ({batch}) is larger than the training set ({n}); use a smaller batch")

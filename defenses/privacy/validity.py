@@ -128,7 +128,9 @@ class ValidityMonitor:
     mismatch (float32 summation error is about 1e-6).
     """
 
-    def __init__(self, *, allowed_forwards: int = 1, check_first: int = 3, check_every: int = 20, rtol: float = 1e-4) -> None:
+    def __init__(
+        self, *, allowed_forwards: int = 1, check_first: int = 3, check_every: int = 20, rtol: float = 1e-4
+    ) -> None:
         self.allowed_forwards = int(allowed_forwards)
         self.check_first = int(check_first)
         self.check_every = int(check_every)
@@ -162,7 +164,9 @@ class ValidityMonitor:
             return
         self.findings[code] = Finding(code, MESSAGES[code].format(detail=detail, step=step), step)
 
-    def watch(self, *, tap: StepTap | None, loader: BatchSource, params: list[nn.Parameter], names: dict[int, str]) -> None:
+    def watch(
+        self, *, tap: StepTap | None, loader: BatchSource, params: list[nn.Parameter], names: dict[int, str]
+    ) -> None:
         """What to watch: the model's forward passes, the loader, the trained parameters."""
         self.tap, self.loader, self.params, self.names = tap, loader, list(params), dict(names)
         self._last_drawn = int(loader.batches_drawn)
@@ -195,7 +199,9 @@ class ValidityMonitor:
             if want is None and psg.batch_size > 0:
                 continue
             got = p.grad
-            pairs.append((p, got if got is not None else torch.zeros_like(p), want if want is not None else torch.zeros_like(p)))
+            pairs.append(
+                (p, got if got is not None else torch.zeros_like(p), want if want is not None else torch.zeros_like(p))
+            )
         # float32 summation noise scales with the whole gradient: a bias that a normalisation
         # layer cancels has a true gradient of 0 computed as +-1e-7
         total = math.sqrt(sum(float(w.pow(2).sum()) for _, _, w in pairs))

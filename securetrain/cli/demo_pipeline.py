@@ -102,14 +102,28 @@ def run_demo(opts: DemoOptions) -> Report:
 
     plans: list[tuple[str, TrainConfig, Callable[[], list[Defense]]]] = [
         ("plain", TrainConfig(**{**base, "epochs": epochs(8, 2)}), lambda: []),
-        ("private", TrainConfig(**{**base, **dp["train"], "epochs": epochs(dp["train"]["epochs"], 3)}),
-         lambda: [DifferentialPrivacy(**dp["privacy"])]),
-        ("adversarial", adv.train_config(**{**base, "epochs": epochs(adv.train.get("epochs", 10), 2)}),
-         lambda: [adv.defense()]),
-        ("private+adversarial",
-         adv_dp.train_config(**{**base, **dp["train"], **adv_dp.train,
-                                "epochs": epochs(adv_dp.train.get("epochs", dp["train"]["epochs"]), 3)}),
-         lambda: [DifferentialPrivacy(**dp["privacy"]), adv_dp.defense()]),
+        (
+            "private",
+            TrainConfig(**{**base, **dp["train"], "epochs": epochs(dp["train"]["epochs"], 3)}),
+            lambda: [DifferentialPrivacy(**dp["privacy"])],
+        ),
+        (
+            "adversarial",
+            adv.train_config(**{**base, "epochs": epochs(adv.train.get("epochs", 10), 2)}),
+            lambda: [adv.defense()],
+        ),
+        (
+            "private+adversarial",
+            adv_dp.train_config(
+                **{
+                    **base,
+                    **dp["train"],
+                    **adv_dp.train,
+                    "epochs": epochs(adv_dp.train.get("epochs", dp["train"]["epochs"]), 3),
+                }
+            ),
+            lambda: [DifferentialPrivacy(**dp["privacy"]), adv_dp.defense()],
+        ),
     ]
     variants: list[_Variant] = []
     for name, config, make_defenses in plans:
@@ -122,21 +136,36 @@ def run_demo(opts: DemoOptions) -> Report:
     n_audit = 100 if opts.quick else x_test.shape[0]
     for v in variants:
         with _stage(f"robustness audit of {v.name}") as t:
-            rob = audit_robustness(v.result.model, x_test[:n_audit], y_test[:n_audit], epsilons=audit_eps,
-                                   bounds=info.bounds, preset="quick", seed=opts.seed, progress=opts.progress)
+            rob = audit_robustness(
+                v.result.model,
+                x_test[:n_audit],
+                y_test[:n_audit],
+                epsilons=audit_eps,
+                bounds=info.bounds,
+                preset="quick",
+                seed=opts.seed,
+                progress=opts.progress,
+            )
         timing[f"audit_{v.name}_s"] = round(t.elapsed, 2)
         _attach(v.result, robustness=rob.to_section())
 
     shadow = 2 if opts.quick else 4
     for v in variants:  # every model, adversarially trained ones included (their defenses rebuild from config)
         with _stage(f"membership audit of {v.name}") as t:
-            v.membership = audit_run(v.result.run_dir, shadow_models=shadow, seed=opts.seed,
-                                     canaries=50 if opts.quick else 200, progress=opts.progress)
+            v.membership = audit_run(
+                v.result.run_dir,
+                shadow_models=shadow,
+                seed=opts.seed,
+                canaries=50 if opts.quick else 200,
+                progress=opts.progress,
+            )
         timing[f"membership_{v.name}_s"] = round(t.elapsed, 2)
         _attach(v.result, membership=v.membership)
 
     with _stage("training the HE-friendly model") as t:
-        he_run = train(TrainConfig(**{**base, "model": "he", "epochs": epochs(10, 3)}), out / "encrypted", write_html=False)
+        he_run = train(
+            TrainConfig(**{**base, "model": "he", "epochs": epochs(10, 3)}), out / "encrypted", write_html=False
+        )
     timing["train_he_s"] = round(t.elapsed, 2)
     n_enc = 64 if opts.quick else x_test.shape[0]
     with _stage("encrypted inference") as t:
@@ -175,8 +204,13 @@ def _combined_report(
     r = main.result.report
     rows = [_row(v) for v in variants]
     he_row: dict[str, Any] = {k: None for k in rows[0]}
-    he_row.update({"model": "he (encrypted)", "accuracy": round(he_run.report.accuracy, 4),
-                   "train s": round(he_run.report.timing.get("train_s", float("nan")), 1)})
+    he_row.update(
+        {
+            "model": "he (encrypted)",
+            "accuracy": round(he_run.report.accuracy, 4),
+            "train s": round(he_run.report.timing.get("train_s", float("nan")), 1),
+        }
+    )
     rows.append(he_row)
     private_privacy = cast(dict[str, Any], private.result.report.privacy)  # trained under DifferentialPrivacy
     notes = [
@@ -198,6 +232,10 @@ def _combined_report(
         membership=private.membership,
         encrypted=enc,
         timing=timing,
-        extra={"comparison": rows, "notes": notes, "training": r.extra.get("training"),
-               "demo": {"epsilon": opts.epsilon, "adv_eps": opts.adv_eps, "quick": opts.quick, "seed": opts.seed}},
+        extra={
+            "comparison": rows,
+            "notes": notes,
+            "training": r.extra.get("training"),
+            "demo": {"epsilon": opts.epsilon, "adv_eps": opts.adv_eps, "quick": opts.quick, "seed": opts.seed},
+        },
     )

@@ -17,7 +17,14 @@ _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_DTYPES: dict[int, np.dtype[Any]] = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_DTYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -43,7 +50,9 @@ def read_idx(path: Path) -> np.ndarray:
     count = int(np.prod(dims)) if dims else 0
     body = raw[4 + 4 * ndim :]
     if len(body) != count * dtype.itemsize:
-        raise DataError(f"{path}: expected {count * dtype.itemsize} data bytes for shape {dims}, found {len(body)} (truncated?)")
+        raise DataError(
+            f"{path}: expected {count * dtype.itemsize} data bytes for shape {dims}, found {len(body)} (truncated?)"
+        )
     return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 

@@ -22,7 +22,9 @@ SEED = 1234
 NUM_CLASSES = 4
 
 
-def make_sequences(n: int, seed: int, seq_len: int = SEQ_LEN, features: int = FEATURES) -> tuple[np.ndarray, np.ndarray]:
+def make_sequences(
+    n: int, seed: int, seq_len: int = SEQ_LEN, features: int = FEATURES
+) -> tuple[np.ndarray, np.ndarray]:
     """Generate ``n`` sequences and labels deterministically from ``seed``.
 
     Example:

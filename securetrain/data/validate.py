@@ -25,7 +25,9 @@ def validate_batch(
         >>> validate_batch(torch.zeros(2, 3), torch.tensor([0, 1]), num_classes=2)
     """
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise DataError(f"{what}: inputs and labels must be torch tensors, got {type(x).__name__} and {type(y).__name__}")
+        raise DataError(
+            f"{what}: inputs and labels must be torch tensors, got {type(x).__name__} and {type(y).__name__}"
+        )
     if x.shape[0] != y.shape[0]:
         raise DataError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} labels; they must have the same length")
     if x.shape[0] == 0:
@@ -73,7 +75,4 @@ def check_model_fits(model: nn.Module, input_shape: Sequence[int], num_classes: 
             ) from exc
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape != (2, num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(
-            f"the model must return logits of shape (batch, {num_classes}) for this data set, "
-            f"got {shape}"
-        )
+        raise ModelError(f"the model must return logits of shape (batch, {num_classes}) for this data set, got {shape}")

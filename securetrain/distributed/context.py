@@ -132,7 +132,9 @@ def _pick_backend(backend: str) -> str:
     if backend == "auto":
         return "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
     if backend == "nccl" and not torch.cuda.is_available():
-        raise ConfigurationError("the nccl backend needs CUDA GPUs, and none is available here; use backend='gloo' on CPU")
+        raise ConfigurationError(
+            "the nccl backend needs CUDA GPUs, and none is available here; use backend='gloo' on CPU"
+        )
     return backend
 
 
@@ -156,7 +158,9 @@ def init_process_group(
         return get_context()
     explicit = (rank is not None, world_size is not None)
     if any(explicit) and not all(explicit):
-        raise ConfigurationError("give both rank= and world_size= (or neither, to read them from torchrun's environment)")
+        raise ConfigurationError(
+            "give both rank= and world_size= (or neither, to read them from torchrun's environment)"
+        )
     if rank is None and not launched_by_torchrun():
         missing = [k for k in TORCHRUN_ENV if k not in os.environ]
         raise ConfigurationError(
@@ -171,7 +175,11 @@ def init_process_group(
     chosen = _pick_backend(backend)
     if chosen == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank or 0)))
-    kwargs: dict[str, Any] = {"backend": chosen, "init_method": init_method or "env://", "timeout": timedelta(seconds=timeout_s)}
+    kwargs: dict[str, Any] = {
+        "backend": chosen,
+        "init_method": init_method or "env://",
+        "timeout": timedelta(seconds=timeout_s),
+    }
     if rank is not None:
         kwargs.update(rank=int(rank), world_size=int(world_size))  # type: ignore[arg-type]
     dist.init_process_group(**kwargs)

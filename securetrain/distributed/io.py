@@ -60,8 +60,10 @@ def read_bytes_everywhere(path: str | os.PathLike[str], ctx: DistributedContext 
     n = int(size.item())
     if n < 0:
         return None
-    if ctx.is_main:
-        buf = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device) if n else torch.empty(0, dtype=torch.uint8, device=device)  # type: ignore[arg-type]
+    if ctx.is_main and data is not None and n:
+        buf = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device)
+    elif ctx.is_main:
+        buf = torch.empty(0, dtype=torch.uint8, device=device)
     else:
         buf = torch.empty(n, dtype=torch.uint8, device=device)
     if n:

@@ -69,13 +69,18 @@ def launch(
     check_nproc(nproc)
     cores = os.cpu_count() or 1
     if nproc > cores:
-        log.warning("--nproc %d is more than the %d CPU cores of this machine; the processes will share cores", nproc, cores)
+        log.warning(
+            "--nproc %d is more than the %d CPU cores of this machine; the processes will share cores", nproc, cores
+        )
     # torch leaves torchrun's entry points unannotated: parse_args -> Namespace, run -> None
     args = torchrun.parse_args(torchrun_argv(worker_argv, nproc, module=module))  # type: ignore[no-untyped-call]
     try:
         torchrun.run(args)  # type: ignore[no-untyped-call]
     except ChildFailedError as exc:
-        failures = [(int(r), int(f.exitcode), _signal_name(int(f.exitcode)), int(f.pid), float(f.timestamp)) for r, f in exc.failures.items()]
+        failures = [
+            (int(r), int(f.exitcode), _signal_name(int(f.exitcode)), int(f.pid), float(f.timestamp))
+            for r, f in exc.failures.items()
+        ]
         message = describe_failures(failures, nproc)
         if failure_hint is not None:
             message += " " + failure_hint()
@@ -91,7 +96,9 @@ def _signal_name(exitcode: int) -> str | None:
         return f"signal {-exitcode}"
 
 
-def order_failures(failures: Iterable[tuple[int, int, str | None, int, float]]) -> list[tuple[int, int, str | None, int, float]]:
+def order_failures(
+    failures: Iterable[tuple[int, int, str | None, int, float]],
+) -> list[tuple[int, int, str | None, int, float]]:
     """Root cause first: a worker killed by a signal other than a stop request, then by time, then rank."""
 
     def key(f: tuple[int, int, str | None, int, float]) -> tuple[int, float, int]:
@@ -124,7 +131,9 @@ def describe_failures(failures: Iterable[tuple[int, int, str | None, int, float]
     return f"distributed training failed: {'; '.join(parts)}. torchrun stopped the job ({nproc} processes)."
 
 
-def argv_from_namespace(parser: argparse.ArgumentParser, namespace: argparse.Namespace, *, skip: Iterable[str] = ()) -> list[str]:
+def argv_from_namespace(
+    parser: argparse.ArgumentParser, namespace: argparse.Namespace, *, skip: Iterable[str] = ()
+) -> list[str]:
     """Command-line arguments that make ``parser`` produce ``namespace`` again (defaults left out).
 
     Used to hand a parsed ``securetrain train`` command to the workers. Values are
@@ -142,7 +151,11 @@ def argv_from_namespace(parser: argparse.ArgumentParser, namespace: argparse.Nam
     out: list[str] = []
     for action in parser._actions:
         dest = action.dest
-        if dest in skipped or dest == argparse.SUPPRESS or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+        if (
+            dest in skipped
+            or dest == argparse.SUPPRESS
+            or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+        ):
             continue
         if not hasattr(namespace, dest):
             continue

@@ -44,7 +44,9 @@ _default_collate: Callable[[list[Any]], Any] = default_collate  # torch leaves i
 
 def _check_rank(rank: int, world_size: int) -> None:
     if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
-        raise ConfigurationError(f"rank must be in [0, world_size) with world_size >= 1, got rank={rank}, world_size={world_size}")
+        raise ConfigurationError(
+            f"rank must be in [0, world_size) with world_size >= 1, got rank={rank}, world_size={world_size}"
+        )
 
 
 def shard_indices(indices: Any, rank: int, world_size: int) -> Any:

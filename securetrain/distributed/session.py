@@ -99,9 +99,12 @@ class DistributedTraining:
         info = self.ctx.describe()
         if self.active:
             role = self.role
-            info["sampling"] = role.sampling if role is not None and role.sampling else "global batches split across ranks"
+            info["sampling"] = (
+                role.sampling if role is not None and role.sampling else "global batches split across ranks"
+            )
             info["gradient_reduction"] = (
-                role.reduction if role is not None and role.reduction
+                role.reduction
+                if role is not None and role.reduction
                 else "mean over the global batch (shares weighted by size)"
             )
             info["replica_checks"] = self.sync.checks if self.sync is not None else 0

@@ -61,7 +61,9 @@ def _collective(ctx: DistributedContext, fn: Callable[[], Any], what: str) -> An
     try:
         return fn()
     except RuntimeError as exc:  # gloo/nccl report a lost peer as RuntimeError (DistBackendError)
-        raise DistributedError(f"rank {ctx.rank} lost contact with the other ranks while {what}: {exc}; {LOST_PEER_HINT}") from exc
+        raise DistributedError(
+            f"rank {ctx.rank} lost contact with the other ranks while {what}: {exc}; {LOST_PEER_HINT}"
+        ) from exc
 
 
 def _small_device(ctx: DistributedContext) -> torch.device:
@@ -233,8 +235,11 @@ class GradientSync:
         for key, params in groups.items():
             parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
             if key == carrier:  # [has-gradient flags..., 1], scaled with the gradients below
-                parts.append(torch.tensor([1.0 if p.grad is not None else 0.0 for p in self.params] + [1.0],
-                                          dtype=key[1], device=key[0]))
+                parts.append(
+                    torch.tensor(
+                        [1.0 if p.grad is not None else 0.0 for p in self.params] + [1.0], dtype=key[1], device=key[0]
+                    )
+                )
             flat = torch.cat(parts)
             if scale != 1.0:
                 flat.mul_(scale)
@@ -244,7 +249,7 @@ class GradientSync:
         for flat in flats.values():
             _collective(ctx, functools.partial(dist.all_reduce, flat, op=dist.ReduceOp.SUM), what)
         if carrier is not None:
-            tail_values = flats[carrier][-(len(self.params) + 1):].tolist()
+            tail_values = flats[carrier][-(len(self.params) + 1) :].tolist()
         # a parameter keeps a gradient if some rank with samples produced one; for non-private
         # training the last entry is the global sample count (each rank sent its count)
         present = [v > 0 for v in tail_values[:-1]]
@@ -266,6 +271,7 @@ class GradientSync:
         floats = [b for b in self.model.buffers() if b.is_floating_point()]
         others = [b for b in self.model.buffers() if not b.is_floating_point()]
         if floats or others:
+
             def sync_buffers() -> None:
                 for b in floats:
                     dist.all_reduce(b, op=dist.ReduceOp.SUM)
@@ -279,7 +285,8 @@ class GradientSync:
             both = torch.cat([f, -f])
             group = ctx.cpu_group if both.device.type == "cpu" else None
             work = _collective(
-                ctx, lambda: dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group, async_op=True),
+                ctx,
+                lambda: dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group, async_op=True),
                 f"comparing the replicas after step {self.steps}",
             )
             self._pending = (work, both, self.steps)

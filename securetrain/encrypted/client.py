@@ -92,8 +92,9 @@ class EncryptionClient:
         if self.plan.galois_keys:
             ctx.generate_galois_keys()
         self._context = ctx
-        self._public: bytes = ctx.serialize(save_public_key=True, save_secret_key=False,
-                                     save_galois_keys=self.plan.galois_keys, save_relin_keys=True)
+        self._public: bytes = ctx.serialize(
+            save_public_key=True, save_secret_key=False, save_galois_keys=self.plan.galois_keys, save_relin_keys=True
+        )
         self.context_id = context_fingerprint(self._public)
 
     @property

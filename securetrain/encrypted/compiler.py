@@ -114,8 +114,12 @@ class Calibration:
         return max([self.input_max, *self.op_max, *self.partial_max])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input_max": self.input_max, "op_max": self.op_max, "partial_max": self.partial_max,
-                "samples": self.samples}
+        return {
+            "input_max": self.input_max,
+            "op_max": self.op_max,
+            "partial_max": self.partial_max,
+            "samples": self.samples,
+        }
 
 
 @dataclass
@@ -321,7 +325,8 @@ def compile_model(
     issues = validate(inner)
     if issues:
         raise EncryptionError(
-            "the model cannot run under CKKS as it is:\n" + format_issues(issues)
+            "the model cannot run under CKKS as it is:\n"
+            + format_issues(issues)
             + "\nconvert it with securetrain.encrypted.make_he_friendly(model, fine_tune=(x, y)) or train an "
             "HE-friendly zoo model ('he', 'he-cnn')"
         )
@@ -368,7 +373,9 @@ def compile_model(
     compiled = CompiledModel(_fuse(raw), shape, name or type(inner).__name__)
     check = compiled.forward(probe)
     expect = out.reshape(out.shape[0], -1).numpy()
-    if check.shape != expect.shape or not np.allclose(check, expect, rtol=1e-6, atol=1e-8 * max(1.0, float(np.abs(expect).max()))):
+    if check.shape != expect.shape or not np.allclose(
+        check, expect, rtol=1e-6, atol=1e-8 * max(1.0, float(np.abs(expect).max()))
+    ):
         raise EncryptionError("internal error: the compiled chain disagrees with the model; please report this model")
     if calibration is not None:
         compiled.calibrate(calibration)

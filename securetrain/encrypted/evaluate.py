@@ -76,8 +76,9 @@ def evaluate_encrypted(
     xs = x[:n]
     shape = tuple(input_shape) if input_shape is not None else tuple(x.shape[1:])
     t0 = time.perf_counter()
-    em = EncryptedModel.build(model, mode, calibration=xs if calibration is None else calibration,
-                              input_shape=shape, **plan_options)
+    em = EncryptedModel.build(
+        model, mode, calibration=xs if calibration is None else calibration, input_shape=shape, **plan_options
+    )
     t1 = time.perf_counter()
     client = EncryptionClient(em.spec())
     t2 = time.perf_counter()
@@ -140,8 +141,13 @@ def evaluate_encrypted(
         "response_bytes_per_sample": resp_bytes / n,
         "value_bound": plan.value_bound,
         "int_bits": plan.int_bits,
-        "timing": {"compile_plan_s": t1 - t0, "keygen_s": t2 - t1, "encrypt_s": enc_s, "evaluate_s": eval_s,
-                   "decrypt_s": dec_s},
+        "timing": {
+            "compile_plan_s": t1 - t0,
+            "keygen_s": t2 - t1,
+            "encrypt_s": enc_s,
+            "evaluate_s": eval_s,
+            "decrypt_s": dec_s,
+        },
         "layers": em.compiled.summary(),
         "notes": list(plan.notes),
     }
@@ -154,8 +160,9 @@ def evaluate_encrypted(
     out_of_range = int(np.sum(np.abs(enc) > plan.value_bound * 2.0))
     if out_of_range:
         section["out_of_range_outputs"] = out_of_range
-        logger.warning("%d decrypted outputs exceed the planned value range; re-plan with wider calibration data",
-                       out_of_range)
+        logger.warning(
+            "%d decrypted outputs exceed the planned value range; re-plan with wider calibration data", out_of_range
+        )
     return section
 
 

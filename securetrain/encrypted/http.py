@@ -66,8 +66,9 @@ class UnknownContextError(ContextMismatchError):
 class EncryptedInferenceService:
     """Thread-safe: the served models (one per mode) and the contexts clients registered."""
 
-    def __init__(self, models: Mapping[str, EncryptedModel], *, max_contexts: int = 16,
-                 max_concurrent: int = 2) -> None:
+    def __init__(
+        self, models: Mapping[str, EncryptedModel], *, max_contexts: int = 16, max_concurrent: int = 2
+    ) -> None:
         if not models:
             raise ConfigurationError("the service needs at least one EncryptedModel")
         for mode, em in models.items():
@@ -83,8 +84,12 @@ class EncryptedInferenceService:
 
     def info(self) -> dict[str, Any]:
         first = next(iter(self.models.values()))
-        return {"model": first.compiled.name, "modes": sorted(self.models), "input_shape": list(first.compiled.input_shape),
-                "outputs": first.compiled.output_size}
+        return {
+            "model": first.compiled.name,
+            "modes": sorted(self.models),
+            "input_shape": list(first.compiled.input_shape),
+            "outputs": first.compiled.output_size,
+        }
 
     def spec(self, mode: str) -> dict[str, Any]:
         if mode not in self.models:
@@ -201,8 +206,11 @@ class _Handler(BaseHTTPRequestHandler):
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype not in ACCEPTED_TYPES:
             self.close_connection = True
-            self._error(415, "UnsupportedMediaType",
-                        f"Content-Type must be one of {', '.join(ACCEPTED_TYPES)}, got {ctype or 'none'!r}")
+            self._error(
+                415,
+                "UnsupportedMediaType",
+                f"Content-Type must be one of {', '.join(ACCEPTED_TYPES)}, got {ctype or 'none'!r}",
+            )
             return None
         body = self.rfile.read(n)
         if len(body) != n:
@@ -260,8 +268,13 @@ class RunningServer:
         self.close()
 
 
-def make_server(service: EncryptedInferenceService, host: str = "127.0.0.1", port: int = 0, *,
-                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> ThreadingHTTPServer:
+def make_server(
+    service: EncryptedInferenceService,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> ThreadingHTTPServer:
     """A ``ThreadingHTTPServer`` bound to ``host:port`` (port 0: any free port)."""
     if max_body_bytes < 1:
         raise ConfigurationError(f"max_body_bytes must be positive, got {max_body_bytes}")
@@ -271,8 +284,13 @@ def make_server(service: EncryptedInferenceService, host: str = "127.0.0.1", por
     return httpd
 
 
-def start_server(service: EncryptedInferenceService, host: str = "127.0.0.1", port: int = 0, *,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> RunningServer:
+def start_server(
+    service: EncryptedInferenceService,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> RunningServer:
     """Serve in a background thread; use as ``with start_server(...) as running: running.url``."""
     httpd = make_server(service, host, port, max_body_bytes=max_body_bytes)
     thread = threading.Thread(target=httpd.serve_forever, name="securetrain-he-server", daemon=True)
@@ -280,8 +298,13 @@ def start_server(service: EncryptedInferenceService, host: str = "127.0.0.1", po
     return RunningServer(httpd, thread)
 
 
-def serve(service: EncryptedInferenceService, host: str = "127.0.0.1", port: int = 8000, *,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+def serve(
+    service: EncryptedInferenceService,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> None:
     """Serve until interrupted (blocking)."""
     httpd = make_server(service, host, port, max_body_bytes=max_body_bytes)
     try:
@@ -290,9 +313,14 @@ def serve(service: EncryptedInferenceService, host: str = "127.0.0.1", port: int
         httpd.server_close()
 
 
-def build_service_from_run(run_dir: str | os.PathLike[str], modes: Sequence[str] = ("throughput", "latency"), *,
-                           calibration_samples: int = 512, max_contexts: int = 16,
-                           **plan_options: Any) -> EncryptedInferenceService:
+def build_service_from_run(
+    run_dir: str | os.PathLike[str],
+    modes: Sequence[str] = ("throughput", "latency"),
+    *,
+    calibration_samples: int = 512,
+    max_contexts: int = 16,
+    **plan_options: Any,
+) -> EncryptedInferenceService:
     """A service for the model of a run directory, calibrated on its training split
     (``max_contexts``: client contexts kept in memory)."""
     from securetrain.rundir import RunDir
@@ -304,8 +332,9 @@ def build_service_from_run(run_dir: str | os.PathLike[str], modes: Sequence[str]
     shape = run.data.input_shape
     models = {}
     for mode in modes:
-        models[mode] = EncryptedModel.build(model, mode, calibration=calib, input_shape=shape,
-                                            name=run.model_spec.name, **plan_options)
+        models[mode] = EncryptedModel.build(
+            model, mode, calibration=calib, input_shape=shape, name=run.model_spec.name, **plan_options
+        )
     return EncryptedInferenceService(models, max_contexts=max_contexts)
 
 
@@ -318,7 +347,9 @@ class RemoteClient:
         self.mode = mode
         spec = json.loads(self._call("GET", f"/v1/spec?mode={urllib.parse.quote(mode)}"))
         self.client = EncryptionClient(spec)
-        reply = json.loads(self._call("POST", f"/v1/contexts?mode={urllib.parse.quote(mode)}", self.client.public_context()))
+        reply = json.loads(
+            self._call("POST", f"/v1/contexts?mode={urllib.parse.quote(mode)}", self.client.public_context())
+        )
         if reply.get("context_id") != self.client.context_id:
             raise ContextMismatchError("the server registered a different context fingerprint than this client's")
 
@@ -345,8 +376,15 @@ class RemoteClient:
 
 
 __all__ = [
-    "DEFAULT_MAX_BODY_BYTES", "EncryptedInferenceService", "RemoteClient", "RunningServer", "UnknownContextError",
-    "build_service_from_run", "make_server", "serve", "start_server",
+    "DEFAULT_MAX_BODY_BYTES",
+    "EncryptedInferenceService",
+    "RemoteClient",
+    "RunningServer",
+    "UnknownContextError",
+    "build_service_from_run",
+    "make_server",
+    "serve",
+    "start_server",
 ]
 
 

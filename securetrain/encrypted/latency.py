@@ -98,8 +98,11 @@ def _structure(compiled: CompiledModel, slots: int, variant: str) -> _Structure:
     aff = 0
     reason = None
     if variant == "expanded" and not expanded:
-        reason = (f"the expanded first layer needs {chunks} x {rows} = {chunks * rows} slots"
-                  if chunks else "the model does not start with an affine map")
+        reason = (
+            f"the expanded first layer needs {chunks} x {rows} = {chunks * rows} slots"
+            if chunks
+            else "the model does not start with an affine map"
+        )
     for k, op in enumerate(ops):
         if isinstance(op, Affine):
             const_out = flags[aff]
@@ -246,17 +249,30 @@ class LatencyPacking(Packing):
     def layout(self, compiled: CompiledModel, plan: EncryptionPlan) -> dict[str, Any]:
         prog = LatencyProgram(compiled, plan)
         st = prog.structure
-        base = {"kind": self.name, "features": compiled.input_size, "outputs": compiled.output_size,
-                "slots": plan.slots, "output_factor": prog.output_factor}
+        base = {
+            "kind": self.name,
+            "features": compiled.input_size,
+            "outputs": compiled.output_size,
+            "slots": plan.slots,
+            "output_factor": prog.output_factor,
+        }
         if st.expanded:
-            return {**base, "input": "expanded", "chunks": st.chunks, "rows": st.rows, "size": plan.slots,
-                    "index": prog.index}
+            return {
+                **base,
+                "input": "expanded",
+                "chunks": st.chunks,
+                "rows": st.rows,
+                "size": plan.slots,
+                "index": prog.index,
+            }
         return {**base, "input": "replicated", "size": compiled.input_size + 1}
 
     def program(self, compiled: CompiledModel, plan: EncryptionPlan) -> Program:
         return LatencyProgram(compiled, plan)
 
-    def encrypt(self, context: Any, layout: dict[str, Any], x: np.ndarray, *, chunk_size: int | None = None) -> list[Group]:
+    def encrypt(
+        self, context: Any, layout: dict[str, Any], x: np.ndarray, *, chunk_size: int | None = None
+    ) -> list[Group]:
         import tenseal as ts
 
         groups = []
@@ -298,8 +314,11 @@ class LatencyPacking(Packing):
                 ok = False
             else:
                 ok = ok and (
-                    index.shape == (rows, chunks) and chunks * rows <= slots and slots % (chunks * rows) == 0
-                    and int(layout["size"]) == slots and bool(np.all((index >= ZERO) & (index < feats)))
+                    index.shape == (rows, chunks)
+                    and chunks * rows <= slots
+                    and slots % (chunks * rows) == 0
+                    and int(layout["size"]) == slots
+                    and bool(np.all((index >= ZERO) & (index < feats)))
                 )
         elif layout.get("input") == "replicated":
             ok = ok and int(layout.get("size", -1)) == feats + 1 <= slots

@@ -115,7 +115,9 @@ class Packing(ABC):
         """The server-side program."""
 
     @abstractmethod
-    def encrypt(self, context: Any, layout: dict[str, Any], x: np.ndarray, *, chunk_size: int | None = None) -> list[Group]:
+    def encrypt(
+        self, context: Any, layout: dict[str, Any], x: np.ndarray, *, chunk_size: int | None = None
+    ) -> list[Group]:
         """Client side: encrypt ``x`` of shape ``(B, features)`` into groups."""
 
     @abstractmethod
@@ -161,7 +163,9 @@ def fresh_level_check(vector: Any, depth: int, scale: float, what: str) -> None:
             "send freshly encrypted inputs"
         )
     if not np.isclose(float(ct.scale), scale, rtol=1e-9):
-        raise EncryptionError(f"{what} has scale 2^{np.log2(float(ct.scale)):.2f}, the plan uses 2^{np.log2(scale):.0f}")
+        raise EncryptionError(
+            f"{what} has scale 2^{np.log2(float(ct.scale)):.2f}, the plan uses 2^{np.log2(scale):.0f}"
+        )
 
 
 def next_pow2(n: int) -> int:

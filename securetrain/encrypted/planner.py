@@ -103,8 +103,11 @@ def estimate_error(
             terms = rescale_terms[affine_idx] if rescale_terms and affine_idx < len(rescale_terms) else 1
             w = op.weight
             row_l2 = float(np.sqrt(np.max(np.asarray(w.multiply(w).sum(axis=1)).ravel()))) if w.nnz else 0.0
-            delta = (row_l2 * delta + (math.sqrt(max(terms, 1)) + math.sqrt(ks)) * eta
-                     + math.sqrt(op.in_features) * prev_max * quant)
+            delta = (
+                row_l2 * delta
+                + (math.sqrt(max(terms, 1)) + math.sqrt(ks)) * eta
+                + math.sqrt(op.in_features) * prev_max * quant
+            )
             if extra_first_level and affine_idx == 0:
                 delta += eta + cur_max * quant
                 if rotation_amplification and special_bits:
@@ -154,9 +157,11 @@ def plan(
             f"more than the {MAX_PRIME_BITS} bits of one prime. Rescale the model's inputs or weights (e.g. "
             "normalise inputs to [0, 1]) or lower min_scale_bits"
         )
-    candidates = [poly_modulus_degree] if poly_modulus_degree else [
-        n for n in sorted(MAX_COEFF_BITS_128) if n <= max_poly_modulus_degree
-    ]
+    candidates = (
+        [poly_modulus_degree]
+        if poly_modulus_degree
+        else [n for n in sorted(MAX_COEFF_BITS_128) if n <= max_poly_modulus_degree]
+    )
     if not candidates:
         raise EncryptionError(f"max_poly_modulus_degree={max_poly_modulus_degree} is below the smallest ring (4096)")
     reasons: list[str] = []
@@ -187,14 +192,28 @@ def plan(
                 reasons.append(f"N={n} ({variant}): {exc}")
                 continue
             err = estimate_error(
-                compiled, n, s, extra_first_level=cost.extra_first_level, key_switches=list(cost.key_switches),
-                input_bound=input_bound, special_bits=s + extra, rotation_amplification=amp,
+                compiled,
+                n,
+                s,
+                extra_first_level=cost.extra_first_level,
+                key_switches=list(cost.key_switches),
+                input_bound=input_bound,
+                special_bits=s + extra,
+                rotation_amplification=amp,
                 rescale_terms=list(cost.rescales_per_output),
             )
             result = EncryptionPlan(
-                mode=packing.name, poly_modulus_degree=n, coeff_mod_bit_sizes=bits, scale_bits=s, depth=depth,
-                int_bits=int_bits, value_bound=bound, estimated_error=err, galois_keys=cost.galois_keys,
-                variant=variant, notes=cost.notes,
+                mode=packing.name,
+                poly_modulus_degree=n,
+                coeff_mod_bit_sizes=bits,
+                scale_bits=s,
+                depth=depth,
+                int_bits=int_bits,
+                value_bound=bound,
+                estimated_error=err,
+                galois_keys=cost.galois_keys,
+                variant=variant,
+                notes=cost.notes,
             )
             result.check()
             return result

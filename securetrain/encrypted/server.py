@@ -132,7 +132,9 @@ def load_public_context(data: bytes, plan: EncryptionPlan, *, n_threads: int | N
             "input and result); the client must send context.serialize(save_secret_key=False)"
         )
     seal = ctx.seal_context().data
-    if tuple(int(v) for v in seal.key_parms_id()) != _expected_parms_id(plan.poly_modulus_degree, tuple(plan.coeff_mod_bit_sizes)):
+    if tuple(int(v) for v in seal.key_parms_id()) != _expected_parms_id(
+        plan.poly_modulus_degree, tuple(plan.coeff_mod_bit_sizes)
+    ):
         raise ContextMismatchError(
             f"the context's encryption parameters differ from this model's plan (N={plan.poly_modulus_degree}, "
             f"coeff_mod_bit_sizes={list(plan.coeff_mod_bit_sizes)}); build the client from the server's spec"
@@ -142,7 +144,9 @@ def load_public_context(data: bytes, plan: EncryptionPlan, *, n_threads: int | N
     except ValueError as exc:
         raise PublicContextError("the context has no global scale; set context.global_scale = 2**scale_bits") from exc
     if not np.isclose(scale, plan.scale, rtol=1e-12):
-        raise ContextMismatchError(f"the context's global scale 2^{np.log2(scale):.2f} differs from the plan's 2^{plan.scale_bits}")
+        raise ContextMismatchError(
+            f"the context's global scale 2^{np.log2(scale):.2f} differs from the plan's 2^{plan.scale_bits}"
+        )
     if not ctx.has_relin_keys():
         raise PublicContextError("the context has no relinearisation keys, which squaring needs")
     if plan.galois_keys and not ctx.has_galois_keys():
@@ -173,7 +177,9 @@ class InferenceServer:
                 "the request was built for another model or plan (spec fingerprint differs); fetch the server's spec again"
             )
         if header.get("mode") != self.model.plan.mode:
-            raise WireFormatError(f"request mode {header.get('mode')!r} differs from the server's {self.model.plan.mode!r}")
+            raise WireFormatError(
+                f"request mode {header.get('mode')!r} differs from the server's {self.model.plan.mode!r}"
+            )
         for gi, g in enumerate(groups):
             self.model.packing.check_group(self.model.layout, g)
             for vi, v in enumerate(g.vectors):

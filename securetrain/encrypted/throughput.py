@@ -80,7 +80,9 @@ class ThroughputProgram(Program):
                     cmask = ~is_ct[idx]
                     consts[j] += float(np.dot(val[cmask], const_val[idx[cmask]]))
                     ci, cv = idx[~cmask], val[~cmask] * ratio
-                    keep = np.abs(cv) * scale >= 0.5  # a weight that encodes to zero would make a transparent ciphertext
+                    keep = (
+                        np.abs(cv) * scale >= 0.5
+                    )  # a weight that encodes to zero would make a transparent ciphertext
                     terms.append((ci[keep].astype(np.int64), cv[keep].astype(np.float64)))
                 self.multiplications += sum(len(t[0]) for t in terms)
                 new_ct = np.array([len(t[0]) > 0 for t in terms], dtype=bool)
@@ -141,7 +143,8 @@ class ThroughputPacking(Packing):
             # every ciphertext-times-scalar is rescaled on its own before the sum
             rescales_per_output=tuple(
                 int(np.max(np.diff(op.weight.indptr))) if op.weight.nnz else 0
-                for op in compiled.ops if isinstance(op, Affine)
+                for op in compiled.ops
+                if isinstance(op, Affine)
             ),
             notes=(f"{slots} samples per chunk; {compiled.input_size} input ciphertexts per chunk",),
         )
@@ -159,7 +162,9 @@ class ThroughputPacking(Packing):
     def program(self, compiled: CompiledModel, plan: EncryptionPlan) -> Program:
         return ThroughputProgram(compiled, plan)
 
-    def encrypt(self, context: Any, layout: dict[str, Any], x: np.ndarray, *, chunk_size: int | None = None) -> list[Group]:
+    def encrypt(
+        self, context: Any, layout: dict[str, Any], x: np.ndarray, *, chunk_size: int | None = None
+    ) -> list[Group]:
         import tenseal as ts
 
         slots = int(layout["slots"])
@@ -169,7 +174,9 @@ class ThroughputPacking(Packing):
         groups = []
         for start in range(0, x.shape[0], size):
             part = x[start : start + size]
-            groups.append(Group(int(part.shape[0]), [ts.ckks_vector(context, part[:, f].tolist()) for f in range(part.shape[1])]))
+            groups.append(
+                Group(int(part.shape[0]), [ts.ckks_vector(context, part[:, f].tolist()) for f in range(part.shape[1])])
+            )
         return groups
 
     def decrypt(self, context: Any, layout: dict[str, Any], groups: list[Group]) -> np.ndarray:
@@ -177,7 +184,9 @@ class ThroughputPacking(Packing):
         parts = []
         for g in groups:
             if len(g.vectors) != int(layout["outputs"]):
-                raise EncryptionError(f"expected {layout['outputs']} output ciphertexts per chunk, got {len(g.vectors)}")
+                raise EncryptionError(
+                    f"expected {layout['outputs']} output ciphertexts per chunk, got {len(g.vectors)}"
+                )
             cols = [np.asarray(v.decrypt(), dtype=np.float64)[: g.samples] for v in g.vectors]
             parts.append(np.stack(cols, axis=1) / factors)
         return np.concatenate(parts, axis=0) if parts else np.zeros((0, int(layout["outputs"])))
@@ -185,8 +194,10 @@ class ThroughputPacking(Packing):
     def check_layout(self, layout: dict[str, Any], plan: EncryptionPlan) -> None:
         super().check_layout(layout, plan)
         factors = layout.get("output_factors")
-        if not isinstance(factors, list) or len(factors) != int(layout["outputs"]) or not all(
-            isinstance(f, (int, float)) and np.isfinite(f) and f != 0 for f in factors
+        if (
+            not isinstance(factors, list)
+            or len(factors) != int(layout["outputs"])
+            or not all(isinstance(f, (int, float)) and np.isfinite(f) and f != 0 for f in factors)
         ):
             raise EncryptionError("malformed throughput layout in the spec (output_factors)")
 

@@ -38,9 +38,29 @@ from securetrain.registry import Registry
 logger = logging.getLogger(__name__)
 
 NON_POLYNOMIAL_ACTIVATIONS: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink,
-    nn.LogSigmoid, nn.Threshold, nn.Hardshrink, nn.Softshrink,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Tanhshrink,
+    nn.LogSigmoid,
+    nn.Threshold,
+    nn.Hardshrink,
+    nn.Softshrink,
 )
 _MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _ADAPTIVE_MAXPOOL = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
@@ -79,34 +99,64 @@ def _issue_for(name: str, m: nn.Module) -> Issue | None:
         return None
     t = type(m).__name__
     if isinstance(m, NON_POLYNOMIAL_ACTIVATIONS):
-        return Issue(name, t, f"{t} is not a polynomial; CKKS evaluates only additions and multiplications",
-                     "replace it by Square() or a fitted degree-2 polynomial "
-                     "(make_he_friendly(model, activation='square' or 'poly'))")
+        return Issue(
+            name,
+            t,
+            f"{t} is not a polynomial; CKKS evaluates only additions and multiplications",
+            "replace it by Square() or a fitted degree-2 polynomial "
+            "(make_he_friendly(model, activation='square' or 'poly'))",
+        )
     if isinstance(m, _MAXPOOL):
         avg = t.replace("Max", "Avg")
         if m.dilation not in (1, (1,), (1, 1), (1, 1, 1)):
-            return Issue(name, t, "max-pooling needs comparisons, which CKKS cannot evaluate",
-                         f"replace it by {avg} of the same window (dilated pooling has no automatic fix)")
-        return Issue(name, t, "max-pooling needs comparisons, which CKKS cannot evaluate",
-                     f"replace it by {avg}({_pool_args(m)}) (make_he_friendly does this)")
+            return Issue(
+                name,
+                t,
+                "max-pooling needs comparisons, which CKKS cannot evaluate",
+                f"replace it by {avg} of the same window (dilated pooling has no automatic fix)",
+            )
+        return Issue(
+            name,
+            t,
+            "max-pooling needs comparisons, which CKKS cannot evaluate",
+            f"replace it by {avg}({_pool_args(m)}) (make_he_friendly does this)",
+        )
     if isinstance(m, _ADAPTIVE_MAXPOOL):
-        return Issue(name, t, "max-pooling needs comparisons, which CKKS cannot evaluate",
-                     f"replace it by {t.replace('Max', 'Avg')}(output_size={m.output_size}) "
-                     "(make_he_friendly does this)")
+        return Issue(
+            name,
+            t,
+            "max-pooling needs comparisons, which CKKS cannot evaluate",
+            f"replace it by {t.replace('Max', 'Avg')}(output_size={m.output_size}) (make_he_friendly does this)",
+        )
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
         if not m.track_running_stats:
-            return Issue(name, t, "it normalises with batch statistics even in eval mode",
-                         "no automatic fix: retrain with track_running_stats=True or without BatchNorm")
-        return Issue(name, t, "batch normalisation at inference is a separate affine map that costs a "
-                     "multiplicative level of its own",
-                     "fold it into the preceding linear or convolution layer (make_he_friendly does this)")
+            return Issue(
+                name,
+                t,
+                "it normalises with batch statistics even in eval mode",
+                "no automatic fix: retrain with track_running_stats=True or without BatchNorm",
+            )
+        return Issue(
+            name,
+            t,
+            "batch normalisation at inference is a separate affine map that costs a multiplicative level of its own",
+            "fold it into the preceding linear or convolution layer (make_he_friendly does this)",
+        )
     if isinstance(m, _SOFTMAX):
-        return Issue(name, t, f"{t} needs exponentials and a division",
-                     "remove it: the argmax of the logits is unchanged; apply it after decryption "
-                     "(make_he_friendly replaces it by Identity)")
-    return Issue(name, t, f"{t} is not supported under CKKS",
-                 "no automatic fix: replace or remove it (a linear layer type can be declared with "
-                 "securetrain.encrypted.register_layer)")
+        return Issue(
+            name,
+            t,
+            f"{t} needs exponentials and a division",
+            "remove it: the argmax of the logits is unchanged; apply it after decryption "
+            "(make_he_friendly replaces it by Identity)",
+        )
+    return Issue(
+        name,
+        t,
+        f"{t} is not supported under CKKS",
+        "no automatic fix: replace or remove it (a linear layer type can be declared with "
+        "securetrain.encrypted.register_layer)",
+    )
 
 
 def validate(model: nn.Module) -> list[Issue]:
@@ -155,7 +205,9 @@ class FineTune:
         if not isinstance(self.x, torch.Tensor) or not isinstance(self.y, torch.Tensor):
             raise ModelError("FineTune needs tensors x and y")
         if self.x.shape[0] != self.y.shape[0] or self.x.shape[0] == 0:
-            raise ModelError(f"FineTune x and y must have the same, non-zero length; got {self.x.shape[0]} and {self.y.shape[0]}")
+            raise ModelError(
+                f"FineTune x and y must have the same, non-zero length; got {self.x.shape[0]} and {self.y.shape[0]}"
+            )
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ModelError("FineTune needs epochs >= 1, batch_size >= 1 and lr > 0")
 
@@ -172,9 +224,11 @@ def _call_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, torc
     calls: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     handles = []
     for name, m in _leaves(model):
+
         def hook(mod: nn.Module, args: tuple[Any, ...], out: Any, _n: str = name) -> None:
             if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
                 calls.append((_n, args[0].detach(), out.detach()))
+
         handles.append(m.register_forward_hook(hook))
     try:
         with eval_mode(model), torch.no_grad():
@@ -258,9 +312,14 @@ def make_he_friendly(
             continue
         prev_name = order[idx - 1] if idx > 0 else None
         prev = leaves.get(prev_name) if prev_name is not None else None
-        feeds = prev_name is None or not calls or (
-            prev_name in outputs and outputs[prev_name].shape == inputs[name].shape
-            and torch.equal(outputs[prev_name], inputs[name])
+        feeds = (
+            prev_name is None
+            or not calls
+            or (
+                prev_name in outputs
+                and outputs[prev_name].shape == inputs[name].shape
+                and torch.equal(outputs[prev_name], inputs[name])
+            )
         )
         if prev is not None and feeds and _fold(prev, bn):
             logger.info("folded %s into %s", name, prev_name)
@@ -284,8 +343,11 @@ def make_he_friendly(
             avg_cls = {nn.MaxPool1d: nn.AvgPool1d, nn.MaxPool2d: nn.AvgPool2d, nn.MaxPool3d: nn.AvgPool3d}[type(m)]
             _set_module(converted, name, avg_cls(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode))
         elif isinstance(m, _ADAPTIVE_MAXPOOL):
-            avg_cls = {nn.AdaptiveMaxPool1d: nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool2d: nn.AdaptiveAvgPool2d,
-                       nn.AdaptiveMaxPool3d: nn.AdaptiveAvgPool3d}[type(m)]
+            avg_cls = {
+                nn.AdaptiveMaxPool1d: nn.AdaptiveAvgPool1d,
+                nn.AdaptiveMaxPool2d: nn.AdaptiveAvgPool2d,
+                nn.AdaptiveMaxPool3d: nn.AdaptiveAvgPool3d,
+            }[type(m)]
             _set_module(converted, name, avg_cls(m.output_size))
         elif isinstance(m, _SOFTMAX):
             _set_module(converted, name, nn.Identity())

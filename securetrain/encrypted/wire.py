@@ -88,8 +88,10 @@ def decode_header(data: bytes, *, expect_kind: int) -> tuple[dict[str, Any], int
     if not isinstance(header, dict):
         raise WireFormatError(f"{what} header must be a JSON object")
     sizes = header.get("sizes")
-    if not isinstance(sizes, list) or len(sizes) > MAX_BLOBS or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes
+    if (
+        not isinstance(sizes, list)
+        or len(sizes) > MAX_BLOBS
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
     ):
         raise WireFormatError(f"{what} header 'sizes' must be a list of positive integers")
     offset = _PREFIX.size + hlen
@@ -130,7 +132,9 @@ def unpack_groups(data: bytes, context: Any, *, expect_kind: int) -> tuple[dict[
     if (
         not isinstance(desc, list)
         or not all(
-            isinstance(d, list) and len(d) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in d)
+            isinstance(d, list)
+            and len(d) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in d)
             for d in desc
         )
         or sum(d[1] for d in desc) != len(blobs)

@@ -43,9 +43,7 @@ def register_model(name: str, factory: ModelFactory, *, overwrite: bool = False)
     MODELS.add(name, factory, overwrite=overwrite)
 
 
-def build_model(
-    name: str, input_shape: Sequence[int], num_classes: int, **kwargs: Any
-) -> nn.Module:
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> nn.Module:
     """Build the zoo model ``name`` for inputs of ``input_shape`` and ``num_classes`` outputs."""
     factory = MODELS.get(name)
     return factory(input_shape=tuple(int(s) for s in input_shape), num_classes=int(num_classes), **kwargs)
@@ -58,11 +56,7 @@ def available_models() -> list[str]:
 
 def find_batchnorm(model: nn.Module) -> list[str]:
     """Names of BatchNorm submodules (incompatible with per-sample gradients)."""
-    return [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm)
-    ]
+    return [name for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
 
 
 __all__ = [

@@ -14,8 +14,7 @@ def image_shape(model: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
         return (1, int(input_shape[0]), int(input_shape[1]))
     if len(input_shape) != 3:
         raise ModelError(
-            f"model {model!r} needs image inputs shaped (channels, height, width); "
-            f"got input_shape={tuple(input_shape)}"
+            f"model {model!r} needs image inputs shaped (channels, height, width); got input_shape={tuple(input_shape)}"
         )
     c, h, w = (int(s) for s in input_shape)
     return c, h, w
@@ -25,8 +24,7 @@ def sequence_shape(model: str, input_shape: Sequence[int]) -> tuple[int, int]:
     """Return ``(seq_len, features)`` or raise :class:`ModelError`."""
     if len(input_shape) != 2:
         raise ModelError(
-            f"model {model!r} needs sequence inputs shaped (seq_len, features); "
-            f"got input_shape={tuple(input_shape)}"
+            f"model {model!r} needs sequence inputs shaped (seq_len, features); got input_shape={tuple(input_shape)}"
         )
     return int(input_shape[0]), int(input_shape[1])
 

@@ -57,9 +57,7 @@ class HECNN(nn.Module):
         torch.Size([2, 10])
     """
 
-    def __init__(
-        self, input_shape: Sequence[int], num_classes: int, channels: int = 4, kernel_size: int = 3
-    ) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, channels: int = 4, kernel_size: int = 3) -> None:
         super().__init__()
         c, h, w = image_shape("he-cnn", input_shape)
         self.input_shape = (c, h, w)

@@ -49,16 +49,12 @@ class SmallResNet(nn.Module):
         torch.Size([2, 10])
     """
 
-    def __init__(
-        self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (16, 32)
-    ) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (16, 32)) -> None:
         super().__init__()
         c, _, _ = image_shape("resnet", input_shape)
         self.input_shape = tuple(input_shape)
         w0 = int(widths[0])
-        self.stem = nn.Sequential(
-            nn.Conv2d(c, w0, 3, padding=1, bias=False), nn.GroupNorm(_groups(w0), w0), nn.ReLU()
-        )
+        self.stem = nn.Sequential(nn.Conv2d(c, w0, 3, padding=1, bias=False), nn.GroupNorm(_groups(w0), w0), nn.ReLU())
         blocks: list[nn.Module] = []
         in_c = w0
         for i, width in enumerate(widths):

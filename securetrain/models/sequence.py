@@ -25,9 +25,7 @@ class LSTMClassifier(nn.Module):
         torch.Size([2, 4])
     """
 
-    def __init__(
-        self, input_shape: Sequence[int], num_classes: int, hidden: int = 32, num_layers: int = 1
-    ) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: int = 32, num_layers: int = 1) -> None:
         super().__init__()
         from opacus.layers import DPLSTM  # per-sample-gradient friendly drop-in for nn.LSTM
 

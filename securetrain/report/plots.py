@@ -53,7 +53,13 @@ def plot_training(report: dict[str, Any]) -> Any:
     ax.set_ylabel("train loss")
     if any("test_accuracy" in h for h in history):
         ax2 = ax.twinx()
-        ax2.plot(epochs, [h.get("test_accuracy", float("nan")) for h in history], "s-", color="tab:green", label="test accuracy")
+        ax2.plot(
+            epochs,
+            [h.get("test_accuracy", float("nan")) for h in history],
+            "s-",
+            color="tab:green",
+            label="test accuracy",
+        )
         ax2.set_ylabel("test accuracy")
         ax2.set_ylim(0, 1)
     ax.set_title("Training")

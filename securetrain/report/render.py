@@ -45,8 +45,11 @@ class RenderableReport(Protocol):
 
     def to_dict(self) -> dict[str, Any]: ...
 
+
 # Bulky detail kept in report.json but left out of the key/value tables (plots show the curves).
-_HIDDEN_KEYS = frozenset({"roc", "roc_curves", "epsilon_history", "layers", "timing", "attack_details", "attack_configs", "checks"})
+_HIDDEN_KEYS = frozenset(
+    {"roc", "roc_curves", "epsilon_history", "layers", "timing", "attack_details", "attack_configs", "checks"}
+)
 
 _SECTION_TITLES = {
     "privacy": "Privacy (differential privacy)",
@@ -73,7 +76,11 @@ def _fmt(v: Any) -> str:
 
 def summary_rows(r: RenderableReport) -> list[tuple[str, str]]:
     """The headline figures, in one table."""
-    rows = [("data", str(r.data.get("name", "?"))), ("model", str(r.model.get("name", "?"))), ("accuracy", _fmt(r.accuracy))]
+    rows = [
+        ("data", str(r.data.get("name", "?"))),
+        ("model", str(r.model.get("name", "?"))),
+        ("accuracy", _fmt(r.accuracy)),
+    ]
     if r.privacy:
         valid = "valid" if r.privacy.get("valid") else "NOT VALID"
         rows.append(("privacy", f"epsilon {_fmt(r.privacy['epsilon'])} at delta {_fmt(r.privacy['delta'])} ({valid})"))
@@ -83,9 +90,19 @@ def summary_rows(r: RenderableReport) -> list[tuple[str, str]]:
         pairs = ", ".join(f"{_fmt(e)}: {_fmt(a)}" for e, a in zip(r.robustness["epsilons"], r.robustness["worst_case"]))
         rows.append(("worst-case robust accuracy", f"{r.robustness['norm']} eps -> acc {{{pairs}}}"))
     if r.membership:
-        rows.append(("membership inference", f"AUC {_fmt(r.membership['auc'])}, empirical epsilon >= {_fmt(r.membership['epsilon_lower_bound'])}"))
+        rows.append(
+            (
+                "membership inference",
+                f"AUC {_fmt(r.membership['auc'])}, empirical epsilon >= {_fmt(r.membership['epsilon_lower_bound'])}",
+            )
+        )
     if r.encrypted:
-        rows.append(("encrypted inference", f"{r.encrypted['scheme']} {r.encrypted['mode']}: agreement {_fmt(r.encrypted['agreement'])}, {_fmt(r.encrypted['per_sample_s'])} s/sample"))
+        rows.append(
+            (
+                "encrypted inference",
+                f"{r.encrypted['scheme']} {r.encrypted['mode']}: agreement {_fmt(r.encrypted['agreement'])}, {_fmt(r.encrypted['per_sample_s'])} s/sample",
+            )
+        )
     return rows
 
 
@@ -148,7 +165,9 @@ def render_html(r: RenderableReport) -> str:
     if comp:
         keys = list(comp[0].keys())
         head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-        rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(k)))}</td>" for k in keys) + "</tr>" for row in comp)
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(k)))}</td>" for k in keys) + "</tr>" for row in comp
+        )
         parts.append(f"<h2>Models side by side</h2><table><tr>{head}</tr>{rows}</table>")
     for title, png in render_plots(d):
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
@@ -164,6 +183,8 @@ def render_html(r: RenderableReport) -> str:
     notes = r.extra.get("notes") or []
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>")
-    parts.append(f"<details><summary>report.json</summary><pre>{html.escape(json.dumps(d, indent=1)[:200000])}</pre></details>")
+    parts.append(
+        f"<details><summary>report.json</summary><pre>{html.escape(json.dumps(d, indent=1)[:200000])}</pre></details>"
+    )
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -124,7 +124,9 @@ def fit(
     plan = RunPlan(
         epochs=int(config.epochs),
         # tuple() keeps a caller's list working; RunPlan checks it is a (lower, upper) pair
-        bounds=cast(tuple[float, float], tuple(bounds)) if bounds is not None else (data_info.bounds if data_info is not None else None),
+        bounds=cast(tuple[float, float], tuple(bounds))
+        if bounds is not None
+        else (data_info.bounds if data_info is not None else None),
         data=data_info,
         seed=int(config.seed),
         dataset_size=int(x_tr.shape[0]),
@@ -215,8 +217,13 @@ def _run_epochs(
                 record["test_loss"] = metrics["loss"]
             record.update(defense_metrics)
             session.history.append(record)
-            bar.set_postfix({k: round(v, 4) for k, v in record.items()
-                             if k in ("train_loss", "test_accuracy", "epsilon") and isinstance(v, (int, float))})
+            bar.set_postfix(
+                {
+                    k: round(v, 4)
+                    for k, v in record.items()
+                    if k in ("train_loss", "test_accuracy", "epsilon") and isinstance(v, (int, float))
+                }
+            )
             log.info("epoch %d: %s", epoch + 1, record)
             session.epoch = epoch + 1
             if ckpt is not None and ctx.is_main:

@@ -40,4 +40,3 @@ def trained_cnn(_trained_cnn_session: nn.Module) -> nn.Module:
 def frozen_cnn(_trained_cnn_session: nn.Module) -> nn.Module:
     """The shared trained digits CNN, for tests that only read it (never change it)."""
     return _trained_cnn_session
-

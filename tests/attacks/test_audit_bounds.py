@@ -53,8 +53,8 @@ def test_clopper_pearson_matches_binomial_tails():
     # exact limits: P[Bin(100, lo) >= 30] = 0.05 and P[Bin(100, hi) <= 30] = 0.05
     assert binom.sf(29, 100, lo) == pytest.approx(0.05, abs=1e-9)
     assert binom.cdf(30, 100, hi) == pytest.approx(0.05, abs=1e-9)
-    assert clopper_pearson(0, 10, 0.1) == (0.0, pytest.approx(1 - 0.05 ** 0.1))
-    assert clopper_pearson(10, 10, 0.1) == (pytest.approx(0.05 ** 0.1), 1.0)
+    assert clopper_pearson(0, 10, 0.1) == (0.0, pytest.approx(1 - 0.05**0.1))
+    assert clopper_pearson(10, 10, 0.1) == (pytest.approx(0.05**0.1), 1.0)
 
 
 def test_bound_is_valid_for_a_mechanism_of_known_epsilon():
@@ -79,7 +79,10 @@ def test_bound_is_valid_for_a_mechanism_of_known_epsilon():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(tp=1, n_pos=0, fp=0, n_neg=5), r"the number of trials must be positive, got 0; an empty set gives no bound"),
+        (
+            dict(tp=1, n_pos=0, fp=0, n_neg=5),
+            r"the number of trials must be positive, got 0; an empty set gives no bound",
+        ),
         (dict(tp=6, n_pos=5, fp=0, n_neg=5), r"count 6 is outside \[0, 5\]"),
         (dict(tp=1, n_pos=5, fp=-1, n_neg=5), r"count -1 is outside \[0, 5\]"),
         (dict(tp=1, n_pos=5, fp=0, n_neg=5, delta=1.0), r"delta must be in \[0, 1\), got 1.0"),
@@ -124,7 +127,9 @@ def test_bound_from_scores_needs_two_of_each():
 def test_one_run_hand_computed_case():
     # 50 guesses, all right, delta 0: p-value q^50 = 0.05 -> q = 0.05^(1/50), eps = log(q / (1 - q))
     q = 0.05 ** (1 / 50)
-    assert one_run_epsilon_lower_bound(100, 50, 50, delta=0.0, alpha=0.05) == pytest.approx(math.log(q / (1 - q)), abs=1e-6)
+    assert one_run_epsilon_lower_bound(100, 50, 50, delta=0.0, alpha=0.05) == pytest.approx(
+        math.log(q / (1 - q)), abs=1e-6
+    )
     assert one_run_epsilon_lower_bound(100, 50, 50, delta=0.0, alpha=0.05) == pytest.approx(2.7847, abs=1e-4)
 
 
@@ -185,7 +190,8 @@ def test_canary_scores_hand_case_and_bonferroni():
 def test_random_canary_scores_give_small_bounds():
     rng = np.random.default_rng(3)
     bounds = [
-        audit_canary_scores(rng.normal(size=200), rng.random(200) < 0.5, delta=1e-5).epsilon_lower_bound for _ in range(40)
+        audit_canary_scores(rng.normal(size=200), rng.random(200) < 0.5, delta=1e-5).epsilon_lower_bound
+        for _ in range(40)
     ]
     assert sum(b > 0 for b in bounds) <= 4
 
@@ -215,7 +221,9 @@ def test_planted_accounting_bug_is_flagged_from_counts():
     c = check_counts(0.1, 1e-5, tp=60, n_pos=100, fp=5, n_neg=100, alpha=0.05)
     assert c.violated
     assert c.lower_bound == pytest.approx(1.4831, abs=1e-3)
-    assert c.explanation.startswith("empirical lower bound 1.483 (counts, 95% confidence) exceeds the reported epsilon 0.1")
+    assert c.explanation.startswith(
+        "empirical lower bound 1.483 (counts, 95% confidence) exceeds the reported epsilon 0.1"
+    )
     assert "check the privacy accounting" in c.explanation
 
 

@@ -79,5 +79,7 @@ def test_make_canaries_mislabels_every_canary(digits_small):
 @pytest.mark.parametrize("m", [1, 398])
 def test_canary_count_out_of_range_is_refused(digits_small, m):
     _, (x, y) = digits_small
-    with pytest.raises(AttackError, match=f"the number of canaries must be between 2 and 397 .the candidates., got {m}"):
+    with pytest.raises(
+        AttackError, match=f"the number of canaries must be between 2 and 397 .the candidates., got {m}"
+    ):
         make_canaries(x, y, 10, m)

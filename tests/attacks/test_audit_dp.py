@@ -53,7 +53,9 @@ def test_private_model_at_epsilon_1_is_not_flagged(private_run, monkeypatch):
     if out["epsilon_lower_bound"] > 0:
         assert "does not exceed the reported epsilon" in out["consistency"]
     else:
-        assert out["consistency"].startswith("no measurement (loss, confidence, entropy, lira-offline, lira-online, canary)")
+        assert out["consistency"].startswith(
+            "no measurement (loss, confidence, entropy, lira-offline, lira-online, canary)"
+        )
         assert out["epsilon_lower_bound_source"] is None
     assert out["delta"] == 1e-5
     # the 2 shadow models and the canary run were trained with DP at the same target epsilon
@@ -67,8 +69,14 @@ def test_privacy_defense_is_rebuilt_from_its_config():
     original = DifferentialPrivacy(epsilon=1.0, delta=1e-5, max_grad_norm=0.7, accountant="rdp", seed=123)
     cfg = original.config()
     assert cfg["name"] == "privacy"
-    recipe = TrainingRecipe(model_name="mlp", input_shape=(30,), num_classes=2, bounds=(-12.0, 12.0),
-                            train_config=TrainConfig(epochs=1, progress=False), defense_configs=[cfg])
+    recipe = TrainingRecipe(
+        model_name="mlp",
+        input_shape=(30,),
+        num_classes=2,
+        bounds=(-12.0, 12.0),
+        train_config=TrainConfig(epochs=1, progress=False),
+        defense_configs=[cfg],
+    )
     assert recipe.private
     rebuilt = build_defense(cfg)
     assert isinstance(rebuilt, DifferentialPrivacy)

@@ -49,8 +49,14 @@ def test_from_import_of_an_old_name_warns() -> None:
 
 
 def test_unknown_names_still_raise_attribute_error() -> None:
-    for mod in (attacks.evasion.base, attacks.evasion.registry, attacks.evasion.run_dir,
-                attacks.membership.base, attacks.membership.registry, attacks.membership.run_audit):
+    for mod in (
+        attacks.evasion.base,
+        attacks.evasion.registry,
+        attacks.evasion.run_dir,
+        attacks.membership.base,
+        attacks.membership.registry,
+        attacks.membership.run_audit,
+    ):
         with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
             _ = mod.no_such_name
 

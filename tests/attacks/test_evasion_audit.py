@@ -36,8 +36,14 @@ def test_section_follows_the_report_schema(audit) -> None:
     assert section["flags"] == []
     assert section["n_samples"] == N and section["preset"] == "quick"
     assert section["attack_configs"]["pgd"] == {
-        "name": "pgd", "norm": "linf", "kind": "gradient", "steps": 20, "restarts": 2,
-        "rel_stepsize": None, "random_start": True, "loss": "ce+margin",
+        "name": "pgd",
+        "norm": "linf",
+        "kind": "gradient",
+        "steps": 20,
+        "restarts": 2,
+        "rel_stepsize": None,
+        "random_start": True,
+        "loss": "ce+margin",
     }
 
 
@@ -68,8 +74,9 @@ def test_epsilon_zero_is_clean_accuracy_and_attacks_bite(audit, frozen_cnn, digi
 
 
 def test_report_round_trip_and_plot(audit, tmp_path) -> None:
-    report = Report(data={"name": "digits"}, model={"name": "cnn"}, accuracy=audit.clean_accuracy,
-                    robustness=audit.to_section())
+    report = Report(
+        data={"name": "digits"}, model={"name": "cnn"}, accuracy=audit.clean_accuracy, robustness=audit.to_section()
+    )
     report.save(tmp_path)
     again = Report.from_json(tmp_path)
     assert again.robustness == audit.to_section()

@@ -32,8 +32,21 @@ def _report(d: Path) -> dict:
 
 
 def test_audit_fills_the_robustness_section(run_dir: Path, capsys) -> None:
-    code = main(["audit", str(run_dir), "--attacks", "fgsm,pgd,random", "--eps", "0.1,0.5,2", "--preset", "quick",
-                 "--samples", "60", "--no-progress"])
+    code = main(
+        [
+            "audit",
+            str(run_dir),
+            "--attacks",
+            "fgsm,pgd,random",
+            "--eps",
+            "0.1,0.5,2",
+            "--preset",
+            "quick",
+            "--samples",
+            "60",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     rob = _report(run_dir)["robustness"]
     assert rob["norm"] == "linf" and rob["epsilons"] == [0.1, 0.5, 2.0]
@@ -46,14 +59,32 @@ def test_audit_fills_the_robustness_section(run_dir: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "worst case" in out and "worst-case robust accuracy" in out
     # the section is exactly what the Python API gives for the same settings
-    again = audit_robustness_run(run_dir, attacks=["fgsm", "pgd", "random"], epsilons=[0.1, 0.5, 2], preset="quick",
-                      samples=60, progress=False)
+    again = audit_robustness_run(
+        run_dir, attacks=["fgsm", "pgd", "random"], epsilons=[0.1, 0.5, 2], preset="quick", samples=60, progress=False
+    )
     assert again.to_section()["attacks"] == rob["attacks"]
 
 
 def test_audit_l2_with_the_preset_attacks(run_dir: Path) -> None:
-    assert main(["audit", str(run_dir), "--norm", "l2", "--eps", "0,1", "--preset", "quick", "--samples", "40",
-                 "--no-progress", "--no-html"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                str(run_dir),
+                "--norm",
+                "l2",
+                "--eps",
+                "0,1",
+                "--preset",
+                "quick",
+                "--samples",
+                "40",
+                "--no-progress",
+                "--no-html",
+            ]
+        )
+        == 0
+    )
     rob = _report(run_dir)["robustness"]
     assert rob["norm"] == "l2" and set(rob["attacks"]) == {"pgd-l2", "deepfool", "hsj-l2", "random-l2"}
     Report.from_json(run_dir)  # still a valid report
@@ -84,8 +115,9 @@ def test_parsers() -> None:
 def test_membership_not_installed_is_a_clear_error(run_dir: Path, monkeypatch, capsys) -> None:
     monkeypatch.setitem(sys.modules, "attacks.membership", None)
     before = _report(run_dir)
-    code = main(["audit", str(run_dir), "--attacks", "fgsm", "--eps", "0.1", "--samples", "20", "--membership",
-                 "--no-progress"])
+    code = main(
+        ["audit", str(run_dir), "--attacks", "fgsm", "--eps", "0.1", "--samples", "20", "--membership", "--no-progress"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "--membership needs the attacks.membership package, which is not installed" in err
@@ -94,8 +126,13 @@ def test_membership_not_installed_is_a_clear_error(run_dir: Path, monkeypatch, c
 
 def test_membership_section_comes_from_attacks_membership(run_dir: Path, monkeypatch) -> None:
     calls = []
-    section = {"attack": "loss-threshold", "auc": 0.51, "tpr_at_fpr": {"0.001": 0.0, "0.01": 0.01},
-               "advantage": 0.02, "epsilon_lower_bound": 0.0}
+    section = {
+        "attack": "loss-threshold",
+        "auc": 0.51,
+        "tpr_at_fpr": {"0.001": 0.0, "0.01": 0.01},
+        "advantage": 0.02,
+        "epsilon_lower_bound": 0.0,
+    }
 
     def audit_membership_run(run_dir: Path, shadow_models: int, seed: int) -> dict:
         calls.append((Path(run_dir), shadow_models, seed))
@@ -104,8 +141,28 @@ def test_membership_section_comes_from_attacks_membership(run_dir: Path, monkeyp
     fake = types.ModuleType("attacks.membership")
     fake.audit_membership_run = audit_membership_run  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "attacks.membership", fake)
-    assert main(["audit", str(run_dir), "--attacks", "fgsm", "--eps", "0.1", "--samples", "20", "--membership",
-                 "--shadow-models", "3", "--seed", "7", "--no-progress", "--no-html"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                str(run_dir),
+                "--attacks",
+                "fgsm",
+                "--eps",
+                "0.1",
+                "--samples",
+                "20",
+                "--membership",
+                "--shadow-models",
+                "3",
+                "--seed",
+                "7",
+                "--no-progress",
+                "--no-html",
+            ]
+        )
+        == 0
+    )
     assert calls == [(run_dir, 3, 7)]
     assert _report(run_dir)["membership"] == section
 
@@ -113,8 +170,12 @@ def test_membership_section_comes_from_attacks_membership(run_dir: Path, monkeyp
 def test_custom_model_runs_cannot_be_loaded(tmp_path: Path) -> None:
     import torch
 
-    securetrain.train(TrainConfig(data="breast_cancer", epochs=1, progress=False), tmp_path,
-                      model=torch.nn.Sequential(torch.nn.Linear(30, 2)), write_html=False)
+    securetrain.train(
+        TrainConfig(data="breast_cancer", epochs=1, progress=False),
+        tmp_path,
+        model=torch.nn.Sequential(torch.nn.Linear(30, 2)),
+        write_html=False,
+    )
     with pytest.raises(CheckpointError, match=r"trained with a custom model"):
         audit_robustness_run(tmp_path, attacks=["fgsm"], progress=False)
     with pytest.raises(ConfigurationError, match=r"samples must be an integer >= 1, got 0"):

@@ -26,7 +26,9 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_unknown_attack_lists_the_choices() -> None:
-    with pytest.raises(UnknownNameError, match=r"unknown attack 'pgdd'; choose one of: boundary, cw-l2, deepfool, fgsm"):
+    with pytest.raises(
+        UnknownNameError, match=r"unknown attack 'pgdd'; choose one of: boundary, cw-l2, deepfool, fgsm"
+    ):
         get_attack("pgdd")
 
 
@@ -67,7 +69,9 @@ def test_bad_epsilon_in_perturb_and_audit(linear, batch) -> None:
 
 def test_inputs_outside_bounds(linear, batch) -> None:
     x, y = batch
-    with pytest.raises(AttackError, match=r"inputs lie in \[0.\d+, 3\], outside the declared bounds \[0, 1\]; pass the data's bounds"):
+    with pytest.raises(
+        AttackError, match=r"inputs lie in \[0.\d+, 3\], outside the declared bounds \[0, 1\]; pass the data's bounds"
+    ):
         get_attack("pgd")(linear, x * 3 / x.max(), y, [0.1])
     with pytest.raises(AttackError, match=r"outside the declared bounds \[0, 0.5\]"):
         audit_robustness(linear, x, y, bounds=(0.0, 0.5), progress=False)
@@ -90,7 +94,10 @@ def test_label_batch_size_mismatch(linear, batch) -> None:
 
 def test_bad_labels_and_inputs(linear, batch) -> None:
     x, y = batch
-    with pytest.raises(AttackError, match=r"labels must be a 1-D tensor of integer class indices, got shape \(8,\) and dtype torch.float32"):
+    with pytest.raises(
+        AttackError,
+        match=r"labels must be a 1-D tensor of integer class indices, got shape \(8,\) and dtype torch.float32",
+    ):
         get_attack("fgsm")(linear, x, y.float(), [0.1])
     with pytest.raises(AttackError, match=r"inputs must be a torch.Tensor, got ndarray; convert with torch.as_tensor"):
         get_attack("fgsm")(linear, x.numpy(), y, [0.1])
@@ -119,7 +126,9 @@ def test_model_output_of_the_wrong_width(linear, batch) -> None:
 def test_model_output_that_is_not_logits(batch) -> None:
     x, y = batch
     flat = nn.Sequential(nn.Flatten(), nn.Linear(16, 1), nn.Flatten(0))
-    with pytest.raises(ModelError, match=r"the model must return logits of shape \(batch, num_classes\) = \(8, C\), got \(8,\)"):
+    with pytest.raises(
+        ModelError, match=r"the model must return logits of shape \(batch, num_classes\) = \(8, C\), got \(8,\)"
+    ):
         get_attack("fgsm")(flat, x, y, [0.1])
     single = nn.Sequential(nn.Flatten(), nn.Linear(16, 1))
     with pytest.raises(ModelError, match=r"the model returns 1 logit per sample; a classifier needs at least 2"):
@@ -127,7 +136,10 @@ def test_model_output_that_is_not_logits(batch) -> None:
 
 
 def test_audit_mixing_norms_is_refused(linear, batch) -> None:
-    with pytest.raises(AttackError, match=r"attack 'cw-l2' measures l2 perturbations but this audit's norm is linf; run it in an audit with norm='l2'"):
+    with pytest.raises(
+        AttackError,
+        match=r"attack 'cw-l2' measures l2 perturbations but this audit's norm is linf; run it in an audit with norm='l2'",
+    ):
         audit_robustness(linear, *batch, attacks=["pgd", "cw-l2"], progress=False)
 
 

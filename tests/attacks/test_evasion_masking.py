@@ -38,7 +38,11 @@ def test_flags_silent_on_a_normal_trained_model(frozen_cnn: nn.Module, digits_te
     result = audit_robustness(frozen_cnn, x[:N], y[:N], preset="quick", seed=0, progress=False)
     assert result.flags == [], result.flags
     assert {c.name for c in result.checks} == {
-        "unbounded", "blackbox_beats_gradient", "zero_gradients", "nondeterministic", "non_monotone"
+        "unbounded",
+        "blackbox_beats_gradient",
+        "zero_gradients",
+        "nondeterministic",
+        "non_monotone",
     }
     assert not any(c.skipped for c in result.checks)
 
@@ -62,8 +66,9 @@ def test_flags_fire_on_input_quantisation(frozen_cnn: nn.Module, digits_test) ->
 def test_nondeterministic_model_is_flagged_and_decision_attacks_skipped(frozen_cnn: nn.Module, digits_test) -> None:
     x, y = digits_test
     noisy = nn.Sequential(GaussianNoise(), frozen_cnn)
-    result = audit_robustness(noisy, x[:64], y[:64], attacks=["pgd", "hsj", "random"], preset="quick",
-                              seed=0, progress=False)
+    result = audit_robustness(
+        noisy, x[:64], y[:64], attacks=["pgd", "hsj", "random"], preset="quick", seed=0, progress=False
+    )
     assert "nondeterministic" in _names(result)
     assert any(f.startswith("nondeterministic outputs") for f in result.flags)
     assert set(result.attacks) == {"pgd", "random"}

@@ -101,8 +101,9 @@ def test_audit_of_a_private_model(private, digits_test) -> None:
     gsm, _, _, _ = private
     x, y = digits_test
     snap = _snapshot(gsm)
-    r = audit_robustness(gsm, x[:48], y[:48], attacks=["fgsm", "pgd", "random"], epsilons=[0.0, 0.1],
-                         preset="quick", progress=False)
+    r = audit_robustness(
+        gsm, x[:48], y[:48], attacks=["fgsm", "pgd", "random"], epsilons=[0.0, 0.1], preset="quick", progress=False
+    )
     _assert_untouched(gsm, snap)
     assert r.flags == []
     assert r.worst_case[1] < r.clean_accuracy

@@ -53,7 +53,9 @@ def overfit():
     target = recipe((px[:N_MEMBERS], py[:N_MEMBERS]), 12345)
     shadows = train_shadow_models(recipe, (px, py), 8, seed=0)
     members, nonmembers = (px[:N_MEMBERS], py[:N_MEMBERS]), (px[N_MEMBERS:], py[N_MEMBERS:])
-    results = {name: get_membership_attack(name, shadows)(target, members, nonmembers) for name in MEMBERSHIP_ATTACKS.names()}
+    results = {
+        name: get_membership_attack(name, shadows)(target, members, nonmembers) for name in MEMBERSHIP_ATTACKS.names()
+    }
     return {"target": target, "shadows": shadows, "members": members, "nonmembers": nonmembers, "results": results}
 
 
@@ -133,7 +135,7 @@ def test_same_input_with_other_label_is_not_an_overlap():
 def test_empty_sets_are_refused(which):
     x, y = _sets()
     empty = (x[:0], y[:0])
-    members, nonmembers = ((empty, (x, y)) if which == "members" else ((x, y), empty))
+    members, nonmembers = (empty, (x, y)) if which == "members" else ((x, y), empty)
     with pytest.raises(AttackError, match=f"^{which} is empty; membership inference needs at least one member"):
         LossThreshold()(torch.nn.Linear(3, 2), members, nonmembers)
 

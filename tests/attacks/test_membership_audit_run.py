@@ -36,9 +36,18 @@ def _claim(src: Path, dst: Path, epsilon: float, delta: float = 1e-5) -> Path:
     """Copy a run and make its report claim (epsilon, delta)-DP: the planted accounting bug."""
     shutil.copytree(src, dst)
     report = Report.from_json(dst)
-    report.privacy = {"epsilon": epsilon, "delta": delta, "accountant": "prv", "noise_multiplier": 5.0,
-                      "max_grad_norm": 1.0, "sample_rate": 0.15, "steps": 140, "poisson_sampling": True,
-                      "valid": True, "warnings": []}
+    report.privacy = {
+        "epsilon": epsilon,
+        "delta": delta,
+        "accountant": "prv",
+        "noise_multiplier": 5.0,
+        "max_grad_norm": 1.0,
+        "sample_rate": 0.15,
+        "steps": 140,
+        "poisson_sampling": True,
+        "valid": True,
+        "warnings": [],
+    }
     report.write_json(dst / "report.json")
     return dst
 
@@ -113,7 +122,9 @@ def test_honest_large_claim_is_not_flagged(bc_run, tmp_path):
 
 
 def test_one_shadow_model_skips_online_lira(bc_run):
-    out = audit_membership_run(bc_run, shadow_models=1, seed=0, canaries=0, attacks=("loss", "lira-offline", "lira-online"))
+    out = audit_membership_run(
+        bc_run, shadow_models=1, seed=0, canaries=0, attacks=("loss", "lira-offline", "lira-online")
+    )
     assert set(out["attacks"]) == {"loss", "lira-offline"}
     assert "lira-online skipped: it needs at least 2 shadow models" in out["notes"]
     assert out["canary"] is None
@@ -198,8 +209,12 @@ def smoothing_registered():
 
 
 def test_shadow_models_use_the_runs_defenses(tmp_path, smoothing_registered):
-    securetrain.train(TrainConfig(data="breast_cancer", epochs=2, progress=False), tmp_path,
-                      defenses=[_Smoothing(0.3)], write_html=False)
+    securetrain.train(
+        TrainConfig(data="breast_cancer", epochs=2, progress=False),
+        tmp_path,
+        defenses=[_Smoothing(0.3)],
+        write_html=False,
+    )
     out = audit_membership_run(tmp_path, shadow_models=3, seed=0, canaries=10)
     # 3 shadow models + 1 canary run, each rebuilt from config.json with the run's settings
     assert _Smoothing.built == [{"name": "test-smoothing", "smoothing": 0.3}] * 4
@@ -207,16 +222,22 @@ def test_shadow_models_use_the_runs_defenses(tmp_path, smoothing_registered):
 
 
 def test_unknown_defense_cannot_be_rebuilt():
-    with pytest.raises(AttackError, match=r"cannot rebuild defense 'mystery' for shadow models; register its class "
-                                          r"with securetrain.training.DEFENSES.add\('mystery', cls\)"):
+    with pytest.raises(
+        AttackError,
+        match=r"cannot rebuild defense 'mystery' for shadow models; register its class "
+        r"with securetrain.training.DEFENSES.add\('mystery', cls\)",
+    ):
         build_defense({"name": "mystery"})
     with pytest.raises(AttackError, match="a defense config must be a dict with a 'name'"):
         build_defense({"epsilon": 1.0})
 
 
 def test_a_config_the_defense_refuses_is_a_clear_error():
-    with pytest.raises(AttackError, match=r"cannot rebuild defense 'adversarial' for shadow models: an adversarial-training "
-                                          r"config needs a 'method'"):
+    with pytest.raises(
+        AttackError,
+        match=r"cannot rebuild defense 'adversarial' for shadow models: an adversarial-training "
+        r"config needs a 'method'",
+    ):
         build_defense({"name": "adversarial", "epsilon": 0.1})
 
 

@@ -129,7 +129,9 @@ def test_signals_match_their_definitions():
     y = torch.randint(0, 5, (50,))
     p = F.softmax(logits.double(), 1)
     py = p[torch.arange(50), y]
-    np.testing.assert_allclose(SIGNALS.get("loss")(logits, y), F.cross_entropy(logits.double(), y, reduction="none").numpy())
+    np.testing.assert_allclose(
+        SIGNALS.get("loss")(logits, y), F.cross_entropy(logits.double(), y, reduction="none").numpy()
+    )
     np.testing.assert_allclose(SIGNALS.get("confidence")(logits, y), py.numpy())
     np.testing.assert_allclose(SIGNALS.get("scaled_logit")(logits, y), torch.log(py / (1 - py)).numpy(), rtol=1e-9)
     np.testing.assert_allclose(SIGNALS.get("entropy")(logits, y), (-(p * p.log()).sum(1)).numpy())

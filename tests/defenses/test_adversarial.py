@@ -34,7 +34,6 @@ FACTORIES = {
 }
 
 
-
 def tiny_cnn() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 10)
@@ -75,8 +74,11 @@ def test_non_positive_epsilon_is_refused(method, eps):
 def test_epsilon_outside_the_data_range_is_refused_at_setup(digits):
     (x, y), _ = digits
     small = (x[:64], y[:64])
-    with pytest.raises(ConfigurationError, match=r"adversarial epsilon 1\.5 is outside the input range: the inputs of "
-                       r"'digits' lie in \[0, 1\] \(width 1\).*0 < epsilon < 1 \(e\.g\. 0\.1\)"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"adversarial epsilon 1\.5 is outside the input range: the inputs of "
+        r"'digits' lie in \[0, 1\] \(width 1\).*0 < epsilon < 1 \(e\.g\. 0\.1\)",
+    ):
         fit(tiny_cnn(), small, None, TrainConfig(epochs=1, progress=False), [FastAdversarialTraining(1.5)])
     # An epsilon that is fine for a wider range (breast_cancer is standardised) passes that setup.
     from securetrain.data import get_info
@@ -85,15 +87,19 @@ def test_epsilon_outside_the_data_range_is_refused_at_setup(digits):
     at = PGDAdversarialTraining(1.5)
     model = nn.Linear(30, 2)
     info = get_info("breast_cancer")
-    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), [], [],
-                 plan=RunPlan(bounds=info.bounds, data=info)) as session:
+    with protect(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), [], [], plan=RunPlan(bounds=info.bounds, data=info)
+    ) as session:
         at.setup(session)
     assert at.bounds == (lo, hi)
 
 
 def test_epsilon_outside_explicit_or_default_bounds_is_refused(batch):
-    with pytest.raises(ConfigurationError, match=r"adversarial epsilon 300 is outside the input range: the inputs lie in "
-                       r"\[0, 255\]"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"adversarial epsilon 300 is outside the input range: the inputs lie in "
+        r"\[0, 255\]",
+    ):
         PGDAdversarialTraining(300, bounds=(0, 255))
     at = TRADES(2.0)  # default bounds (0, 1): checked when first used
     with pytest.raises(ConfigurationError, match=r"adversarial epsilon 2 is outside the input range"):
@@ -246,7 +252,13 @@ def test_same_seed_same_training(digits):
 
     def run():
         torch.manual_seed(0)
-        r = fit(tiny_cnn(), small, None, TrainConfig(epochs=1, progress=False, seed=5), [PGDAdversarialTraining(EPS, steps=2)])
+        r = fit(
+            tiny_cnn(),
+            small,
+            None,
+            TrainConfig(epochs=1, progress=False, seed=5),
+            [PGDAdversarialTraining(EPS, steps=2)],
+        )
         return [p.detach().clone() for p in r.model.parameters()]
 
     a, b = run(), run()
@@ -336,7 +348,13 @@ def test_the_leak_check_catches_a_leaky_attack(batch):
 def test_fit_reports_the_adversarial_section(digits):
     (x, y), test = digits
     at = FastAdversarialTraining(EPS)
-    r = fit(tiny_cnn(), (x[:128], y[:128]), (test[0][:64], test[1][:64]), TrainConfig(epochs=2, batch_size=32, progress=False), [at])
+    r = fit(
+        tiny_cnn(),
+        (x[:128], y[:128]),
+        (test[0][:64], test[1][:64]),
+        TrainConfig(epochs=2, batch_size=32, progress=False),
+        [at],
+    )
     section = r.sections["adversarial"]
     assert section["method"] == "fgsm" and section["epsilon"] == EPS and section["examples"] == 256
     assert section["attack_time_s"] > 0 and section["bounds"] == [0.0, 1.0]
@@ -353,7 +371,9 @@ def test_registry_and_recipes():
 
 def test_one_adversarial_defense_per_run():
     with pytest.raises(ConfigurationError, match=r"each defense may be used once; repeated: adversarial"):
-        protect(tiny_cnn(), torch.optim.SGD(tiny_cnn().parameters(), lr=0.1), [], [PGDAdversarialTraining(EPS), TRADES(EPS)])
+        protect(
+            tiny_cnn(), torch.optim.SGD(tiny_cnn().parameters(), lr=0.1), [], [PGDAdversarialTraining(EPS), TRADES(EPS)]
+        )
 
 
 # --------------------------------------------------------------------------- CLI
@@ -371,7 +391,9 @@ def test_cli_builds_each_method():
     opt, args = _parse(["--adversarial", "trades", "--adv-eps", "0.2", "--adv-steps", "4", "--trades-beta", "2"])
     d = opt.build(args)
     assert isinstance(d, TRADES) and (d.epsilon, d.steps, d.beta) == (0.2, 4, 2.0)
-    opt, args = _parse(["--adversarial", "pgd", "--adv-eps", "0.1", "--adv-step-size", "0.02", "--adv-clean-share", "0.25"])
+    opt, args = _parse(
+        ["--adversarial", "pgd", "--adv-eps", "0.1", "--adv-step-size", "0.02", "--adv-clean-share", "0.25"]
+    )
     d = opt.build(args)
     assert isinstance(d, PGDAdversarialTraining) and (d.steps, d.step_size, d.clean_share) == (7, 0.02, 0.25)
     opt, args = _parse(["--adversarial", "fgsm", "--adv-eps", "0.1", "--adv-steps", "1"])
@@ -385,10 +407,19 @@ def test_cli_builds_each_method():
     [
         (["--adversarial", "pgd"], r"--adversarial pgd needs --adv-eps"),
         (["--adv-eps", "0.1"], r"--adv-eps given without --adversarial"),
-        (["--adversarial", "pgd", "--adv-eps", "0.1", "--trades-beta", "1"], r"--trades-beta applies to --adversarial trades only"),
-        (["--adversarial", "fgsm", "--adv-eps", "0.1", "--adv-steps", "3"], r"--adversarial fgsm makes exactly one step"),
+        (
+            ["--adversarial", "pgd", "--adv-eps", "0.1", "--trades-beta", "1"],
+            r"--trades-beta applies to --adversarial trades only",
+        ),
+        (
+            ["--adversarial", "fgsm", "--adv-eps", "0.1", "--adv-steps", "3"],
+            r"--adversarial fgsm makes exactly one step",
+        ),
         (["--adversarial", "pgd", "--adv-eps", "0.1", "--adv-steps", "0"], r"steps must be an integer >= 1, got 0"),
-        (["--adversarial", "trades", "--adv-eps", "0.1", "--trades-beta", "-1"], r"TRADES beta must be a finite number >= 0"),
+        (
+            ["--adversarial", "trades", "--adv-eps", "0.1", "--trades-beta", "-1"],
+            r"TRADES beta must be a finite number >= 0",
+        ),
     ],
 )
 def test_cli_bad_flags(argv, message):
@@ -407,16 +438,46 @@ def test_securetrain_train_adversarial_end_to_end(tmp_path, capsys):
     from securetrain.cli.main import main
 
     out = tmp_path / "run"
-    argv = ["train", "--data", "digits", "--epochs", "1", "--out", str(out), "--no-html", "--no-progress",
-            "--adversarial", "fgsm", "--adv-eps", "0.1"]
+    argv = [
+        "train",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--no-html",
+        "--no-progress",
+        "--adversarial",
+        "fgsm",
+        "--adv-eps",
+        "0.1",
+    ]
     assert main(argv) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["adversarial"]["method"] == "fgsm" and rep["adversarial"]["examples"] > 0
     cfg = json.loads((out / "config.json").read_text())
     assert any(d.get("name") == "adversarial" and d["epsilon"] == 0.1 for d in cfg["defenses"])
     capsys.readouterr()
-    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "bad"), "--no-html",
-                 "--adversarial", "pgd", "--adv-eps", "1"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "bad"),
+                "--no-html",
+                "--adversarial",
+                "pgd",
+                "--adv-eps",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "adversarial epsilon 1 is outside the input range" in capsys.readouterr().err
 
 
@@ -428,8 +489,15 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(method, digits, tmp_pa
     def run(epochs, ckpt, resume=False):
         torch.manual_seed(0)
         at = FACTORIES[method]()
-        r = fit(tiny_cnn(), small, None, TrainConfig(epochs=epochs, batch_size=64, progress=False, seed=2), [at],
-                checkpoint_path=ckpt, resume=resume)
+        r = fit(
+            tiny_cnn(),
+            small,
+            None,
+            TrainConfig(epochs=epochs, batch_size=64, progress=False, seed=2),
+            [at],
+            checkpoint_path=ckpt,
+            resume=resume,
+        )
         return r, at
 
     full, at_full = run(3, tmp_path / "full.safetensors")

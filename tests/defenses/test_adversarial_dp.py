@@ -26,7 +26,6 @@ FACTORIES = {
 }
 
 
-
 def tiny_cnn() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 10)
@@ -54,8 +53,9 @@ def _independent_per_sample_grads(model: nn.Module, x, x_adv, y, defense) -> dic
         if isinstance(defense, TRADES):
             clean = functional_call(model, prm, (xi.unsqueeze(0),))
             other = functional_call(model, prm, (ai.unsqueeze(0),))
-            return (F.cross_entropy(clean, yi.unsqueeze(0), reduction="none")
-                    + defense.beta * kl_from_clean(clean, other)).sum()
+            return (
+                F.cross_entropy(clean, yi.unsqueeze(0), reduction="none") + defense.beta * kl_from_clean(clean, other)
+            ).sum()
         return F.cross_entropy(functional_call(model, prm, (ai.unsqueeze(0),)), yi.unsqueeze(0))
 
     return vmap(grad(loss_one), in_dims=(None, 0, 0, 0))(params, x, x_adv, y)
@@ -100,7 +100,9 @@ def _private_run(digits, extra):
     (x, y), _ = digits
     torch.manual_seed(0)
     dp = DifferentialPrivacy(epsilon=3.0, accountant="rdp")
-    r = fit(tiny_cnn(), (x[:512], y[:512]), None, TrainConfig(epochs=2, batch_size=64, progress=False, seed=0), [dp, *extra])
+    r = fit(
+        tiny_cnn(), (x[:512], y[:512]), None, TrainConfig(epochs=2, batch_size=64, progress=False, seed=0), [dp, *extra]
+    )
     return r.sections["privacy"], r.sections.get("adversarial")
 
 
@@ -136,8 +138,28 @@ def test_cli_private_and_adversarial_end_to_end(tmp_path):
     from securetrain.cli.main import main
 
     out = tmp_path / "run"
-    argv = ["train", "--data", "digits", "--epochs", "1", "--out", str(out), "--no-html", "--no-progress",
-            "--dp", "--epsilon", "3", "--accountant", "rdp", "--adversarial", "trades", "--adv-eps", "0.1", "--adv-steps", "2"]
+    argv = [
+        "train",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--no-html",
+        "--no-progress",
+        "--dp",
+        "--epsilon",
+        "3",
+        "--accountant",
+        "rdp",
+        "--adversarial",
+        "trades",
+        "--adv-eps",
+        "0.1",
+        "--adv-steps",
+        "2",
+    ]
     assert main(argv) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["privacy"]["valid"] is True and rep["privacy"]["epsilon"] <= 3.0

@@ -12,7 +12,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "adversarial_custom
 def test_custom_loop_example_runs():
     proc = subprocess.run(
         [sys.executable, str(EXAMPLE), "--epochs", "2", "--method", "fgsm"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.split()}

@@ -182,7 +182,11 @@ def test_one_position_is_an_outer_product_whatever_the_policy():
 def test_conv1d_per_sample_gradients_match_each_sample_alone(policy):
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv1d(2, 3, 3, padding=2, dilation=2), nn.ReLU(), nn.Conv1d(3, 2, 2, stride=2), nn.Flatten(), nn.Linear(10, 3)
+        nn.Conv1d(2, 3, 3, padding=2, dilation=2),
+        nn.ReLU(),
+        nn.Conv1d(3, 2, 2, stride=2),
+        nn.Flatten(),
+        nn.Linear(10, 3),
     )
     x, y = torch.randn(4, 2, 10), torch.randint(0, 3, (4,))
     rows: dict[nn.Parameter, list[torch.Tensor]] = {p: [] for p in model.parameters()}

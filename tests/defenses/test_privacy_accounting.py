@@ -40,7 +40,9 @@ def log_a_integral(q: float, sigma: float, alpha: float) -> float:
 
     grid = np.linspace(-40 * sigma, 40 * sigma + alpha, 4001)
     shift = max(log_f(z) for z in grid)
-    val, _ = integrate.quad(lambda z: math.exp(log_f(z) - shift), -50 * sigma, 50 * sigma + 2 * alpha, limit=500, points=[0.5, alpha / 2])
+    val, _ = integrate.quad(
+        lambda z: math.exp(log_f(z) - shift), -50 * sigma, 50 * sigma + 2 * alpha, limit=500, points=[0.5, alpha / 2]
+    )
     return math.log(val) + shift
 
 
@@ -79,7 +81,9 @@ def test_rdp_at_fractional_orders_matches_numerical_integration():
     np.testing.assert_allclose(theirs, ours, rtol=1e-6)
 
 
-@pytest.mark.parametrize("q,sigma,steps,delta", [(0.05, 1.0, 100, 1e-5), (64 / 1400, 0.9, 44, 1e-5), (0.25, 3.0, 30, 1e-6)])
+@pytest.mark.parametrize(
+    "q,sigma,steps,delta", [(0.05, 1.0, 100, 1e-5), (64 / 1400, 0.9, 44, 1e-5), (0.25, 3.0, 30, 1e-6)]
+)
 def test_reported_rdp_epsilon_agrees_with_the_independent_computation(q, sigma, steps, delta):
     ours = reference_epsilon(q, sigma, steps, delta)
     reported = accounting.epsilon("rdp", [(sigma, q, steps)], delta)
@@ -130,7 +134,9 @@ def test_max_steps_is_the_last_step_that_fits(name):
 def test_max_steps_counts_what_was_already_spent():
     q, sigma, target = 0.05, 1.0, 2.5
     total = accounting.max_steps("rdp", noise_multiplier=sigma, sample_rate=q, delta=1e-5, target=target)
-    left = accounting.max_steps("rdp", noise_multiplier=sigma, sample_rate=q, delta=1e-5, target=target, spent=[(sigma, q, 10)])
+    left = accounting.max_steps(
+        "rdp", noise_multiplier=sigma, sample_rate=q, delta=1e-5, target=target, spent=[(sigma, q, 10)]
+    )
     assert left == total - 10
 
 

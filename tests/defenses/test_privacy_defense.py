@@ -128,7 +128,9 @@ def test_the_noise_has_the_configured_standard_deviation():
         return m(x).sum(1) * 0.0
 
     dp = DifferentialPrivacy(noise_multiplier=sigma, max_grad_norm=C, seed=5)
-    with protect(model, torch.optim.SGD(model.parameters(), lr=1.0), DataLoader(data, batch_size=batch), [dp], loss_fn=zero_loss) as session:
+    with protect(
+        model, torch.optim.SGD(model.parameters(), lr=1.0), DataLoader(data, batch_size=batch), [dp], loss_fn=zero_loss
+    ) as session:
         noise = []
         for _ in range(5):
             before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
@@ -149,7 +151,9 @@ def test_physical_batches_give_the_same_training_as_whole_logical_batches():
     for phys in (None, 7):
         model = _model()
         dp = DifferentialPrivacy(noise_multiplier=1.0, max_grad_norm=0.5, physical_batch_size=phys, seed=11)
-        with protect(model, torch.optim.SGD(model.parameters(), lr=0.2), DataLoader(data, batch_size=30), [dp]) as session:
+        with protect(
+            model, torch.optim.SGD(model.parameters(), lr=0.2), DataLoader(data, batch_size=30), [dp]
+        ) as session:
             for _ in range(2):
                 _train(session)
         results.append((model, dp.steps_taken, session.step_count))
@@ -166,7 +170,9 @@ def test_every_engine_trains_to_the_same_weights_as_bk(mode):
     for m in ("bk", mode):
         model = _model()
         dp = DifferentialPrivacy(noise_multiplier=0.8, max_grad_norm=0.5, grad_sample_mode=m, seed=2)
-        with protect(model, torch.optim.Adam(model.parameters(), lr=0.01), DataLoader(data, batch_size=30), [dp]) as session:
+        with protect(
+            model, torch.optim.Adam(model.parameters(), lr=0.01), DataLoader(data, batch_size=30), [dp]
+        ) as session:
             _train(session)
         finals.append(model)
     for p, q in zip(finals[0].parameters(), finals[1].parameters()):
@@ -183,13 +189,17 @@ def test_training_stops_at_the_last_step_that_fits_the_budget_and_says_so():
     assert 0 < fits < 30
     model = _model()
     dp = DifferentialPrivacy(epsilon=target, noise_multiplier=sigma, delta=1e-5, accountant="rdp", seed=0)
-    result = fit(model, (data.tensors[0], data.tensors[1]), None, TrainConfig(epochs=6, batch_size=40, progress=False), [dp])
+    result = fit(
+        model, (data.tensors[0], data.tensors[1]), None, TrainConfig(epochs=6, batch_size=40, progress=False), [dp]
+    )
     privacy = result.sections["privacy"]
     assert privacy["steps"] == fits == privacy["budget_steps"]
     assert privacy["stopped_by_budget"] is True
     assert privacy["epsilon"] <= target
     assert accounting.epsilon("rdp", [(sigma, q, fits + 1)], 1e-5) > target
-    assert result.session.stop_reason.startswith(f"stopped after {fits} steps: one more step would spend more than the target epsilon 2")
+    assert result.session.stop_reason.startswith(
+        f"stopped after {fits} steps: one more step would spend more than the target epsilon 2"
+    )
     assert any("privacy budget" in n for n in result.session.notes)
     assert len(result.history) < 6
 
@@ -271,7 +281,13 @@ def test_resuming_with_other_privacy_settings_is_refused(tmp_path):
 
     cfg = TrainConfig(data="breast_cancer", epochs=2, batch_size=32, progress=False)
     with pytest.raises(_Kill):
-        train(cfg, tmp_path, [DifferentialPrivacy(epsilon=2.0, accountant="rdp")], callbacks=[_KillAfter(1)], write_html=False)
+        train(
+            cfg,
+            tmp_path,
+            [DifferentialPrivacy(epsilon=2.0, accountant="rdp")],
+            callbacks=[_KillAfter(1)],
+            write_html=False,
+        )
     with pytest.raises(CheckpointError, match="the checkpoint was trained with noise_multiplier="):
         train(cfg, tmp_path, [DifferentialPrivacy(epsilon=4.0, accountant="rdp")], resume=True, write_html=False)
 
@@ -347,13 +363,31 @@ def test_an_unsupported_custom_layer_is_refused_with_the_list_and_the_fix():
             return x * self.scale
 
     model = nn.Sequential(nn.Linear(6, 8), RunningScale(), nn.Linear(8, 2))
-    with pytest.raises(ModelError, match=r"cannot train: 1 \(RunningScale has trainable parameters and buffers.*freeze them"), protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [DifferentialPrivacy(noise_multiplier=1.0)]):
+    with (
+        pytest.raises(
+            ModelError, match=r"cannot train: 1 \(RunningScale has trainable parameters and buffers.*freeze them"
+        ),
+        protect(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            DataLoader(_data(), batch_size=20),
+            [DifferentialPrivacy(noise_multiplier=1.0)],
+        ),
+    ):
         pass
 
 
 def test_fix_model_false_refuses_batchnorm():
     model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
-    with pytest.raises(ModelError, match=r"must be replaced for differential privacy: 1 \(BatchNorm1d.*fix_model=True"), protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [DifferentialPrivacy(noise_multiplier=1.0, fix_model=False)]):
+    with (
+        pytest.raises(ModelError, match=r"must be replaced for differential privacy: 1 \(BatchNorm1d.*fix_model=True"),
+        protect(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            DataLoader(_data(), batch_size=20),
+            [DifferentialPrivacy(noise_multiplier=1.0, fix_model=False)],
+        ),
+    ):
         pass
 
 
@@ -368,7 +402,10 @@ def test_fix_model_false_refuses_batchnorm():
         ({"epsilon": 1.0, "delta": 0.0}, r"delta must be in \(0, 1\), got 0.0"),
         ({"epsilon": 1.0, "delta": 1.0}, r"delta must be in \(0, 1\), got 1.0"),
         ({"epsilon": 1.0, "delta": -1e-5}, r"delta must be in \(0, 1\)"),
-        ({"epsilon": 1.0, "max_grad_norm": 0}, r"max_grad_norm must be positive, got 0; it is the per-sample clipping norm"),
+        (
+            {"epsilon": 1.0, "max_grad_norm": 0},
+            r"max_grad_norm must be positive, got 0; it is the per-sample clipping norm",
+        ),
         ({"epsilon": 1.0, "max_grad_norm": -2.0}, r"max_grad_norm must be positive"),
         ({}, r"give a target epsilon \(epsilon=...\) or a noise_multiplier"),
         ({"noise_multiplier": -1.0}, r"noise_multiplier must be a finite number >= 0, got -1.0"),
@@ -386,41 +423,84 @@ def test_bad_settings_are_clear_typed_errors(kwargs, match):
 def test_unknown_accountant_and_mode_list_the_choices():
     with pytest.raises(UnknownNameError, match="unknown accountant 'moments'; choose one of: gdp, prv, rdp"):
         DifferentialPrivacy(epsilon=1.0, accountant="moments")
-    with pytest.raises(UnknownNameError, match="unknown grad_sample_mode 'fast'; choose one of: bk, ew, functorch, ghost, hooks, vmap"):
+    with pytest.raises(
+        UnknownNameError, match="unknown grad_sample_mode 'fast'; choose one of: bk, ew, functorch, ghost, hooks, vmap"
+    ):
         DifferentialPrivacy(epsilon=1.0, grad_sample_mode="fast")
 
 
 def test_a_target_unreachable_for_the_schedule_is_refused():
     data = _data(n=200)
     with pytest.raises(PrivacyError, match=r"target epsilon 0.05 is unreachable for this schedule"):
-        fit(_model(), data.tensors, None, TrainConfig(epochs=2, batch_size=20, progress=False), [DifferentialPrivacy(epsilon=0.05, accountant="rdp")])
-    with pytest.raises(PrivacyError, match=r"target epsilon 0.5 is unreachable for this schedule: with noise multiplier 0.3.*a single step already spends epsilon"):
-        fit(_model(), data.tensors, None, TrainConfig(epochs=2, batch_size=20, progress=False), [DifferentialPrivacy(epsilon=0.5, noise_multiplier=0.3, accountant="rdp")])
+        fit(
+            _model(),
+            data.tensors,
+            None,
+            TrainConfig(epochs=2, batch_size=20, progress=False),
+            [DifferentialPrivacy(epsilon=0.05, accountant="rdp")],
+        )
+    with pytest.raises(
+        PrivacyError,
+        match=r"target epsilon 0.5 is unreachable for this schedule: with noise multiplier 0.3.*a single step already spends epsilon",
+    ):
+        fit(
+            _model(),
+            data.tensors,
+            None,
+            TrainConfig(epochs=2, batch_size=20, progress=False),
+            [DifferentialPrivacy(epsilon=0.5, noise_multiplier=0.3, accountant="rdp")],
+        )
 
 
 def test_a_target_without_a_planned_length_is_refused_in_a_hand_written_loop():
     model = _model()
-    with pytest.raises(PrivacyError, match="say how long you will train: pass epochs= or steps="), protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [DifferentialPrivacy(epsilon=1.0)]):
+    with (
+        pytest.raises(PrivacyError, match="say how long you will train: pass epochs= or steps="),
+        protect(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            DataLoader(_data(), batch_size=20),
+            [DifferentialPrivacy(epsilon=1.0)],
+        ),
+    ):
         pass
 
 
 def test_a_batch_larger_than_the_data_is_refused():
     model = _model()
-    with pytest.raises(PrivacyError, match=r"the batch size \(500\) is larger than the training set \(200\)"), protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=500), [DifferentialPrivacy(noise_multiplier=1.0)]):
+    with (
+        pytest.raises(PrivacyError, match=r"the batch size \(500\) is larger than the training set \(200\)"),
+        protect(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            DataLoader(_data(), batch_size=500),
+            [DifferentialPrivacy(noise_multiplier=1.0)],
+        ),
+    ):
         pass
 
 
 def test_an_optimizer_over_other_parameters_is_refused():
     model = _model()
     other = nn.Linear(3, 3)
-    with pytest.raises(PrivacyError, match="the optimizer updates parameters that are not the model's"), protect(model, torch.optim.SGD(other.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [DifferentialPrivacy(noise_multiplier=1.0)]):
+    with (
+        pytest.raises(PrivacyError, match="the optimizer updates parameters that are not the model's"),
+        protect(
+            model,
+            torch.optim.SGD(other.parameters(), lr=0.1),
+            DataLoader(_data(), batch_size=20),
+            [DifferentialPrivacy(noise_multiplier=1.0)],
+        ),
+    ):
         pass
 
 
 def test_a_large_delta_is_reported():
     model = _model()
     dp = DifferentialPrivacy(noise_multiplier=1.0, delta=0.01, accountant="rdp")
-    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [dp]) as session:
+    with protect(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [dp]
+    ) as session:
         _train(session, steps=1)
     privacy = dp.report(session)["privacy"]
     assert any("delta=0.01 is not below 1/n=0.005" in w for w in privacy["warnings"])
@@ -464,9 +544,19 @@ def test_an_iterable_dataset_cannot_be_poisson_sampled():
 def test_the_config_rebuilds_an_equal_defense():
     from securetrain.training import Defense
 
-    dp = DifferentialPrivacy(epsilon=3.0, delta=1e-6, max_grad_norm=0.5, accountant="rdp", max_epsilon=4.0,
-                             physical_batch_size=16, grad_sample_mode="hooks", epochs=3, batch_size=32, seed=9,
-                             fix_model=False)
+    dp = DifferentialPrivacy(
+        epsilon=3.0,
+        delta=1e-6,
+        max_grad_norm=0.5,
+        accountant="rdp",
+        max_epsilon=4.0,
+        physical_batch_size=16,
+        grad_sample_mode="hooks",
+        epochs=3,
+        batch_size=32,
+        seed=9,
+        fix_model=False,
+    )
     rebuilt = Defense.from_config(dp.config())
     assert type(rebuilt) is DifferentialPrivacy and rebuilt is not dp
     assert rebuilt.settings == dp.settings and rebuilt.config() == dp.config()
@@ -523,9 +613,13 @@ def test_the_budget_spends_records_and_stops_at_the_cap():
         assert budget.fits_one_more() and budget.stop_reason() is None
         budget.record()
     assert budget.history == (HistoryEntry(sigma, q, fits),) and budget.steps == fits
-    assert budget.spent() == pytest.approx(accounting.epsilon("rdp", [(sigma, q, fits)], 1e-5)) and budget.spent() <= cap
+    assert (
+        budget.spent() == pytest.approx(accounting.epsilon("rdp", [(sigma, q, fits)], 1e-5)) and budget.spent() <= cap
+    )
     assert not budget.fits_one_more()
-    assert budget.stop_reason().startswith(f"stopped after {fits} steps: one more step would spend more than the target epsilon 2")
+    assert budget.stop_reason().startswith(
+        f"stopped after {fits} steps: one more step would spend more than the target epsilon 2"
+    )
 
 
 def test_a_budget_with_mixed_rates_asks_the_accountant():
@@ -572,8 +666,10 @@ def test_the_steps_that_fit_are_computed_once_per_schedule():
     max_steps_within.cache_clear()
     args = ("rdp", 1.3, 0.02, 1e-5, 2.5)
     first = max_steps_within(*args)
-    assert max_steps_within(*args) == first == accounting.max_steps(
-        "rdp", noise_multiplier=1.3, sample_rate=0.02, delta=1e-5, target=2.5
+    assert (
+        max_steps_within(*args)
+        == first
+        == accounting.max_steps("rdp", noise_multiplier=1.3, sample_rate=0.02, delta=1e-5, target=2.5)
     )
     assert max_steps_within.cache_info().hits >= 1
 
@@ -583,14 +679,21 @@ def test_the_private_optimizer_is_recognised_and_not_wrapped_twice():
 
     model = _model()
     dp = DifferentialPrivacy(noise_multiplier=1.0, accountant="rdp", seed=0)
-    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [dp]) as session:
+    with protect(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [dp]
+    ) as session:
         assert isinstance(session.optimizer, PrivateOptimizer)
         assert not isinstance(session.optimizer, torch.optim.Optimizer)  # a wrapper, not a subclass
         assert session.optimizer.state_dict() == session.optimizer.original_optimizer.state_dict()
         with (
             pytest.raises(PrivacyError, match="already wrapped for differential privacy"),
-            protect(session.model, session.optimizer, session.train_loader, [DifferentialPrivacy(noise_multiplier=1.0)],
-                    dataset_size=200),
+            protect(
+                session.model,
+                session.optimizer,
+                session.train_loader,
+                [DifferentialPrivacy(noise_multiplier=1.0)],
+                dataset_size=200,
+            ),
         ):
             pass
     assert not isinstance(session.optimizer, PrivateOptimizer)  # the user's optimizer is given back

@@ -19,8 +19,6 @@ from securetrain.training import TrainConfig, fit
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
-
 ZOO_DATA = {
     "mlp": "breast_cancer",
     "cnn": "digits",
@@ -43,7 +41,14 @@ def test_every_zoo_model_takes_private_steps(model_name):
     model = build_model(model_name, info.input_shape, info.num_classes)
     before = [p.detach().clone() for p in model.parameters()]
     dp = DifferentialPrivacy(noise_multiplier=1.0, accountant="rdp", seed=0)
-    result = fit(model, (x, y), None, TrainConfig(data=name, epochs=1, batch_size=32, progress=False), [dp], num_classes=info.num_classes)
+    result = fit(
+        model,
+        (x, y),
+        None,
+        TrainConfig(data=name, epochs=1, batch_size=32, progress=False),
+        [dp],
+        num_classes=info.num_classes,
+    )
     privacy = result.sections["privacy"]
     assert privacy["steps"] == 3 and privacy["valid"] is True, privacy["warnings"]
     assert privacy["grad_sample_mode"] == EXPECTED_ENGINE.get(model_name, "bk")
@@ -59,14 +64,29 @@ def test_securetrain_train_fills_the_privacy_section_and_load_model_is_plain(tmp
     run = securetrain.train(cfg, tmp_path, [DifferentialPrivacy(epsilon=3.0, accountant="rdp")], write_html=True)
     report = json.loads((tmp_path / "report.json").read_text())
     privacy = report["privacy"]
-    for key in ("epsilon", "delta", "accountant", "noise_multiplier", "max_grad_norm", "sample_rate", "steps",
-                "poisson_sampling", "valid", "warnings", "epsilon_history", "target_epsilon", "model_changes",
-                "grad_sample_mode"):
+    for key in (
+        "epsilon",
+        "delta",
+        "accountant",
+        "noise_multiplier",
+        "max_grad_norm",
+        "sample_rate",
+        "steps",
+        "poisson_sampling",
+        "valid",
+        "warnings",
+        "epsilon_history",
+        "target_epsilon",
+        "model_changes",
+        "grad_sample_mode",
+    ):
         assert key in privacy
     assert privacy["epsilon"] <= 3.0 and privacy["valid"] is True and privacy["steps"] == 2 * 11
     assert privacy["epsilon_history"][0] == [0, 0.0] and privacy["epsilon_history"][-1][0] == privacy["steps"]
     assert privacy["sample_rate"] == pytest.approx(128 / 1400)
-    assert [h["epsilon"] for h in report["training"]["history"]] == sorted(h["epsilon"] for h in report["training"]["history"])
+    assert [h["epsilon"] for h in report["training"]["history"]] == sorted(
+        h["epsilon"] for h in report["training"]["history"]
+    )
     assert "Privacy budget spent" in (tmp_path / "report.html").read_text()
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["defenses"][0]["name"] == "privacy" and config["defenses"][0]["epsilon"] == 3.0
@@ -77,9 +97,32 @@ def test_securetrain_train_fills_the_privacy_section_and_load_model_is_plain(tmp
 
 
 def test_cli_train_with_dp_flags(tmp_path, capsys):
-    rc = main(["train", "--data", "breast_cancer", "--epochs", "2", "--batch-size", "32", "--dp", "--epsilon", "3",
-               "--delta", "1e-5", "--max-grad-norm", "0.5", "--accountant", "rdp", "--grad-sample-mode", "bk",
-               "--out", str(tmp_path), "--no-progress", "--no-html"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            "breast_cancer",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--dp",
+            "--epsilon",
+            "3",
+            "--delta",
+            "1e-5",
+            "--max-grad-norm",
+            "0.5",
+            "--accountant",
+            "rdp",
+            "--grad-sample-mode",
+            "bk",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--no-html",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "epsilon" in out and "(valid)" in out
@@ -88,14 +131,36 @@ def test_cli_train_with_dp_flags(tmp_path, capsys):
 
 
 def test_cli_dp_options_without_dp_are_an_error(tmp_path, capsys):
-    rc = main(["train", "--data", "breast_cancer", "--epochs", "1", "--epsilon", "3", "--out", str(tmp_path), "--no-progress"])
+    rc = main(
+        ["train", "--data", "breast_cancer", "--epochs", "1", "--epsilon", "3", "--out", str(tmp_path), "--no-progress"]
+    )
     assert rc == 2
     assert "--epsilon only apply with --dp; add --dp to train privately" in capsys.readouterr().err
 
 
 def test_cli_max_epsilon_stops_training_and_says_so(tmp_path, capsys):
-    rc = main(["train", "--data", "breast_cancer", "--epochs", "20", "--batch-size", "64", "--dp", "--noise-multiplier", "3.0",
-               "--max-epsilon", "1.0", "--accountant", "rdp", "--out", str(tmp_path), "--no-progress", "--no-html"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            "breast_cancer",
+            "--epochs",
+            "20",
+            "--batch-size",
+            "64",
+            "--dp",
+            "--noise-multiplier",
+            "3.0",
+            "--max-epsilon",
+            "1.0",
+            "--accountant",
+            "rdp",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--no-html",
+        ]
+    )
     assert rc == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["privacy"]["stopped_by_budget"] is True and report["privacy"]["epsilon"] <= 1.0
@@ -103,15 +168,34 @@ def test_cli_max_epsilon_stops_training_and_says_so(tmp_path, capsys):
 
 
 def test_cli_sweep_writes_the_curve(tmp_path, capsys):
-    rc = main(["sweep", "--data", "breast_cancer", "--epochs", "1", "--batch-size", "64", "--epsilons", "1,4",
-               "--accountant", "rdp", "--out", str(tmp_path), "--no-progress", "--no-html"])
+    rc = main(
+        [
+            "sweep",
+            "--data",
+            "breast_cancer",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--epsilons",
+            "1,4",
+            "--accountant",
+            "rdp",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--no-html",
+        ]
+    )
     assert rc == 0
     report = json.loads((tmp_path / "report.json").read_text())
     sweep = report["sweep"]
     assert [p["epsilon"] for p in sweep["points"]] == [1.0, 4.0]
     assert all(p["epsilon_spent"] <= p["epsilon"] and p["valid"] for p in sweep["points"])
     assert sweep["non_private_accuracy"] == report["accuracy"]
-    assert (tmp_path / "epsilon_1" / "report.json").exists() and (tmp_path / "non_private" / "model.safetensors").exists()
+    assert (tmp_path / "epsilon_1" / "report.json").exists() and (
+        tmp_path / "non_private" / "model.safetensors"
+    ).exists()
     assert "epsilon 4: accuracy" in capsys.readouterr().out
 
 
@@ -124,8 +208,13 @@ def test_sweep_report_draws_the_privacy_utility_plot(tmp_path):
     from defenses.privacy import sweep
     from securetrain.report.plots import plot_sweep
 
-    result = sweep(TrainConfig(data="breast_cancer", epochs=1, batch_size=64, progress=False), [2.0], tmp_path,
-                   privacy={"accountant": "rdp"}, write_html=True)
+    result = sweep(
+        TrainConfig(data="breast_cancer", epochs=1, batch_size=64, progress=False),
+        [2.0],
+        tmp_path,
+        privacy={"accountant": "rdp"},
+        write_html=True,
+    )
     assert plot_sweep(result.report.to_dict()) is not None
     assert "Privacy-utility curve" in (tmp_path / "report.html").read_text()
 
@@ -141,7 +230,9 @@ def test_recommended_settings_are_complete_and_usable():
     assert recommended_privacy("digits", epsilon=8)["privacy"]["epsilon"] == 8.0
     with pytest.raises(KeyError, match="unknown data set 'imagenet'; choose one of: breast_cancer, digits"):
         recommended_privacy("imagenet")
-    with pytest.raises(KeyError, match="unknown model with recommended settings for 'digits' 'lstm'; choose one of: cnn, mlp"):
+    with pytest.raises(
+        KeyError, match="unknown model with recommended settings for 'digits' 'lstm'; choose one of: cnn, mlp"
+    ):
         recommended_privacy("digits", model="lstm")
 
 

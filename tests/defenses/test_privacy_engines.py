@@ -23,6 +23,7 @@ class UnbatchedPositions(TransformerClassifier):
         pos = self.pos(self.positions[: x.shape[1]]).unsqueeze(0)
         return self.head(self.norm(self.blocks(self.embed(x) + pos)).flatten(1))
 
+
 ZOO = {
     "mlp": (30,),
     "cnn": (1, 8, 8),
@@ -33,8 +34,6 @@ ZOO = {
     "he-cnn": (1, 8, 8),
 }
 ALL_ENGINES = ["bk", "ghost", "hooks", "functorch", "ew", "vmap"]
-
-
 
 
 def reference_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -97,8 +96,17 @@ def test_per_sample_gradients_match_each_sample_alone(model_name, engine_name):
         engine.detach()
 
 
-@pytest.mark.parametrize("engine_name,options", [("bk", {"skip_param_grads": False}), ("ghost", {"skip_param_grads": False}),
-                                                 ("bk", {}), ("hooks", {}), ("ew", {}), ("vmap", {})])
+@pytest.mark.parametrize(
+    "engine_name,options",
+    [
+        ("bk", {"skip_param_grads": False}),
+        ("ghost", {"skip_param_grads": False}),
+        ("bk", {}),
+        ("hooks", {}),
+        ("ew", {}),
+        ("vmap", {}),
+    ],
+)
 def test_implied_gradient_equals_autograd_gradient(engine_name, options):
     """What autograd puts in p.grad for a loss on the per-sample path: the batch gradient, or
     nothing at all where the engine keeps autograd from computing it (bk, ExpandedWeights)."""
@@ -134,7 +142,9 @@ def test_bk_without_batch_gradients_needs_layers_fed_by_the_input():
     engine = make_engine("bk")
     w = engine.attach(model)
     F.cross_entropy(w(x), y).backward()
-    with pytest.raises(EngineUnsupported, match="layers whose input does not depend on the model's input get no gradient: side"):
+    with pytest.raises(
+        EngineUnsupported, match="layers whose input does not depend on the model's input get no gradient: side"
+    ):
         engine.collect()
     engine.detach()
     choice = select_engine(model, "bk", x[:1])
@@ -220,7 +230,9 @@ def test_two_forward_passes_of_the_same_samples_sum_per_sample():
     rows: dict[str, list[torch.Tensor]] = {}
     for i in range(x.shape[0]):
         model.zero_grad()
-        (F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]) + F.cross_entropy(model(x2[i : i + 1]), y[i : i + 1])).backward()
+        (
+            F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]) + F.cross_entropy(model(x2[i : i + 1]), y[i : i + 1])
+        ).backward()
         for n, p in model.named_parameters():
             rows.setdefault(n, []).append(p.grad.clone())
     model.zero_grad()

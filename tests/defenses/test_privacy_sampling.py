@@ -49,8 +49,14 @@ def test_physical_batches_split_a_logical_batch_and_flag_its_end():
     n = 100
     ds = TensorDataset(torch.arange(n).float().unsqueeze(1), torch.zeros(n, dtype=torch.long))
     flags: list[bool] = []
-    phys = PoissonBatches(ds, sample_rate=0.5, steps_per_epoch=4, generator=torch.Generator().manual_seed(1),
-                          physical_batch_size=8, on_batch=flags.append)
+    phys = PoissonBatches(
+        ds,
+        sample_rate=0.5,
+        steps_per_epoch=4,
+        generator=torch.Generator().manual_seed(1),
+        physical_batch_size=8,
+        on_batch=flags.append,
+    )
     whole = PoissonBatches(ds, sample_rate=0.5, steps_per_epoch=4, generator=torch.Generator().manual_seed(1))
     chunks = [x.squeeze(1) for x, _ in phys]
     logical = [x.squeeze(1) for x, _ in whole]

@@ -17,8 +17,6 @@ from securetrain.training import protect
 ENGINES = ["bk", "hooks"]
 
 
-
-
 def _data(n: int = 120) -> TensorDataset:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 5, generator=g)
@@ -63,7 +61,9 @@ def test_shuffled_fixed_size_batches_are_not_poisson():
     privacy = _finish(session)
     assert privacy["valid"] is False and privacy["poisson_sampling"] is False
     assert privacy["validity_checks"] == ["non_poisson"]
-    assert privacy["warnings"][0].startswith("batches are not Poisson-sampled (shuffled fixed-size batches (RandomSampler))")
+    assert privacy["warnings"][0].startswith(
+        "batches are not Poisson-sampled (shuffled fixed-size batches (RandomSampler))"
+    )
 
 
 def test_a_weighted_sampler_is_not_poisson_and_is_replaced_when_poisson_is_on():
@@ -90,7 +90,9 @@ def test_two_hooked_forward_passes_on_different_samples_are_detected(mode):
         session.step()
     privacy = _finish(session)
     assert privacy["valid"] is False and privacy["validity_checks"] == ["multiple_forward"]
-    assert privacy["warnings"][0].startswith("2 forward passes with per-sample hooks contributed to one step (first at step 1)")
+    assert privacy["warnings"][0].startswith(
+        "2 forward passes with per-sample hooks contributed to one step (first at step 1)"
+    )
 
 
 @pytest.mark.parametrize("mode", ENGINES)
@@ -100,7 +102,9 @@ def test_declared_extra_passes_of_the_same_samples_are_accounted(mode):
         for x, y in session.train_loader:
             if not session.can_step():
                 break
-            x_adv = x + 0.1 * torch.sign(torch.randn_like(x))  # e.g. TRADES: clean and perturbed pass of the same samples
+            x_adv = x + 0.1 * torch.sign(
+                torch.randn_like(x)
+            )  # e.g. TRADES: clean and perturbed pass of the same samples
             session.optimizer.zero_grad()
             (session.loss(x, y) + session.loss(x_adv, y)).backward()
             session.step()
@@ -120,7 +124,9 @@ def test_a_defense_can_declare_its_passes_with_a_class_attribute():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 2))
     dp = DifferentialPrivacy(noise_multiplier=1.0, accountant="rdp", seed=0)
-    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [dp, TwoPasses()]) as session:
+    with protect(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [dp, TwoPasses()]
+    ) as session:
         for x, y in session.train_loader:
             session.optimizer.zero_grad()
             session.loss(x, y).backward()
@@ -204,7 +210,9 @@ def test_no_noise_is_reported_as_not_private():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 2))
     dp = DifferentialPrivacy(noise_multiplier=0.0)
-    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [dp]) as session:
+    with protect(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [dp]
+    ) as session:
         for x, y in session.train_loader:
             session.optimizer.zero_grad()
             session.loss(x, y).backward()
@@ -226,7 +234,9 @@ def test_the_gdp_accountant_is_reported_as_an_approximation():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 2))
     dp = DifferentialPrivacy(noise_multiplier=1.0, accountant="gdp", seed=0)
-    with protect(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [dp]) as session:
+    with protect(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(_data(), batch_size=20), [dp]
+    ) as session:
         for x, y in session.train_loader:
             session.optimizer.zero_grad()
             session.loss(x, y).backward()

@@ -39,7 +39,9 @@ def _entry(rank: int, fn: Callable[..., None], nproc: int, port: int, args: tupl
 
 def run_workers(fn: Callable[..., None], nproc: int, *args: Any, timeout: float = 180.0) -> None:
     """Run ``fn(rank, *args)`` on ``nproc`` processes in one gloo group; raise if any fails or time runs out."""
-    ctx = mp.start_processes(_entry, args=(fn, nproc, free_port(), args), nprocs=nproc, join=False, start_method="spawn")
+    ctx = mp.start_processes(
+        _entry, args=(fn, nproc, free_port(), args), nprocs=nproc, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + timeout
     try:
         while not ctx.join(timeout=0.5):

@@ -14,8 +14,12 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "distributed_privat
 
 @pytest.mark.slow
 def test_distributed_example_runs(tmp_path):
-    proc = subprocess.run([sys.executable, str(EXAMPLE), "--out", str(tmp_path), "--epochs", "1"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--out", str(tmp_path), "--epochs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     eps = re.findall(r"epsilon ([0-9.]+) after (\d+) steps, valid True", proc.stdout)
     assert len(eps) == 2 and eps[0] == eps[1], proc.stdout

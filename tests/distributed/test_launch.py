@@ -21,9 +21,27 @@ from . import descendants, environ_of, kill_tree
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 REPO = Path(__file__).resolve().parents[2]
-COMMON = ["--data", "breast_cancer", "--model-kwargs", '{"hidden": [16]}', "--batch-size", "64",
-          "--optimizer", "sgd", "--lr", "0.1", "--seed", "5", "--no-progress", "--no-html",
-          "--dp", "--accountant", "rdp", "--delta", "1e-5"]
+COMMON = [
+    "--data",
+    "breast_cancer",
+    "--model-kwargs",
+    '{"hidden": [16]}',
+    "--batch-size",
+    "64",
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.1",
+    "--seed",
+    "5",
+    "--no-progress",
+    "--no-html",
+    "--dp",
+    "--accountant",
+    "rdp",
+    "--delta",
+    "1e-5",
+]
 
 
 def _cli(*args: str) -> list[str]:
@@ -32,7 +50,15 @@ def _cli(*args: str) -> list[str]:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+    for var in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "TORCHELASTIC_RUN_ID",
+    ):
         env.pop(var, None)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -62,7 +88,7 @@ def test_two_processes_report_the_one_process_epsilon_and_model(tmp_path):
     assert main(["train", *args, "--out", str(one)]) == 0
     done = _run(_cli(*args, "--out", str(two), "--nproc", "2"))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("privacy") == 1        # rank 0 alone printed the summary
+    assert done.stdout.count("privacy") == 1  # rank 0 alone printed the summary
 
     a, b = _report(one), _report(two)
     for key in ("epsilon", "noise_multiplier", "sample_rate", "steps", "delta", "valid"):
@@ -102,8 +128,14 @@ def test_killing_a_worker_stops_the_job_and_resume_continues_on_one_process(tmp_
     run_dir = tmp_path / "run"
     ckpt = run_dir / "checkpoint.safetensors"
     args = [*COMMON, "--noise-multiplier", "1.0", "--out", str(run_dir)]
-    launcher = subprocess.Popen(_cli(*args, "--epochs", "400", "--nproc", "2"), cwd=REPO, env=_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        _cli(*args, "--epochs", "400", "--nproc", "2"),
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ranks: dict[str, int] = {}
     try:
         _wait_for(ckpt.is_file, 180, "the first checkpoint")
@@ -124,14 +156,14 @@ def test_killing_a_worker_stops_the_job_and_resume_continues_on_one_process(tmp_
     assert f"worker rank 1 (pid {ranks['1']}) was killed by signal SIGKILL" in err
     assert "torchrun stopped the job (2 processes)" in err
     assert "is intact: run the same command with --resume to continue (with any --nproc)" in err
-    assert not survivor_running   # torchrun stopped the surviving worker before the launcher returned
+    assert not survivor_running  # torchrun stopped the surviving worker before the launcher returned
 
-    state = load_state(ckpt)                                   # the last checkpoint loads
+    state = load_state(ckpt)  # the last checkpoint loads
     epoch, steps_done = int(state["epoch"]), int(state["step_count"])
     assert epoch >= 1 and steps_done > 0
     assert [h["world_size"] for h in state["history"]] == [2] * epoch
 
-    assert main(["train", *args, "--epochs", str(epoch + 1), "--resume"]) == 0   # one process this time
+    assert main(["train", *args, "--epochs", str(epoch + 1), "--resume"]) == 0  # one process this time
     report = _report(run_dir)
     privacy = report["privacy"]
     steps_per_epoch = math.ceil(426 / 64)

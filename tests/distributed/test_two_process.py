@@ -20,9 +20,9 @@ from . import result_path, run_workers
 
 pytestmark = pytest.mark.timeout(400)
 
-NOISE = 1.0          # noise multiplier of the private runs
-BATCH = 64           # global (logical) batch
-SIGMA, CLIP, NOISE_BATCH, NOISE_STEPS = 2.0, 0.5, 40, 10   # the noise-measurement run: one epoch of 400 samples
+NOISE = 1.0  # noise multiplier of the private runs
+BATCH = 64  # global (logical) batch
+SIGMA, CLIP, NOISE_BATCH, NOISE_STEPS = 2.0, 0.5, 40, 10  # the noise-measurement run: one epoch of 400 samples
 
 
 def _data():
@@ -39,15 +39,24 @@ def _model() -> nn.Module:
 def _config(epochs: int = 2, optimizer: str = "sgd"):
     from securetrain.training import TrainConfig
 
-    return TrainConfig(data="breast_cancer", epochs=epochs, batch_size=BATCH, optimizer=optimizer, lr=0.1,
-                       momentum=0.0, seed=3, progress=False)
+    return TrainConfig(
+        data="breast_cancer",
+        epochs=epochs,
+        batch_size=BATCH,
+        optimizer=optimizer,
+        lr=0.1,
+        momentum=0.0,
+        seed=3,
+        progress=False,
+    )
 
 
 def _dp(physical_batch_size=None):
     from defenses.privacy import DifferentialPrivacy
 
-    return DifferentialPrivacy(noise_multiplier=NOISE, max_grad_norm=1.0, accountant="rdp", delta=1e-5,
-                               physical_batch_size=physical_batch_size)
+    return DifferentialPrivacy(
+        noise_multiplier=NOISE, max_grad_norm=1.0, accountant="rdp", delta=1e-5, physical_batch_size=physical_batch_size
+    )
 
 
 def _pgd():
@@ -60,8 +69,19 @@ def _fit(defenses, *, distributed, epochs=2, optimizer="sgd", checkpoint=None, r
     from securetrain.training import fit
 
     train, test = _data()
-    return fit(_model(), train, test, _config(epochs, optimizer), defenses, num_classes=2, bounds=(-12.0, 12.0),
-               distributed=distributed, checkpoint_path=checkpoint, resume=resume, callbacks=callbacks)
+    return fit(
+        _model(),
+        train,
+        test,
+        _config(epochs, optimizer),
+        defenses,
+        num_classes=2,
+        bounds=(-12.0, 12.0),
+        distributed=distributed,
+        checkpoint_path=checkpoint,
+        resume=resume,
+        callbacks=callbacks,
+    )
 
 
 def _summary(result) -> dict:
@@ -90,15 +110,17 @@ def _noise_run(rank: int) -> dict:
     torch.manual_seed(0)
     model = nn.Linear(50, 20, bias=False)
     x_all = torch.randn(400, 50)
-    x_all[:, 0] = torch.arange(400.0)   # the first feature names the sample
+    x_all[:, 0] = torch.arange(400.0)  # the first feature names the sample
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(x_all, torch.zeros(400, dtype=torch.long)), batch_size=NOISE_BATCH)
+        torch.utils.data.TensorDataset(x_all, torch.zeros(400, dtype=torch.long)), batch_size=NOISE_BATCH
+    )
     # no seed given: each rank seeds its sampler from its own global generator, seeded differently here;
     # distribute() must give every rank rank 0's sampler state
     torch.manual_seed(100 + rank)
     dp = DifferentialPrivacy(noise_multiplier=SIGMA, max_grad_norm=CLIP, accountant="rdp", steps=NOISE_STEPS)
-    session = protect(model, torch.optim.SGD(model.parameters(), lr=1.0), loader, [dp],
-                      loss_fn=lambda m, x, y: m(x).sum(1) * 0.0).__enter__()
+    session = protect(
+        model, torch.optim.SGD(model.parameters(), lr=1.0), loader, [dp], loss_fn=lambda m, x, y: m(x).sum(1) * 0.0
+    ).__enter__()
     handle = distribute(session)
     deltas, shares = [], []
     try:
@@ -115,8 +137,12 @@ def _noise_run(rank: int) -> dict:
     finally:
         handle.detach()
         session.teardown()
-    return {"deltas": torch.stack(deltas), "steps": dp.steps_taken, "expected_batch": dp.expected_batch_size,
-            "shares": shares}
+    return {
+        "deltas": torch.stack(deltas),
+        "steps": dp.steps_taken,
+        "expected_batch": dp.expected_batch_size,
+        "shares": shares,
+    }
 
 
 def _unsharded_loader_error(rank: int) -> str:
@@ -125,7 +151,8 @@ def _unsharded_loader_error(rank: int) -> str:
 
     model = nn.Linear(3, 2)
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(torch.randn(8, 3), torch.zeros(8, dtype=torch.long)), batch_size=4)
+        torch.utils.data.TensorDataset(torch.randn(8, 3), torch.zeros(8, dtype=torch.long)), batch_size=4
+    )
     session = protect(model, torch.optim.SGD(model.parameters(), lr=0.1), loader).__enter__()
     try:
         distribute(session)
@@ -136,11 +163,16 @@ def _unsharded_loader_error(rank: int) -> str:
 
 def _scenarios(rank: int, out: str, checkpoint: str) -> None:
     save_state(result_path(out, rank, "private"), _summary(_fit([_dp()], distributed=True)))
-    save_state(result_path(out, rank, "private_physical"), _summary(_fit([_dp(physical_batch_size=8)], distributed=True)))
+    save_state(
+        result_path(out, rank, "private_physical"), _summary(_fit([_dp(physical_batch_size=8)], distributed=True))
+    )
     save_state(result_path(out, rank, "plain"), _summary(_fit([], distributed=True, optimizer="adam")))
     save_state(result_path(out, rank, "private_adversarial"), _summary(_fit([_dp(), _pgd()], distributed=True)))
     save_state(result_path(out, rank, "noise"), _noise_run(rank))
-    save_state(result_path(out, rank, "resumed"), _summary(_fit([_dp()], distributed=True, epochs=3, checkpoint=checkpoint, resume=True)))
+    save_state(
+        result_path(out, rank, "resumed"),
+        _summary(_fit([_dp()], distributed=True, epochs=3, checkpoint=checkpoint, resume=True)),
+    )
     save_state(result_path(out, rank, "errors"), {"unsharded": _unsharded_loader_error(rank)})
 
 
@@ -225,9 +257,9 @@ def test_noise_is_added_once_per_global_step(job):
     ranks = job("noise")
     assert torch.equal(ranks[0]["deltas"], ranks[1]["deltas"])
     assert int(ranks[0]["steps"]) == NOISE_STEPS and int(ranks[0]["expected_batch"]) == NOISE_BATCH
-    deltas = ranks[0]["deltas"].double()   # NOISE_STEPS x 20 x 50 draws of noise / B
+    deltas = ranks[0]["deltas"].double()  # NOISE_STEPS x 20 x 50 draws of noise / B
     expected = SIGMA * CLIP / NOISE_BATCH
-    assert float(deltas.std()) / expected == pytest.approx(1.0, abs=0.05)   # sqrt(2) if both ranks added noise
+    assert float(deltas.std()) / expected == pytest.approx(1.0, abs=0.05)  # sqrt(2) if both ranks added noise
     assert abs(float(deltas.mean())) < 4 * expected / math.sqrt(deltas.numel())
     # the ranks trained on disjoint shares of one global Poisson batch per step
     for a, b in zip(ranks[0]["shares"], ranks[1]["shares"]):
@@ -245,7 +277,7 @@ def test_resume_on_two_processes_continues_a_one_process_run(job):
     ranks = job("resumed")
     uninterrupted = _summary(_fit([_dp()], distributed=False, epochs=3))
     _assert_replicas_identical(ranks)
-    assert ranks[0]["world_sizes"] == [1, 2, 2]              # epoch 1 on one process, then two
+    assert ranks[0]["world_sizes"] == [1, 2, 2]  # epoch 1 on one process, then two
     assert ranks[0]["privacy_steps"] == uninterrupted["privacy_steps"]
     assert ranks[0]["epsilon"] == uninterrupted["epsilon"]  # the budget continued, not restarted
     assert _max_diff(ranks[0]["params"], uninterrupted["params"]) < 1e-5
@@ -253,4 +285,6 @@ def test_resume_on_two_processes_continues_a_one_process_run(job):
 
 def test_a_loader_that_is_not_sharded_is_refused(job):
     for r in job("errors"):
-        assert "cannot tell how session.train_loader (DataLoader) splits the data across the 2 processes" in r["unsharded"]
+        assert (
+            "cannot tell how session.train_loader (DataLoader) splits the data across the 2 processes" in r["unsharded"]
+        )

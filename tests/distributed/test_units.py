@@ -29,29 +29,33 @@ def test_shares_are_disjoint_balanced_and_cover_the_batch():
         assert sorted(sum(shares, [])) == batch
         sizes = [len(s) for s in shares]
         assert max(sizes) - min(sizes) <= 1
-    assert shard_indices([7], 1, 2) == []   # fewer samples than ranks: an empty share
+    assert shard_indices([7], 1, 2) == []  # fewer samples than ranks: an empty share
 
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_sharded_poisson_union_is_the_single_process_draw(world):
     def shares(rank: int, w: int) -> list[list[int]]:
-        return list(ShardedPoissonSampler(500, 0.05, steps=20, rank=rank, world_size=w,
-                                          generator=torch.Generator().manual_seed(4)))
+        return list(
+            ShardedPoissonSampler(
+                500, 0.05, steps=20, rank=rank, world_size=w, generator=torch.Generator().manual_seed(4)
+            )
+        )
 
     single = shares(0, 1)
     per_rank = [shares(r, world) for r in range(world)]
     for step, whole in enumerate(single):
         parts = [per_rank[r][step] for r in range(world)]
         assert sorted(sum(parts, [])) == whole
-        assert all(set(a).isdisjoint(b) for i, a in enumerate(parts) for b in parts[i + 1:])
+        assert all(set(a).isdisjoint(b) for i, a in enumerate(parts) for b in parts[i + 1 :])
 
 
 def test_sharded_poisson_takes_each_sample_at_the_global_rate():
     n, q, steps = 200, 0.1, 400
     counts = torch.zeros(n)
     for rank in (0, 1):
-        for idx in ShardedPoissonSampler(n, q, steps=steps, rank=rank, world_size=2,
-                                         generator=torch.Generator().manual_seed(1)):
+        for idx in ShardedPoissonSampler(
+            n, q, steps=steps, rank=rank, world_size=2, generator=torch.Generator().manual_seed(1)
+        ):
             counts[idx] += 1
     rate = counts / steps
     # union over ranks: every sample joins each global batch with probability q (3 sigma per sample)
@@ -120,7 +124,9 @@ def test_single_process_context_and_errors(monkeypatch):
         resolve_context(True)
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(var, raising=False)
-    with pytest.raises(ConfigurationError, match=r"no process group to join: RANK, WORLD_SIZE.*torchrun --nproc-per-node N"):
+    with pytest.raises(
+        ConfigurationError, match=r"no process group to join: RANK, WORLD_SIZE.*torchrun --nproc-per-node N"
+    ):
         init_process_group()
     with pytest.raises(ConfigurationError, match=r"unknown distributed backend 'mpi'; choose one of: auto, gloo, nccl"):
         init_process_group("mpi", rank=0, world_size=1, init_method="tcp://127.0.0.1:1")
@@ -142,7 +148,9 @@ def test_nproc_must_be_a_positive_whole_number(bad):
 def test_cli_refuses_a_bad_nproc(capsys, tmp_path):
     from securetrain.cli.main import main
 
-    assert main(["train", "--data", "breast_cancer", "--epochs", "1", "--out", str(tmp_path / "r"), "--nproc", "0"]) == 2
+    assert (
+        main(["train", "--data", "breast_cancer", "--epochs", "1", "--out", str(tmp_path / "r"), "--nproc", "0"]) == 2
+    )
     assert "--nproc must be a whole number of processes >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
@@ -151,9 +159,29 @@ def test_train_arguments_survive_the_hand_over_to_the_workers():
     from securetrain.cli.main import build_parser
 
     parser = build_parser()
-    argv = ["train", "--data", "breast_cancer", "--epochs", "3", "--dp", "--epsilon", "2.5", "--lr", "-0.5",
-            "--model-kwargs", '{"hidden": [8]}', "--adversarial", "fgsm", "--adv-eps", "0.1", "--out", "x y",
-            "--nproc", "2", "--no-html"]
+    argv = [
+        "train",
+        "--data",
+        "breast_cancer",
+        "--epochs",
+        "3",
+        "--dp",
+        "--epsilon",
+        "2.5",
+        "--lr",
+        "-0.5",
+        "--model-kwargs",
+        '{"hidden": [8]}',
+        "--adversarial",
+        "fgsm",
+        "--adv-eps",
+        "0.1",
+        "--out",
+        "x y",
+        "--nproc",
+        "2",
+        "--no-html",
+    ]
     args = parser.parse_args(argv)
     handed = argv_from_namespace(args._train_parser, args, skip={"nproc"})
     assert not any(a.startswith("--nproc") for a in handed)
@@ -178,8 +206,16 @@ def test_argv_from_namespace_covers_the_argparse_actions():
 
 
 def test_torchrun_line_and_failure_message():
-    assert torchrun_argv(["train"], 3) == ["--standalone", "--nproc-per-node", "3", "--max-restarts", "0",
-                                           "-m", "securetrain.cli.main", "train"]
+    assert torchrun_argv(["train"], 3) == [
+        "--standalone",
+        "--nproc-per-node",
+        "3",
+        "--max-restarts",
+        "0",
+        "-m",
+        "securetrain.cli.main",
+        "train",
+    ]
     msg = describe_failures([(0, 1, None, 10, 2.0), (1, -9, "SIGKILL", 11, 2.0)], 2)
     assert msg.startswith("distributed training failed: worker rank 1 (pid 11) was killed by signal SIGKILL; ")
     assert "rank 0 (pid 10) then exited with status 1" in msg

@@ -57,14 +57,20 @@ def test_encrypt_in_latency_mode(he_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_encrypt_refuses_a_relu_model_unless_asked_to_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_encrypt_refuses_a_relu_model_unless_asked_to_convert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = TrainConfig(data="digits", model="mlp", model_kwargs={"hidden": [16]}, epochs=1, progress=False)
     securetrain.train(cfg, tmp_path, write_html=False)
     assert main(["encrypt", str(tmp_path), "--samples", "5"]) == 2
     err = capsys.readouterr().err
     assert "the model cannot run under CKKS:\n- net.2 (ReLU)" in err and "--convert square" in err
-    assert main(["encrypt", str(tmp_path), "--samples", "20", "--convert", "square", "--fine-tune-epochs", "1",
-                 "--no-html"]) == 0
+    assert (
+        main(
+            ["encrypt", str(tmp_path), "--samples", "20", "--convert", "square", "--fine-tune-epochs", "1", "--no-html"]
+        )
+        == 0
+    )
     sec = encrypted_section(tmp_path)
     assert sec["converted"]["activation"] == "square" and sec["agreement"] == 1.0
 
@@ -74,7 +80,11 @@ def test_serve_answers_a_remote_client(he_run: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "securetrain.cli.main", "serve", str(he_run), "--port", "0", "--mode", "throughput"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=REPO,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
     try:
         assert proc.stderr is not None

@@ -59,7 +59,9 @@ def test_a_residual_connection_is_refused() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.b(self.a(x) + x)
 
-    with pytest.raises(EncryptionError, match=r"layer 'b' \(Linear\) does not receive the output of the layer before it"):
+    with pytest.raises(
+        EncryptionError, match=r"layer 'b' \(Linear\) does not receive the output of the layer before it"
+    ):
         compile_model(Residual(), (4,))
 
 
@@ -100,7 +102,9 @@ def test_registered_layers_are_checked_for_linearity() -> None:
     try:
         cm = compile_model(nn.Sequential(nn.Linear(3, 3), Double(), Square(), nn.Linear(3, 2)), (3,))
         assert [op.kind for op in cm.ops] == ["affine", "square", "affine"]  # Double fused into the Linear
-        with pytest.raises(EncryptionError, match=r"layer '1' \(Cube\) is registered as linear but does not compute an affine map"):
+        with pytest.raises(
+            EncryptionError, match=r"layer '1' \(Cube\) is registered as linear but does not compute an affine map"
+        ):
             compile_model(nn.Sequential(nn.Linear(3, 3), Cube()), (3,))
     finally:
         for cls in (Double, Cube):

@@ -15,7 +15,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "encrypted_inferenc
 def test_encrypted_inference_example_runs(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(EXAMPLE), "--samples", "6", "--epochs", "1", "--hidden", "4", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "server cannot decrypt: this context holds no secret key" in proc.stdout

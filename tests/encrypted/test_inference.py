@@ -41,7 +41,9 @@ def digits_test() -> tuple[torch.Tensor, torch.Tensor]:
 def test_encrypted_logits_match_plaintext(models, digits_test, name: str, mode: str) -> None:
     x, y = digits_test
     n = 40 if mode == "throughput" else 2
-    section = evaluate_encrypted(models[name], x, mode=mode, samples=n, y=y, calibration=load("digits", "train")[0][:256])
+    section = evaluate_encrypted(
+        models[name], x, mode=mode, samples=n, y=y, calibration=load("digits", "train")[0][:256]
+    )
     assert section["samples"] == n and section["mode"] == mode
     assert section["agreement"] == 1.0
     assert section["encrypted_accuracy"] == section["plaintext_accuracy"]
@@ -50,7 +52,10 @@ def test_encrypted_logits_match_plaintext(models, digits_test, name: str, mode: 
     assert section["max_abs_error"] <= section["tolerance"]
     assert section["tolerance"] < 0.01 * float(np.ptp(logits))
     assert section["security_bits"] == 128
-    assert sum(section["coeff_mod_bit_sizes"]) <= {4096: 109, 8192: 218, 16384: 438, 32768: 881}[section["poly_modulus_degree"]]
+    assert (
+        sum(section["coeff_mod_bit_sizes"])
+        <= {4096: 109, 8192: 218, 16384: 438, 32768: 881}[section["poly_modulus_degree"]]
+    )
     assert section["galois_keys"] == (mode == "latency")
 
 

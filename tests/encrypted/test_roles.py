@@ -57,7 +57,9 @@ def test_a_round_trip_through_bytes_is_correct(em, client, server, x) -> None:
 
 def test_the_server_refuses_a_context_that_carries_a_secret_key(em, client) -> None:
     private = client.context.serialize(save_secret_key=True)
-    with pytest.raises(PublicContextError, match="refused: the context carries a secret key. A server must never hold it"):
+    with pytest.raises(
+        PublicContextError, match="refused: the context carries a secret key. A server must never hold it"
+    ):
         InferenceServer(em, private)
 
 
@@ -74,7 +76,9 @@ def test_the_server_side_cannot_decrypt(em, client, server, x) -> None:
 
 def test_a_ciphertext_from_another_client_is_rejected(em, server, x) -> None:
     other = EncryptionClient(em.spec())  # same parameters, other keys
-    with pytest.raises(ContextMismatchError, match=r"were made under context [0-9a-f]{12}\.\.\., but this server holds context"):
+    with pytest.raises(
+        ContextMismatchError, match=r"were made under context [0-9a-f]{12}\.\.\., but this server holds context"
+    ):
         server.evaluate(other.encrypt(x))
 
 
@@ -94,7 +98,9 @@ def test_a_context_with_other_parameters_or_missing_keys_is_refused(em) -> None:
     with pytest.raises(ContextMismatchError, match="the context's encryption parameters differ from this model's plan"):
         InferenceServer(em, other.public_context())
     no_galois = other.context.serialize(save_secret_key=False, save_galois_keys=False)
-    with pytest.raises(PublicContextError, match="the latency packing rotates ciphertexts: the context needs Galois keys"):
+    with pytest.raises(
+        PublicContextError, match="the latency packing rotates ciphertexts: the context needs Galois keys"
+    ):
         InferenceServer(latency, no_galois)
     with pytest.raises(PublicContextError, match="not a serialised TenSEAL context"):
         InferenceServer(em, b"\x00garbage")
@@ -138,7 +144,10 @@ def test_a_response_for_another_client_is_not_decrypted(em, client, server, x) -
 
 def test_inputs_beyond_the_planned_range_are_refused_by_the_client(em, client) -> None:
     limit = 2.0 ** (em.plan.int_bits - 1)
-    with pytest.raises(EncryptionError, match=rf"inputs reach 1e\+06, beyond the range this plan was made for \(\|value\| <= {limit:g}\)"):
+    with pytest.raises(
+        EncryptionError,
+        match=rf"inputs reach 1e\+06, beyond the range this plan was made for \(\|value\| <= {limit:g}\)",
+    ):
         client.encrypt(torch.full((1, 1, 8, 8), 1e6))
     with pytest.raises(EncryptionError, match="inputs must have 64 features per sample"):
         client.encrypt(torch.rand(2, 10))

@@ -195,9 +195,7 @@ class StepTap:
 
     def active(self) -> bool:
         """True when a forward pass now would be recorded."""
-        return bool(
-            getattr(self.wrapper, "hooks_enabled", True) and self.wrapper.training and torch.is_grad_enabled()
-        )
+        return bool(getattr(self.wrapper, "hooks_enabled", True) and self.wrapper.training and torch.is_grad_enabled())
 
     def _on_pre_forward(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self.active():

@@ -36,7 +36,10 @@ class GradSampleGrads(PerSampleGrads):
     """Per-sample gradients read from ``p.grad_sample`` (one tensor per backward pass)."""
 
     def __init__(
-        self, grads: dict[nn.Parameter, list[torch.Tensor]], batch_sizes: Sequence[int], autograd_writes_grad: bool = True
+        self,
+        grads: dict[nn.Parameter, list[torch.Tensor]],
+        batch_sizes: Sequence[int],
+        autograd_writes_grad: bool = True,
     ) -> None:
         self._grads = grads
         self.batch_size = int(sum(batch_sizes))

@@ -41,7 +41,9 @@ from defenses.privacy.engines.base import (
 class _Materialized(PerSampleGrads):
     """Per-sample gradients held as tensors ``(B, *p.shape)``, raw (times 1/B of a mean loss)."""
 
-    def __init__(self, groups: list[tuple[int, dict[nn.Parameter, torch.Tensor]]], params: Sequence[nn.Parameter]) -> None:
+    def __init__(
+        self, groups: list[tuple[int, dict[nn.Parameter, torch.Tensor]]], params: Sequence[nn.Parameter]
+    ) -> None:
         self._params = list(params)
         self._grads: dict[nn.Parameter, torch.Tensor] = {}
         for p in self._params:

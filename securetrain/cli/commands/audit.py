@@ -27,17 +27,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     p.add_argument("dir", help="run directory (from `securetrain train` or `securetrain demo`)")
-    p.add_argument("--attacks", default=None,
-                   help="comma-separated attack names, e.g. fgsm,pgd,hsj,random (default: the preset's attacks for --norm)")
-    p.add_argument("--eps", default=None,
-                   help="comma-separated perturbation sizes in input units, e.g. 0.05,0.1,0.2 (default: 0,0.05,0.1,0.2,0.3 for linf)")
-    p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="perturbation norm, one per audit (default: linf)")
+    p.add_argument(
+        "--attacks",
+        default=None,
+        help="comma-separated attack names, e.g. fgsm,pgd,hsj,random (default: the preset's attacks for --norm)",
+    )
+    p.add_argument(
+        "--eps",
+        default=None,
+        help="comma-separated perturbation sizes in input units, e.g. 0.05,0.1,0.2 (default: 0,0.05,0.1,0.2,0.3 for linf)",
+    )
+    p.add_argument(
+        "--norm", default="linf", choices=["linf", "l2"], help="perturbation norm, one per audit (default: linf)"
+    )
     p.add_argument("--preset", default="default", help="attack strength: default (strong, the default) or quick")
-    p.add_argument("--samples", type=int, default=None, help="audit a seeded random subset of N test samples (default: all)")
+    p.add_argument(
+        "--samples", type=int, default=None, help="audit a seeded random subset of N test samples (default: all)"
+    )
     p.add_argument("--batch-size", type=int, default=512, help="samples attacked at once (default: 512)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for attacks, the sample subset and shadow models (default: 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed for attacks, the sample subset and shadow models (default: 0)"
+    )
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
-    p.add_argument("--membership", action="store_true", help="also run membership inference (fills the membership section)")
+    p.add_argument(
+        "--membership", action="store_true", help="also run membership inference (fills the membership section)"
+    )
     p.add_argument("--shadow-models", type=int, default=4, help="shadow models for membership inference (default: 4)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-html", action="store_true", help="skip report.html")

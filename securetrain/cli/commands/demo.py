@@ -25,7 +25,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs per model (default: each recipe's own)")
     p.add_argument("--epsilon", type=float, default=3.0, help="privacy budget of the private models")
     p.add_argument("--adv-eps", type=float, default=0.1, help="Linf adversarial-training radius (inputs in [0, 1])")
-    p.add_argument("--quick", action="store_true", help="a much smaller run (for smoke tests): fewer epochs, samples and shadow models")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a much smaller run (for smoke tests): fewer epochs, samples and shadow models",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)

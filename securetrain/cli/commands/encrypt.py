@@ -19,12 +19,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("dir", help="run directory (from `securetrain train`)")
-    p.add_argument("--mode", choices=("throughput", "latency"), default="throughput",
-                   help="throughput: the batch across ciphertext slots; latency: one sample per ciphertext")
-    p.add_argument("--samples", type=int, default=None,
-                   help="test samples to encrypt (default: all for throughput, 32 for latency)")
-    p.add_argument("--convert", choices=("none", "square", "poly"), default="none",
-                   help="convert a model that is not HE-friendly (activation to use), then fine-tune it")
+    p.add_argument(
+        "--mode",
+        choices=("throughput", "latency"),
+        default="throughput",
+        help="throughput: the batch across ciphertext slots; latency: one sample per ciphertext",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="test samples to encrypt (default: all for throughput, 32 for latency)",
+    )
+    p.add_argument(
+        "--convert",
+        choices=("none", "square", "poly"),
+        default="none",
+        help="convert a model that is not HE-friendly (activation to use), then fine-tune it",
+    )
     p.add_argument("--fine-tune-epochs", type=int, default=3, help="fine-tuning epochs after --convert")
     p.add_argument("--min-scale-bits", type=int, default=26, help="smallest CKKS scale (precision) accepted")
     p.add_argument("--max-poly-modulus-degree", type=int, default=32768, help="largest ring the planner may pick")
@@ -50,20 +62,34 @@ def run(args: argparse.Namespace) -> int:
     if issues:
         if args.convert == "none":
             raise EncryptionError(
-                "the model cannot run under CKKS:\n" + format_issues(issues)
+                "the model cannot run under CKKS:\n"
+                + format_issues(issues)
                 + "\nrerun with --convert square (or poly) to convert and fine-tune it, or train an HE-friendly "
                 "model: securetrain train --model he"
             )
-        model = make_he_friendly(model, activation=args.convert, input_shape=shape,
-                                 fine_tune=FineTune(x_train, y_train, epochs=args.fine_tune_epochs))
-        converted = {"activation": args.convert, "fine_tune_epochs": args.fine_tune_epochs,
-                     "fixed": [str(i) for i in issues]}
+        model = make_he_friendly(
+            model,
+            activation=args.convert,
+            input_shape=shape,
+            fine_tune=FineTune(x_train, y_train, epochs=args.fine_tune_epochs),
+        )
+        converted = {
+            "activation": args.convert,
+            "fine_tune_epochs": args.fine_tune_epochs,
+            "fixed": [str(i) for i in issues],
+        }
     samples = args.samples
     if samples is None:
         samples = x_test.shape[0] if args.mode == "throughput" else min(32, x_test.shape[0])
     section = evaluate_encrypted(
-        model, x_test, mode=args.mode, samples=samples, y=y_test, input_shape=shape,
-        calibration=x_train[:512], min_scale_bits=args.min_scale_bits,
+        model,
+        x_test,
+        mode=args.mode,
+        samples=samples,
+        y=y_test,
+        input_shape=shape,
+        calibration=x_train[:512],
+        min_scale_bits=args.min_scale_bits,
         max_poly_modulus_degree=args.max_poly_modulus_degree,
     )
     if converted is not None:
@@ -81,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
         f"time per sample       {s['per_sample_s'] * 1e3:.2f} ms",
     ]
     if "per_sample_full_slots_s" in s:
-        lines.append(f"  at full slots       {s['per_sample_full_slots_s'] * 1e3:.3f} ms ({s['slots']} samples per chunk)")
+        lines.append(
+            f"  at full slots       {s['per_sample_full_slots_s'] * 1e3:.3f} ms ({s['slots']} samples per chunk)"
+        )
     lines += [
         f"public context        {s['public_context_bytes'] / 1e6:.1f} MB",
         f"one ciphertext        {s['ciphertext_bytes'] / 1e6:.2f} MB",

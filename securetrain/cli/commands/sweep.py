@@ -22,10 +22,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", required=True, help="output directory (one run directory per epsilon inside)")
     p.add_argument("--epsilons", default="0.5,1,2,4,8", help="comma-separated target epsilons")
     p.add_argument("--delta", type=float, default=None, help="target delta (default: min(1e-5, 0.1/n))")
-    p.add_argument("--max-grad-norm", type=float, default=None, help="per-sample clipping norm C (default 1.0, or the recommended one)")
+    p.add_argument(
+        "--max-grad-norm",
+        type=float,
+        default=None,
+        help="per-sample clipping norm C (default 1.0, or the recommended one)",
+    )
     p.add_argument("--accountant", default="prv", choices=("prv", "rdp", "gdp"), help="privacy accountant")
     p.add_argument("--grad-sample-mode", default="auto", help="per-sample gradient engine")
-    p.add_argument("--physical-batch-size", type=int, default=None, help="split Poisson batches into chunks of at most this size")
+    p.add_argument(
+        "--physical-batch-size", type=int, default=None, help="split Poisson batches into chunks of at most this size"
+    )
     p.add_argument(
         "--recommended",
         action="store_true",
@@ -43,7 +50,9 @@ def _epsilons(text: str) -> list[float]:
     try:
         values = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ConfigurationError(f"--epsilons must be comma-separated numbers, e.g. 0.5,1,2,4,8; got {text!r}") from None
+        raise ConfigurationError(
+            f"--epsilons must be comma-separated numbers, e.g. 0.5,1,2,4,8; got {text!r}"
+        ) from None
     if not values:
         raise ConfigurationError("--epsilons is empty; give e.g. 0.5,1,2,4,8")
     return values

@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     p.add_argument(
-        "--nproc", type=int, default=None,
+        "--nproc",
+        type=int,
+        default=None,
         help="train on this many processes of this machine (launched with torchrun; --batch-size is the global batch)",
     )
     for provider in load_providers():
@@ -51,7 +53,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--data", default="digits", help=f"data set: {', '.join(DATASETS.names())}")
     p.add_argument("--data-root", default=None, help="folder with local data files (mnist, cifar10)")
-    p.add_argument("--model", default=None, help=f"model: {', '.join(MODELS.names())} (default: the data set's default)")
+    p.add_argument(
+        "--model", default=None, help=f"model: {', '.join(MODELS.names())} (default: the data set's default)"
+    )
     p.add_argument("--model-kwargs", default="{}", help="JSON object of model options, e.g. '{\"hidden\": 64}'")
     p.add_argument("--epochs", type=int, default=5, help="number of epochs")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (expected logical batch size under DP)")
