@@ -21,8 +21,9 @@ def run(args: argparse.Namespace) -> int:
     from securetrain.report import Report
     from securetrain.runlock import lock_run_for_update
 
+    Report.from_json(args.dir)  # a missing or malformed report is refused first, with its own message
     with lock_run_for_update(args.dir, command="report"):
-        report = Report.from_json(args.dir)
+        report = Report.from_json(args.dir)  # read again under the lock: what is rendered is what is there
         report.save(args.dir)
     sys.stdout.write(summary(report, args.dir))
     return 0
