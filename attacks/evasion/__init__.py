@@ -17,11 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
-# Importing the attack modules (gradient, noise, minimization, decision) registers their attacks
-# (no other side effect; Foolbox loads lazily).
 from attacks.evasion.audit import RobustnessResult, audit_robustness
 from attacks.evasion.base import Attack, AttackContext, AttackKind, EvasionResult
 from attacks.evasion.decision import Boundary, HopSkipJump, HopSkipJumpL2
@@ -40,6 +35,10 @@ from attacks.evasion.registry import (
 )
 from attacks.evasion.run_dir import audit_robustness_run
 
+# Importing the attack modules (gradient, noise, minimization, decision) registers their attacks
+# (no other side effect; Foolbox loads lazily).
+from securetrain.deprecation import deprecated_aliases
+
 _DEPRECATED = {
     "ATTACKS": "EVASION_ATTACKS",
     "AttackResult": "EvasionResult",
@@ -47,13 +46,7 @@ _DEPRECATED = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _DEPRECATED:
-        new = _DEPRECATED[name]
-        warnings.warn(f"{__name__}.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
-        return globals()[new]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = deprecated_aliases(__name__, _DEPRECATED)
 
 __all__ = [
     "DEFAULT_EPSILONS",

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import numbers
 import time
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +41,7 @@ import torch
 from torch import nn
 
 from attacks.evasion.norms import Norm, distance, project
+from securetrain.deprecation import deprecated_aliases
 from securetrain.errors import AttackError, ModelError
 from securetrain.modes import attack_mode, model_device, unwrap
 from securetrain.validation import Bounds, check_bounds, check_positive
@@ -397,8 +397,4 @@ def check_logits(logits: Any, labels: torch.Tensor, num_classes: int | None) -> 
     return width
 
 
-def __getattr__(name: str) -> Any:
-    if name == "AttackResult":
-        warnings.warn(f"{__name__}.AttackResult is deprecated; use EvasionResult", DeprecationWarning, stacklevel=2)
-        return EvasionResult
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = deprecated_aliases(__name__, {"AttackResult": "EvasionResult"})

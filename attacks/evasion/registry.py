@@ -12,11 +12,11 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from attacks.evasion.base import Attack
+from securetrain.deprecation import deprecated_aliases
 from securetrain.errors import AttackError
 from securetrain.registry import Registry
 
@@ -55,8 +55,4 @@ def available_attacks() -> list[str]:
 AttackFactory = Callable[..., Attack]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "ATTACKS":
-        warnings.warn(f"{__name__}.ATTACKS is deprecated; use EVASION_ATTACKS", DeprecationWarning, stacklevel=2)
-        return EVASION_ATTACKS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = deprecated_aliases(__name__, {"ATTACKS": "EVASION_ATTACKS"})

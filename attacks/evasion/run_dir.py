@@ -15,14 +15,13 @@ Example:
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from attacks.evasion.audit import RobustnessResult, audit_robustness
 from attacks.evasion.base import Attack
+from securetrain.deprecation import deprecated_aliases
 from securetrain.errors import ConfigurationError
 from securetrain.validation import check_count
 
@@ -71,11 +70,6 @@ def audit_robustness_run(
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name == "audit_run":
-        warnings.warn(f"{__name__}.audit_run is deprecated; use audit_robustness_run", DeprecationWarning, stacklevel=2)
-        return audit_robustness_run
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = deprecated_aliases(__name__, {"audit_run": "audit_robustness_run"})
 
 __all__ = ["audit_robustness_run"]

@@ -27,9 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 from attacks.membership.base import MembershipAttack, MembershipResult
 from attacks.membership.lira import LiRA, lira_scores
 from attacks.membership.metrics import (
@@ -64,6 +61,7 @@ from attacks.membership.threshold import (
     ModifiedEntropyThreshold,
     SignalThreshold,
 )
+from securetrain.deprecation import deprecated_aliases
 
 _DEPRECATED = {
     "ATTACKS": "MEMBERSHIP_ATTACKS",
@@ -73,13 +71,7 @@ _DEPRECATED = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _DEPRECATED:
-        new = _DEPRECATED[name]
-        warnings.warn(f"{__name__}.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
-        return globals()[new]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = deprecated_aliases(__name__, _DEPRECATED)
 
 __all__ = [
     "DEFAULT_ATTACKS",

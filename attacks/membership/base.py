@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, final
@@ -32,6 +31,7 @@ from attacks.membership.metrics import (
     MembershipMetrics,
     membership_metrics,
 )
+from securetrain.deprecation import deprecated_aliases
 from securetrain.modes import eval_mode
 
 
@@ -97,11 +97,6 @@ class MembershipAttack:
         )
 
 
-def __getattr__(name: str) -> Any:
-    if name == "AttackResult":
-        warnings.warn(f"{__name__}.AttackResult is deprecated; use MembershipResult", DeprecationWarning, stacklevel=2)
-        return MembershipResult
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = deprecated_aliases(__name__, {"AttackResult": "MembershipResult"})
 
 __all__ = ["MembershipAttack", "MembershipResult"]

@@ -13,9 +13,7 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
-from typing import Any
 
 from attacks.membership.base import MembershipAttack
 from attacks.membership.lira import LiRA
@@ -26,6 +24,7 @@ from attacks.membership.threshold import (
     LossThreshold,
     ModifiedEntropyThreshold,
 )
+from securetrain.deprecation import deprecated_aliases
 from securetrain.errors import AttackError
 from securetrain.registry import Registry
 
@@ -65,12 +64,6 @@ def get_membership_attack(name: str, shadows: ShadowSet | None = None) -> Member
 _DEPRECATED = {"ATTACKS": "MEMBERSHIP_ATTACKS", "make_attack": "get_membership_attack"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _DEPRECATED:
-        new = _DEPRECATED[name]
-        warnings.warn(f"{__name__}.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
-        return globals()[new]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = deprecated_aliases(__name__, _DEPRECATED)
 
 __all__ = ["MEMBERSHIP_ATTACKS", "SHADOW_ATTACKS", "AttackFactory", "get_membership_attack"]

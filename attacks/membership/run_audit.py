@@ -38,7 +38,6 @@ import logging
 import math
 import pathlib
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +53,7 @@ from attacks.membership.registry import (
     get_membership_attack,
 )
 from attacks.membership.shadow import train_shadow_models
+from securetrain.deprecation import deprecated_aliases
 from securetrain.errors import AttackError
 
 log = logging.getLogger("attacks.membership")
@@ -231,12 +231,6 @@ def _r(v: float) -> float:
 _DEPRECATED = {"audit_run": "audit_membership_run"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _DEPRECATED:
-        new = _DEPRECATED[name]
-        warnings.warn(f"{__name__}.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
-        return globals()[new]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = deprecated_aliases(__name__, _DEPRECATED)
 
 __all__ = ["DEFAULT_ATTACKS", "DEFAULT_CANARIES", "DESIGN", "audit_membership_run"]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from securetrain.deprecation import deprecated_aliases
 from securetrain.errors import UnknownNameError
 
 _PRIVACY = {"delta": 1e-5, "max_grad_norm": 0.1, "accountant": "prv"}
@@ -97,15 +98,4 @@ def available() -> list[tuple[str, str]]:
     return sorted(_RECOMMENDED)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "recommended":
-        import warnings
-
-        warnings.warn(
-            "defenses.privacy.recommended is deprecated (the adversarial package has a different 'recommended'); "
-            "use defenses.privacy.recommended_privacy",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return recommended_privacy
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = deprecated_aliases(__name__, {"recommended": "recommended_privacy"})

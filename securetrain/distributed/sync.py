@@ -46,6 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from securetrain.deprecation import deprecated_aliases
 from securetrain.distributed.context import DistributedContext
 from securetrain.distributed.errors import DistributedError
 
@@ -306,14 +307,4 @@ class GradientSync:
             )
 
 
-def __getattr__(name: str) -> Any:
-    if name == "fingerprint":
-        import warnings
-
-        warnings.warn(
-            "securetrain.distributed.sync.fingerprint is deprecated; use parameter_fingerprint",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return parameter_fingerprint
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = deprecated_aliases(__name__, {"fingerprint": "parameter_fingerprint"})

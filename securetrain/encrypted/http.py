@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from securetrain.deprecation import deprecated_aliases
 from securetrain.encrypted.client import EncryptionClient
 from securetrain.encrypted.errors import (
     ContextMismatchError,
@@ -388,10 +389,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "service_from_run":
-        import warnings
-
-        warnings.warn("service_from_run is deprecated; use build_service_from_run", DeprecationWarning, stacklevel=2)
-        return build_service_from_run
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = deprecated_aliases(__name__, {"service_from_run": "build_service_from_run"})

@@ -19,14 +19,13 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
+from securetrain.deprecation import deprecated_aliases
 from securetrain.encrypted.activations import PolyActivation
 from securetrain.errors import ModelError
 from securetrain.models.he import Square
@@ -134,13 +133,6 @@ register_layer(PolyActivation, "poly")
 _DEPRECATED = {"LAYERS": "CKKS_LAYERS", "rule_for": "get_layer_rule"}
 
 
-def __getattr__(name: str) -> Any:
-    # Renamed names keep working for a while, with a DeprecationWarning.
-    new = _DEPRECATED.get(name)
-    if new is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"securetrain.encrypted.layers.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
-    return globals()[new]
-
+__getattr__ = deprecated_aliases(__name__, _DEPRECATED)
 
 __all__ = ["CKKS_LAYERS", "KINDS", "ChannelAffine", "LayerRule", "get_layer_rule", "register_layer"]

@@ -22,9 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-import warnings
 from typing import Any
 
+from securetrain.deprecation import deprecated_aliases
 from securetrain.encrypted.errors import ContextMismatchError, WireFormatError
 from securetrain.encrypted.packing import Group
 
@@ -162,14 +162,7 @@ def unpack_groups(data: bytes, context: Any, *, expect_kind: int) -> tuple[dict[
 _DEPRECATED = {"fingerprint": "context_fingerprint"}
 
 
-def __getattr__(name: str) -> Any:
-    # Renamed names keep working for a while, with a DeprecationWarning.
-    new = _DEPRECATED.get(name)
-    if new is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"securetrain.encrypted.wire.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
-    return globals()[new]
-
+__getattr__ = deprecated_aliases(__name__, _DEPRECATED)
 
 __all__ = [
     "CONTENT_TYPE",

@@ -260,6 +260,6 @@ def test_sweep_refuses_bad_input(tmp_path):
 def test_the_old_name_recommended_is_deprecated():
     import defenses.privacy
 
-    with pytest.deprecated_call(match="use defenses.privacy.recommended_privacy"):
+    with pytest.deprecated_call(match="recommended is deprecated; use recommended_privacy"):
         old = defenses.privacy.recommended
     assert old is recommended_privacy
