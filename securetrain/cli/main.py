@@ -152,7 +152,7 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
         message = f"a .gz file is not a valid gzip file ({exc}); replace it with a good copy"
     elif isinstance(exc, OSError):
         detail = exc.strerror or str(exc)
-        message = f"{exc.filename}: {detail}" if exc.filename is not None else f"{type(exc).__name__}: {detail}"
+        message = f"{exc.filename}: {detail}" if exc.filename is not None else detail
     elif isinstance(exc, (zlib.error, EOFError)):
         message = f"a compressed file is corrupted or truncated ({exc}); replace it with a good copy"
     elif isinstance(exc, RecursionError):
