@@ -12,7 +12,7 @@ directory locked.
 
 Example:
     >>> import tempfile
-    >>> from securetrain.errors import RunDirectoryLocked
+    >>> from securetrain.errors import CheckpointError, RunDirectoryLocked
     >>> from securetrain.runlock import RunLock
     >>> d = tempfile.mkdtemp()
     >>> with RunLock(d, command="train"):
@@ -35,7 +35,7 @@ from types import TracebackType
 
 from filelock import FileLock, Timeout
 
-from securetrain.errors import RunDirectoryLocked
+from securetrain.errors import CheckpointError, RunDirectoryLocked
 
 LOCK_NAME = ".securetrain.lock"
 HOLDER_NAME = ".securetrain.lock.json"
@@ -123,4 +123,27 @@ class RunLock:
         self.release()
 
 
-__all__ = ["HOLDER_NAME", "LOCK_NAME", "RunLock"]
+def lock_run_for_update(run_dir: str | os.PathLike[str], *, command: str) -> RunLock:
+    """Check that ``run_dir`` is a writable run directory and lock it (use in ``with``).
+
+    For commands that add to a run (``audit``, ``encrypt``, ``report``): a directory that is not
+    a run, or that cannot be written, is refused *before* any work starts, and a second writer is
+    refused while this one holds the lock.
+
+    Raises :class:`~securetrain.errors.CheckpointError` (not a run, read-only) or
+    :class:`~securetrain.errors.RunDirectoryLocked`.
+    """
+    from securetrain.rundir import RunDir
+
+    run = RunDir.open(run_dir)
+    if not os.access(run.path, os.W_OK | os.X_OK) or (
+        run.report_path.exists() and not os.access(run.report_path, os.W_OK)
+    ):
+        raise CheckpointError(
+            f"run directory {run.path} is read-only; {command} writes its results into report.json there: "
+            "make it writable or copy the run elsewhere"
+        )
+    return RunLock(run.path, command=command)
+
+
+__all__ = ["HOLDER_NAME", "LOCK_NAME", "RunLock", "lock_run_for_update"]

@@ -34,12 +34,23 @@ from torch import nn
 
 from securetrain import data as data_mod
 from securetrain.checkpoint import save_weights
+from securetrain.data.base import DatasetInfo
 from securetrain.distributed.context import barrier as _barrier
 from securetrain.distributed.context import resolve_context
 from securetrain.io import atomic_write_json, remove_stale_temporaries
 from securetrain.models import build_model
 from securetrain.report import Report
 from securetrain.rundir import CONFIG_NAME, WEIGHTS_NAME, RunDir
+from securetrain.runlock import RunLock
+from securetrain.runwrite import (
+    check_may_write,
+    check_out_dir,
+    check_same_run,
+    recover_interrupted_swap,
+    remove_leftovers,
+    staging_dir,
+    swap_in,
+)
 from securetrain.training import CHECKPOINT_NAME, Callback, Defense, TrainConfig, TrainResult, fit
 from securetrain.training.loop import evaluate_across_ranks
 
@@ -63,11 +74,18 @@ def train(
     *,
     model: nn.Module | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: Sequence[Callback] = (),
     write_html: bool = True,
     distributed: bool | None = None,
 ) -> RunResult:
     """Train a model on ``config.data`` with ``defenses`` and write a complete run directory.
+
+    A directory that already holds a run is continued with ``resume=True`` (only with the
+    run's own settings: anything else is refused, naming the difference) or replaced with
+    ``overwrite=True`` (trained beside it and swapped in atomically at the end); otherwise it is
+    refused. The directory is locked for the whole call (see :mod:`securetrain.runlock`):
+    a second writer is refused. See :mod:`securetrain.runwrite` for the guarantees.
 
     ``model`` may be any ``nn.Module`` for the data set's input shape; by default the zoo
     model ``config.model`` (or the data set's default) is built.
@@ -77,11 +95,9 @@ def train(
     ``config.batch_size`` as the global batch) and only rank 0 writes ``out_dir``.
     """
     ctx = resolve_context(distributed)
-    out = Path(out_dir)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in _WRITTEN:
-            remove_stale_temporaries(out / name)
+    out = check_out_dir(out_dir)
+    check_may_write(out, resume=resume, overwrite=overwrite)  # cheap refusals first
+    # everything that can be refused is checked before anything is written
     info = data_mod.get_info(config.data)
     train_xy = data_mod.load(config.data, "train", root=config.data_root)
     test_xy = data_mod.load(config.data, "test", root=config.data_root)
@@ -108,6 +124,65 @@ def train(
     }
     if ctx.active:
         run_config["distributed"] = ctx.describe()
+    if ctx.is_main:
+        recover_interrupted_swap(out)
+    previous = check_may_write(out, resume=resume, overwrite=overwrite)
+    if previous is not None and resume:
+        check_same_run(previous, run_config)
+    if ctx.active:
+        _barrier()  # every rank has checked before rank 0 writes anything
+    lock = RunLock(out, command="train")
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    try:
+        return _train_locked(
+            config,
+            out,
+            defenses,
+            model,
+            model_name,
+            info,
+            train_xy,
+            test_xy,
+            run_config,
+            staged=previous is not None and overwrite,
+            resume=resume,
+            callbacks=callbacks,
+            write_html=write_html,
+            distributed=distributed,
+        )
+    finally:
+        lock.release()
+
+
+def _train_locked(
+    config: TrainConfig,
+    out: Path,
+    defenses: Sequence[Defense],
+    model: nn.Module,
+    model_name: str,
+    info: DatasetInfo,
+    train_xy: tuple[torch.Tensor, torch.Tensor],
+    test_xy: tuple[torch.Tensor, torch.Tensor],
+    run_config: dict[str, Any],
+    *,
+    staged: bool,
+    resume: bool,
+    callbacks: Sequence[Callback],
+    write_html: bool,
+    distributed: bool | None,
+) -> RunResult:
+    """Train into ``out`` (or, to replace a run, into a staging directory swapped in at the end)."""
+    ctx = resolve_context(distributed)
+    final = out
+    if ctx.is_main:
+        remove_leftovers(out)
+        for name in _WRITTEN:
+            remove_stale_temporaries(out / name)
+        if staged:
+            out = staging_dir(final)
+    # other ranks never read or write the run directory (rank 0 writes; a staged run is never resumed)
     if ctx.is_main:
         atomic_write_json(out / CONFIG_NAME, run_config)
 
@@ -174,9 +249,11 @@ def train(
             report.extra[key] = section
     if ctx.is_main:
         report.save(out, html=write_html)
+        if staged:
+            swap_in(out, final)  # one atomic exchange: the old run or the new one, never a mix
     if ctx.active:
         _barrier()  # every rank returns once rank 0's files are in place
-    return RunResult(run_dir=out, report=report, model=plain, train_result=result)
+    return RunResult(run_dir=final, report=report, model=plain, train_result=result)
 
 
 def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -77,11 +77,18 @@ def sweep(
     t0 = time.perf_counter()
     baseline = None
     if non_private:
-        baseline = train(non_private_config or config, out / "non_private", [], write_html=write_html)
+        # a sweep owns its output folder: running it again replaces its runs
+        baseline = train(non_private_config or config, out / "non_private", [], write_html=write_html, overwrite=True)
     points: list[dict[str, Any]] = []
     last = None
     for eps in sorted(eps_list):
-        run = train(config, out / _label(eps), [DifferentialPrivacy(epsilon=eps, **kwargs)], write_html=write_html)
+        run = train(
+            config,
+            out / _label(eps),
+            [DifferentialPrivacy(epsilon=eps, **kwargs)],
+            write_html=write_html,
+            overwrite=True,
+        )
         priv = run.report.privacy or {}
         points.append(
             {

@@ -128,7 +128,8 @@ def run_demo(opts: DemoOptions) -> Report:
     variants: list[_Variant] = []
     for name, config, make_defenses in plans:
         with _stage(f"training {name}") as t:
-            run = train(config, out / name.replace("+", "_"), make_defenses(), write_html=False)
+            # the demo owns its output folder: running it again replaces its runs
+            run = train(config, out / name.replace("+", "_"), make_defenses(), write_html=False, overwrite=True)
         timing[f"train_{name}_s"] = round(t.elapsed, 2)
         variants.append(_Variant(name, run))
 
@@ -164,7 +165,10 @@ def run_demo(opts: DemoOptions) -> Report:
 
     with _stage("training the HE-friendly model") as t:
         he_run = train(
-            TrainConfig(**{**base, "model": "he", "epochs": epochs(10, 3)}), out / "encrypted", write_html=False
+            TrainConfig(**{**base, "model": "he", "epochs": epochs(10, 3)}),
+            out / "encrypted",
+            write_html=False,
+            overwrite=True,
         )
     timing["train_he_s"] = round(t.elapsed, 2)
     n_enc = 64 if opts.quick else x_test.shape[0]

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from securetrain.cli.output import show_progress
 from securetrain.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from securetrain.report import Report
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,12 +100,18 @@ def membership_section(run_dir: Path, shadow_models: int, seed: int) -> dict[str
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.evasion.run_dir import audit_robustness_run as audit_run
-    from securetrain.cli.output import summary
     from securetrain.report import Report
+    from securetrain.runlock import lock_run_for_update
 
     run_dir = Path(args.dir)
-    report = Report.from_json(run_dir)  # fail before attacking if the run has no valid report
+    with lock_run_for_update(run_dir, command="audit"):  # refused before attacking if not writable or busy
+        return _audit(args, run_dir, Report.from_json(run_dir))
+
+
+def _audit(args: argparse.Namespace, run_dir: Path, report: Report) -> int:
+    from attacks.evasion.run_dir import audit_robustness_run as audit_run
+    from securetrain.cli.output import summary
+
     result = audit_run(
         run_dir,
         attacks=parse_names(args.attacks),

@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from securetrain.runlock import lock_run_for_update
+
+    with lock_run_for_update(args.dir, command="encrypt"):  # refused before encrypting if not writable or busy
+        return _encrypt(args)
+
+
+def _encrypt(args: argparse.Namespace) -> int:
     from securetrain.encrypted.evaluate import evaluate_encrypted
     from securetrain.encrypted.validator import FineTune, format_issues, make_he_friendly, validate
     from securetrain.errors import EncryptionError

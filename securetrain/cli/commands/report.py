@@ -19,8 +19,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from securetrain.cli.output import summary
     from securetrain.report import Report
+    from securetrain.runlock import lock_run_for_update
 
-    report = Report.from_json(args.dir)
-    report.save(args.dir)
+    with lock_run_for_update(args.dir, command="report"):
+        report = Report.from_json(args.dir)
+        report.save(args.dir)
     sys.stdout.write(summary(report, args.dir))
     return 0

@@ -32,7 +32,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_training_arguments(p)
     p.add_argument("--out", required=True, help="run directory to write (created if missing)")
-    p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint (same settings only)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (the new run is swapped in only when complete)",
+    )
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     p.add_argument(
         "--nproc",
@@ -110,15 +117,20 @@ def run(args: argparse.Namespace) -> int:
     from securetrain.distributed.context import launched_by_torchrun
     from securetrain.distributed.launch import check_nproc
     from securetrain.runs import train
+    from securetrain.runwrite import check_may_write, check_out_dir
 
     nproc = check_nproc(args.nproc) if args.nproc is not None else None
     if launched_by_torchrun():
         return _run_worker(args, nproc)
     config = config_from_args(args)
     defenses = defenses_from_args(args)  # bad flags fail here, before any worker starts
+    out = check_out_dir(args.out)
+    check_may_write(out, resume=args.resume, overwrite=args.overwrite)
     if nproc is not None and nproc > 1:
         return _launch(args, nproc)
-    result = train(config, args.out, defenses, resume=args.resume, write_html=not args.no_html)
+    result = train(
+        config, args.out, defenses, resume=args.resume, overwrite=args.overwrite, write_html=not args.no_html
+    )
     sys.stdout.write(summary(result.report, args.out))
     return 0
 
@@ -146,7 +158,15 @@ def _run_worker(args: argparse.Namespace, nproc: int | None) -> int:
             # rank 0 speaks for the job: the other ranks' notes (the same ones) would repeat it
             config.progress = False
             logging.getLogger("securetrain").setLevel(logging.ERROR)
-        result = train(config, args.out, defenses, resume=args.resume, write_html=not args.no_html, distributed=True)
+        result = train(
+            config,
+            args.out,
+            defenses,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            write_html=not args.no_html,
+            distributed=True,
+        )
         if ctx.is_main:
             sys.stdout.write(summary(result.report, args.out))
     return 0
