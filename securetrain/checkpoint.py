@@ -62,12 +62,12 @@ def _key(k: Any) -> Any:
 
 
 def _unkey(k: Any) -> Any:
-    if isinstance(k, dict):
-        k = k.get("__int__")
-        if isinstance(k, int) and not isinstance(k, bool):
-            return k
-    elif isinstance(k, str):
+    if isinstance(k, str):
         return k
+    if isinstance(k, dict):
+        value = k.get("__int__")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
     raise CheckpointError(f"malformed checkpoint skeleton (dict key {k!r})")
 
 

@@ -336,9 +336,7 @@ def check_epsilons(epsilons: float | Sequence[float]) -> list[float]:
     return out
 
 
-def check_epsilons_in_box(
-    epsilons: Sequence[float], bounds: Bounds, sample_shape: Sequence[int], norm: Norm
-) -> None:
+def check_epsilons_in_box(epsilons: Sequence[float], bounds: Bounds, sample_shape: Sequence[int], norm: Norm) -> None:
     """Raise :class:`AttackError` for an epsilon larger than the input box's diameter in ``norm``.
 
     A perturbation of the diameter already reaches every input of the box, so a larger one
