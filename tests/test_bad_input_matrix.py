@@ -958,11 +958,12 @@ def _attack(tmp: Path, eps: float, norm_attack: str = "fgsm") -> Any:
     return get_attack(norm_attack)(model, x, y, [eps])
 
 
-def _audit(tmp: Path, eps: float) -> Any:
+def _audit(tmp: Path, eps: float, attack: str = "fgsm") -> Any:
     from attacks.evasion import audit_robustness
 
     model, x, y = _linear_batch()
-    return audit_robustness(model, x, y, attacks=["fgsm"], epsilons=[0.1, eps], progress=False, checks=False)
+    norm = "l2" if attack.endswith("l2") else "linf"
+    return audit_robustness(model, x, y, attacks=[attack], epsilons=[0.1, eps], norm=norm, progress=False, checks=False)
 
 
 def _make_server(tmp: Path, host: str, port: int) -> Any:
@@ -1249,18 +1250,23 @@ API_CASES = [
     ),
     # attacks
     api(
-        "attack-eps-huge",
+        "attack-eps-float32",
         lambda t: _attack(t, 1e308),
         AttackError,
-        r"^epsilon 1e\+308 is larger than the input range allows: inputs lie in \[0, 1\], so a linf perturbation of 1 already reaches",
+        r"^epsilon 1e\+308 is too large for float32 inputs \(at most 3.40282e\+38\)",
     ),
     api(
-        "attack-eps-l2-huge",
-        lambda t: _attack(t, 2.5, "pgd-l2"),
+        "audit-eps-linf",
+        lambda t: _audit(t, 3.0),
+        AttackError,
+        r"^epsilon 3 is larger than the input range allows: inputs lie in \[0, 1\], so a linf perturbation of 1 already",
+    ),
+    api(
+        "audit-eps-l2",
+        lambda t: _audit(t, 2.5, "pgd-l2"),
         AttackError,
         r"^epsilon 2.5 is larger than the input range allows: inputs lie in \[0, 1\], so a l2 perturbation of 2 already",
     ),
-    api("audit-eps-huge", lambda t: _audit(t, 3.0), AttackError, r"^epsilon 3 is larger than the input range allows"),
     # serve
     api(
         "server-port",

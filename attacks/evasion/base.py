@@ -161,7 +161,7 @@ class Attack(ABC):
         eps = check_epsilons(epsilons)
         lo, hi = check_bounds(bounds, error=AttackError)
         check_inputs(inputs, labels, (lo, hi))
-        check_epsilons_in_box(eps, (lo, hi), inputs.shape[1:], self.norm)
+        check_epsilons_representable(eps)
         start = time.perf_counter()
         device = model_device(model)
         x = inputs.detach().to(device=device, dtype=torch.float32).clone()
@@ -251,7 +251,7 @@ class Attack(ABC):
         (e,) = check_epsilons([epsilon])
         lo, hi = check_bounds(bounds, error=AttackError)
         check_inputs(inputs, labels, (lo, hi))
-        check_epsilons_in_box([e], (lo, hi), inputs.shape[1:], self.norm)
+        check_epsilons_representable([e])
         device = model_device(model)
         x = inputs.detach().to(device=device, dtype=torch.float32)
         y = labels.detach().to(device=device, dtype=torch.long)
@@ -334,6 +334,30 @@ def check_epsilons(epsilons: float | Sequence[float]) -> list[float]:
             raise AttackError(f"epsilons must be numbers, got {e!r}")
         out.append(check_positive("epsilon", e, error=AttackError, allow_zero=True))
     return out
+
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def check_epsilons_representable(epsilons: Sequence[float]) -> None:
+    """Raise :class:`AttackError` for an epsilon that does not fit in float32 (attacks compute in float32).
+
+    An epsilon beyond the input range is allowed here (it means "unbounded"); the audit refuses
+    it (:func:`check_epsilons_in_box`).
+
+    Example:
+        >>> check_epsilons_representable([0.1, 1e6])
+        >>> check_epsilons_representable([1e308])
+        Traceback (most recent call last):
+        ...
+        securetrain.errors.AttackError: epsilon 1e+308 is too large for float32 inputs (at most 3.40282e+38); use epsilons in input units, e.g. 0.1
+    """
+    for e in epsilons:
+        if e > _FLOAT32_MAX:
+            raise AttackError(
+                f"epsilon {e:g} is too large for float32 inputs (at most {_FLOAT32_MAX:g}); "
+                "use epsilons in input units, e.g. 0.1"
+            )
 
 
 def check_epsilons_in_box(epsilons: Sequence[float], bounds: Bounds, sample_shape: Sequence[int], norm: Norm) -> None:
