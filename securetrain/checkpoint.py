@@ -61,17 +61,30 @@ def _key(k: Any) -> Any:
     raise CheckpointError(f"checkpoint dict keys must be str or int, got {type(k).__name__}")
 
 
+def _unkey(k: Any) -> Any:
+    if isinstance(k, str):
+        return k
+    if isinstance(k, dict):
+        value = k.get("__int__")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    raise CheckpointError(f"malformed checkpoint skeleton (dict key {k!r})")
+
+
 def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
     """Inverse of :func:`flatten_state`."""
 
     def walk(o: Any) -> Any:
         if isinstance(o, dict):
             if "__tensor__" in o:
-                return tensors[o["__tensor__"]]
+                key = o["__tensor__"]
+                if not isinstance(key, str):
+                    raise CheckpointError(f"malformed checkpoint skeleton (tensor key {key!r})")
+                return tensors[key]
             if "__tuple__" in o:
                 return tuple(walk(v) for v in o["__tuple__"])
             if "__dict__" in o:
-                return {(k["__int__"] if isinstance(k, dict) else k): walk(v) for k, v in o["__dict__"]}
+                return {_unkey(k): walk(v) for k, v in o["__dict__"]}
             raise CheckpointError("malformed checkpoint skeleton")
         if isinstance(o, list):
             return [walk(v) for v in o]
@@ -104,6 +117,8 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tens
     from safetensors.torch import load
 
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a directory, not a safetensors file; delete it or restore the file")
     if not p.is_file():
         raise CheckpointError(f"{p} does not exist")
     raw = p.read_bytes()
@@ -111,7 +126,7 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tens
         tensors = load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8 : 8 + header_len])
-    except (SafetensorError, ValueError, json.JSONDecodeError, OverflowError) as exc:
+    except (SafetensorError, ValueError, json.JSONDecodeError, OverflowError, RecursionError) as exc:
         # Only a file that is not valid safetensors can be a pickle or zip: a valid header
         # length may itself start with the byte 0x80 (one file in 256).
         _refuse_pickle(p, raw[:4])
@@ -126,14 +141,29 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{path} is a safetensors file but not a securetrain checkpoint")
     try:
         info = json.loads(meta[_META_KEY])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: checkpoint metadata is corrupted ({exc})") from exc
+    except (json.JSONDecodeError, RecursionError, TypeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint metadata is corrupted ({type(exc).__name__}: {exc})") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(
+            f"{path}: checkpoint metadata is corrupted (expected an object, got {type(info).__name__})"
+        )
     if info.get("format") != _FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {info.get('format')!r}")
+    if "skeleton" not in info:
+        raise CheckpointError(f"{path}: checkpoint metadata is corrupted (no 'skeleton')")
     try:
-        return cast(dict[str, Any], unflatten_state(tensors, info["skeleton"]))  # save_state wrote a dict
+        state = unflatten_state(tensors, info["skeleton"])
     except KeyError as exc:
-        raise CheckpointError(f"{path}: checkpoint refers to a missing tensor {exc}") from exc
+        raise CheckpointError(f"{path}: checkpoint refers to a missing tensor {exc}") from None
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(
+            f"{path}: checkpoint metadata is corrupted ({type(exc).__name__}: {exc}); delete it or restore a good copy"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: checkpoint metadata is corrupted (the state is a {type(state).__name__})")
+    return cast(dict[str, Any], state)
 
 
 def save_weights(path: str | os.PathLike[str], module: torch.nn.Module) -> None:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from attacks.evasion.base import Attack, check_epsilons, check_inputs
+from attacks.evasion.base import Attack, check_epsilons, check_epsilons_in_box, check_inputs
 from attacks.evasion.masking import (
     MaskingCheck,
     check_blackbox_vs_gradient,
@@ -162,6 +162,7 @@ def audit_robustness(
     eps = sorted(set(check_epsilons(list(epsilons) if epsilons is not None else list(DEFAULT_EPSILONS[norm_]))))
     lo, hi = check_bounds(bounds, error=AttackError)
     check_inputs(x, y, (lo, hi))
+    check_epsilons_in_box(eps, (lo, hi), x.shape[1:], norm_)
     batch_size = check_count("batch_size", batch_size, error=AttackError)
     n = x.shape[0]
     start = time.perf_counter()

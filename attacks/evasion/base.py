@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeGuard, final
 import torch
 from torch import nn
 
-from attacks.evasion.norms import Norm, distance, project
+from attacks.evasion.norms import Norm, diameter, distance, project
 from securetrain.deprecation import deprecated_aliases
 from securetrain.errors import AttackError, ModelError
 from securetrain.modes import attack_mode, model_device, unwrap
@@ -161,6 +161,7 @@ class Attack(ABC):
         eps = check_epsilons(epsilons)
         lo, hi = check_bounds(bounds, error=AttackError)
         check_inputs(inputs, labels, (lo, hi))
+        check_epsilons_representable(eps)
         start = time.perf_counter()
         device = model_device(model)
         x = inputs.detach().to(device=device, dtype=torch.float32).clone()
@@ -250,6 +251,7 @@ class Attack(ABC):
         (e,) = check_epsilons([epsilon])
         lo, hi = check_bounds(bounds, error=AttackError)
         check_inputs(inputs, labels, (lo, hi))
+        check_epsilons_representable([e])
         device = model_device(model)
         x = inputs.detach().to(device=device, dtype=torch.float32)
         y = labels.detach().to(device=device, dtype=torch.long)
@@ -332,6 +334,53 @@ def check_epsilons(epsilons: float | Sequence[float]) -> list[float]:
             raise AttackError(f"epsilons must be numbers, got {e!r}")
         out.append(check_positive("epsilon", e, error=AttackError, allow_zero=True))
     return out
+
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def check_epsilons_representable(epsilons: Sequence[float]) -> None:
+    """Raise :class:`AttackError` for an epsilon that does not fit in float32 (attacks compute in float32).
+
+    An epsilon beyond the input range is allowed here (it means "unbounded"); the audit refuses
+    it (:func:`check_epsilons_in_box`).
+
+    Example:
+        >>> check_epsilons_representable([0.1, 1e6])
+        >>> check_epsilons_representable([1e308])
+        Traceback (most recent call last):
+        ...
+        securetrain.errors.AttackError: epsilon 1e+308 is too large for float32 inputs (at most 3.40282e+38); use epsilons in input units, e.g. 0.1
+    """
+    for e in epsilons:
+        if e > _FLOAT32_MAX:
+            raise AttackError(
+                f"epsilon {e:g} is too large for float32 inputs (at most {_FLOAT32_MAX:g}); "
+                "use epsilons in input units, e.g. 0.1"
+            )
+
+
+def check_epsilons_in_box(epsilons: Sequence[float], bounds: Bounds, sample_shape: Sequence[int], norm: Norm) -> None:
+    """Raise :class:`AttackError` for an epsilon larger than the input box's diameter in ``norm``.
+
+    A perturbation of the diameter already reaches every input of the box, so a larger one
+    measures nothing more (and a huge one overflows float32): it is a unit mistake.
+
+    Example:
+        >>> check_epsilons_in_box([0.1, 1.0], (0.0, 1.0), (4,), "linf")
+        >>> check_epsilons_in_box([1e308], (0.0, 1.0), (4,), "linf")
+        Traceback (most recent call last):
+        ...
+        securetrain.errors.AttackError: epsilon 1e+308 is larger than the input range allows: inputs lie in [0, 1], so a linf perturbation of 1 already reaches every input; use epsilons in [0, 1]
+    """
+    top = diameter(bounds, tuple(int(s) for s in sample_shape), norm)
+    too_big = [e for e in epsilons if e > top * (1 + 1e-9)]
+    if too_big:
+        lo, hi = bounds
+        raise AttackError(
+            f"epsilon {too_big[0]:g} is larger than the input range allows: inputs lie in [{lo:g}, {hi:g}], so a "
+            f"{norm} perturbation of {top:.6g} already reaches every input; use epsilons in [0, {top:.6g}]"
+        )
 
 
 def check_inputs(inputs: Any, labels: Any, bounds: Bounds) -> None:

@@ -37,9 +37,23 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR-10 python batch file into ``(images uint8 N x 3 x 32 x 32, labels)``."""
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a CIFAR-10 batch file; put the batch file itself there")
     try:
         obj = _RestrictedUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+    except DataError:
+        raise
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        RecursionError,
+        OverflowError,
+    ) as exc:
         raise DataError(f"{path}: not a readable CIFAR-10 batch file ({exc})") from exc
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a dict in a CIFAR-10 batch file")
@@ -47,10 +61,16 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     labels = obj.get(b"labels", obj.get("labels"))
     if data is None or labels is None:
         raise DataError(f"{path}: missing 'data' or 'labels' in a CIFAR-10 batch file")
-    arr = np.asarray(data, dtype=np.uint8)
+    try:
+        arr = np.asarray(data, dtype=np.uint8)
+        labels_arr = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DataError(f"{path}: 'data' and 'labels' must be arrays of numbers ({exc})") from None
     if arr.ndim != 2 or arr.shape[1] != 3 * 32 * 32:
         raise DataError(f"{path}: 'data' must be N x 3072, got {arr.shape}")
-    return arr.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+    if labels_arr.shape != (arr.shape[0],):
+        raise DataError(f"{path}: {arr.shape[0]} images but labels of shape {labels_arr.shape}")
+    return arr.reshape(-1, 3, 32, 32), labels_arr
 
 
 def _load(split: str, root: Path | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,27 @@ def read_idx(path: Path) -> np.ndarray:
         >>> read_idx(p).tolist()
         [1, 2, 3]
     """
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not an IDX file; put the IDX file itself there")
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                raw = fh.read()
+        else:
+            raw = path.read_bytes()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"{path}: not a readable gzip file ({type(exc).__name__}: {exc}); download it again, or gunzip it and "
+            "keep the raw IDX file"
+        ) from None
     if len(raw) < 4:
         raise DataError(f"{path}: too short to be an IDX file")
     zero, code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or code not in _DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header ({ndim} dimensions need {4 + 4 * ndim} bytes, found {len(raw)})")
     dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
     dtype = np.dtype(_DTYPES[code])
     count = int(np.prod(dims)) if dims else 0

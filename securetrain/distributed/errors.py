@@ -1,7 +1,7 @@
 """Errors of distributed training.
 
 Both derive from :class:`securetrain.errors.SecureTrainError`, so the command line
-prints them as ``securetrain train: error: ...`` and exits with status 2.
+prints them as ``securetrain train: error: ...`` and exits with status 1 (see ``docs/cli.md``).
 
 Example:
     >>> from securetrain.distributed.errors import DistributedError, WorkerFailedError

@@ -269,6 +269,18 @@ class RunningServer:
         self.close()
 
 
+def check_port(port: object) -> int:
+    """A TCP port number, ``0..65535`` (0: any free port); :class:`ConfigurationError` otherwise.
+
+    Example:
+        >>> check_port(8000)
+        8000
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigurationError(f"port must be a whole number in 0..65535 (0: any free port), got {port!r}")
+    return port
+
+
 def make_server(
     service: EncryptedInferenceService,
     host: str = "127.0.0.1",
@@ -279,8 +291,17 @@ def make_server(
     """A ``ThreadingHTTPServer`` bound to ``host:port`` (port 0: any free port)."""
     if max_body_bytes < 1:
         raise ConfigurationError(f"max_body_bytes must be positive, got {max_body_bytes}")
+    check_port(port)
     handler = type("Handler", (_Handler,), {"service": service, "max_body_bytes": int(max_body_bytes)})
-    httpd = ThreadingHTTPServer((host, int(port)), handler)
+    try:
+        httpd = ThreadingHTTPServer((host, int(port)), handler)
+    except OSError as exc:  # an address of another machine, a port in use or reserved, a name that does not resolve
+        detail = exc.strerror or str(exc)
+        raise OSError(
+            exc.errno,
+            f"cannot listen on {host}:{port} ({detail}); give an address of this machine (127.0.0.1, or 0.0.0.0 for "
+            "every interface) and a free port (0 picks one)",
+        ) from exc
     httpd.daemon_threads = True
     return httpd
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from securetrain.models._shapes import image_shape
+from securetrain.models._shapes import check_width, check_widths, image_shape
 
 
 class CNN(nn.Module):
@@ -30,6 +30,8 @@ class CNN(nn.Module):
         hidden: int = 64,
     ) -> None:
         super().__init__()
+        channels = check_widths("cnn", "channels", channels)
+        hidden = check_width("cnn", "hidden", hidden)
         c, h, w = image_shape("cnn", input_shape)
         self.input_shape = (c, h, w)
         layers: list[nn.Module] = []

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from securetrain.models._shapes import flat_size, image_shape
+from securetrain.models._shapes import check_width, flat_size, image_shape
 
 
 class Square(nn.Module):
@@ -38,6 +38,7 @@ class HEMLP(nn.Module):
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: int = 32) -> None:
         super().__init__()
+        hidden = check_width("he", "hidden", hidden)
         self.input_shape = tuple(input_shape)
         self.net = nn.Sequential(
             nn.Flatten(), nn.Linear(flat_size(input_shape), hidden), Square(), nn.Linear(hidden, num_classes)
@@ -59,6 +60,8 @@ class HECNN(nn.Module):
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, channels: int = 4, kernel_size: int = 3) -> None:
         super().__init__()
+        channels = check_width("he-cnn", "channels", channels)
+        kernel_size = check_width("he-cnn", "kernel_size", kernel_size)
         c, h, w = image_shape("he-cnn", input_shape)
         self.input_shape = (c, h, w)
         self.conv = nn.Conv2d(c, channels, kernel_size, stride=2, padding=1)

@@ -7,11 +7,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from securetrain.models._shapes import flat_size
+from securetrain.errors import ConfigurationError
+from securetrain.models._shapes import check_widths, flat_size
 
 
 class MLP(nn.Module):
     """Flatten, then ``Linear -> ReLU`` per hidden width, then a linear head.
+
+    ``hidden`` is a list of layer widths (a single number: one hidden layer); ``dropout``
+    a probability in ``[0, 1)``.
 
     Example:
         >>> import torch
@@ -23,18 +27,21 @@ class MLP(nn.Module):
         self,
         input_shape: Sequence[int],
         num_classes: int,
-        hidden: Sequence[int] = (128, 64),
+        hidden: Sequence[int] | int = (128, 64),
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        widths = check_widths("mlp", "hidden", hidden, allow_int=True)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ConfigurationError(f"model 'mlp': option 'dropout' must be a number in [0, 1), got {dropout!r}")
         self.input_shape = tuple(input_shape)
         layers: list[nn.Module] = [nn.Flatten()]
         width = flat_size(input_shape)
-        for h in hidden:
-            layers += [nn.Linear(width, int(h)), nn.ReLU()]
+        for h in widths:
+            layers += [nn.Linear(width, h), nn.ReLU()]
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = int(h)
+                layers.append(nn.Dropout(float(dropout)))
+            width = h
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from securetrain.models._shapes import image_shape
+from securetrain.models._shapes import check_widths, image_shape
 
 
 def _groups(channels: int) -> int:
@@ -51,6 +51,7 @@ class SmallResNet(nn.Module):
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (16, 32)) -> None:
         super().__init__()
+        widths = check_widths("resnet", "widths", widths)
         c, _, _ = image_shape("resnet", input_shape)
         self.input_shape = tuple(input_shape)
         w0 = int(widths[0])

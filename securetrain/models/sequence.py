@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from securetrain.models._shapes import sequence_shape
+from securetrain.errors import ConfigurationError
+from securetrain.models._shapes import check_width, sequence_shape
 
 
 class LSTMClassifier(nn.Module):
@@ -27,6 +28,8 @@ class LSTMClassifier(nn.Module):
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: int = 32, num_layers: int = 1) -> None:
         super().__init__()
+        hidden = check_width("lstm", "hidden", hidden)
+        num_layers = check_width("lstm", "num_layers", num_layers)
         from opacus.layers import DPLSTM  # per-sample-gradient friendly drop-in for nn.LSTM
 
         _, features = sequence_shape("lstm", input_shape)
@@ -92,6 +95,13 @@ class TransformerClassifier(nn.Module):
         depth: int = 2,
     ) -> None:
         super().__init__()
+        dim = check_width("transformer", "dim", dim)
+        heads = check_width("transformer", "heads", heads)
+        depth = check_width("transformer", "depth", depth)
+        if dim % heads:
+            raise ConfigurationError(
+                f"model 'transformer': option 'dim' ({dim}) must be divisible by 'heads' ({heads}), e.g. dim={heads * max(1, dim // heads)}"
+            )
         seq_len, features = sequence_shape("transformer", input_shape)
         self.input_shape = tuple(input_shape)
         self.embed = nn.Linear(features, dim)

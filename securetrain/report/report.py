@@ -14,6 +14,8 @@ from securetrain.io import atomic_write_json, atomic_write_text
 from securetrain.report.render import render_html, render_markdown
 from securetrain.report.schema import SCHEMA, SECTION_KEYS, check_section
 
+MAX_REPORT_BYTES = 256 * 2**20
+"""A ``report.json`` larger than this is refused."""
 _CORE = ("schema", "data", "model", "accuracy", "privacy", "robustness", "membership", "encrypted", "timing")
 
 
@@ -45,6 +47,10 @@ class Report:
         """Raise :class:`ReportError` if a section misses required keys."""
         if self.schema != SCHEMA:
             raise ReportError(f"unknown report schema {self.schema!r}; this version reads {SCHEMA!r}")
+        for name in ("data", "model", "timing"):
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                raise ReportError(f"report {name!r} must be an object, got {type(value).__name__}")
         for name in SECTION_KEYS:
             check_section(name, getattr(self, name))
         if not isinstance(self.accuracy, (int, float)) or not math.isfinite(float(self.accuracy)):
@@ -123,11 +129,16 @@ class Report:
             p = p / "report.json"
         if not p.is_file():
             raise ReportError(f"no report at {p}; run `securetrain train` or `securetrain demo` first")
+        if p.stat().st_size > MAX_REPORT_BYTES:
+            raise ReportError(f"{p} is too large for a report ({p.stat().st_size} bytes)")
         try:
             obj = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ReportError(f"{p} is not valid JSON ({exc})") from exc
-        return cls.from_dict(obj)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ReportError(f"{p} is not valid JSON ({type(exc).__name__}: {exc})") from None
+        try:
+            return cls.from_dict(obj)
+        except ReportError as exc:
+            raise ReportError(f"{p}: {exc}") from None
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
         """Atomically write the report as JSON."""
@@ -136,11 +147,22 @@ class Report:
     def save(self, run_dir: str | os.PathLike[str], *, html: bool = True) -> dict[str, Path]:
         """Write ``report.json``, ``report.md`` and (by default) ``report.html`` into ``run_dir``."""
         d = Path(run_dir)
+        if d.exists() and not d.is_dir():
+            raise ReportError(f"{d} is not a directory; give the run directory that holds report.json")
+        # Render everything first: a report that cannot be rendered leaves the files on disk as they were.
+        try:
+            content: dict[str, str | None] = {"json": None, "md": render_markdown(self)}
+            if html:
+                content["html"] = render_html(self)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            raise ReportError(
+                f"the report cannot be rendered: a value has the wrong type or shape ({type(exc).__name__}: {exc}); "
+                "fix or regenerate report.json"
+            ) from None
         d.mkdir(parents=True, exist_ok=True)
-        paths = {"json": d / "report.json", "md": d / "report.md"}
+        paths = {name: d / f"report.{name}" for name in content}
         self.write_json(paths["json"])
-        atomic_write_text(paths["md"], render_markdown(self))
-        if html:
-            paths["html"] = d / "report.html"
-            atomic_write_text(paths["html"], render_html(self))
+        for name, text in content.items():
+            if text is not None:
+                atomic_write_text(paths[name], text)
         return paths

@@ -39,6 +39,34 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+_NUMBER = "a number"
+_NUMBER_OR_NULL = "a number or null"
+_TEXT = "a string"
+_LIST = "a list"
+_OBJECT = "an object"
+_BOOL = "true or false"
+
+SECTION_TYPES: dict[str, dict[str, str]] = {
+    "privacy": {"epsilon": _NUMBER_OR_NULL, "delta": _NUMBER_OR_NULL, "valid": _BOOL, "warnings": _LIST},
+    "robustness": {"norm": _TEXT, "epsilons": _LIST, "attacks": _OBJECT, "worst_case": _LIST, "flags": _LIST},
+    "membership": {"auc": _NUMBER_OR_NULL, "epsilon_lower_bound": _NUMBER_OR_NULL},
+    "encrypted": {"scheme": _TEXT, "mode": _TEXT, "agreement": _NUMBER_OR_NULL, "per_sample_s": _NUMBER_OR_NULL},
+}
+"""What the renderers read from each section: the type each of these keys must have."""
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return {
+        _NUMBER: is_number,
+        _NUMBER_OR_NULL: is_number or value is None,
+        _TEXT: isinstance(value, str),
+        _LIST: isinstance(value, list),
+        _OBJECT: isinstance(value, dict),
+        _BOOL: isinstance(value, bool),
+    }[kind]
+
+
 def check_section(name: str, section: Any) -> None:
     """Raise :class:`ReportError` if ``section`` misses a required key of ``name``.
 
@@ -56,3 +84,6 @@ def check_section(name: str, section: Any) -> None:
     missing = sorted(set(SECTION_KEYS.get(name, ())) - set(section))
     if missing:
         raise ReportError(f"report section {name!r} is missing keys: {', '.join(missing)}")
+    for key, kind in SECTION_TYPES.get(name, {}).items():
+        if key in section and not _has_type(section[key], kind):
+            raise ReportError(f"report section {name!r}: {key!r} must be {kind}, got {section[key]!r}")

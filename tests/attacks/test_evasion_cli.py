@@ -97,8 +97,8 @@ def test_audit_errors_are_reported_cleanly(run_dir: Path, tmp_path: Path, capsys
     assert "--eps must be comma-separated numbers, e.g. 0.05,0.1,0.2, got '0.1,big'" in capsys.readouterr().err
     assert main(["audit", str(run_dir), "--attacks", "cw-l2", "--no-progress"]) == 2
     assert "measures l2 perturbations but this audit's norm is linf" in capsys.readouterr().err
-    assert main(["audit", str(tmp_path), "--no-progress"]) == 2
-    assert "no report at" in capsys.readouterr().err
+    assert main(["audit", str(tmp_path), "--no-progress"]) == 1  # not a usage error: exit status 1 (docs/cli.md)
+    assert "is not a securetrain run directory (no config.json)" in capsys.readouterr().err
     assert main(["--threads", "0", "audit", str(run_dir), "--no-progress"]) == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 
@@ -26,12 +27,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad flags before the (slow) model compilation."""
+    from securetrain.encrypted.http import check_port
+    from securetrain.errors import ConfigurationError
+
+    if not args.host:
+        raise ConfigurationError("--host is empty; give an address of this machine, e.g. 127.0.0.1 or 0.0.0.0")
+    try:
+        check_port(args.port)
+    except ConfigurationError:
+        raise ConfigurationError(f"--port must be in 0..65535 (0: any free port), got {args.port}") from None
+    if not (math.isfinite(args.max_body_mb) and args.max_body_mb > 0) or args.max_body_mb * 2**20 > 2**53:
+        raise ConfigurationError(f"--max-body-mb must be a positive number of MiB, e.g. 256, got {args.max_body_mb}")
+    if args.max_contexts < 1:
+        raise ConfigurationError(f"--max-contexts must be at least 1, got {args.max_contexts}")
+
+
 def run(args: argparse.Namespace) -> int:
     from securetrain.encrypted.http import build_service_from_run, make_server
 
+    check_args(args)
     modes = ("throughput", "latency") if args.mode == "both" else (args.mode,)
     service = build_service_from_run(args.dir, modes, max_contexts=args.max_contexts)
-    httpd = make_server(service, args.host, args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    httpd = make_server(service, args.host, args.port, max_body_bytes=max(1, int(args.max_body_mb * 1024 * 1024)))
     host, port = httpd.server_address[:2]
     sys.stderr.write(f"serving {service.info()['model']} ({', '.join(modes)}) on http://{host}:{port}\n")  # type: ignore[str-bytes-safe]  # an AF_INET server's host is a str
     sys.stderr.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _epsilons(text: str) -> list[float]:
+    """``"0.5,1,1,2"`` -> ``[0.5, 1.0, 2.0]``: finite positive numbers, duplicates dropped (order kept)."""
     from securetrain.errors import ConfigurationError
 
     try:
@@ -55,7 +57,12 @@ def _epsilons(text: str) -> list[float]:
         ) from None
     if not values:
         raise ConfigurationError("--epsilons is empty; give e.g. 0.5,1,2,4,8")
-    return values
+    bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise ConfigurationError(
+            f"--epsilons must be finite numbers > 0, e.g. 0.5,1,2,4,8; got {', '.join(f'{v:g}' for v in bad)}"
+        )
+    return list(dict.fromkeys(values))  # each epsilon once, in the order given
 
 
 def run(args: argparse.Namespace) -> int:

@@ -79,11 +79,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
     try:
         kwargs = json.loads(args.model_kwargs)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"--model-kwargs must be a JSON object: {exc}") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ConfigurationError(f"--model-kwargs must be a JSON object: {detail}") from None
     if not isinstance(kwargs, dict):
         raise ConfigurationError("--model-kwargs must be a JSON object")
-    return TrainConfig(
+    config = TrainConfig(
         data=args.data,
         model=args.model,
         model_kwargs=kwargs,
@@ -95,6 +96,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         progress=show_progress(args),
         data_root=args.data_root,
     )
+    from securetrain.models import check_model_options
+
+    check_model_options(config.resolved_model(), kwargs)  # a bad option fails before anything is written
+    return config
 
 
 def defenses_from_args(args: argparse.Namespace) -> list[Defense]:
