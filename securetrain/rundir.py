@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from securetrain.errors import CheckpointError
+from securetrain.errors import CheckpointError, ConfigurationError, ModelError, UnknownNameError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -168,7 +168,13 @@ class RunDir:
                 f"{self.path} was trained with a custom model ({spec.name}); build it yourself and load the weights "
                 f"with securetrain.checkpoint.load_weights('{self.weights_path}', model)"
             )
-        return build_model(spec.name, self.data.input_shape, self.data.num_classes, **spec.kwargs)
+        try:
+            return build_model(spec.name, self.data.input_shape, self.data.num_classes, **spec.kwargs)
+        except (UnknownNameError, ModelError, ConfigurationError) as exc:
+            raise CheckpointError(
+                f"{self.path / CONFIG_NAME} names a model that cannot be built ({exc}); the file was changed or "
+                "comes from another securetrain: retrain, or restore the run's own config.json"
+            ) from None
 
     def load_model(self) -> nn.Module:
         """The trained model: a plain ``nn.Module`` in eval mode (weights from safetensors, nothing unpickled)."""
@@ -182,7 +188,13 @@ class RunDir:
         """A split (``"train"`` or ``"test"``) of the run's data set."""
         from securetrain import data
 
-        return data.load(self.data.name, split, root=self.data.root)
+        try:
+            return data.load(self.data.name, split, root=self.data.root)
+        except (UnknownNameError, ConfigurationError) as exc:
+            raise CheckpointError(
+                f"{self.path / CONFIG_NAME} names data that cannot be loaded ({exc}); the file was changed or "
+                "comes from another securetrain: retrain, or restore the run's own config.json"
+            ) from None
 
 
 __all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "WEIGHTS_NAME", "RunData", "RunDir", "RunModel"]

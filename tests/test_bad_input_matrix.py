@@ -464,6 +464,27 @@ CLI_CASES = [
         write("config.json", b"\xff\xfe\x00"),
     ),
     cli(
+        "config-unknown-model",
+        AUDIT,
+        1,
+        err("audit", r".*/config\.json names a model that cannot be built \(unknown model 'vgg'"),
+        model_section(name="vgg"),
+    ),
+    cli(
+        "config-bad-model-option",
+        AUDIT,
+        1,
+        err("audit", r".*/config\.json names a model that cannot be built \(model 'mlp' has no option 'nosuch'"),
+        model_section(kwargs={"nosuch": 1}),
+    ),
+    cli(
+        "config-unknown-data",
+        AUDIT,
+        1,
+        err("audit", r".*/config\.json names data that cannot be loaded \(unknown data set 'imagenet'"),
+        data_section(name="imagenet"),
+    ),
+    cli(
         "config-a-list",
         AUDIT,
         1,
@@ -474,21 +495,30 @@ CLI_CASES = [
         "config-zero-classes",
         AUDIT,
         1,
-        err("audit", r"cannot build model 'mlp': num_classes must be a whole number >= 1, got 0"),
+        err(
+            "audit",
+            r".*/config\.json names a model that cannot be built \(cannot build model 'mlp': num_classes must be a whole number >= 1, got 0",
+        ),
         data_section(num_classes=0),
     ),
     cli(
         "config-negative-shape",
         AUDIT,
         1,
-        err("audit", r"cannot build model 'mlp': input_shape must be positive whole numbers, got \(-30,\)"),
+        err(
+            "audit",
+            r".*/config\.json names a model that cannot be built \(cannot build model 'mlp': input_shape must be positive whole numbers, got \(-30,\)",
+        ),
         data_section(input_shape=[-30]),
     ),
     cli(
         "config-huge-shape",
         AUDIT,
         1,
-        err("audit", r"cannot build model 'mlp' for input_shape=\(1000000000000, 1000000000000\)"),
+        err(
+            "audit",
+            r".*/config\.json names a model that cannot be built \(cannot build model 'mlp' for input_shape=\(1000000000000, 1000000000000\)",
+        ),
         data_section(input_shape=[10**12, 10**12]),
     ),
     cli(
@@ -655,7 +685,7 @@ CLI_CASES = [
         "report-cmd-missing-dir",
         "report {tmp}/nope",
         1,
-        err("report", r".*/nope is not a securetrain run directory \(no config\.json\)"),
+        err("report", r"no report at .*/nope; run `securetrain train` or `securetrain demo` first"),
     ),
     # encrypt
     cli(
