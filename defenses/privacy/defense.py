@@ -464,8 +464,9 @@ class DifferentialPrivacy(Defense):
     def _on_release(self, opt: DPSGDOptimizer) -> None:
         self._budget().record(opt.last_groups)
 
-    def _budget_reason(self) -> str | None:
-        return self._budget().stop_reason()
+    def _budget_reason(self, groups: int | None = None) -> str | None:
+        """Why the next release must not happen: charged at ``groups`` (the step's own) or the worst case seen."""
+        return self._budget().stop_reason(groups)
 
     def before_step(self, session: TrainingSession) -> bool:
         """Veto the next step when it would exceed the budget (the reason goes to the report)."""
