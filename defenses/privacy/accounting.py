@@ -186,6 +186,10 @@ def _rdp_epsilon(hist: tuple[tuple[float, float, int], ...], delta: float) -> fl
 def calibrate_noise(name: str, *, target: float, delta: float, sample_rate: float, steps: int) -> float:
     """The smallest noise multiplier (to 1%) with which ``steps`` steps spend at most ``target``.
 
+    By accountant ``name``'s own figure; for ``gdp`` a run calibrates with
+    ``max(calibrate_noise("gdp", ...), calibrate_noise("prv", ...))`` so that the reported
+    upper bound (:func:`upper_epsilon`) meets the target.
+
     Raises :class:`PrivacyError` when no noise level reaches the target.
     """
     from opacus.accountants.utils import get_noise_multiplier
@@ -193,7 +197,9 @@ def calibrate_noise(name: str, *, target: float, delta: float, sample_rate: floa
     if steps < 1:
         raise PrivacyError(f"cannot calibrate noise for {steps} steps; train for at least one step")
     if not math.isfinite(target) or target > MAX_EPSILON:
-        raise PrivacyError(f"cannot calibrate noise to epsilon {target}: a target epsilon must be at most {MAX_EPSILON:g}")
+        raise PrivacyError(
+            f"cannot calibrate noise to epsilon {target}: a target epsilon must be at most {MAX_EPSILON:g}"
+        )
     _check_history("rdp", [(1.0, float(sample_rate), int(steps))])  # the step count
     try:
         with warnings.catch_warnings():
@@ -220,17 +226,21 @@ def calibrate_noise(name: str, *, target: float, delta: float, sample_rate: floa
         ) from exc
     # get_noise_multiplier stops within its tolerance above the target in rare cases: walk up.
     for _ in range(60):
-        if upper_epsilon(name, [(sigma, sample_rate, steps)], delta) <= target:
+        if epsilon(name, [(sigma, sample_rate, steps)], delta) <= target:
             return sigma
         sigma *= 1.01
     raise PrivacyError(f"could not calibrate a noise multiplier for target epsilon {target}")
 
 
 def _search_noise(name: str, target: float, delta: float, sample_rate: float, steps: int) -> float:
-    """Opacus's ``get_noise_multiplier`` search over :func:`upper_epsilon`, never below :data:`PRV_MIN_NOISE`."""
+    """Opacus's ``get_noise_multiplier`` search over the guarded :func:`epsilon`, never below :data:`PRV_MIN_NOISE`.
+
+    It also stops once the noise is known to 0.1% (the guard's switch to the rdp bound can
+    leave no noise level within 0.01 of the target).
+    """
 
     def eps(sigma: float) -> float:
-        return upper_epsilon(name, [(sigma, sample_rate, steps)], delta)
+        return epsilon(name, [(sigma, sample_rate, steps)], delta)
 
     low, high, eps_high = 0.0, 10.0, math.inf
     while eps_high > target:
@@ -239,7 +249,7 @@ def _search_noise(name: str, target: float, delta: float, sample_rate: float, st
         if high > 1e6:
             raise ValueError("The privacy budget is too low.")
     for _ in range(100):  # the bisection halves the interval; 100 rounds is far below float resolution
-        if target - eps_high <= 0.01:
+        if target - eps_high <= 0.01 or high - low <= 1e-3 * high:
             break
         sigma = (low + high) / 2
         # below the floor the accountant refuses: count it as too little noise (the answer is then >= the floor)

@@ -103,8 +103,12 @@ def calibrate(settings: PrivacyConfig, schedule: Schedule) -> PrivacyBudget:
                 "to calibrate the noise to a target epsilon, say how long you will train: pass epochs= or steps= "
                 "to DifferentialPrivacy (or give a noise_multiplier)"
             )
-        sigma = accounting.calibrate_noise(
-            settings.accountant, target=settings.epsilon, delta=delta, sample_rate=q, steps=schedule.planned_steps
+        # gdp can under-estimate: the noise must also meet the target by prv (what the report bounds it with)
+        names = ("gdp", "prv") if settings.accountant == "gdp" else (settings.accountant,)
+        sigma = max(
+            accounting.calibrate_noise(name, target=settings.epsilon, delta=delta, sample_rate=q, steps=planned)
+            for name in names
+            for planned in (schedule.planned_steps,)
         )
     cap = settings.budget_cap
     budget = PrivacyBudget(
