@@ -90,6 +90,10 @@ class ReportError(SecureTrainError, ValueError):
     """A report file is missing, malformed, or of an unknown schema."""
 
 
+class TrainingDiverged(SecureTrainError, RuntimeError):
+    """Training produced a non-finite loss or non-finite weights; the model is not kept as the run's result."""
+
+
 __all__ = [
     "AttackError",
     "CheckpointError",
@@ -104,5 +108,6 @@ __all__ = [
     "ReportError",
     "RunDirectoryLocked",
     "SecureTrainError",
+    "TrainingDiverged",
     "UnknownNameError",
 ]

@@ -7,7 +7,15 @@ format of Opacus's accountants. Three accountants are registered:
 * ``rdp``: Renyi DP of the sampled Gaussian mechanism (Mironov et al. 2019) converted with
   Balle et al. 2020; an upper bound, looser than ``prv``.
 * ``gdp``: Gaussian DP via the central limit theorem; an approximation that can
-  *under*-estimate epsilon (reported as a caveat).
+  *under*-estimate epsilon. :func:`upper_epsilon` (what budgets and reports use) takes the
+  larger of the gdp and the prv figure, so a gdp run never reports less than an upper bound.
+
+Degenerate inputs are refused or bounded here, whoever calls: a history with more than
+:data:`MAX_STEPS` steps is refused (:class:`~securetrain.errors.PrivacyError`), prv refuses
+noise multipliers below :data:`PRV_MIN_NOISE` (its discretisation would need hundreds of
+GiB), and a prv history whose discretisation would need more than :data:`PRV_MAX_POINTS`
+points is accounted with rdp instead (also an upper bound, a little looser), so no call
+allocates more than a few hundred MiB.
 
 Example:
     >>> from defenses.privacy.accounting import epsilon, max_steps
@@ -36,9 +44,21 @@ History = Sequence[tuple[float, float, int]]
 
 ACCOUNTANTS: Registry[Callable[[], Any]] = Registry("accountant")
 
+MAX_EPSILON = 1000.0
+"""The largest target epsilon or ``max_epsilon`` accepted (e**1000 bounds nothing)."""
+
 CAVEATS: dict[str, str] = {
     "gdp": "the gdp accountant is a central-limit approximation and can under-estimate epsilon; use prv or rdp for a guarantee",
 }
+
+MAX_STEPS = 10_000_000
+"""The most steps any history or plan may have (the step-budget search stops there too)."""
+
+PRV_MIN_NOISE = 0.1
+"""The smallest positive noise multiplier the prv (and gdp) accountant takes."""
+
+PRV_MAX_POINTS = 2_000_000
+"""The largest prv discretisation (points of its domain); beyond it the rdp bound is used."""
 
 _QUIET = (
     "Optimal order is the",
@@ -77,8 +97,11 @@ def epsilon(name: str, history: History, delta: float) -> float:
         return 0.0
     if any(s <= 0 for s, _, _ in hist):
         return math.inf
+    _check_history(name, hist)
     if name == "rdp":
         return _rdp_epsilon(tuple(hist), float(delta))
+    if name == "prv" and _prv_points(hist, float(delta)) > PRV_MAX_POINTS:
+        return _rdp_epsilon(tuple(hist), float(delta))  # an upper bound too; prv would need GiBs here
     acc = make_accountant(name)
     if name == "gdp" and len({(s, q) for s, q, _ in hist}) > 1:
         raise PrivacyError("the gdp accountant needs a constant noise multiplier and sample rate; use prv or rdp")
@@ -87,6 +110,56 @@ def epsilon(name: str, history: History, delta: float) -> float:
         for msg in _QUIET:
             warnings.filterwarnings("ignore", message=msg)
         return float(acc.get_epsilon(delta=float(delta)))
+
+
+def upper_epsilon(name: str, history: History, delta: float) -> float:
+    """An epsilon that bounds ``history``: accountant ``name``'s, or for ``gdp`` the larger of gdp and prv.
+
+    Budgets, calibration and reports use this, so no reported figure is below an upper bound.
+
+    Example:
+        >>> h = [(0.9, 64 / 1400, 44)]
+        >>> upper_epsilon("gdp", h, 1e-5) == max(epsilon("gdp", h, 1e-5), epsilon("prv", h, 1e-5))
+        True
+    """
+    eps = epsilon(name, history, delta)
+    if name == "gdp":
+        eps = max(eps, epsilon("prv", history, delta))
+    return eps
+
+
+def _check_history(name: str, hist: Sequence[tuple[float, float, int]]) -> None:
+    total = sum(n for _, _, n in hist)
+    if total > MAX_STEPS:
+        raise PrivacyError(
+            f"cannot account {total} steps: at most {MAX_STEPS:,} steps are supported; train for fewer steps "
+            "(fewer epochs or a larger batch)"
+        )
+    if name in ("prv", "gdp"):
+        low = min(s for s, _, _ in hist)
+        if low < PRV_MIN_NOISE:
+            raise PrivacyError(
+                f"noise multiplier {low:g} is below {PRV_MIN_NOISE} the smallest the {name} accountant takes "
+                f"(its analysis would need unbounded memory and the epsilon would be huge anyway); "
+                "use accountant='rdp' or a larger noise_multiplier"
+            )
+
+
+def _prv_points(hist: Sequence[tuple[float, float, int]], delta: float) -> int:
+    """Points of the domain Opacus's prv accountant would discretise ``hist`` on (cheap to compute)."""
+    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
+
+    acc = make_accountant("prv")
+    try:
+        domain = acc._get_domain(
+            prvs=[PoissonSubsampledGaussianPRV(q, s) for s, q, _ in hist],
+            num_self_compositions=[n for _, _, n in hist],
+            eps_error=0.01,
+            delta_error=delta / 1000,
+        )
+    except (ValueError, OverflowError, FloatingPointError):
+        return PRV_MAX_POINTS + 1
+    return int(domain.size)
 
 
 @lru_cache(maxsize=256)
@@ -113,26 +186,38 @@ def _rdp_epsilon(hist: tuple[tuple[float, float, int], ...], delta: float) -> fl
 def calibrate_noise(name: str, *, target: float, delta: float, sample_rate: float, steps: int) -> float:
     """The smallest noise multiplier (to 1%) with which ``steps`` steps spend at most ``target``.
 
+    By accountant ``name``'s own figure; for ``gdp`` a run calibrates with
+    ``max(calibrate_noise("gdp", ...), calibrate_noise("prv", ...))`` so that the reported
+    upper bound (:func:`upper_epsilon`) meets the target.
+
     Raises :class:`PrivacyError` when no noise level reaches the target.
     """
     from opacus.accountants.utils import get_noise_multiplier
 
     if steps < 1:
         raise PrivacyError(f"cannot calibrate noise for {steps} steps; train for at least one step")
+    if not math.isfinite(target) or target > MAX_EPSILON:
+        raise PrivacyError(
+            f"cannot calibrate noise to epsilon {target}: a target epsilon must be at most {MAX_EPSILON:g}"
+        )
+    _check_history("rdp", [(1.0, float(sample_rate), int(steps))])  # the step count
     try:
         with warnings.catch_warnings():
             for msg in _QUIET:
                 warnings.filterwarnings("ignore", message=msg)
-            sigma = float(
-                get_noise_multiplier(
-                    target_epsilon=float(target),
-                    target_delta=float(delta),
-                    sample_rate=float(sample_rate),
-                    steps=int(steps),
-                    accountant=name,
-                    epsilon_tolerance=0.01,
+            if name == "rdp":
+                sigma = float(
+                    get_noise_multiplier(
+                        target_epsilon=float(target),
+                        target_delta=float(delta),
+                        sample_rate=float(sample_rate),
+                        steps=int(steps),
+                        accountant=name,
+                        epsilon_tolerance=0.01,
+                    )
                 )
-            )
+            else:  # Opacus's search through the guarded epsilon (bounded memory, bounded iterations)
+                sigma = _search_noise(name, float(target), float(delta), float(sample_rate), int(steps))
     except ValueError as exc:
         raise PrivacyError(
             f"target epsilon {target} is unreachable for this schedule ({steps} steps at sample rate "
@@ -147,6 +232,35 @@ def calibrate_noise(name: str, *, target: float, delta: float, sample_rate: floa
     raise PrivacyError(f"could not calibrate a noise multiplier for target epsilon {target}")
 
 
+def _search_noise(name: str, target: float, delta: float, sample_rate: float, steps: int) -> float:
+    """Opacus's ``get_noise_multiplier`` search over the guarded :func:`epsilon`, never below :data:`PRV_MIN_NOISE`.
+
+    It also stops once the noise is known to 0.1% (the guard's switch to the rdp bound can
+    leave no noise level within 0.01 of the target).
+    """
+
+    def eps(sigma: float) -> float:
+        return epsilon(name, [(sigma, sample_rate, steps)], delta)
+
+    low, high, eps_high = 0.0, 10.0, math.inf
+    while eps_high > target:
+        high *= 2
+        eps_high = eps(high)
+        if high > 1e6:
+            raise ValueError("The privacy budget is too low.")
+    for _ in range(100):  # the bisection halves the interval; 100 rounds is far below float resolution
+        if target - eps_high <= 0.01 or high - low <= 1e-3 * high:
+            break
+        sigma = (low + high) / 2
+        # below the floor the accountant refuses: count it as too little noise (the answer is then >= the floor)
+        e = eps(sigma) if sigma >= PRV_MIN_NOISE else math.inf
+        if e < target:
+            high, eps_high = sigma, e
+        else:
+            low = sigma
+    return high
+
+
 def max_steps(
     name: str,
     *,
@@ -156,21 +270,23 @@ def max_steps(
     target: float,
     spent: History = (),
     hint: int | None = None,
-    limit: int = 10_000_000,
+    limit: int = MAX_STEPS,
 ) -> int:
     """The largest number of further steps after ``spent`` whose total epsilon is at most ``target``.
 
     Epsilon grows with the number of steps, so a binary search finds the last step that
-    fits. ``hint`` (a step count expected to fit) only speeds the search up.
+    fits. ``hint`` (a step count expected to fit) only speeds the search up. The answer
+    is at most ``limit`` (:data:`MAX_STEPS`, and never more than that less the steps
+    already ``spent``), whatever the target: the search never grows past it.
     """
+    base = [(float(s), float(q), int(n)) for s, q, n in spent]
+    limit = max(0, min(int(limit), MAX_STEPS - sum(n for _, _, n in base)))
     if noise_multiplier <= 0:
         return 0 if target < math.inf else limit
-    base = [(float(s), float(q), int(n)) for s, q, n in spent]
 
     def eps_after(n: int) -> float:
-        return (
-            epsilon(name, [*base, (noise_multiplier, sample_rate, n)], delta) if n > 0 else epsilon(name, base, delta)
-        )
+        hist = [*base, (noise_multiplier, sample_rate, n)] if n > 0 else base
+        return upper_epsilon(name, hist, delta)
 
     if eps_after(0) > target:
         return 0
@@ -181,7 +297,9 @@ def max_steps(
         )
         if lo and eps_after(lo) > target:
             lo = 0
-    hi = max(lo * 2, int(hint or 0), 1)
+    hi = min(max(lo * 2, int(hint or 0), 1), limit)
+    if limit == 0:
+        return 0
     while eps_after(hi) <= target:
         lo = hi
         if hi >= limit:
@@ -197,7 +315,7 @@ def max_steps(
 
 
 def epsilon_curve(name: str, history: History, delta: float, points: int = 12) -> list[list[float]]:
-    """``[[step, epsilon], ...]`` at about ``points`` steps from 0 to the end of ``history``."""
+    """``[[step, epsilon], ...]`` at about ``points`` steps from 0 to the end of ``history`` (:func:`upper_epsilon`)."""
     hist = [(float(s), float(q), int(n)) for s, q, n in history if int(n) > 0]
     total = sum(n for _, _, n in hist)
     if total == 0:
@@ -212,5 +330,5 @@ def epsilon_curve(name: str, history: History, delta: float, points: int = 12) -
                 break
             prefix.append((s, q, min(n, left)))
             left -= n
-        out.append([m, epsilon(name, prefix, delta) if m else 0.0])
+        out.append([m, upper_epsilon(name, prefix, delta) if m else 0.0])
     return out

@@ -130,7 +130,14 @@ class PrivacyBudget:
 
     def spent(self) -> float:
         """Epsilon spent so far at :attr:`delta` (``inf`` without noise)."""
-        return accounting.epsilon(self.report_accountant, [e.as_tuple() for e in self._entries], self.delta)
+        return accounting.upper_epsilon(self.report_accountant, [e.as_tuple() for e in self._entries], self.delta)
+
+    def accountant_figures(self) -> dict[str, float]:
+        """For a ``gdp`` run: the gdp figure and the prv upper bound of the same history (else empty)."""
+        if self.report_accountant != "gdp" or not self._entries:
+            return {}
+        hist = [e.as_tuple() for e in self._entries]
+        return {"gdp": accounting.epsilon("gdp", hist, self.delta), "prv": accounting.epsilon("prv", hist, self.delta)}
 
     def curve(self, points: int) -> list[list[float]]:
         """``[[step, epsilon], ...]`` at about ``points`` steps of the history."""
@@ -138,27 +145,48 @@ class PrivacyBudget:
             self.report_accountant, [e.as_tuple() for e in self._entries], self.delta, points
         )
 
-    def fits_one_more(self) -> bool:
-        """Whether one more step at the schedule's noise and rate keeps the epsilon within the cap."""
+    @property
+    def worst_groups(self) -> int:
+        """The most hooked-pass groups any released step had (1 for a run without accumulation)."""
+        if not self.sample_rate:
+            return 1
+        return max([1, *(round(e.sample_rate / self.sample_rate) for e in self._entries)])
+
+    def fits_one_more(self, groups: int = 1) -> bool:
+        """Whether one more step at the schedule's noise, with ``groups`` hooked-pass groups, keeps the epsilon within the cap.
+
+        A step whose samples went through ``groups`` groups of passes (gradient accumulation)
+        is charged at rate ``groups * sample_rate``, as :meth:`record` will account it.
+        """
         cap = self.cap
         if cap is None or not self.noise_multiplier:
             return True
-        q, sigma = self.sample_rate, self.noise_multiplier
-        if all(e.noise_multiplier == sigma and e.sample_rate == q for e in self._entries):
+        sigma = self.noise_multiplier
+        q = self.sample_rate * max(1, int(groups))
+        if q == self.sample_rate and all(e.noise_multiplier == sigma and e.sample_rate == q for e in self._entries):
             return self.budget_steps is not None and self.steps < self.budget_steps
-        key = (len(self._entries), self._entries[-1], cap, sigma, q)
+        key = (len(self._entries), self._entries[-1] if self._entries else None, cap, sigma, q)
         if self._next_fits is None or self._next_fits[0] != key:
             nxt = [e.as_tuple() for e in self._entries] + [(sigma, q, 1)]
-            self._next_fits = (key, accounting.epsilon(self.report_accountant, nxt, self.delta) <= cap)
+            accountant = self.report_accountant if self._entries else self.accountant
+            if accountant == "gdp" and q != self.sample_rate:
+                accountant = "rdp"  # gdp cannot analyse mixed rates: record() will report rdp then
+            self._next_fits = (key, accounting.upper_epsilon(accountant, nxt, self.delta) <= cap)
         return self._next_fits[1]
 
-    def stop_reason(self) -> str | None:
-        """Why the next step must not be taken, or ``None`` when it fits."""
-        if self.fits_one_more():
+    def stop_reason(self, groups: int | None = None) -> str | None:
+        """Why the next step must not be taken, or ``None`` when it fits.
+
+        ``groups``: the hooked-pass groups of the step about to be released; ``None``
+        charges the worst case seen so far (:attr:`worst_groups`).
+        """
+        g = self.worst_groups if groups is None else max(1, int(groups))
+        if self.fits_one_more(g):
             return None
         assert self.cap is not None
+        what = "one more step" if g == 1 else f"one more step with {g} accumulated passes (rate {g} x sample_rate)"
         return (
-            f"stopped after {self.steps} steps: one more step would spend more than the {self.cap_name} {self.cap:g} "
+            f"stopped after {self.steps} steps: {what} would spend more than the {self.cap_name} {self.cap:g} "
             f"(spent so far: epsilon {self.spent():.4g} at delta {self.delta:g})"
         )
 

@@ -44,6 +44,13 @@ def _optional_positive(what: str, value: object, hint: str) -> float | None:
     return None if value is None else _positive(what, value, hint)
 
 
+def _finite(what: str, value: float | None, hint: str, *, limit: float = math.inf) -> float | None:
+    if value is not None and (not math.isfinite(value) or value > limit):
+        bound = "a finite number" if limit == math.inf else f"at most {limit:g}"
+        raise PrivacyError(f"{what} must be {bound}, got {value}; {hint}")
+    return value
+
+
 def _optional_count(what: str, value: object) -> int | None:
     if value is None:
         return None
@@ -52,6 +59,14 @@ def _optional_count(what: str, value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
         raise PrivacyError(f"{what} must be at least 1, got {value}")
     return int(value)
+
+
+def _max_steps(what: str, value: int | None) -> int | None:
+    if value is not None and value > accounting.MAX_STEPS:
+        raise PrivacyError(
+            f"{what} must be at most {accounting.MAX_STEPS:,} (the most steps the accountants analyse), got {value}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -83,12 +98,23 @@ class PrivacyConfig:
 
     def __post_init__(self) -> None:
         epsilon = _optional_positive("epsilon", self.epsilon, "a target epsilon is a positive number such as 1, 3 or 8")
+        no_cap = "for a run without an epsilon budget give noise_multiplier= alone"
+        epsilon = _finite("epsilon", epsilon, no_cap, limit=accounting.MAX_EPSILON)
         max_epsilon = _optional_positive("max_epsilon", self.max_epsilon, "it is a hard cap on the epsilon spent")
+        max_epsilon = _finite("max_epsilon", max_epsilon, "leave it out for no cap", limit=accounting.MAX_EPSILON)
         delta = None if self.delta is None else check_delta(self.delta, error=PrivacyError)
         max_grad_norm = _positive("max_grad_norm", self.max_grad_norm, "it is the per-sample clipping norm, e.g. 1.0")
+        _finite("max_grad_norm", max_grad_norm, "it is the per-sample clipping norm, e.g. 1.0")
         sigma = None
         if self.noise_multiplier is not None:
             sigma = check_positive("noise_multiplier", self.noise_multiplier, error=PrivacyError, allow_zero=True)
+            _finite("noise_multiplier", sigma, "it is the noise standard deviation over max_grad_norm, e.g. 1.0")
+            if 0 < sigma < accounting.PRV_MIN_NOISE and self.accountant in ("prv", "gdp"):
+                raise PrivacyError(
+                    f"noise_multiplier {sigma:g} is below {accounting.PRV_MIN_NOISE}, the smallest the "
+                    f"{self.accountant} accountant takes (its analysis would need unbounded memory); use "
+                    "accountant='rdp' or a larger noise_multiplier"
+                )
         if epsilon is None and sigma is None:
             raise PrivacyError(
                 "give a target epsilon (epsilon=...) or a noise_multiplier; differential privacy needs one of them"
@@ -113,8 +139,8 @@ class PrivacyConfig:
             "max_grad_norm": max_grad_norm,
             "noise_multiplier": sigma,
             "physical_batch_size": _optional_count("physical_batch_size", self.physical_batch_size),
-            "epochs": _optional_count("epochs", self.epochs),
-            "steps": _optional_count("steps", self.steps),
+            "epochs": _max_steps("epochs", _optional_count("epochs", self.epochs)),
+            "steps": _max_steps("steps", _optional_count("steps", self.steps)),
             "batch_size": _optional_count("batch_size", self.batch_size),
             "seed": None if self.seed is None else int(self.seed),
             "poisson_sampling": bool(self.poisson_sampling),

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Iterable, Sequence, Sized
 from typing import Any, ClassVar, cast
 
@@ -80,11 +81,21 @@ from securetrain.training import (
     Defense,
     DefenseOption,
     EpochMetrics,
+    LossFn,
     PrivateOptimizer,
     TrainingSession,
 )
 
 log = logging.getLogger("securetrain")
+
+EVAL_MODE = (
+    "the model is in eval mode during private training: call model.train() before the training loop (the "
+    "per-sample gradient checks run in training mode only, and dropout or similar layers behave differently)"
+)
+"""The warning (or, for engines that need training mode, the :class:`PrivacyError`) for a model left in eval mode."""
+
+EVAL_MODE_FAILS = frozenset({"hooks", "functorch"})
+"""Engines that cannot compute per-sample gradients of a model in eval mode (Opacus's hooks capture nothing)."""
 
 
 class DifferentialPrivacy(Defense):
@@ -174,6 +185,8 @@ class DifferentialPrivacy(Defense):
         self.stopped_by_budget = False
         self._declared_passes = 1
         self._session_passes = 1
+        self._session: TrainingSession | None = None
+        self._eval_warned = False
 
     # ------------------------------------------------------------------ settings (read-only)
 
@@ -362,6 +375,7 @@ class DifferentialPrivacy(Defense):
         wrapped = choice.engine.attach(model)
 
         self.plain_model, self.original_optimizer = model, optimizer
+        self._session = session
         try:
             self.optimizer = DPSGDOptimizer(
                 optimizer,
@@ -453,6 +467,31 @@ class DifferentialPrivacy(Defense):
 
     # ------------------------------------------------------------------ during training
 
+    def wrap_loss(self, loss_fn: LossFn) -> LossFn:
+        """The loss below, after a check that the model is in training mode (see :data:`EVAL_MODE`)."""
+
+        def private_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            plain = self.plain_model
+            hooked = getattr(model, "hooks_enabled", True)
+            if torch.is_grad_enabled() and hooked and not (model.training and (plain is None or plain.training)):
+                self._in_eval_mode()
+            return loss_fn(model, x, y)
+
+        return private_loss
+
+    def _in_eval_mode(self) -> None:
+        """The model is in eval mode at a private step: refuse (engines that need train mode) or warn once."""
+        name = self.engine_name
+        if name in EVAL_MODE_FAILS:
+            raise PrivacyError(EVAL_MODE + f"; the {name} engine cannot compute per-sample gradients in eval mode")
+        if not self._eval_warned:
+            self._eval_warned = True
+            warnings.warn(EVAL_MODE, UserWarning, stacklevel=4)
+            if self._session is not None:
+                self._note(self._session, EVAL_MODE)
+            else:
+                self.notes.append(EVAL_MODE)
+
     def _on_batch(self, last: bool) -> None:
         if self.optimizer is not None:
             self.optimizer.skip_next = not last
@@ -464,8 +503,9 @@ class DifferentialPrivacy(Defense):
     def _on_release(self, opt: DPSGDOptimizer) -> None:
         self._budget().record(opt.last_groups)
 
-    def _budget_reason(self) -> str | None:
-        return self._budget().stop_reason()
+    def _budget_reason(self, groups: int | None = None) -> str | None:
+        """Why the next release must not happen: charged at ``groups`` (the step's own) or the worst case seen."""
+        return self._budget().stop_reason(groups)
 
     def before_step(self, session: TrainingSession) -> bool:
         """Veto the next step when it would exceed the budget (the reason goes to the report)."""

@@ -50,8 +50,9 @@ class DPSGDOptimizer:
     ``skip_next`` is set by the Poisson loader before every physical batch that is not the
     last of its logical batch; such steps only clip and accumulate. ``inspect`` (the
     validity monitor) sees every physical step's per-sample gradients before clipping and
-    before ``p.grad`` is overwritten. ``budget`` returns a reason string when one more
-    noisy step would exceed the privacy budget; the step then raises
+    before ``p.grad`` is overwritten. ``budget(groups)`` returns a reason string when one
+    more noisy step, whose samples went through ``groups`` groups of hooked passes (the
+    rate the accountant will charge it), would exceed the privacy budget; the step then raises
     :class:`~securetrain.errors.PrivacyBudgetExhausted` instead of releasing anything.
     ``on_release(self)`` runs after each noisy step (the accountant).
     """
@@ -66,7 +67,7 @@ class DPSGDOptimizer:
         expected_batch_size: int,
         generator: torch.Generator | None = None,
         inspect: Callable[[PerSampleGrads], None] | None = None,
-        budget: Callable[[], str | None] | None = None,
+        budget: Callable[[int], str | None] | None = None,
         on_release: Callable[[DPSGDOptimizer], None] | None = None,
     ) -> None:
         self.original_optimizer: torch.optim.Optimizer = optimizer
@@ -173,9 +174,10 @@ class DPSGDOptimizer:
         if self.skip_next:
             return False
         if self.budget is not None:
-            reason = self.budget()
+            reason = self.budget(self._groups_in_batch)
             if reason is not None:
                 self._summed.zero_()
+                self._groups_in_batch = 1
                 raise PrivacyBudgetExhausted(reason)
         self.add_noise()
         self.last_groups = self._groups_in_batch

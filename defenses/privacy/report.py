@@ -61,6 +61,12 @@ def privacy_section(
     caveat = accounting.CAVEATS.get(budget.report_accountant)
     if caveat:
         warnings_.append(caveat)
+    figures = budget.accountant_figures()
+    if figures:
+        warnings_.append(
+            f"the gdp accountant gives epsilon {figures['gdp']:.4g} and the prv accountant {figures['prv']:.4g} "
+            f"for the same history; the reported epsilon is the larger ({eps:.4g}), an upper bound"
+        )
     if schedule.delta_too_large:
         warnings_.append(schedule.delta_warning())
     return {

@@ -65,6 +65,8 @@ class PoissonBatches:
         self.collate_fn = collate_fn or default_collate
         self.on_batch = on_batch
         self.batches_drawn = 0
+        self.rows_yielded: list[int] = []
+        """Rows of each batch yielded since the validity monitor last looked (:meth:`take_rows`)."""
         self.rank, self.world_size = 0, 1
         self._tensors = dataset.tensors if isinstance(dataset, TensorDataset) else None
         self._empty: Any = None
@@ -85,6 +87,11 @@ class PoissonBatches:
         if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
             raise PrivacyError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
         self.rank, self.world_size = int(rank), int(world_size)
+
+    def take_rows(self) -> list[int]:
+        """The row counts of the batches yielded since the last call (the validity check compares them)."""
+        rows, self.rows_yielded = self.rows_yielded, []
+        return rows
 
     def logical_indices(self) -> torch.Tensor:
         """Draw one logical batch (this rank's share of it in a sharded job): the indices of the samples it takes."""
@@ -113,6 +120,8 @@ class PoissonBatches:
                 if self.on_batch is not None:
                     self.on_batch(j == len(chunks) - 1)
                 self.batches_drawn += 1
+                self.rows_yielded.append(int(chunk.numel()))
+                del self.rows_yielded[:-64]  # a loop that never steps must not grow it without bound
                 yield self._fetch(chunk)
 
 

@@ -71,6 +71,11 @@ def plan_schedule(settings: PrivacyConfig, plan: RunPlan, *, loader_batches: int
     steps_per_epoch = math.ceil(n / batch) if settings.poisson_sampling else loader_batches
     epochs = settings.epochs or plan.epochs
     planned = settings.steps or (int(epochs) * steps_per_epoch if epochs and steps_per_epoch else None)
+    if planned is not None and planned > accounting.MAX_STEPS:
+        raise PrivacyError(
+            f"the run is planned for {planned:,} steps ({epochs} epochs of {steps_per_epoch}); the accountants "
+            f"analyse at most {accounting.MAX_STEPS:,}; train for fewer epochs or use a larger batch"
+        )
     delta = settings.delta if settings.delta is not None else min(1e-5, 0.1 / n)
     return Schedule(
         dataset_size=n,
@@ -98,8 +103,12 @@ def calibrate(settings: PrivacyConfig, schedule: Schedule) -> PrivacyBudget:
                 "to calibrate the noise to a target epsilon, say how long you will train: pass epochs= or steps= "
                 "to DifferentialPrivacy (or give a noise_multiplier)"
             )
-        sigma = accounting.calibrate_noise(
-            settings.accountant, target=settings.epsilon, delta=delta, sample_rate=q, steps=schedule.planned_steps
+        # gdp can under-estimate: the noise must also meet the target by prv (what the report bounds it with)
+        names = ("gdp", "prv") if settings.accountant == "gdp" else (settings.accountant,)
+        sigma = max(
+            accounting.calibrate_noise(name, target=settings.epsilon, delta=delta, sample_rate=q, steps=planned)
+            for name in names
+            for planned in (schedule.planned_steps,)
         )
     cap = settings.budget_cap
     budget = PrivacyBudget(

@@ -11,7 +11,8 @@ leaves that mechanism, and the report marks the epsilon ``valid: false`` with th
 ``accumulation``       gradients of several backward passes accumulated into one step
 ``outside_loss``       ``p.grad`` differs from the sum of per-sample gradients: a loss term
                        was computed outside the per-sample path
-``foreign_batches``    a step used samples that did not come from the Poisson sampler
+``foreign_batches``    a step used samples that did not come from the Poisson sampler (no batch
+                       drawn since the last step, or not as many rows as it drew)
 ``no_noise``           the noise multiplier is 0: nothing is private
 =====================  ===================================================================
 
@@ -74,8 +75,9 @@ MESSAGES: dict[str, str] = {
         "target epsilon or a positive noise_multiplier"
     ),
     "foreign_batches": (
-        "a step used samples that did not come from session.train_loader (first at step {step}); the "
-        "accountant covers only batches drawn by the Poisson sampler. Iterate session.train_loader"
+        "a step used samples that did not come from session.train_loader (first at step {step}{detail}); the "
+        "accountant covers only batches drawn by the Poisson sampler. Iterate session.train_loader and train on "
+        "its batches as they are"
     ),
 }
 
@@ -117,6 +119,24 @@ def declare_forward_passes(session: TrainingSession, passes: int) -> None:
     defense declares it with its ``forward_passes_per_step`` class attribute instead).
     """
     session.declare_forward_passes(passes)
+
+
+def rows_match(batch_size: int, groups: int, rows: list[int]) -> bool:
+    """Whether ``batch_size`` per-sample gradients in ``groups`` groups can come from the sampler's ``rows``.
+
+    The step may use the last batch yielded, or the last few together (accumulation, flagged
+    on its own), each sample once or once per group (the same batch backpropagated again).
+
+    Example:
+        >>> rows_match(20, 1, [20]), rows_match(25, 1, [20]), rows_match(40, 2, [20]), rows_match(39, 1, [17, 22])
+        (True, False, True, True)
+    """
+    total = 0
+    for r in reversed(rows):
+        total += int(r)
+        if any(total * k == batch_size for k in range(1, max(1, int(groups)) + 1)):
+            return True
+    return False
 
 
 class ValidityMonitor:
@@ -183,8 +203,18 @@ class ValidityMonitor:
                 self.flag("multiple_forward", str(tap.contributing), step=step)
         if self.loader is not None:
             drawn = int(self.loader.batches_drawn)
-            if drawn == self._last_drawn and psg.batch_size > 0:
-                self.flag("foreign_batches", step=step)
+            take = getattr(self.loader, "take_rows", None)
+            rows: list[int] | None = take() if callable(take) else None
+            if psg.batch_size > 0:
+                if drawn == self._last_drawn:
+                    self.flag("foreign_batches", step=step)
+                elif rows is not None and not rows_match(psg.batch_size, psg.groups, rows):
+                    drew = " + ".join(str(r) for r in rows)
+                    self.flag(
+                        "foreign_batches",
+                        f": {psg.batch_size} per-sample gradients where the sampler yielded {drew} rows",
+                        step=step,
+                    )
             self._last_drawn = drawn
         if step <= self.check_first or step % self.check_every == 0:
             self._check_grads(psg, step)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -56,6 +57,12 @@ class TrainConfig:
             raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
         if not float(self.lr) > 0:
             raise ConfigurationError(f"lr must be positive, got {self.lr}")
+        if not math.isfinite(float(self.lr)):
+            raise ConfigurationError(f"lr must be a finite positive number, got {self.lr}; try 1e-2")
+        for what in ("momentum", "weight_decay"):
+            value = float(getattr(self, what))
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigurationError(f"{what} must be a finite number >= 0, got {getattr(self, what)}")
         OPTIMIZERS.get(self.optimizer)
 
     def resolved_model(self) -> str:

@@ -10,6 +10,7 @@ checkpoint does not depend on the number of processes, so a run resumes on any n
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from securetrain.distributed.io import load_state_everywhere
 from securetrain.distributed.sampling import ShardedBatchSampler, collate_or_empty
 from securetrain.distributed.session import DistributedTraining
 from securetrain.distributed.sync import all_reduce_sum
-from securetrain.errors import CheckpointError
+from securetrain.errors import CheckpointError, TrainingDiverged
 from securetrain.modes import unwrap
 from securetrain.training.config import TrainConfig
 from securetrain.training.defense import Defense, DefenseStack
@@ -200,6 +201,7 @@ def _run_epochs(
             t_epoch = time.perf_counter()
             seen: float  # a count; the cross-rank sum below comes back as a float
             loss_sum, seen = _train_one_epoch(session, bar)
+            _check_finite_weights(session)  # before anything of this epoch is recorded or saved
             if ctx.active:
                 loss_sum, seen = all_reduce_sum([loss_sum, seen], ctx, "summing the training loss")
             defense_metrics = session.collect_epoch_metrics()
@@ -282,12 +284,29 @@ def _train_one_epoch(session: TrainingSession, bar: tqdm) -> tuple[float, int]:
         x, y = x.to(device), y.to(device)
         session.optimizer.zero_grad(set_to_none=True)
         loss = session.loss(x, y)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"the training loss became {value} at step {session.step_count + 1} (epoch {session.epoch + 1}); "
+                "training stopped and this model is not kept. Lower the learning rate (or clip gradients) and "
+                "train again"
+            )
         loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         session.step()
-        loss_sum += float(loss.detach()) * int(x.shape[0])
+        loss_sum += value * int(x.shape[0])
         seen += int(x.shape[0])
         bar.update(1)
     return loss_sum, seen
+
+
+def _check_finite_weights(session: TrainingSession) -> None:
+    """Raise :class:`TrainingDiverged` when a parameter of the model holds a NaN or an infinity."""
+    for name, p in unwrap(session.model).named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            raise TrainingDiverged(
+                f"the weights of {name} became non-finite after epoch {session.epoch + 1} (step {session.step_count}); "
+                "training stopped and this model is not kept. Lower the learning rate and train again"
+            )
 
 
 def _save(path: Path, session: TrainingSession, config: TrainConfig) -> None:
