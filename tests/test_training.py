@@ -205,3 +205,24 @@ def test_per_sample_loss_shape_is_checked():
             ValueError, match=r"a per-sample loss must have shape \(4,\), got \(\); use reduction='none'"
         ):
             session.loss(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
+
+
+def test_fit_refuses_to_resume_a_checkpoint_with_other_defenses(tmp_path, digits):
+    from defenses.privacy import DifferentialPrivacy
+
+    small = (digits[0][0][:128], digits[0][1][:128])
+    cfg = TrainConfig(epochs=1, batch_size=32, progress=False)
+    ckpt = tmp_path / "ckpt.safetensors"
+    fit(build_model("mlp", (1, 8, 8), 10), small, None, cfg, checkpoint_path=ckpt)
+    before = ckpt.read_bytes()
+    with pytest.raises(CheckpointError, match=r"trained with defenses \[none\], this run has \[privacy\]"):
+        fit(
+            build_model("mlp", (1, 8, 8), 10),
+            small,
+            None,
+            TrainConfig(epochs=2, batch_size=32, progress=False),
+            [DifferentialPrivacy(epsilon=3.0, accountant="rdp")],
+            checkpoint_path=ckpt,
+            resume=True,
+        )
+    assert ckpt.read_bytes() == before

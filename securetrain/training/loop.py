@@ -335,6 +335,17 @@ def _restore(path: Path, session: TrainingSession, config: TrainConfig, state: d
             f"cannot resume from {path}: the checkpoint was made with different settings for "
             f"{', '.join(diffs)}; use the same settings or a new output directory"
         )
+    saved_defenses = state.get("defenses", {})
+    saved_names = sorted(saved_defenses) if isinstance(saved_defenses, dict) else []
+    current_names = sorted(d.name for d in session.defenses)
+    if saved_names != current_names:
+        # e.g. a non-private checkpoint resumed with differential privacy: the epsilon would not cover
+        # the epochs already trained
+        raise CheckpointError(
+            f"cannot resume from {path}: the checkpoint was trained with defenses "
+            f"[{', '.join(saved_names) or 'none'}], this run has [{', '.join(current_names) or 'none'}]; "
+            "resume with the same defenses or start a new run"
+        )
     try:
         unwrap(session.model).load_state_dict(state["model"])
         session.optimizer.load_state_dict(state["optimizer"])
