@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -39,6 +40,15 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 REPORT_NAME = "report.json"
 MAX_CONFIG_BYTES = 16 * 2**20
 """A ``config.json`` larger than this is refused (a run's config is a few kB)."""
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -177,12 +187,36 @@ class RunDir:
             ) from None
 
     def load_model(self) -> nn.Module:
-        """The trained model: a plain ``nn.Module`` in eval mode (weights from safetensors, nothing unpickled)."""
+        """The trained model: a plain ``nn.Module`` in eval mode (weights from safetensors, nothing unpickled).
+
+        When ``report.json`` names the weights it describes (``model.weights_sha256``), weights that
+        do not match are refused: the run was interrupted between its last two writes, or a file was
+        replaced, and its report would describe another model.
+        """
         from securetrain.checkpoint import load_weights
 
         model = self.build_model()
         load_weights(self.weights_path, model)
+        expected = self._reported_weights_digest()
+        if expected is not None and expected != file_sha256(self.weights_path):
+            raise CheckpointError(
+                f"{self.weights_path} is not the model that {self.report_path} describes: the run was interrupted "
+                "while writing its results, or a file was replaced; finish it with `securetrain train ... --resume` "
+                "(same settings) or train it again"
+            )
         return model.eval()
+
+    def _reported_weights_digest(self) -> str | None:
+        path = self.report_path
+        try:
+            if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
+                return None
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return None  # a damaged report is the report reader's to refuse, not the weights'
+        model = report.get("model") if isinstance(report, dict) else None
+        digest = model.get("weights_sha256") if isinstance(model, dict) else None
+        return digest if isinstance(digest, str) else None
 
     def load_data(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """A split (``"train"`` or ``"test"``) of the run's data set."""
@@ -197,4 +231,4 @@ class RunDir:
             ) from None
 
 
-__all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "WEIGHTS_NAME", "RunData", "RunDir", "RunModel"]
+__all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "WEIGHTS_NAME", "RunData", "RunDir", "RunModel", "file_sha256"]

@@ -40,7 +40,7 @@ from securetrain.distributed.context import resolve_context
 from securetrain.io import atomic_write_json, remove_stale_temporaries
 from securetrain.models import build_model
 from securetrain.report import Report
-from securetrain.rundir import CONFIG_NAME, WEIGHTS_NAME, RunDir
+from securetrain.rundir import CONFIG_NAME, WEIGHTS_NAME, RunDir, file_sha256
 from securetrain.runlock import RunLock
 from securetrain.runwrite import (
     check_may_write,
@@ -201,8 +201,12 @@ def _train_locked(
         distributed=distributed,
     )
     plain = result.model
+    weights_digest = None
     if ctx.is_main:
         save_weights(out / WEIGHTS_NAME, plain)
+        # report.json, written last, names the weights it describes: a run interrupted between the
+        # two writes is detected on load instead of pairing new weights with an old report
+        weights_digest = file_sha256(out / WEIGHTS_NAME)
     metrics = evaluate_across_ranks(plain, *test_xy, config.eval_batch_size, ctx)
     report = Report(
         data={
@@ -218,6 +222,7 @@ def _train_locked(
             "name": model_name,
             "parameters": int(sum(p.numel() for p in plain.parameters())),
             "kwargs": config.model_kwargs,
+            **({"weights_sha256": weights_digest} if weights_digest is not None else {}),
         },
         accuracy=metrics["accuracy"],
         timing={

@@ -203,3 +203,21 @@ def test_a_run_the_process_cannot_write_is_refused_before_any_work(run, capsys, 
         assert main(argv) != 0
         assert f"run directory {run} is read-only" in capsys.readouterr().err
     assert snapshot(run) == before
+
+
+def test_weights_that_the_report_does_not_describe_are_refused(run, tmp_path, monkeypatch):
+    from securetrain.report import Report
+
+    # a resumed run killed after writing its new weights and before its new report
+    def killed(self, *args, **kwargs):
+        raise Interrupted("killed before report.json was written")
+
+    monkeypatch.setattr(Report, "save", killed)
+    with pytest.raises(Interrupted):
+        securetrain.train(TrainConfig(data="breast_cancer", epochs=2, progress=False), run, resume=True)
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match=r"model.safetensors is not the model that .*report.json describes"):
+        securetrain.load_model(run)
+    # finishing the run with --resume makes it whole again
+    securetrain.train(TrainConfig(data="breast_cancer", epochs=2, progress=False), run, resume=True)
+    assert securetrain.load_model(run) is not None
