@@ -92,11 +92,17 @@ def epsilon(name: str, history: History, delta: float) -> float:
 
     ``inf`` when any step had no noise; ``0.0`` for an empty history.
     """
-    hist = [(float(s), float(q), int(n)) for s, q, n in history if int(n) > 0]
+    hist = tuple((float(s), float(q), int(n)) for s, q, n in history if int(n) > 0)
     if not hist:
         return 0.0
     if any(s <= 0 for s, _, _ in hist):
         return math.inf
+    return _epsilon_cached(name, hist, float(delta))
+
+
+@lru_cache(maxsize=1024)
+def _epsilon_cached(name: str, hist: tuple[tuple[float, float, int], ...], delta: float) -> float:
+    """:func:`epsilon` of a normalised history (a pure function: the same history is accounted once)."""
     _check_history(name, hist)
     if name == "rdp":
         return _rdp_epsilon(tuple(hist), float(delta))
@@ -145,7 +151,8 @@ def _check_history(name: str, hist: Sequence[tuple[float, float, int]]) -> None:
             )
 
 
-def _prv_points(hist: Sequence[tuple[float, float, int]], delta: float) -> int:
+@lru_cache(maxsize=1024)
+def _prv_points(hist: tuple[tuple[float, float, int], ...], delta: float) -> int:
     """Points of the domain Opacus's prv accountant would discretise ``hist`` on (cheap to compute)."""
     from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
 

@@ -85,7 +85,6 @@ def run_demo(opts: DemoOptions) -> Report:
     from securetrain.encrypted.evaluate import evaluate_encrypted
 
     out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
     info = data.get_info(DATA)
     x_test, y_test = data.load(DATA, "test")
     timing: dict[str, float] = {}
@@ -125,6 +124,14 @@ def run_demo(opts: DemoOptions) -> Report:
             lambda: [DifferentialPrivacy(**dp["privacy"]), adv_dp.defense()],
         ),
     ]
+    # refuse bad settings (an adversarial epsilon outside the data's range, a bad privacy budget)
+    # before anything is trained or written
+    from defenses.adversarial.base import check_epsilon_in_range
+
+    check_epsilon_in_range(opts.adv_eps, info.bounds, f"the inputs of {DATA!r}")
+    for _, _, make_defenses in plans:
+        make_defenses()
+    out.mkdir(parents=True, exist_ok=True)
     variants: list[_Variant] = []
     for name, config, make_defenses in plans:
         with _stage(f"training {name}") as t:
@@ -150,14 +157,14 @@ def run_demo(opts: DemoOptions) -> Report:
         timing[f"audit_{v.name}_s"] = round(t.elapsed, 2)
         _attach(v.result, robustness=rob.to_section())
 
-    shadow = 2 if opts.quick else 4
+    shadow = 1 if opts.quick else 4  # quick (the smoke test): one shadow model, no canary run
     for v in variants:  # every model, adversarially trained ones included (their defenses rebuild from config)
         with _stage(f"membership audit of {v.name}") as t:
             v.membership = audit_run(
                 v.result.run_dir,
                 shadow_models=shadow,
                 seed=opts.seed,
-                canaries=50 if opts.quick else 200,
+                canaries=0 if opts.quick else 200,
                 progress=opts.progress,
             )
         timing[f"membership_{v.name}_s"] = round(t.elapsed, 2)
