@@ -46,6 +46,7 @@ from securetrain.runwrite import (
     check_may_write,
     check_out_dir,
     check_same_run,
+    copy_for_update,
     recover_interrupted_swap,
     remove_leftovers,
     staging_dir,
@@ -183,7 +184,9 @@ def _train_locked(
         if staged:
             out = staging_dir(final)
     # other ranks never read or write the run directory (rank 0 writes; a staged run is never resumed)
-    if ctx.is_main:
+    # a resumed complete run keeps its config.json until its new results are swapped in with it
+    resuming_complete = resume and ctx.is_main and (out / WEIGHTS_NAME).exists()
+    if ctx.is_main and not resuming_complete:
         atomic_write_json(out / CONFIG_NAME, run_config)
 
     result = fit(
@@ -202,6 +205,12 @@ def _train_locked(
     )
     plain = result.model
     weights_digest = None
+    finish_staged = resuming_complete
+    if finish_staged:
+        # a resumed run's results replace the previous ones all at once: its checkpoints went to the
+        # run directory as it trained; the final files are written beside it and swapped in together
+        out = copy_for_update(final)
+        atomic_write_json(out / CONFIG_NAME, run_config)
     if ctx.is_main:
         save_weights(out / WEIGHTS_NAME, plain)
         # report.json, written last, names the weights it describes: a run interrupted between the
@@ -254,7 +263,7 @@ def _train_locked(
             report.extra[key] = section
     if ctx.is_main:
         report.save(out, html=write_html)
-        if staged:
+        if staged or finish_staged:
             swap_in(out, final)  # one atomic exchange: the old run or the new one, never a mix
     if ctx.active:
         _barrier()  # every rank returns once rank 0's files are in place

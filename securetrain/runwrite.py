@@ -140,6 +140,19 @@ def staging_dir(out: Path) -> Path:
     return path
 
 
+def copy_for_update(out: Path) -> Path:
+    """A staging copy of the run in ``out`` (its lock files left out), to finish an update in and swap in."""
+    staging = staging_dir(out)
+    for item in out.iterdir():
+        if item.name.startswith(".securetrain.lock") or item.name.endswith(".tmp"):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, staging / item.name)
+        else:
+            shutil.copy2(item, staging / item.name)
+    return staging
+
+
 def _renameat2() -> Any | None:
     name = ctypes.util.find_library("c")
     try:
@@ -193,6 +206,7 @@ __all__ = [
     "check_may_write",
     "check_out_dir",
     "check_same_run",
+    "copy_for_update",
     "exchange",
     "existing_run",
     "recover_interrupted_swap",

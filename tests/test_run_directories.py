@@ -205,19 +205,31 @@ def test_a_run_the_process_cannot_write_is_refused_before_any_work(run, capsys, 
     assert snapshot(run) == before
 
 
-def test_weights_that_the_report_does_not_describe_are_refused(run, tmp_path, monkeypatch):
+def test_a_resume_killed_while_writing_its_results_leaves_the_complete_old_run(run, monkeypatch):
     from securetrain.report import Report
 
-    # a resumed run killed after writing its new weights and before its new report
-    def killed(self, *args, **kwargs):
+    old = {name: (run / name).read_bytes() for name in ("model.safetensors", "report.json", "config.json")}
+
+    def killed(self, *args, **kwargs):  # the process dies after the new weights, before the new report
         raise Interrupted("killed before report.json was written")
 
     monkeypatch.setattr(Report, "save", killed)
     with pytest.raises(Interrupted):
         securetrain.train(TrainConfig(data="breast_cancer", epochs=2, progress=False), run, resume=True)
     monkeypatch.undo()
+    # the results are swapped in together: the old weights and report are still there, and match
+    assert {name: (run / name).read_bytes() for name in old} == old
+    assert securetrain.load_model(run) is not None
+    # finishing the run with --resume (from the newer checkpoint) replaces both at once
+    securetrain.train(TrainConfig(data="breast_cancer", epochs=2, progress=False), run, resume=True)
+    assert (run / "model.safetensors").read_bytes() != old["model.safetensors"]
+    assert securetrain.load_model(run) is not None
+    assert sorted(p.name for p in run.parent.iterdir()) == ["run"]
+
+
+def test_weights_that_the_report_does_not_describe_are_refused(run, base_run, tmp_path):
+    other = tmp_path / "other"
+    securetrain.train(TrainConfig(data="breast_cancer", epochs=1, progress=False, seed=9), other, write_html=False)
+    (run / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())  # a file replaced by hand
     with pytest.raises(CheckpointError, match=r"model.safetensors is not the model that .*report.json describes"):
         securetrain.load_model(run)
-    # finishing the run with --resume makes it whole again
-    securetrain.train(TrainConfig(data="breast_cancer", epochs=2, progress=False), run, resume=True)
-    assert securetrain.load_model(run) is not None
