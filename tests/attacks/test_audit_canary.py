@@ -76,10 +76,12 @@ def test_make_canaries_mislabels_every_canary(digits_small):
     assert all(originals[tuple(r.flatten().tolist())] == int(l) for r, l in zip(cx, kept))
 
 
-@pytest.mark.parametrize("m", [1, 398])
-def test_canary_count_out_of_range_is_refused(digits_small, m):
+@pytest.mark.parametrize("beyond", [False, True], ids=["one", "one-more-than-the-candidates"])
+def test_canary_count_out_of_range_is_refused(digits_small, beyond):
     _, (x, y) = digits_small
+    n = int(x.shape[0])
+    m = n + 1 if beyond else 1
     with pytest.raises(
-        AttackError, match=f"the number of canaries must be between 2 and 397 .the candidates., got {m}"
+        AttackError, match=f"the number of canaries must be between 2 and {n} .the candidates., got {m}"
     ):
         make_canaries(x, y, 10, m)
