@@ -97,7 +97,9 @@ def train(
     """
     ctx = resolve_context(distributed)
     out = check_out_dir(out_dir)
-    check_may_write(out, resume=resume, overwrite=overwrite)  # cheap refusals first
+    if ctx.is_main:
+        recover_interrupted_swap(out)  # a fallback swap killed half-way: the old run is put back first
+    previous = check_may_write(out, resume=resume, overwrite=overwrite)  # cheap refusals first
     # everything that can be refused is checked before anything is written
     info = data_mod.get_info(config.data)
     train_xy = data_mod.load(config.data, "train", root=config.data_root)
@@ -125,9 +127,6 @@ def train(
     }
     if ctx.active:
         run_config["distributed"] = ctx.describe()
-    if ctx.is_main:
-        recover_interrupted_swap(out)
-    previous = check_may_write(out, resume=resume, overwrite=overwrite)
     if previous is not None and resume:
         check_same_run(previous, run_config)
     if ctx.active:

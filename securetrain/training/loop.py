@@ -24,7 +24,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorData
 from tqdm.auto import tqdm
 
 from securetrain.checkpoint import save_state
-from securetrain.data.base import DATASETS, DatasetInfo
+from securetrain.data.base import DATASETS, DatasetInfo, get_info
 from securetrain.data.validate import check_model_fits, validate_batch
 from securetrain.distributed.context import DistributedContext, resolve_context
 from securetrain.distributed.io import load_state_everywhere
@@ -121,7 +121,7 @@ def fit(
     optimizer = config.make_optimizer(model.parameters())
     stack = DefenseStack(list(defenses))
     if data_info is None and config.data in DATASETS:
-        data_info = DATASETS.get(config.data).info  # the configured data set describes the tensors
+        data_info = get_info(config.data)  # the configured data set describes the tensors
     plan = RunPlan(
         epochs=int(config.epochs),
         # tuple() keeps a caller's list working; RunPlan checks it is a (lower, upper) pair

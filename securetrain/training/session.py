@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterable, Sequence, Sized
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -243,8 +243,6 @@ def protect(
     base = plan if plan is not None else RunPlan()
     size = dataset_size if dataset_size is not None else base.dataset_size or _dataset_size(train_loader)
     batch = base.batch_size or _batch_size(train_loader)
-    from dataclasses import replace
-
     plan = replace(base, dataset_size=size, batch_size=batch)
     stack = DefenseStack(defenses)
     session = TrainingSession(

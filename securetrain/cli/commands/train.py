@@ -124,9 +124,9 @@ def run(args: argparse.Namespace) -> int:
         return _run_worker(args, nproc)
     config = config_from_args(args)
     defenses = defenses_from_args(args)  # bad flags fail here, before any worker starts
-    out = check_out_dir(args.out)
-    check_may_write(out, resume=args.resume, overwrite=args.overwrite)
     if nproc is not None and nproc > 1:
+        # refuse here, before workers start (a single process gets the same refusals from train())
+        check_may_write(check_out_dir(args.out), resume=args.resume, overwrite=args.overwrite)
         return _launch(args, nproc)
     result = train(
         config, args.out, defenses, resume=args.resume, overwrite=args.overwrite, write_html=not args.no_html
