@@ -999,8 +999,8 @@ def _audit(tmp: Path, eps: float, attack: str = "fgsm") -> Any:
 def _make_server(tmp: Path, host: str, port: int) -> Any:
     from securetrain.encrypted.http import make_server
 
-    httpd = make_server(None, host, port)  # type: ignore[arg-type]  # refused before the service is used
-    httpd.server_close()
+    _, sock = make_server(None, host, port)  # type: ignore[arg-type]  # refused before the service is used
+    sock.close()
 
 
 def _rundir(tmp: Path, setup: Callable[[Path], Path]) -> Any:

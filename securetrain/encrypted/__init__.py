@@ -12,7 +12,8 @@ The pieces, in the order a model goes through them:
   :meth:`Packing.cost <securetrain.encrypted.packing.Packing.cost>` (a :class:`LayoutCost`);
 - :class:`EncryptedModel` + :class:`InferenceServer` (server, public context only) and
   :class:`EncryptionClient` (keys, encrypt, decrypt);
-- :func:`serve` / :class:`RemoteClient`: the same over HTTP;
+- :func:`serve` / :class:`RemoteClient`: the same over HTTP (Starlette on uvicorn; per-client
+  contexts behind secret tokens, quotas, read timeouts);
 - :func:`evaluate_encrypted`: the report's ``encrypted`` section for a model and data.
 
 Importing the package registers the two packings (light modules: no TenSEAL, no torch);
@@ -62,7 +63,9 @@ _EXPORTS = {
     "decrypt": "client",
     "evaluate_encrypted": "evaluate",
     "EncryptedInferenceService": "http",
-    "RemoteClient": "http",
+    "RemoteClient": "remote",
+    "make_app": "http",
+    "ContextStore": "contexts",
     "serve": "http",
     "start_server": "http",
     "HECNN2": "models",
@@ -70,22 +73,37 @@ _EXPORTS = {
     "ContextMismatchError": "errors",
     "SecretKeyRequiredError": "errors",
     "WireFormatError": "errors",
+    "ServiceError": "errors",
+    "UnknownContextError": "errors",
+    "AuthenticationError": "errors",
+    "QuotaExceededError": "errors",
+    "ServiceFullError": "errors",
+    "PayloadTooLarge": "errors",
+    "RequestTimeoutError": "errors",
 }
 
 if TYPE_CHECKING:
     from securetrain.encrypted.activations import PolyActivation, fit_polynomial
     from securetrain.encrypted.client import EncryptionClient, decrypt
     from securetrain.encrypted.compiler import CompiledModel, compile_model
+    from securetrain.encrypted.contexts import ContextStore
     from securetrain.encrypted.errors import (
+        AuthenticationError,
         ContextMismatchError,
+        PayloadTooLarge,
         PublicContextError,
+        QuotaExceededError,
+        RequestTimeoutError,
         SecretKeyRequiredError,
+        ServiceError,
+        ServiceFullError,
+        UnknownContextError,
         WireFormatError,
     )
     from securetrain.encrypted.evaluate import evaluate_encrypted
     from securetrain.encrypted.http import (
         EncryptedInferenceService,
-        RemoteClient,
+        make_app,
         serve,
         start_server,
     )
@@ -93,6 +111,7 @@ if TYPE_CHECKING:
     from securetrain.encrypted.models import HECNN2
     from securetrain.encrypted.params import MAX_COEFF_BITS_128, EncryptionPlan
     from securetrain.encrypted.planner import plan
+    from securetrain.encrypted.remote import RemoteClient
     from securetrain.encrypted.server import EncryptedModel, InferenceServer
     from securetrain.encrypted.validator import (
         ACTIVATION_REPLACEMENTS,
@@ -105,6 +124,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATION_REPLACEMENTS",
+    "AuthenticationError",
+    "ContextStore",
+    "PayloadTooLarge",
+    "QuotaExceededError",
+    "RequestTimeoutError",
+    "ServiceError",
+    "ServiceFullError",
+    "UnknownContextError",
+    "make_app",
     "HECNN2",
     "MAX_COEFF_BITS_128",
     "PACKINGS",

@@ -1,18 +1,24 @@
-"""An HTTP service for encrypted inference (standard library only) and its Python client.
+"""An HTTP service for encrypted inference: a Starlette application served by uvicorn.
 
-Endpoints (JSON errors ``{"error": type, "message": ...}`` with a 4xx status on bad input;
-the server keeps serving):
+Endpoints (errors are JSON ``{"error": type, "message": ...}``; the server keeps serving):
 
-- ``GET /v1/health``: ``{"status": "ok"}``
-- ``GET /v1/info``: the model name and the modes served
+- ``GET /healthz`` (and ``GET /v1/health``): ``{"status": "ok"}``
+- ``GET /v1/info``: the model, the modes served and the limits (``max_body_bytes``, quotas)
 - ``GET /v1/spec?mode=throughput``: the public spec a client builds its keys from
-- ``POST /v1/contexts?mode=...`` (body: public context bytes) -> ``{"context_id": ...}``;
-  a context carrying a secret key is refused
-- ``POST /v1/infer`` (body: a request from :meth:`EncryptionClient.encrypt`) -> response bytes
+- ``POST /v1/contexts?mode=...`` (body: public context bytes) -> 201 ``{"context_id", "token",
+  "expires_in_s"}``; without a token this makes a new client, with ``Authorization: Bearer
+  <token>`` it adds a context to that client (within its quota). A context carrying a secret key
+  is refused.
+- ``DELETE /v1/contexts/<context_id>`` (with the token) -> 204
+- ``POST /v1/infer`` (with the token; body: a request from :meth:`EncryptionClient.encrypt`) ->
+  response bytes
 
-Bodies must be ``application/octet-stream`` (or ``application/vnd.securetrain.he``) with a
-``Content-Length`` no larger than ``max_body_bytes``; contexts are kept per client (at most
-``max_contexts``, least recently used first out).
+Any other method on these paths gets 405 JSON (with ``Allow``), any other path 404 JSON. Bodies
+must be ``application/octet-stream`` (or ``application/vnd.securetrain.he``) with a
+``Content-Length`` no larger than ``max_body_bytes`` (else 413, answered from the headers). A
+body that stops arriving for ``read_timeout_s`` (or arrives slower than
+:data:`MIN_UPLOAD_BYTES_PER_S`) is answered 408 and its connection closed. Every request is
+logged on the ``securetrain.encrypted.access`` logger (the token never is).
 
 Example:
     >>> import torch
@@ -26,110 +32,140 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import socket
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from securetrain.deprecation import deprecated_aliases
-from securetrain.encrypted.client import EncryptionClient
+from securetrain.encrypted.contexts import DEFAULT_TTL_S, ContextStore, Registration
 from securetrain.encrypted.errors import (
     ContextMismatchError,
+    PayloadTooLarge,
     PublicContextError,
+    RequestTimeoutError,
+    ServiceError,
+    UnknownContextError,
     WireFormatError,
 )
+from securetrain.encrypted.remote import RemoteClient
 from securetrain.encrypted.server import EncryptedModel, InferenceServer
 from securetrain.encrypted.wire import CONTENT_TYPE, REQUEST, decode_header
 from securetrain.errors import ConfigurationError, EncryptionError
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
     from typing_extensions import Self  # typing.Self from Python 3.11
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("securetrain.encrypted.access")
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
+DEFAULT_READ_TIMEOUT_S = 30.0
+MIN_UPLOAD_BYTES_PER_S = 256 * 1024
 ACCEPTED_TYPES = ("application/octet-stream", CONTENT_TYPE)
 
 
-class UnknownContextError(ContextMismatchError):
-    """A request names a context the service does not hold (never registered or evicted)."""
-
-
 class EncryptedInferenceService:
-    """Thread-safe: the served models (one per mode) and the contexts clients registered."""
+    """Thread-safe: the served models (one per mode) and the contexts clients registered.
+
+    ``max_contexts`` / ``max_total_bytes`` bound what the whole service holds,
+    ``max_contexts_per_client`` / ``max_bytes_per_client`` what one client (one token) may hold,
+    ``context_ttl_s`` how long a context may stay unused; ``max_concurrent`` evaluations run at once.
+    """
 
     def __init__(
-        self, models: Mapping[str, EncryptedModel], *, max_contexts: int = 16, max_concurrent: int = 2
+        self,
+        models: Mapping[str, EncryptedModel],
+        *,
+        max_contexts: int = 64,
+        max_total_bytes: int = 4 * 2**30,
+        max_contexts_per_client: int = 4,
+        max_bytes_per_client: int = 2**30,
+        context_ttl_s: float = DEFAULT_TTL_S,
+        max_concurrent: int = 2,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not models:
             raise ConfigurationError("the service needs at least one EncryptedModel")
         for mode, em in models.items():
             if em.plan.mode != mode:
                 raise ConfigurationError(f"model registered as {mode!r} was planned for {em.plan.mode!r}")
-        if max_contexts < 1 or max_concurrent < 1:
-            raise ConfigurationError("max_contexts and max_concurrent must be at least 1")
+        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or max_concurrent < 1:
+            raise ConfigurationError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
         self.models = dict(models)
-        self.max_contexts = max_contexts
-        self._servers: OrderedDict[str, InferenceServer] = OrderedDict()
-        self._lock = threading.Lock()
+        self.contexts: ContextStore[InferenceServer] = ContextStore(
+            max_contexts=max_contexts,
+            max_total_bytes=max_total_bytes,
+            max_contexts_per_client=max_contexts_per_client,
+            max_bytes_per_client=max_bytes_per_client,
+            ttl_s=context_ttl_s,
+            clock=clock,
+        )
         self._slots = threading.BoundedSemaphore(max_concurrent)
+
+    @property
+    def max_contexts(self) -> int:
+        return self.contexts.max_contexts
 
     def info(self) -> dict[str, Any]:
         first = next(iter(self.models.values()))
+        store = self.contexts
         return {
             "model": first.compiled.name,
             "modes": sorted(self.models),
             "input_shape": list(first.compiled.input_shape),
             "outputs": first.compiled.output_size,
+            "limits": {
+                "max_contexts_per_client": store.max_contexts_per_client,
+                "max_bytes_per_client": store.max_bytes_per_client,
+                "context_ttl_s": store.ttl_s,
+            },
         }
 
+    def _model(self, mode: str) -> EncryptedModel:
+        if mode not in self.models:
+            raise ConfigurationError(f"mode {mode!r} is not served; choose one of {', '.join(sorted(self.models))}")
+        return self.models[mode]
+
     def spec(self, mode: str) -> dict[str, Any]:
-        if mode not in self.models:
-            raise ConfigurationError(f"mode {mode!r} is not served; choose one of {', '.join(sorted(self.models))}")
-        return self.models[mode].spec()
+        return self._model(mode).spec()
 
-    def register(self, mode: str, public_context: bytes) -> str:
-        """Check and keep a client's public context; its id (SHA-256 of the bytes)."""
-        if mode not in self.models:
-            raise ConfigurationError(f"mode {mode!r} is not served; choose one of {', '.join(sorted(self.models))}")
-        server = InferenceServer(self.models[mode], public_context)
-        with self._lock:
-            self._servers[server.context_id] = server
-            self._servers.move_to_end(server.context_id)
-            while len(self._servers) > self.max_contexts:
-                self._servers.popitem(last=False)
-        return server.context_id
+    def register(self, mode: str, public_context: bytes, *, token: str | None = None) -> Registration:
+        """Check a client's public context and keep it for the client of ``token`` (a new client if ``None``).
 
-    def infer(self, request: bytes) -> bytes:
-        """Evaluate a request under the context it names."""
+        The context id is the SHA-256 of the bytes (what requests name); the returned token is the
+        only key that can use or delete it.
+        """
+        model = self._model(mode)
+        if token is not None:
+            self.contexts.usage()  # purge expired clients first, so a stale token fails before the slow load
+        server = InferenceServer(model, public_context)
+        return self.contexts.add(server.context_id, server, nbytes=len(public_context), token=token)
+
+    def infer(self, request: bytes, *, token: str | None) -> bytes:
+        """Evaluate a request under the context it names, which the client of ``token`` must hold."""
         header, _ = decode_header(request, expect_kind=REQUEST)
         ctx_id = header.get("context")
-        with self._lock:
-            server = self._servers.get(ctx_id) if isinstance(ctx_id, str) else None
-            if server is not None:
-                self._servers.move_to_end(server.context_id)
-        if server is None:
-            raise UnknownContextError(
-                "the request names a context this service does not hold; POST the public context to "
-                "/v1/contexts first (contexts are evicted when more than "
-                f"{self.max_contexts} clients are registered)"
-            )
+        if not isinstance(ctx_id, str):
+            raise WireFormatError("the request header names no context")
+        server = self.contexts.get(token, ctx_id)
         with self._slots:
             return server.evaluate(request)
 
+    def delete(self, context_id: str, *, token: str | None) -> None:
+        """Forget a context of the client of ``token``."""
+        self.contexts.remove(token, context_id)
+
 
 def _status_for(exc: Exception) -> int:
-    if isinstance(exc, UnknownContextError):
-        return 404
+    if isinstance(exc, ServiceError):
+        return exc.status
     if isinstance(exc, ContextMismatchError):
         return 409
     if isinstance(exc, (WireFormatError, PublicContextError, ConfigurationError)):
@@ -139,127 +175,232 @@ def _status_for(exc: Exception) -> int:
     return 500
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "securetrain-he/1"
-    protocol_version = "HTTP/1.1"
-    service: EncryptedInferenceService
-    max_body_bytes: int
+def _error_response(status: int, kind: str, message: str, *, close: bool = False, **headers: str) -> Response:
+    from starlette.responses import JSONResponse
 
-    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
-        logger.info("%s %s", self.address_string(), format % args)
+    extra = dict(headers)
+    if close:
+        extra["Connection"] = "close"
+    return JSONResponse({"error": kind, "message": message}, status_code=status, headers=extra)
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
 
-    def _json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(obj).encode("utf-8"), "application/json")
+def _token(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
 
-    def _error(self, status: int, kind: str, message: str) -> None:
-        self._json(status, {"error": kind, "message": message})
 
-    def _route(self) -> tuple[str, dict[str, str]]:
-        parsed = urllib.parse.urlsplit(self.path)
-        query = {k: v[-1] for k, v in urllib.parse.parse_qs(parsed.query).items()}
-        return parsed.path.rstrip("/") or "/", query
+async def _read_body(request: Request, limit: int, read_timeout: float) -> bytes | Response:
+    """The body, read with an idle timeout and a minimum rate; or the error response to send."""
+    import anyio
+    from starlette.requests import ClientDisconnect
 
-    def do_GET(self) -> None:  # the stdlib's name
-        path, query = self._route()
+    if request.headers.get("transfer-encoding"):
+        return _error_response(411, "LengthRequired", "send the body with a Content-Length, not chunked", close=True)
+    length = request.headers.get("content-length")
+    if length is None:
+        return _error_response(411, "LengthRequired", "a Content-Length header is required", close=True)
+    try:
+        n = int(length)
+    except ValueError:
+        n = -1
+    if n < 0:
+        return _error_response(400, "BadRequest", f"invalid Content-Length {length!r}", close=True)
+    if n > limit:
+        return _error_response(
+            413, "PayloadTooLarge", f"body of {n} bytes exceeds the limit of {limit} bytes", close=True
+        )
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ACCEPTED_TYPES:
+        return _error_response(
+            415,
+            "UnsupportedMediaType",
+            f"Content-Type must be one of {', '.join(ACCEPTED_TYPES)}, got {ctype or 'none'!r}",
+            close=True,
+        )
+    deadline = time.monotonic() + read_timeout + n / MIN_UPLOAD_BYTES_PER_S
+    parts: list[bytes] = []
+    received = 0
+    stream = request.stream().__aiter__()
+    try:
+        while received < n:
+            wait = min(read_timeout, deadline - time.monotonic())
+            if wait <= 0:
+                raise TimeoutError
+            with anyio.fail_after(wait):
+                try:
+                    chunk = await stream.__anext__()
+                except StopAsyncIteration:
+                    break
+            received += len(chunk)
+            if received > n:
+                return _error_response(400, "BadRequest", f"body is longer than its Content-Length {n}", close=True)
+            parts.append(chunk)
+    except TimeoutError:
+        err = RequestTimeoutError(
+            f"the body stalled after {received} of {n} bytes (read timeout {read_timeout:g} s); connection released"
+        )
+        return _error_response(408, type(err).__name__, str(err), close=True)
+    except ClientDisconnect:
+        return _error_response(400, "BadRequest", f"client left after {received} of {n} bytes", close=True)
+    if received != n:
+        return _error_response(400, "BadRequest", f"body ended after {received} of {n} bytes", close=True)
+    return b"".join(parts)
+
+
+class _AccessLog:
+    """ASGI middleware: one line per request on ``securetrain.encrypted.access`` (never the token)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.monotonic()
+        status = [0]
+        sent = [0]
+
+        async def logged_send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            elif message["type"] == "http.response.body":
+                sent[0] += len(message.get("body", b""))
+            await send(message)
+
         try:
-            if path == "/v1/health":
-                self._json(200, {"status": "ok"})
-            elif path == "/v1/info":
-                self._json(200, self.service.info())
-            elif path == "/v1/spec":
-                self._json(200, self.service.spec(query.get("mode", "throughput")))
-            else:
-                self._error(404, "NotFound", f"no such endpoint {path!r}")
-        except Exception as exc:  # noqa: BLE001 (every failure becomes a JSON error; the server keeps serving)
-            self._fail(exc)
-
-    def _read_body(self) -> bytes | None:
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            self._error(411, "LengthRequired", "send the body with a Content-Length, not chunked")
-            return None
-        length = self.headers.get("Content-Length")
-        if length is None:
-            self.close_connection = True
-            self._error(411, "LengthRequired", "a Content-Length header is required")
-            return None
-        try:
-            n = int(length)
-        except ValueError:
-            n = -1
-        if n < 0:
-            self.close_connection = True
-            self._error(400, "BadRequest", f"invalid Content-Length {length!r}")
-            return None
-        if n > self.max_body_bytes:
-            self.close_connection = True
-            self._error(413, "PayloadTooLarge", f"body of {n} bytes exceeds the limit of {self.max_body_bytes} bytes")
-            return None
-        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype not in ACCEPTED_TYPES:
-            self.close_connection = True
-            self._error(
-                415,
-                "UnsupportedMediaType",
-                f"Content-Type must be one of {', '.join(ACCEPTED_TYPES)}, got {ctype or 'none'!r}",
+            await self.app(scope, receive, logged_send)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            access_logger.info(
+                "%s:%s %s %s %d %dB %.3fs",
+                client[0],
+                client[1],
+                scope.get("method"),
+                scope.get("path"),
+                status[0],
+                sent[0],
+                time.monotonic() - start,
             )
-            return None
-        body = self.rfile.read(n)
-        if len(body) != n:
-            self.close_connection = True
-            self._error(400, "BadRequest", f"body ended after {len(body)} of {n} bytes")
-            return None
-        return body
 
-    def do_POST(self) -> None:  # the stdlib's name
-        path, query = self._route()
-        if path not in ("/v1/contexts", "/v1/infer"):
-            self.close_connection = True
-            self._error(404, "NotFound", f"no such endpoint {path!r}")
-            return
-        body = self._read_body()
-        if body is None:
-            return
-        try:
-            if path == "/v1/contexts":
-                ctx_id = self.service.register(query.get("mode", "throughput"), body)
-                self._json(201, {"context_id": ctx_id})
-            else:
-                self._send(200, self.service.infer(body), CONTENT_TYPE)
-        except Exception as exc:  # noqa: BLE001 (every failure becomes a JSON error; the server keeps serving)
-            self._fail(exc)
 
-    def _fail(self, exc: Exception) -> None:
+def make_app(
+    service: EncryptedInferenceService,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+) -> Any:
+    """The ASGI application (Starlette, wrapped in the access log) for ``service``."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.responses import JSONResponse
+    from starlette.responses import Response as PlainResponse
+    from starlette.routing import Route
+
+    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+        raise ConfigurationError(f"max_body_bytes must be a positive whole number, got {max_body_bytes!r}")
+    if not read_timeout_s > 0:
+        raise ConfigurationError(f"read_timeout_s must be positive, got {read_timeout_s!r}")
+
+    def fail(exc: Exception, path: str) -> Response:
         status = _status_for(exc)
         if status == 500:
-            logger.exception("internal error while serving %s", self.path)
-            self._error(500, "InternalError", "internal server error")
-        else:
-            self._error(status, type(exc).__name__, str(exc))
+            logger.error("internal error while serving %s", path, exc_info=exc)
+            return _error_response(500, "InternalError", "internal server error")
+        return _error_response(status, type(exc).__name__, str(exc))
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def info(request: Request) -> Response:
+        body = service.info()
+        body["limits"]["max_body_bytes"] = max_body_bytes
+        body["limits"]["read_timeout_s"] = read_timeout_s
+        return JSONResponse(body)
+
+    async def spec(request: Request) -> Response:
+        try:
+            return JSONResponse(service.spec(request.query_params.get("mode", "throughput")))
+        except Exception as exc:  # noqa: BLE001 (every failure becomes a JSON error; the server keeps serving)
+            return fail(exc, request.url.path)
+
+    async def contexts(request: Request) -> Response:
+        body = await _read_body(request, max_body_bytes, read_timeout_s)
+        if not isinstance(body, bytes):
+            return body
+        try:
+            reg = await run_in_threadpool(
+                service.register, request.query_params.get("mode", "throughput"), body, token=_token(request)
+            )
+        except Exception as exc:  # noqa: BLE001 (every failure becomes a JSON error; the server keeps serving)
+            return fail(exc, request.url.path)
+        return JSONResponse(
+            {"context_id": reg.context_id, "token": reg.token, "expires_in_s": reg.expires_in_s}, status_code=201
+        )
+
+    async def delete_context(request: Request) -> Response:
+        try:
+            service.delete(str(request.path_params["context_id"]), token=_token(request))
+        except Exception as exc:  # noqa: BLE001 (every failure becomes a JSON error; the server keeps serving)
+            return fail(exc, request.url.path)
+        return PlainResponse(status_code=204)
+
+    async def infer(request: Request) -> Response:
+        body = await _read_body(request, max_body_bytes, read_timeout_s)
+        if not isinstance(body, bytes):
+            return body
+        try:
+            reply = await run_in_threadpool(service.infer, body, token=_token(request))
+        except Exception as exc:  # noqa: BLE001 (every failure becomes a JSON error; the server keeps serving)
+            return fail(exc, request.url.path)
+        return PlainResponse(reply, media_type=CONTENT_TYPE)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)  # registered for HTTPException only
+        if exc.status_code == 405:
+            allow = (exc.headers or {}).get("Allow", "")
+            return _error_response(
+                405,
+                "MethodNotAllowed",
+                f"{request.method} is not allowed on {request.url.path}; use {allow}",
+                Allow=allow,
+            )
+        if exc.status_code == 404:
+            return _error_response(404, "NotFound", f"no such endpoint {request.url.path!r}")
+        return _error_response(exc.status_code, "HTTPError", str(exc.detail))
+
+    routes = [
+        Route("/healthz", health, methods=["GET"]),
+        Route("/v1/health", health, methods=["GET"]),
+        Route("/v1/info", info, methods=["GET"]),
+        Route("/v1/spec", spec, methods=["GET"]),
+        Route("/v1/contexts", contexts, methods=["POST"]),
+        Route("/v1/contexts/{context_id}", delete_context, methods=["DELETE"]),
+        Route("/v1/infer", infer, methods=["POST"]),
+    ]
+    app: Starlette = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    return _AccessLog(app)
 
 
 class RunningServer:
-    """A server running in a background thread; a context manager that shuts it down."""
+    """A uvicorn server running in a background thread; a context manager that shuts it down."""
 
-    def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread) -> None:
-        self.httpd = httpd
+    def __init__(self, server: Any, thread: threading.Thread, address: tuple[str, int]) -> None:
+        self.server = server
         self.thread = thread
-        host, port = httpd.server_address[:2]
-        name = host.decode() if isinstance(host, (bytes, bytearray)) else str(host)
-        self.url = f"http://{name}:{port}"
+        self.host, self.port = address
+        name = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"http://{name}:{self.port}"
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.should_exit = True
         self.thread.join(timeout=30)
 
     def __enter__(self) -> Self:
@@ -281,20 +422,12 @@ def check_port(port: object) -> int:
     return port
 
 
-def make_server(
-    service: EncryptedInferenceService,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-) -> ThreadingHTTPServer:
-    """A ``ThreadingHTTPServer`` bound to ``host:port`` (port 0: any free port)."""
-    if max_body_bytes < 1:
-        raise ConfigurationError(f"max_body_bytes must be positive, got {max_body_bytes}")
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port), with a message that says how to fix a failure."""
     check_port(port)
-    handler = type("Handler", (_Handler,), {"service": service, "max_body_bytes": int(max_body_bytes)})
     try:
-        httpd = ThreadingHTTPServer((host, int(port)), handler)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.create_server((host, int(port)), family=family, reuse_port=False, backlog=512)
     except OSError as exc:  # an address of another machine, a port in use or reserved, a name that does not resolve
         detail = exc.strerror or str(exc)
         raise OSError(
@@ -302,8 +435,46 @@ def make_server(
             f"cannot listen on {host}:{port} ({detail}); give an address of this machine (127.0.0.1, or 0.0.0.0 for "
             "every interface) and a free port (0 picks one)",
         ) from exc
-    httpd.daemon_threads = True
-    return httpd
+    return sock
+
+
+def make_server(
+    service: EncryptedInferenceService,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    max_connections: int = 256,
+) -> tuple[Any, socket.socket]:
+    """A uvicorn ``Server`` for ``service`` and the socket it will listen on (bound here).
+
+    ``max_connections`` bounds open connections (beyond it uvicorn answers 503).
+    """
+    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+        raise ConfigurationError(f"max_body_bytes must be positive, got {max_body_bytes}")
+    sock = bind_socket(host, port)
+    try:
+        import uvicorn
+
+        app = make_app(service, max_body_bytes=max_body_bytes, read_timeout_s=read_timeout_s)
+        config = uvicorn.Config(
+            app,
+            http="h11",
+            ws="none",
+            loop="asyncio",
+            lifespan="off",
+            access_log=False,  # our own access log (no duplicate lines)
+            log_config=None,
+            server_header=False,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=5,
+            limit_concurrency=max_connections,
+        )
+        return uvicorn.Server(config), sock
+    except BaseException:
+        sock.close()
+        raise
 
 
 def start_server(
@@ -312,12 +483,28 @@ def start_server(
     port: int = 0,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    max_connections: int = 256,
 ) -> RunningServer:
     """Serve in a background thread; use as ``with start_server(...) as running: running.url``."""
-    httpd = make_server(service, host, port, max_body_bytes=max_body_bytes)
-    thread = threading.Thread(target=httpd.serve_forever, name="securetrain-he-server", daemon=True)
+    server, sock = make_server(
+        service,
+        host,
+        port,
+        max_body_bytes=max_body_bytes,
+        read_timeout_s=read_timeout_s,
+        max_connections=max_connections,
+    )
+    address = sock.getsockname()[:2]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="securetrain-he-server", daemon=True)
     thread.start()
-    return RunningServer(httpd, thread)
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise OSError(f"the HTTP server did not start on {address[0]}:{address[1]}")
+        time.sleep(0.01)
+    return RunningServer(server, thread, (str(address[0]), int(address[1])))
 
 
 def serve(
@@ -326,13 +513,22 @@ def serve(
     port: int = 8000,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    max_connections: int = 256,
 ) -> None:
     """Serve until interrupted (blocking)."""
-    httpd = make_server(service, host, port, max_body_bytes=max_body_bytes)
+    server, sock = make_server(
+        service,
+        host,
+        port,
+        max_body_bytes=max_body_bytes,
+        read_timeout_s=read_timeout_s,
+        max_connections=max_connections,
+    )
     try:
-        httpd.serve_forever()
+        server.run(sockets=[sock])
     finally:
-        httpd.server_close()
+        sock.close()
 
 
 def build_service_from_run(
@@ -340,11 +536,11 @@ def build_service_from_run(
     modes: Sequence[str] = ("throughput", "latency"),
     *,
     calibration_samples: int = 512,
-    max_contexts: int = 16,
+    service_options: Mapping[str, Any] | None = None,
     **plan_options: Any,
 ) -> EncryptedInferenceService:
     """A service for the model of a run directory, calibrated on its training split
-    (``max_contexts``: client contexts kept in memory)."""
+    (``service_options``: keyword arguments of :class:`EncryptedInferenceService`, e.g. quotas)."""
     from securetrain.rundir import RunDir
 
     run = RunDir.open(run_dir)
@@ -357,57 +553,24 @@ def build_service_from_run(
         models[mode] = EncryptedModel.build(
             model, mode, calibration=calib, input_shape=shape, name=run.model_spec.name, **plan_options
         )
-    return EncryptedInferenceService(models, max_contexts=max_contexts)
+    return EncryptedInferenceService(models, **dict(service_options or {}))
 
 
-class RemoteClient:
-    """Python client of the service: keys stay here, only public bytes and ciphertexts travel."""
-
-    def __init__(self, url: str, *, mode: str = "throughput", timeout: float = 600.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.mode = mode
-        spec = json.loads(self._call("GET", f"/v1/spec?mode={urllib.parse.quote(mode)}"))
-        self.client = EncryptionClient(spec)
-        reply = json.loads(
-            self._call("POST", f"/v1/contexts?mode={urllib.parse.quote(mode)}", self.client.public_context())
-        )
-        if reply.get("context_id") != self.client.context_id:
-            raise ContextMismatchError("the server registered a different context fingerprint than this client's")
-
-    def _call(self, method: str, path: str, body: bytes | None = None) -> bytes:
-        req = urllib.request.Request(self.url + path, data=body, method=method)
-        if body is not None:
-            req.add_header("Content-Type", CONTENT_TYPE)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # the URL is the caller's
-                reply: bytes = resp.read()
-                return reply
-        except urllib.error.HTTPError as exc:
-            payload = exc.read()
-            try:
-                err = json.loads(payload)
-                detail = f"{err.get('error')}: {err.get('message')}"
-            except (json.JSONDecodeError, AttributeError):
-                detail = payload[:200].decode("utf-8", "replace")
-            raise EncryptionError(f"server answered {exc.code} to {method} {path}: {detail}") from None
-
-    def predict(self, x: Any, *, chunk_size: int | None = None) -> np.ndarray:
-        """Encrypted logits for ``x``, decrypted here."""
-        return self.client.decrypt(self._call("POST", "/v1/infer", self.client.encrypt(x, chunk_size=chunk_size)))
-
+__getattr__ = deprecated_aliases(__name__, {"service_from_run": "build_service_from_run"})
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_READ_TIMEOUT_S",
+    "MIN_UPLOAD_BYTES_PER_S",
     "EncryptedInferenceService",
+    "PayloadTooLarge",
     "RemoteClient",
     "RunningServer",
     "UnknownContextError",
+    "bind_socket",
     "build_service_from_run",
+    "make_app",
     "make_server",
     "serve",
     "start_server",
 ]
-
-
-__getattr__ = deprecated_aliases(__name__, {"service_from_run": "build_service_from_run"})

@@ -1,0 +1,206 @@
+"""The Python client of the HTTP service: keys stay here, only public bytes and ciphertexts travel.
+
+:class:`RemoteClient` fetches the spec, makes its keys, registers its public context (and keeps
+the token the service returns), and then encrypts, posts and decrypts. It re-registers
+transparently when the service forgot its context (idle expiry), sends bodies with ``Expect:
+100-continue`` so a refusal (413 too large, 401, ...) arrives as a typed error instead of a broken
+pipe, and splits a batch into requests that stay under the server's ``max_body_bytes``.
+
+Example:
+    >>> import torch
+    >>> from securetrain.models import build_model
+    >>> from securetrain.encrypted.server import EncryptedModel
+    >>> from securetrain.encrypted.http import EncryptedInferenceService, start_server
+    >>> em = EncryptedModel.build(build_model("he", (1, 8, 8), 10, hidden=4), calibration=torch.rand(8, 1, 8, 8))
+    >>> with start_server(EncryptedInferenceService({"throughput": em})) as running:
+    ...     remote = RemoteClient(running.url)
+    ...     remote.predict(torch.rand(3, 1, 8, 8)).shape
+    (3, 10)
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import select
+import socket
+import time
+import urllib.parse
+from typing import Any
+
+import numpy as np
+
+from securetrain.encrypted.client import EncryptionClient
+from securetrain.encrypted.errors import (
+    AuthenticationError,
+    ContextMismatchError,
+    PayloadTooLarge,
+    QuotaExceededError,
+    RequestTimeoutError,
+    ServiceError,
+    ServiceFullError,
+    UnknownContextError,
+)
+from securetrain.encrypted.wire import CONTENT_TYPE
+from securetrain.errors import ConfigurationError, EncryptionError
+
+_SEND_PIECE = 1 << 20
+_INTERIM = (b"HTTP/1.1 100", b"HTTP/1.0 100")
+_CONTINUE_WAIT_S = 10.0
+_TYPED: dict[int, type[ServiceError]] = {
+    401: AuthenticationError,
+    404: UnknownContextError,
+    408: RequestTimeoutError,
+    413: PayloadTooLarge,
+    429: QuotaExceededError,
+    503: ServiceFullError,
+}
+
+
+def _await_continue(sock: socket.socket, wait: float) -> bool:
+    """After headers with ``Expect: 100-continue``: True to send the body (``100 Continue`` read, or
+    no answer within ``wait``), False when the server already sent its final answer."""
+    readable, _, _ = select.select([sock], [], [], wait)
+    if not readable:
+        return True
+    deadline = time.monotonic() + wait
+    while True:
+        head = sock.recv(4096, socket.MSG_PEEK)
+        interim = head.startswith(_INTERIM)
+        if not head or (len(head) >= len(_INTERIM[0]) and not interim):
+            return False  # a final answer (or a closed connection): the response parser reads it
+        end = head.find(b"\r\n\r\n")
+        if end >= 0:
+            sock.recv(end + 4)  # consume the interim response
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)  # a partial status line: wait for the rest
+
+
+class RemoteClient:
+    """Python client of the service (``mode``: the packing to use; ``timeout``: seconds per call)."""
+
+    def __init__(self, url: str, *, mode: str = "throughput", timeout: float = 600.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(f"the service URL must look like http://host:port, got {url!r}")
+        self.url = url.rstrip("/")
+        self._parts = parts
+        self.timeout = timeout
+        self.mode = mode
+        info = json.loads(self._call("GET", "/v1/info"))
+        limits = info.get("limits", {}) if isinstance(info, dict) else {}
+        self.max_body_bytes: int | None = limits.get("max_body_bytes") if isinstance(limits, dict) else None
+        spec = json.loads(self._call("GET", f"/v1/spec?mode={urllib.parse.quote(mode)}"))
+        self.client = EncryptionClient(spec)
+        self.token: str | None = None
+        self.context_id: str | None = None
+        self.register()
+
+    # -- transport
+    def _connection(self) -> http.client.HTTPConnection:
+        host, port = self._parts.hostname, self._parts.port
+        if self._parts.scheme == "https":
+            return http.client.HTTPSConnection(str(host), port, timeout=self.timeout)
+        return http.client.HTTPConnection(str(host), port, timeout=self.timeout)
+
+    def _call(self, method: str, path: str, body: bytes | None = None, *, auth: bool = False) -> bytes:
+        conn = self._connection()
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            if auth and self.token:
+                conn.putheader("Authorization", f"Bearer {self.token}")
+            if body is not None:
+                conn.putheader("Content-Type", CONTENT_TYPE)
+                conn.putheader("Content-Length", str(len(body)))
+                conn.putheader("Expect", "100-continue")
+            conn.endheaders()
+            if (
+                body is not None
+                and conn.sock is not None
+                and _await_continue(conn.sock, min(self.timeout, _CONTINUE_WAIT_S))
+            ):
+                view = memoryview(body)
+                try:
+                    for start in range(0, len(view), _SEND_PIECE):
+                        conn.send(view[start : start + _SEND_PIECE])
+                except (BrokenPipeError, ConnectionResetError) as exc:
+                    if self.max_body_bytes is not None and len(body) > self.max_body_bytes:
+                        raise PayloadTooLarge(
+                            f"the server refused a body of {len(body)} bytes (limit {self.max_body_bytes})",
+                            limit=self.max_body_bytes,
+                        ) from exc
+                    raise EncryptionError(
+                        f"the server closed the connection while {method} {path} was sending {len(body)} bytes ({exc})"
+                    ) from exc
+            resp = conn.getresponse()
+            payload = resp.read()
+            status = resp.status
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, ServiceError):
+                raise
+            raise EncryptionError(f"cannot reach the service at {self.url} ({method} {path}): {exc}") from exc
+        finally:
+            conn.close()
+        if status >= 400:
+            try:
+                err = json.loads(payload)
+                kind, message = str(err.get("error")), str(err.get("message"))
+            except (json.JSONDecodeError, AttributeError):
+                kind, message = "HTTPError", payload[:200].decode("utf-8", "replace")
+            text = f"server answered {status} to {method} {path}: {kind}: {message}"
+            typed = _TYPED.get(status)
+            if typed is PayloadTooLarge:
+                raise PayloadTooLarge(text, limit=self.max_body_bytes)
+            if typed is not None:
+                raise typed(text)
+            raise EncryptionError(text)
+        return payload
+
+    # -- contexts
+    def register(self) -> str:
+        """Register this client's public context (again); its id. A token the service no longer knows is dropped."""
+        path = f"/v1/contexts?mode={urllib.parse.quote(self.mode)}"
+        body = self.client.public_context()
+        try:
+            reply = json.loads(self._call("POST", path, body, auth=True))
+        except AuthenticationError:  # the service forgot this client (all its contexts expired): start anew
+            self.token = None
+            reply = json.loads(self._call("POST", path, body))
+        if reply.get("context_id") != self.client.context_id:
+            raise ContextMismatchError("the server registered a different context fingerprint than this client's")
+        self.token = str(reply["token"])
+        self.context_id = str(reply["context_id"])
+        return self.context_id
+
+    def close(self) -> None:
+        """Delete this client's context on the server (it would expire anyway)."""
+        if self.context_id is not None and self.token is not None:
+            try:
+                self._call("DELETE", f"/v1/contexts/{self.context_id}", auth=True)
+            except (AuthenticationError, UnknownContextError):
+                pass  # already gone (expired): nothing to delete
+            self.context_id = None
+
+    # -- inference
+    def _infer(self, request: bytes) -> bytes:
+        try:
+            return self._call("POST", "/v1/infer", request, auth=True)
+        except (AuthenticationError, UnknownContextError):  # expired: register the same context again, retry once
+            self.register()
+            return self._call("POST", "/v1/infer", request, auth=True)
+
+    def predict(self, x: Any, *, chunk_size: int | None = None) -> np.ndarray:
+        """Encrypted logits for ``x``, decrypted here."""
+        request = self.client.encrypt(x, chunk_size=chunk_size)
+        if self.max_body_bytes is not None and len(request) > self.max_body_bytes:
+            raise PayloadTooLarge(
+                f"the request is {len(request)} bytes, over the server's limit of {self.max_body_bytes}; send fewer "
+                "samples per call",
+                limit=self.max_body_bytes,
+            )
+        return self.client.decrypt(self._infer(request))
+
+
+__all__ = ["RemoteClient"]
