@@ -16,6 +16,7 @@ ZOO_DATA = {
     "transformer": "sequences",
     "he": "digits",
     "he-cnn": "digits",
+    "he-mnist": "digits",
 }
 
 
@@ -50,7 +51,9 @@ def test_image_models_take_any_size_and_channels(name, shape):
 
 
 def test_unknown_model_lists_choices():
-    with pytest.raises(UnknownNameError, match=r"unknown model 'vgg'; choose one of: cnn, he, he-cnn, lstm, mlp"):
+    with pytest.raises(
+        UnknownNameError, match=r"unknown model 'vgg'; choose one of: cnn, he, he-cnn, he-mnist, lstm, mlp"
+    ):
         build_model("vgg", (1, 8, 8), 10)
 
 

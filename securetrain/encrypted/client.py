@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from securetrain.encrypted.errors import ContextMismatchError, SecretKeyRequiredError
+from securetrain.encrypted.keys import public_context_bytes
 from securetrain.encrypted.packing import Packing, get_packing
 from securetrain.encrypted.params import EncryptionPlan
 from securetrain.encrypted.server import SPEC_FORMAT
@@ -89,12 +90,15 @@ class EncryptionClient:
         ctx.global_scale = self.plan.scale
         if not ctx.has_relin_keys():
             ctx.generate_relin_keys()
-        if self.plan.galois_keys:
-            ctx.generate_galois_keys()
+        steps = self.layout.get("galois_steps")
         self._context = ctx
-        self._public: bytes = ctx.serialize(
-            save_public_key=True, save_secret_key=False, save_galois_keys=self.plan.galois_keys, save_relin_keys=True
-        )
+        if self.plan.galois_keys and steps is None:  # a spec without the steps: every power of two
+            ctx.generate_galois_keys()
+            self._public: bytes = ctx.serialize(
+                save_public_key=True, save_secret_key=False, save_galois_keys=True, save_relin_keys=True
+            )
+        else:  # Galois keys for the rotations the server's program uses, no others
+            self._public = public_context_bytes(ctx, steps if self.plan.galois_keys else None)
         self.context_id = context_fingerprint(self._public)
 
     @property

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from securetrain.encrypted.client import EncryptionClient
 from securetrain.encrypted.server import EncryptedModel, InferenceServer
@@ -55,6 +56,8 @@ def evaluate_encrypted(
     input_shape: Sequence[int] | None = None,
     calibration: torch.Tensor | np.ndarray | None = None,
     chunk_size: int | None = None,
+    encrypted_model: EncryptedModel | None = None,
+    progress: bool = False,
     **plan_options: Any,
 ) -> dict[str, Any]:
     """Encrypt ``x`` (the first ``samples`` rows), evaluate ``model`` on the ciphertexts
@@ -67,6 +70,10 @@ def evaluate_encrypted(
     ``per_sample_s`` the total over the number of samples; in throughput mode
     ``per_sample_full_slots_s`` divides a chunk's time by the slot count, since a chunk
     costs the same however many of its slots are used.
+
+    ``encrypted_model``: an :class:`EncryptedModel` already built (and planned) for ``model``,
+    e.g. to estimate its cost first (:func:`securetrain.encrypted.estimate.estimate_plan`);
+    ``progress``: show a progress bar over the requests on stderr.
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] == 0:
         raise EncryptionError("x must be a non-empty tensor of shape (batch, *input_shape)")
@@ -76,9 +83,14 @@ def evaluate_encrypted(
     xs = x[:n]
     shape = tuple(input_shape) if input_shape is not None else tuple(x.shape[1:])
     t0 = time.perf_counter()
-    em = EncryptedModel.build(
-        model, mode, calibration=xs if calibration is None else calibration, input_shape=shape, **plan_options
-    )
+    if encrypted_model is not None:
+        if encrypted_model.plan.mode != mode:
+            raise EncryptionError(f"encrypted_model was planned for {encrypted_model.plan.mode!r}, not {mode!r}")
+        em = encrypted_model
+    else:
+        em = EncryptedModel.build(
+            model, mode, calibration=xs if calibration is None else calibration, input_shape=shape, **plan_options
+        )
     t1 = time.perf_counter()
     client = EncryptionClient(em.spec())
     t2 = time.perf_counter()
@@ -95,7 +107,7 @@ def evaluate_encrypted(
     round_trips = []
     req_bytes = resp_bytes = 0
     ct_bytes = None
-    for batch in batches:
+    for batch in tqdm(batches, desc=f"encrypted {mode}", unit="request", disable=not progress, leave=False):
         a = time.perf_counter()
         req = client.encrypt(batch, chunk_size=chunk_size)
         b = time.perf_counter()

@@ -14,7 +14,8 @@ the replication the next layer relies on); the last layer adds its bias directly
 Without the expanded layout (too many outputs for the slots), the client sends its
 features with a constant 1 appended and the first layer also uses the diagonal method.
 As in the throughput packing, the exact prime ratios of each rescale are folded into the
-weights.
+weights. The layout lists the rotation steps whose Galois keys the program needs
+(``galois_steps``); the client makes keys for those only (:mod:`securetrain.encrypted.keys`).
 
 Example:
     >>> import torch
@@ -26,6 +27,8 @@ Example:
     >>> layout = LatencyPacking().layout(cm, p)
     >>> layout["input"], layout["chunks"], layout["rows"], p.depth
     ('expanded', 128, 32, 4)
+    >>> layout["galois_steps"][:3]  # keys for these rotations only (not every power of two)
+    [-32, -16, -8]
     >>> cost = LatencyPacking().cost(cm, p.slots, "expanded")
     >>> cost.depth, cost.galois_keys, cost.extra_first_level, cost.rotation_amplification
     (4, True, True, 128.0)
@@ -39,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from securetrain.encrypted.keys import keys_for_rotations
 from securetrain.encrypted.packing import (
     PACKINGS,
     Group,
@@ -148,6 +152,7 @@ class LatencyProgram(Program):
         factor = 1.0
         self.steps: list[tuple[Any, ...]] = []
         self.index: list[list[int]] | None = None
+        self.key_steps: set[int] = set()  # the Galois keys this program's rotations need
         affines = [op for op in compiled.ops if isinstance(op, Affine)]
         aff = 0
         for _op, stage in zip(compiled.ops, st.stages):
@@ -176,6 +181,8 @@ class LatencyProgram(Program):
                 weights[: chunks * rows] = (d.T.ravel()) * (primes[level] / scale / factor)
                 ones = [primes[level + 1] / scale] * (slots // rows)
                 self.steps.append(("expanded", weights.tolist(), ones, rows))
+                # enc_matmul_plain sums the slots // rows blocks by rotating rows * 2^j (one key each)
+                self.key_steps |= keys_for_rotations(rows << j for j in range(int(math.log2(slots // rows))))
                 self.index = index.tolist()
                 level += 2
             else:
@@ -191,6 +198,8 @@ class LatencyProgram(Program):
                     bias = a.bias.tolist()
                 mat *= primes[level] / scale / factor
                 self.steps.append(("diag", mat.tolist(), bias))
+                # the diagonal method rotates by 1 .. period - 1: SEAL composes them from their NAF terms
+                self.key_steps |= keys_for_rotations(range(1, period), direct=False)
                 level += 1
             factor = 1.0
             aff += 1
@@ -255,6 +264,7 @@ class LatencyPacking(Packing):
             "outputs": compiled.output_size,
             "slots": plan.slots,
             "output_factor": prog.output_factor,
+            "galois_steps": sorted(prog.key_steps),
         }
         if st.expanded:
             return {
@@ -306,6 +316,12 @@ class LatencyPacking(Packing):
         feats, slots = int(layout["features"]), int(layout["slots"])
         factor = layout.get("output_factor")
         ok = isinstance(factor, (int, float)) and np.isfinite(factor) and factor != 0
+        steps = layout.get("galois_steps")
+        if steps is not None:
+            ok = ok and (
+                isinstance(steps, list)
+                and all(isinstance(v, int) and not isinstance(v, bool) and 0 < abs(v) < slots for v in steps)
+            )
         if layout.get("input") == "expanded":
             try:
                 index = np.asarray(layout["index"], dtype=np.int64)

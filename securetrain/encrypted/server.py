@@ -39,6 +39,7 @@ from securetrain.encrypted.errors import (
     PublicContextError,
     WireFormatError,
 )
+from securetrain.encrypted.keys import check_rotation_keys
 from securetrain.encrypted.packing import (
     Packing,
     Program,
@@ -162,6 +163,9 @@ class InferenceServer:
     def __init__(self, model: EncryptedModel, public_context: bytes, *, n_threads: int | None = None) -> None:
         self.model = model
         self.context = load_public_context(public_context, model.plan, n_threads=n_threads)
+        steps = model.layout.get("galois_steps")
+        if model.plan.galois_keys and steps:
+            check_rotation_keys(self.context, steps, model.plan.poly_modulus_degree)
         self.context_id = context_fingerprint(bytes(public_context))
 
     def open_request(self, request: bytes) -> list[Any]:

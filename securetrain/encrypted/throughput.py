@@ -67,7 +67,8 @@ class ThroughputProgram(Program):
         factor = 1.0  # decoded ciphertext value = factor * true value
         level = 0
         self.stages: list[_AffineStage | _SquareStage] = []
-        self.multiplications = 0
+        self.multiplications = 0  # ciphertext products of all kinds (scalar products and squares)
+        self.squares = 0
         for op in compiled.ops:
             if isinstance(op, Affine):
                 ratio = primes[level] / scale / factor
@@ -92,6 +93,7 @@ class ThroughputProgram(Program):
             else:
                 self.stages.append(_SquareStage(op.size))
                 self.multiplications += int(is_ct.sum())
+                self.squares += int(is_ct.sum())
                 const_val = const_val * const_val
                 factor = factor * factor * scale / primes[level]
                 level += 1

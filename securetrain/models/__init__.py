@@ -23,7 +23,7 @@ from torch import nn
 
 from securetrain.errors import ConfigurationError, ModelError, SecureTrainError
 from securetrain.models.cnn import CNN
-from securetrain.models.he import HECNN, HEMLP, Square
+from securetrain.models.he import HECNN, HEMLP, HEMNIST, Square
 from securetrain.models.mlp import MLP
 from securetrain.models.resnet import SmallResNet
 from securetrain.models.sequence import LSTMClassifier, TransformerClassifier
@@ -39,6 +39,7 @@ MODELS.add("lstm", LSTMClassifier)
 MODELS.add("transformer", TransformerClassifier)
 MODELS.add("he", HEMLP)
 MODELS.add("he-cnn", HECNN)
+MODELS.add("he-mnist", HEMNIST)
 
 
 def register_model(name: str, factory: ModelFactory, *, overwrite: bool = False) -> None:
@@ -128,6 +129,7 @@ __all__ = [
     "CNN",
     "HECNN",
     "HEMLP",
+    "HEMNIST",
     "LSTMClassifier",
     "MLP",
     "MODELS",

@@ -39,6 +39,11 @@ def test_encrypt_fills_the_report_in_throughput_mode(he_run: Path, capsys: pytes
     assert main(["encrypt", str(he_run), "--samples", "30", "--no-html"]) == 0
     printed = capsys.readouterr().out
     assert "argmax agreement      1.0000" in printed and "at full slots" in printed
+    plan_line = re.search(r"^plan +CKKS throughput \(batch\), N=(\d+), chain \[[\d, ]+\], depth 3$", printed, re.M)
+    assert plan_line and re.search(
+        r"^estimate +~[\d.]+ ms per sample, ~[\d.]+ s for 30 samples in 1 requests$", printed, re.M
+    )
+    assert re.search(r"^per request +30 samples, ~[\d.]+ MB up", printed, re.M)
     sec = encrypted_section(he_run)
     assert set(SECTION_KEYS["encrypted"]) <= set(sec)
     assert (sec["scheme"], sec["mode"], sec["samples"], sec["security_bits"]) == ("CKKS", "throughput", 30, 128)
@@ -46,6 +51,22 @@ def test_encrypt_fills_the_report_in_throughput_mode(he_run: Path, capsys: pytes
     assert sec["public_context_bytes"] > 0 and sec["ciphertext_bytes"] > 0
     assert 0 < sec["per_sample_full_slots_s"] < sec["per_sample_s"]
     assert "Encrypted inference" in (he_run / "report.md").read_text()
+
+
+def test_encrypt_refuses_a_plan_over_max_seconds_before_encrypting(
+    he_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = (he_run / "report.json").read_bytes()
+    assert main(["encrypt", str(he_run), "--mode", "latency", "--samples", "50", "--max-seconds", "0.05"]) == 1
+    captured = capsys.readouterr()
+    assert re.search(r"^plan +CKKS latency \(expanded\)", captured.out, re.M)
+    assert captured.err.count("\n") == 1
+    assert re.search(
+        r"refused before encrypting: the latency plan is estimated at \d+ s for 50 samples .* over --max-seconds 0\.05\. "
+        r"To go faster: fewer --samples, --mode throughput",
+        captured.err,
+    )
+    assert (he_run / "report.json").read_bytes() == before  # nothing was encrypted or written
 
 
 def test_encrypt_in_latency_mode(he_run: Path) -> None:

@@ -40,19 +40,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--fine-tune-epochs", type=int, default=3, help="fine-tuning epochs after --convert")
     p.add_argument("--min-scale-bits", type=int, default=26, help="smallest CKKS scale (precision) accepted")
     p.add_argument("--max-poly-modulus-degree", type=int, default=32768, help="largest ring the planner may pick")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=600.0,
+        help="refuse up front a plan whose estimated encrypted-inference time exceeds this",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
+
+    from securetrain.errors import ConfigurationError
     from securetrain.runlock import lock_run_for_update
+
+    if not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
+        raise ConfigurationError(f"--max-seconds must be a positive number of seconds, got {args.max_seconds}")
 
     with lock_run_for_update(args.dir, command="encrypt"):  # refused before encrypting if not writable or busy
         return _encrypt(args)
 
 
 def _encrypt(args: argparse.Namespace) -> int:
+    from securetrain.encrypted.estimate import estimate_plan
     from securetrain.encrypted.evaluate import evaluate_encrypted
+    from securetrain.encrypted.server import EncryptedModel
     from securetrain.encrypted.validator import FineTune, format_issues, make_he_friendly, validate
     from securetrain.errors import EncryptionError
     from securetrain.report import Report
@@ -88,6 +103,25 @@ def _encrypt(args: argparse.Namespace) -> int:
     samples = args.samples
     if samples is None:
         samples = x_test.shape[0] if args.mode == "throughput" else min(32, x_test.shape[0])
+    em = EncryptedModel.build(
+        model,
+        args.mode,
+        calibration=x_train[:512],
+        input_shape=shape,
+        min_scale_bits=args.min_scale_bits,
+        max_poly_modulus_degree=args.max_poly_modulus_degree,
+    )
+    estimate = estimate_plan(em, samples)
+    sys.stdout.write("\n".join(estimate.lines()) + "\n")
+    sys.stdout.flush()
+    if estimate.total_s > args.max_seconds:
+        other = "throughput" if args.mode == "latency" else "latency"
+        raise EncryptionError(
+            f"refused before encrypting: the {args.mode} plan is estimated at {estimate.total_s:.0f} s for {samples} "
+            f"samples ({estimate.per_sample_s:.2f} s each), over --max-seconds {args.max_seconds:g}. To go faster: "
+            f"fewer --samples, --mode {other}, a smaller model (fewer channels or hidden units, one activation less), "
+            "or allow more time with --max-seconds"
+        )
     section = evaluate_encrypted(
         model,
         x_test,
@@ -96,9 +130,15 @@ def _encrypt(args: argparse.Namespace) -> int:
         y=y_test,
         input_shape=shape,
         calibration=x_train[:512],
-        min_scale_bits=args.min_scale_bits,
-        max_poly_modulus_degree=args.max_poly_modulus_degree,
+        encrypted_model=em,
+        progress=not args.no_progress,
     )
+    section["estimate"] = {
+        "per_sample_s": estimate.per_sample_s,
+        "total_s": estimate.total_s,
+        "request_bytes": estimate.request_bytes,
+        "public_context_bytes": estimate.public_context_bytes,
+    }
     if converted is not None:
         section["converted"] = converted
     report.encrypted = section

@@ -1,0 +1,222 @@
+"""What a plan will cost before anything is encrypted: time per sample and per batch, sizes.
+
+:func:`measure_primitives` times TenSEAL's primitive operations at a plan's parameters on this
+machine (a fresh context, a few repetitions of each: about a second); :func:`estimate_plan`
+counts the operations the server program of an :class:`~securetrain.encrypted.server.EncryptedModel`
+performs and multiplies. Primitives are timed on fresh (top-level) ciphertexts, which are the
+slowest, so estimates lean high.
+
+Example:
+    >>> import torch
+    >>> from securetrain.models import build_model
+    >>> from securetrain.encrypted.server import EncryptedModel
+    >>> em = EncryptedModel.build(build_model("he", (1, 8, 8), 10, hidden=4), calibration=torch.rand(8, 1, 8, 8))
+    >>> est = estimate_plan(em, samples=100)
+    >>> est.requests, est.request_bytes > 0, est.total_s > 0
+    (1, True, True)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from securetrain.encrypted.keys import naf
+
+if TYPE_CHECKING:
+    from securetrain.encrypted.latency import LatencyProgram
+    from securetrain.encrypted.params import EncryptionPlan
+    from securetrain.encrypted.server import EncryptedModel
+
+
+@dataclass(frozen=True)
+class Primitives:
+    """Seconds per primitive operation and bytes per object at one plan's parameters."""
+
+    encrypt_s: float
+    mul_scalar_s: float
+    mul_vector_s: float
+    add_s: float
+    square_s: float
+    rotate_s: float
+    decrypt_s: float
+    ciphertext_bytes: int
+    base_context_bytes: int
+    galois_key_bytes: int
+
+
+def _best(fn: Any, reps: int = 3) -> float:
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+@lru_cache(maxsize=8)
+def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
+    import tenseal as ts
+
+    from securetrain.encrypted.keys import public_context_bytes
+
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=n, coeff_mod_bit_sizes=list(bits))
+    ctx.global_scale = 2.0**scale_bits
+    if not ctx.has_relin_keys():
+        ctx.generate_relin_keys()
+    slots = n // 2
+    values = np.random.default_rng(0).uniform(-1, 1, slots).tolist()
+    v = ts.ckks_vector(ctx, values)
+    w = ts.ckks_vector(ctx, values)
+    encrypt_s = _best(lambda: ts.ckks_vector(ctx, values))
+    mul_scalar_s = _best(lambda: v * 0.5)
+    mul_vector_s = _best(lambda: v * values)
+    add_s = _best(lambda: v + w)
+    square_s = _best(lambda: v.square())
+    decrypt_s = _best(lambda: v.decrypt(), reps=2)
+    base = public_context_bytes(ctx, None)
+    with_key = public_context_bytes(ctx, [1])
+    ctx_one = ts.context_from(with_key)
+    u = ts.ckks_vector(ctx_one, values[:2])
+    # one rotation: the diagonal method on a 2x2 matrix rotates once (by 1), plus two plaintext products
+    rot_plus = _best(lambda: u.mm([[0.5, 0.0], [0.0, 0.5]]), reps=2)
+    rotate_s = max(rot_plus - 2 * mul_vector_s, mul_vector_s)
+    return Primitives(
+        encrypt_s=encrypt_s,
+        mul_scalar_s=mul_scalar_s,
+        mul_vector_s=mul_vector_s,
+        add_s=add_s,
+        square_s=square_s,
+        rotate_s=rotate_s,
+        decrypt_s=decrypt_s,
+        ciphertext_bytes=len(v.serialize()),
+        base_context_bytes=len(base),
+        galois_key_bytes=max(0, len(with_key) - len(base)),
+    )
+
+
+def measure_primitives(plan: EncryptionPlan) -> Primitives:
+    """Time the primitives at ``plan``'s ring and modulus chain (cached per parameters)."""
+    return _measure(plan.poly_modulus_degree, tuple(plan.coeff_mod_bit_sizes), plan.scale_bits)
+
+
+@dataclass(frozen=True)
+class PlanEstimate:
+    """The cost of serving ``samples`` samples under one plan, worked out before encrypting."""
+
+    mode: str
+    variant: str
+    poly_modulus_degree: int
+    coeff_mod_bit_sizes: tuple[int, ...]
+    depth: int
+    galois_keys: int
+    public_context_bytes: int
+    samples: int
+    samples_per_request: int
+    requests: int
+    request_bytes: int
+    response_bytes: int
+    request_s: float
+    operations: dict[str, int]
+
+    @property
+    def per_sample_s(self) -> float:
+        return self.total_s / max(self.samples, 1)
+
+    @property
+    def total_s(self) -> float:
+        return self.request_s * self.requests
+
+    def lines(self) -> list[str]:
+        """The plan and the estimate, one fact per line (what ``securetrain encrypt`` prints)."""
+        ops = ", ".join(f"{k} {v}" for k, v in self.operations.items() if v)
+        return [
+            f"plan                  CKKS {self.mode} ({self.variant}), N={self.poly_modulus_degree}, "
+            f"chain {list(self.coeff_mod_bit_sizes)}, depth {self.depth}",
+            f"keys                  public context ~{self.public_context_bytes / 1e6:.1f} MB "
+            f"({self.galois_keys} Galois keys)",
+            f"per request           {self.samples_per_request} samples, ~{self.request_bytes / 1e6:.1f} MB up, "
+            f"~{self.response_bytes / 1e6:.1f} MB down, ~{self.request_s:.2f} s ({ops})",
+            f"estimate              ~{self.per_sample_s * 1e3:.2f} ms per sample, ~{self.total_s:.1f} s for "
+            f"{self.samples} samples in {self.requests} requests",
+        ]
+
+
+def _latency_ops(program: LatencyProgram, slots: int) -> dict[str, int]:
+    ops = {"vector products": 0, "rotations": 0, "squares": 0}
+    for step in program.steps:
+        if step[0] == "square":
+            ops["squares"] += 1
+        elif step[0] == "expanded":
+            rows = int(step[3])
+            ops["vector products"] += 2
+            ops["rotations"] += int(math.log2(slots // rows))
+        else:
+            period = len(step[1])
+            ops["vector products"] += period
+            ops["rotations"] += sum(len(naf(i)) for i in range(1, period))
+    return ops
+
+
+def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | None = None) -> PlanEstimate:
+    """Estimate time and sizes for ``samples`` samples under ``em``'s plan (see the module docstring)."""
+    from securetrain.encrypted.latency import LatencyProgram
+    from securetrain.encrypted.throughput import ThroughputProgram
+
+    plan = em.plan
+    p = primitives if primitives is not None else measure_primitives(plan)
+    samples = max(1, int(samples))
+    outputs = em.compiled.output_size
+    if isinstance(em.program, ThroughputProgram):
+        features = em.compiled.input_size
+        squares = em.program.squares
+        products = em.program.multiplications - squares
+        ops = {"scalar products": products, "squares": squares}
+        per_request = min(samples, plan.slots)
+        request_s = (
+            features * p.encrypt_s
+            + products * (p.mul_scalar_s + p.add_s)
+            + squares * p.square_s
+            + outputs * p.decrypt_s
+        )
+        request_bytes = features * p.ciphertext_bytes
+        response_bytes = outputs * p.ciphertext_bytes
+        keys = 0
+    elif isinstance(em.program, LatencyProgram):
+        ops = _latency_ops(em.program, plan.slots)
+        per_request = 1
+        request_s = (
+            p.encrypt_s
+            + ops["vector products"] * (p.mul_vector_s + p.add_s)
+            + ops["rotations"] * p.rotate_s
+            + ops["squares"] * p.square_s
+            + p.decrypt_s
+        )
+        request_bytes = response_bytes = p.ciphertext_bytes
+        keys = len(em.layout.get("galois_steps") or ())
+    else:  # a packing registered by someone else: no operation count to go by
+        raise TypeError(f"no cost model for the {plan.mode} packing's program")
+    return PlanEstimate(
+        mode=plan.mode,
+        variant=plan.variant,
+        poly_modulus_degree=plan.poly_modulus_degree,
+        coeff_mod_bit_sizes=tuple(plan.coeff_mod_bit_sizes),
+        depth=plan.depth,
+        galois_keys=keys,
+        public_context_bytes=p.base_context_bytes + keys * p.galois_key_bytes,
+        samples=samples,
+        samples_per_request=per_request,
+        requests=math.ceil(samples / per_request),
+        request_bytes=request_bytes,
+        response_bytes=response_bytes,
+        request_s=request_s,
+        operations=ops,
+    )
+
+
+__all__ = ["PlanEstimate", "Primitives", "estimate_plan", "measure_primitives"]
