@@ -62,6 +62,7 @@ def _best(fn: Any, reps: int = 3) -> float:
 @lru_cache(maxsize=8)
 def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
     import tenseal as ts
+    from tenseal import sealapi
 
     from securetrain.encrypted.keys import public_context_bytes
 
@@ -82,10 +83,11 @@ def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
     base = public_context_bytes(ctx, None)
     with_key = public_context_bytes(ctx, [1])
     ctx_one = ts.context_from(with_key)
-    u = ts.ckks_vector(ctx_one, values[:2])
-    # one rotation: the diagonal method on a 2x2 matrix rotates once (by 1), plus two plaintext products
-    rot_plus = _best(lambda: u.mm([[0.5, 0.0], [0.0, 0.5]]), reps=2)
-    rotate_s = max(rot_plus - 2 * mul_vector_s, mul_vector_s)
+    evaluator = sealapi.Evaluator(ctx_one.seal_context().data)
+    keys = ctx_one.galois_keys().data
+    ct = ts.ckks_vector(ctx_one, values).ciphertext()[0]
+    out = sealapi.Ciphertext()
+    rotate_s = _best(lambda: evaluator.rotate_vector(ct, 1, keys, out))
     return Primitives(
         encrypt_s=encrypt_s,
         mul_scalar_s=mul_scalar_s,

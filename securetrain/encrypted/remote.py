@@ -29,6 +29,7 @@ import urllib.parse
 from typing import Any
 
 import numpy as np
+import torch
 
 from securetrain.encrypted.client import EncryptionClient
 from securetrain.encrypted.errors import (
@@ -192,15 +193,36 @@ class RemoteClient:
             return self._call("POST", "/v1/infer", request, auth=True)
 
     def predict(self, x: Any, *, chunk_size: int | None = None) -> np.ndarray:
-        """Encrypted logits for ``x``, decrypted here."""
-        request = self.client.encrypt(x, chunk_size=chunk_size)
-        if self.max_body_bytes is not None and len(request) > self.max_body_bytes:
-            raise PayloadTooLarge(
-                f"the request is {len(request)} bytes, over the server's limit of {self.max_body_bytes}; send fewer "
-                "samples per call",
-                limit=self.max_body_bytes,
-            )
-        return self.client.decrypt(self._infer(request))
+        """Encrypted logits for ``x``, decrypted here.
+
+        The batch is sent in as many requests as it takes to keep each under the server's
+        ``max_body_bytes``: one request is built, sent and decrypted at a time, so memory holds
+        one request and one response, not the whole batch's. :class:`PayloadTooLarge` when even
+        one sample's request is over the limit (throughput mode sends one ciphertext per input
+        feature whatever the batch: use latency mode or a server with a larger limit).
+        """
+        rows = int(x.shape[0]) if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim > 1 else None
+        limit = self.max_body_bytes
+        if rows is None or limit is None:
+            return self.client.decrypt(self._infer(self.client.encrypt(x, chunk_size=chunk_size)))
+        outs = []
+        start, per, last = 0, rows, None
+        while start < rows:
+            request = self.client.encrypt(x[start : start + per], chunk_size=chunk_size)
+            if len(request) > limit:
+                if per == 1 or (last is not None and len(request) >= last):
+                    raise PayloadTooLarge(
+                        f"a request of {per} sample(s) is {len(request)} bytes, over the server's limit of {limit}; "
+                        "fewer samples per request do not make it smaller (in throughput mode a request carries "
+                        "one ciphertext per input feature): use latency mode or a server with a larger limit",
+                        limit=limit,
+                    )
+                last, per = len(request), max(1, min(per - 1, per * limit // len(request)))
+                continue
+            outs.append(self.client.decrypt(self._infer(request)))
+            del request
+            start += per
+        return np.concatenate(outs, axis=0)
 
 
 __all__ = ["RemoteClient"]

@@ -158,6 +158,23 @@ def test_the_remote_client_raises_payload_too_large_instead_of_a_broken_pipe(tin
         assert_alive(small.url)
 
 
+def test_the_remote_client_splits_a_batch_to_stay_under_the_server_limit(tiny) -> None:
+    service = EncryptedInferenceService({"throughput": tiny})
+    with start_server(service, max_body_bytes=600_000) as srv:  # a context (~0.4 MB) fits, 3 chunks do not
+        client = RemoteClient(srv.url)
+        x = torch.rand(6, *SHAPE)
+        whole = client.client.encrypt(x, chunk_size=2)
+        assert len(whole) > 600_000
+        check(client.predict(x, chunk_size=2), tiny, x)  # sent as several requests, each under the limit
+    wide = EncryptedModel.build(  # 16 features: 16 ciphertexts per request (~1.4 MB) whatever the batch
+        nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval(), calibration=torch.rand(8, 1, 4, 4), input_shape=(1, 4, 4)
+    )
+    with start_server(EncryptedInferenceService({"throughput": wide}), max_body_bytes=1_000_000) as srv:
+        client = RemoteClient(srv.url)
+        with pytest.raises(PayloadTooLarge, match=r"request of \d+ sample\(s\) is \d+ bytes, over the server's limit"):
+            client.predict(torch.rand(3, 1, 4, 4))
+
+
 def test_other_methods_get_405_json_and_unknown_paths_404_json(running) -> None:
     for method, path, allowed in (
         ("PUT", "/v1/infer", "POST"),
