@@ -28,7 +28,7 @@ Example:
     >>> layout["input"], layout["chunks"], layout["rows"], p.depth
     ('expanded', 128, 32, 4)
     >>> layout["galois_steps"][:3]  # keys for these rotations only (not every power of two)
-    [-32, -16, -8]
+    [-8, -4, -2]
     >>> cost = LatencyPacking().cost(cm, p.slots, "expanded")
     >>> cost.depth, cost.galois_keys, cost.extra_first_level, cost.rotation_amplification
     (4, True, True, 128.0)
