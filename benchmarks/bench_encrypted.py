@@ -252,14 +252,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mnist-epochs", type=int, default=20, help="training epochs of he-mnist")
     parser.add_argument("--mnist-images", type=int, default=4, help="images encrypted per mode (he-mnist)")
     parser.add_argument("--budget-seconds", type=float, default=120.0, help="skip a he-mnist mode estimated over this")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine)"
+    )
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     mnist = mnist_section(args.mnist_epochs, args.mnist_images, args.budget_seconds) if args.mnist else None
 
     x_train, _ = load("digits", "train")
     x_test, y_test = load("digits", "test")
     calib = x_train[:512]
     rows: list[dict[str, Any]] = []
-    for name in args.models.split(","):
+    for name in [m for m in args.models.split(",") if m]:  # --models "" runs only the --mnist section
         torch.manual_seed(0)
         model = HECNN2((1, 8, 8), 10) if name == "he-cnn2" else build_model(name, (1, 8, 8), 10)
         train(model, args.epochs)
