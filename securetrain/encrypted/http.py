@@ -536,11 +536,13 @@ def build_service_from_run(
     modes: Sequence[str] = ("throughput", "latency"),
     *,
     calibration_samples: int = 512,
+    max_contexts: int | None = None,
     service_options: Mapping[str, Any] | None = None,
     **plan_options: Any,
 ) -> EncryptedInferenceService:
     """A service for the model of a run directory, calibrated on its training split
-    (``service_options``: keyword arguments of :class:`EncryptedInferenceService`, e.g. quotas)."""
+    (``service_options``: keyword arguments of :class:`EncryptedInferenceService`, e.g. quotas;
+    ``max_contexts``: the same as ``service_options={"max_contexts": ...}``)."""
     from securetrain.rundir import RunDir
 
     run = RunDir.open(run_dir)
@@ -553,7 +555,10 @@ def build_service_from_run(
         models[mode] = EncryptedModel.build(
             model, mode, calibration=calib, input_shape=shape, name=run.model_spec.name, **plan_options
         )
-    return EncryptedInferenceService(models, **dict(service_options or {}))
+    options = dict(service_options or {})
+    if max_contexts is not None:
+        options["max_contexts"] = max_contexts
+    return EncryptedInferenceService(models, **options)
 
 
 __getattr__ = deprecated_aliases(__name__, {"service_from_run": "build_service_from_run"})
