@@ -200,6 +200,12 @@ class ContextStore(Generic[T]):
             if not client.contexts:
                 del self._clients[_digest(str(token))]
 
+    def check_token(self, token: str | None) -> None:
+        """Raise :class:`AuthenticationError` unless ``token`` belongs to a client the store holds."""
+        with self._lock:
+            self._purge(self._clock())
+            self._client(token)
+
     def usage(self) -> dict[str, int]:
         """Counts for monitoring: clients, contexts and bytes held."""
         with self._lock:

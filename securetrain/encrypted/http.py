@@ -144,7 +144,7 @@ class EncryptedInferenceService:
         """
         model = self._model(mode)
         if token is not None:
-            self.contexts.usage()  # purge expired clients first, so a stale token fails before the slow load
+            self.contexts.check_token(token)  # a stale token fails before the slow load of the context
         server = InferenceServer(model, public_context)
         return self.contexts.add(server.context_id, server, nbytes=len(public_context), token=token)
 
