@@ -355,7 +355,7 @@ def resolve_data(name: str, root: str | os.PathLike[str] | None = None) -> DataS
     if name in DATASET_PLUGINS:
         return source_from_loader(name, DATASET_PLUGINS.get(name), origin="plugin")
     raise UnknownNameError(
-        "data set (or give package.module:load or npz:PATH)", name, [*DATASETS.names(), *DATASET_PLUGINS.names()]
+        "data set", name, [*DATASETS.names(), *DATASET_PLUGINS.names()]
     )
 
 
