@@ -204,11 +204,12 @@ class RunDir:
                 f"(--{what} {spec} on the command line, {what}={spec!r} in Python)"
             )
 
-    def check_specs_given(self) -> None:
-        """Raise :class:`~securetrain.errors.SpecError` unless every import-path spec of the run was passed."""
-        if self.model_spec.source == "import":
+    def check_specs_given(self, *, model: bool = True, data: bool = True) -> None:
+        """Raise :class:`~securetrain.errors.SpecError` unless the run's import-path specs (of the
+        model and/or the data) were passed to :meth:`open`."""
+        if model and self.model_spec.source == "import":
             self._require_given(self.model_spec.name, "model")
-        if self.data.source == "import":
+        if data and self.data.source == "import":
             self._require_given(self.data.name, "data")
 
     @property

@@ -6,6 +6,8 @@ import argparse
 import math
 import sys
 
+from securetrain.cli.specs import add_spec_arguments
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -24,6 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--mode", choices=("both", "throughput", "latency"), default="both", help="packings to serve")
     p.add_argument("--max-body-mb", type=float, default=256.0, help="largest request body accepted, in MiB")
     p.add_argument("--max-contexts", type=int, default=16, help="client contexts kept in memory")
+    add_spec_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -49,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     modes = ("throughput", "latency") if args.mode == "both" else (args.mode,)
-    service = build_service_from_run(args.dir, modes, max_contexts=args.max_contexts)
+    service = build_service_from_run(
+        args.dir, modes, max_contexts=args.max_contexts, model=args.model, data=args.data
+    )
     httpd = make_server(service, args.host, args.port, max_body_bytes=max(1, int(args.max_body_mb * 1024 * 1024)))
     host, port = httpd.server_address[:2]
     sys.stderr.write(f"serving {service.info()['model']} ({', '.join(modes)}) on http://{host}:{port}\n")  # type: ignore[str-bytes-safe]  # an AF_INET server's host is a str
