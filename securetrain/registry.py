@@ -49,6 +49,20 @@ class Registry(Generic[T]):
             if ep.name not in self._items:
                 self._items[ep.name] = ep.load()
 
+    def reload_entry_points(self) -> None:
+        """Read the entry-point group again, e.g. after a plugin was installed into a running process.
+
+        New entries are added; registered names (explicit registrations and entries read before)
+        are kept.
+        """
+        if self.entry_point_group is None:
+            return
+        import importlib
+
+        importlib.invalidate_caches()
+        self._entry_points_loaded = False
+        self._load_entry_points()
+
     def register(self, name: str, *, overwrite: bool = False) -> Callable[[T], T]:
         """Decorator that registers ``obj`` under ``name``."""
 

@@ -35,6 +35,7 @@ from torch import nn
 from securetrain.checkpoint import save_weights
 from securetrain.data.base import DatasetInfo
 from securetrain.data.sources import resolve_data
+from securetrain.devices import resolve_device
 from securetrain.distributed.context import barrier as _barrier
 from securetrain.distributed.context import resolve_context
 from securetrain.io import atomic_write_json, remove_stale_temporaries
@@ -42,7 +43,6 @@ from securetrain.models import build_model
 from securetrain.report import Report
 from securetrain.rundir import CONFIG_NAME, WEIGHTS_NAME, RunDir, file_sha256
 from securetrain.runlock import RunLock
-from securetrain.specs import is_import_spec
 from securetrain.runwrite import (
     check_may_write,
     check_out_dir,
@@ -53,6 +53,7 @@ from securetrain.runwrite import (
     staging_dir,
     swap_in,
 )
+from securetrain.specs import is_import_spec
 from securetrain.training import CHECKPOINT_NAME, Callback, Defense, TrainConfig, TrainResult, fit
 from securetrain.training.loop import evaluate_across_ranks
 
@@ -102,6 +103,8 @@ def train(
         recover_interrupted_swap(out)  # a fallback swap killed half-way: the old run is put back first
     previous = check_may_write(out, resume=resume, overwrite=overwrite)  # cheap refusals first
     # everything that can be refused is checked before anything is written
+    if config.device is not None and not ctx.active:
+        resolve_device(config.device)  # e.g. cuda asked for on a machine without a GPU
     source = resolve_data(config.data, config.data_root)  # a spec is imported here (the user gave it)
     info = source.info()
     train_xy = source.load("train")

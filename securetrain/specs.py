@@ -138,7 +138,11 @@ def check_signature(
     try:
         sig.bind(*args, **kwargs)
     except TypeError as exc:
-        raise SpecError(f"{label}: expected {expected}, but it takes {sig}: {exc}") from None
+        plain = sig.replace(
+            parameters=[p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()],
+            return_annotation=inspect.Signature.empty,
+        )
+        raise SpecError(f"{label}: expected {expected}, but it takes {plain}: {exc}") from None
 
 
 def accepted_keywords(fn: Callable[..., Any]) -> tuple[frozenset[str], bool]:

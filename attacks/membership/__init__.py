@@ -56,7 +56,6 @@ from attacks.membership.shadow import (
     train_shadow_models,
 )
 from attacks.membership.signals import SIGNALS, model_signal
-from attacks.membership.user_audit import audit
 from attacks.membership.threshold import (
     ConfidenceThreshold,
     EntropyThreshold,
@@ -64,6 +63,7 @@ from attacks.membership.threshold import (
     ModifiedEntropyThreshold,
     SignalThreshold,
 )
+from attacks.membership.user_audit import audit
 from securetrain.deprecation import deprecated_aliases
 
 _DEPRECATED = {

@@ -38,7 +38,6 @@ import dataclasses
 import logging
 import math
 import os
-import pathlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -192,7 +191,9 @@ def check_audit_settings(
             raise AttackError("lira-online needs at least 2 shadow models; use shadow_models >= 2 or lira-offline")
         names.remove("lira-online")
         notes.append("lira-online skipped: it needs at least 2 shadow models")
-    return AuditSettings(shadow_models=k, attacks=names, canaries=int(canaries), alpha=float(alpha), fprs=targets, notes=notes)
+    return AuditSettings(
+        shadow_models=k, attacks=names, canaries=int(canaries), alpha=float(alpha), fprs=targets, notes=notes
+    )
 
 
 def membership_section(
@@ -231,9 +232,7 @@ def membership_section(
     t_shadow = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    results = {
-        n: get_membership_attack(n, shadows)(target, members, nonmembers, fprs=settings.fprs) for n in names
-    }
+    results = {n: get_membership_attack(n, shadows)(target, members, nonmembers, fprs=settings.fprs) for n in names}
     t_attacks = time.perf_counter() - t0
 
     n_bounds = len(results) + (1 if settings.canaries else 0)

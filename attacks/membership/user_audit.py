@@ -71,16 +71,18 @@ def _as_xy(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _check_train_fn(train_fn: object) -> TrainFn:
     if not callable(train_fn):
-        raise AttackError(f"train_fn must be a callable train_fn(dataset, seed) -> nn.Module, got {type(train_fn).__name__}")
+        raise AttackError(
+            f"train_fn must be a callable train_fn(dataset, seed) -> nn.Module, got {type(train_fn).__name__}"
+        )
     try:
         sig = inspect.signature(train_fn)
     except (TypeError, ValueError):
-        return train_fn  # type: ignore[return-value]  # a builtin: no signature to check
+        return train_fn  # a builtin: no signature to check
     try:
         sig.bind(TensorDataset(torch.zeros(1)), 0)
     except TypeError as exc:
         raise AttackError(f"train_fn must be callable as train_fn(dataset, seed); it takes {sig}: {exc}") from None
-    return train_fn  # type: ignore[return-value]
+    return train_fn
 
 
 def _recipe(train_fn: TrainFn) -> Callable[[tuple[torch.Tensor, torch.Tensor], int], nn.Module]:

@@ -68,9 +68,7 @@ def npz_path(spec: str) -> Path | None:
 
 def _check_inputs(name: str, a: np.ndarray, where: Path) -> torch.Tensor:
     if a.dtype.kind not in "fiu":
-        raise DataError(
-            f"{where}: {name} has dtype {a.dtype}; inputs must be real numbers (a float or integer dtype)"
-        )
+        raise DataError(f"{where}: {name} has dtype {a.dtype}; inputs must be real numbers (a float or integer dtype)")
     if a.ndim < 2:
         raise DataError(
             f"{where}: {name} has shape {a.shape}; inputs must be shaped (samples, features...) with at least 2 dimensions"

@@ -354,9 +354,7 @@ def resolve_data(name: str, root: str | os.PathLike[str] | None = None) -> DataS
         )
     if name in DATASET_PLUGINS:
         return source_from_loader(name, DATASET_PLUGINS.get(name), origin="plugin")
-    raise UnknownNameError(
-        "data set", name, [*DATASETS.names(), *DATASET_PLUGINS.names()]
-    )
+    raise UnknownNameError("data set", name, [*DATASETS.names(), *DATASET_PLUGINS.names()])
 
 
 __all__ = [

@@ -52,9 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     modes = ("throughput", "latency") if args.mode == "both" else (args.mode,)
-    service = build_service_from_run(
-        args.dir, modes, max_contexts=args.max_contexts, model=args.model, data=args.data
-    )
+    service = build_service_from_run(args.dir, modes, max_contexts=args.max_contexts, model=args.model, data=args.data)
     httpd = make_server(service, args.host, args.port, max_body_bytes=max(1, int(args.max_body_mb * 1024 * 1024)))
     host, port = httpd.server_address[:2]
     sys.stderr.write(f"serving {service.info()['model']} ({', '.join(modes)}) on http://{host}:{port}\n")  # type: ignore[str-bytes-safe]  # an AF_INET server's host is a str
