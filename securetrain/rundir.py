@@ -134,6 +134,11 @@ def _parse_model(cfg: dict[str, Any], path: Path) -> RunModel:
     return RunModel(name=name, kwargs=dict(kwargs), zoo=zoo, source=str(source))
 
 
+def _names_code(name: str) -> bool:
+    """Whether a recorded model or data name would be imported (anything with a colon but an ``npz:`` file)."""
+    return ":" in name and not name.startswith("npz:")
+
+
 def _same_data_name(given: str, recorded: str) -> bool:
     """Whether a ``--data`` given now names the run's data (``npz:`` paths compared resolved)."""
     from securetrain.data.npz import npz_path
@@ -207,9 +212,9 @@ class RunDir:
     def check_specs_given(self, *, model: bool = True, data: bool = True) -> None:
         """Raise :class:`~securetrain.errors.SpecError` unless the run's import-path specs (of the
         model and/or the data) were passed to :meth:`open`."""
-        if model and self.model_spec.source == "import":
+        if model and _names_code(self.model_spec.name):
             self._require_given(self.model_spec.name, "model")
-        if data and self.data.source == "import":
+        if data and _names_code(self.data.name):
             self._require_given(self.data.name, "data")
 
     @property
@@ -256,7 +261,7 @@ class RunDir:
                 f"with securetrain.checkpoint.load_weights('{self.weights_path}', model), or train with the model "
                 "named by import path (--model package.module:Factory) so that it can be rebuilt"
             )
-        if spec.source == "import":
+        if _names_code(spec.name):  # by its form, whatever the config says its source is
             self._require_given(spec.name, "model")
         try:
             return build_model(spec.name, self.data.input_shape, self.data.num_classes, **spec.kwargs)
@@ -311,7 +316,7 @@ class RunDir:
         from securetrain.data.validate import validate_batch
 
         d = self.data
-        if d.source == "import":
+        if _names_code(d.name):  # by its form, whatever the config says its source is
             self._require_given(d.name, "data")
         try:
             source = resolve_data(d.name, d.root)

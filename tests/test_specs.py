@@ -359,3 +359,21 @@ def test_cuda_without_a_gpu_is_a_typed_error(tmp_path: Path, capsys: pytest.Capt
     assert main(args) == 2
     assert "torch sees no CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_a_tampered_config_cannot_make_a_run_import_code(spec_run: Path, tmp_path: Path) -> None:
+    """Gating goes by the name's form, not by the 'source' the config claims."""
+    import shutil
+
+    run = tmp_path / "tampered"
+    shutil.copytree(spec_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["model"].update(name="antigravity:geohash", source="registry", zoo=True)
+    config["data"].update(name="this:s", source="registry")
+    (run / "config.json").write_text(json.dumps(config))
+    modules_before = set(sys.modules)
+    with pytest.raises(SpecError, match=r"trained with the model 'antigravity:geohash', named by import path"):
+        RunDir.open(run).load_model()
+    with pytest.raises(SpecError, match=r"trained with the data 'this:s', named by import path"):
+        RunDir.open(run).load_data("train")
+    assert "antigravity" not in set(sys.modules) - modules_before and "this" not in set(sys.modules) - modules_before
