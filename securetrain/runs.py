@@ -246,6 +246,7 @@ def _train_locked(
             "platform": platform.platform(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "device": str(next((p.device for p in plain.parameters()), torch.device("cpu"))),
         },
         extra={
             "training": {

@@ -71,6 +71,7 @@ def test_train_audit_encrypt_and_serve_a_model_given_by_import_path(
     assert {"bounds", "num_classes"} <= set(config["data"]["inferred"])
     report = json.loads((run / "report.json").read_text())
     assert report["accuracy"] > 0.5  # it learned something: the data and model really went through
+    assert report["timing"]["device"] == "cpu"  # the default device, recorded
 
     # the run names the spec, but a run directory alone never makes securetrain import it
     capsys.readouterr()
