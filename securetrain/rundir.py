@@ -130,8 +130,10 @@ def _parse_model(cfg: dict[str, Any], path: Path) -> RunModel:
             f"{path} is not a valid run config: bad 'model' section (name {name!r}, kwargs {kwargs!r})"
         )
     zoo = bool(m.get("zoo", True))
-    source = m.get("source") or ("registry" if zoo else "object")
-    return RunModel(name=name, kwargs=dict(kwargs), zoo=zoo, source=str(source))
+    source = str(m.get("source") or "registry")
+    if not zoo and source != "import":
+        source = "object"  # a module passed to train(): not rebuildable whatever else the config says
+    return RunModel(name=name, kwargs=dict(kwargs), zoo=zoo, source=source)
 
 
 def _names_code(name: str) -> bool:

@@ -138,9 +138,8 @@ class TrainingRecipe:
             d, m, t = run_config["data"], run_config["model"], run_config["train"]
         except (KeyError, TypeError) as exc:
             raise AttackError(f"a run config needs 'data', 'model' and 'train' sections; missing {exc}") from None
-        zoo = m.get("zoo", True)
-        source = m.get("source") or ("registry" if zoo else "object")
-        if source == "object":
+        source = m.get("source") or "registry"
+        if source == "object" or (not m.get("zoo", True) and source != "import"):
             raise AttackError(
                 f"cannot train shadow models for a run with a custom model ({m.get('name')}); train it with the "
                 "model named by import path (--model package.module:Factory), or use attacks.membership.audit "
