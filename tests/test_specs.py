@@ -377,3 +377,21 @@ def test_a_tampered_config_cannot_make_a_run_import_code(spec_run: Path, tmp_pat
     with pytest.raises(SpecError, match=r"trained with the data 'this:s', named by import path"):
         RunDir.open(run).load_data("train")
     assert "antigravity" not in set(sys.modules) - modules_before and "this" not in set(sys.modules) - modules_before
+
+
+def test_a_broken_plugin_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from securetrain.registry import Registry
+
+    dist = tmp_path / "st_broken_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: st-broken-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[securetrain.test_broken]\nbroken = st_no_such_module_zz:make\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry: Registry[object] = Registry("model", entry_point_group="securetrain.test_broken")
+    registry.add("kept", 1)
+    assert registry.get("kept") == 1  # a registered name needs no plugin
+    for _ in range(2):  # refused on every lookup that needs the group, not only the first
+        with pytest.raises(
+            ConfigurationError, match=r"the installed model plugin 'broken' \(st_no_such_module_zz:make"
+        ):
+            registry.get("other")
