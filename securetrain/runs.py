@@ -35,9 +35,11 @@ from torch import nn
 from securetrain.checkpoint import save_weights
 from securetrain.data.base import DatasetInfo
 from securetrain.data.sources import resolve_data
+from securetrain.data.validate import check_model_fits
 from securetrain.devices import resolve_device
 from securetrain.distributed.context import barrier as _barrier
 from securetrain.distributed.context import resolve_context
+from securetrain.errors import ModelError
 from securetrain.io import atomic_write_json, remove_stale_temporaries
 from securetrain.models import build_model
 from securetrain.report import Report
@@ -114,6 +116,10 @@ def train(
     if model is None:
         model_source = "import" if is_import_spec(model_name) else "registry"
         model = build_model(model_name, info.input_shape, info.num_classes, **config.model_kwargs)
+        try:
+            check_model_fits(model, info.input_shape, info.num_classes)
+        except ModelError as exc:  # name the model (a spec of the user's) in the message
+            raise ModelError(f"model {model_name!r} on data {info.name!r}: {exc}") from None
     else:
         model_source = "object"  # the caller's own module: not rebuildable from the run directory
     if ctx.device.type != "cpu":

@@ -150,10 +150,16 @@ def test_bad_model_specs_get_typed_errors_naming_the_spec(spec: str, kwargs: dic
         build_model(spec, (6,), 3, **kwargs)
 
 
-def test_a_model_that_does_not_fit_the_data_is_refused_naming_the_shapes() -> None:
+def test_a_model_that_does_not_fit_the_data_is_refused_naming_the_spec_and_shapes(tmp_path: Path) -> None:
     x, y = _blobs("train")
     with pytest.raises(ModelError, match=r"does not accept inputs of shape \(6,\)"):
         fit(TinyNet(features=4), (x, y), None, TrainConfig(epochs=1, progress=False))
+    wrong_classes = TrainConfig(
+        data=f"{HERE}:load_blobs", model=f"{HERE}:TinyNet", model_kwargs={"classes": 2}, progress=False
+    )
+    with pytest.raises(ModelError, match=rf"model '{HERE}:TinyNet' on data '{HERE}:load_blobs': .*shape \(batch, 3\)"):
+        securetrain.train(wrong_classes, tmp_path / "r", write_html=False)
+    assert not (tmp_path / "r" / "config.json").exists()
 
 
 # ---- data specs ------------------------------------------------------------------------------------
