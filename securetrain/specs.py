@@ -145,20 +145,20 @@ def check_signature(
         raise SpecError(f"{label}: expected {expected}, but it takes {plain}: {exc}") from None
 
 
-def accepted_keywords(fn: Callable[..., Any]) -> tuple[frozenset[str], bool]:
-    """``(names it takes by keyword, whether it also takes **kwargs)``; unreadable: ``(empty, True)``.
+def accepted_keywords(fn: Callable[..., Any]) -> tuple[tuple[str, ...], bool]:
+    """``(names it takes by keyword, in signature order; whether it also takes **kwargs)``;
+    a callable whose signature cannot be read: ``((), True)``.
 
     Example:
-        >>> names, var = accepted_keywords(lambda hidden=8, *, depth=2: None)
-        >>> sorted(names), var
-        (['depth', 'hidden'], False)
+        >>> accepted_keywords(lambda hidden=8, *, depth=2: None)
+        (('hidden', 'depth'), False)
     """
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
-        return frozenset(), True
+        return (), True
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    names = frozenset(p.name for p in params if p.kind in kinds)
+    names = tuple(p.name for p in params if p.kind in kinds)
     return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 

@@ -140,7 +140,7 @@ def test_a_model_is_built_from_an_import_path_with_its_own_options() -> None:
             f"{HERE}:TinyNet",
             {"depth": 2},
             ConfigurationError,
-            r"has no option 'depth'; its options are: classes, features",
+            r"has no option 'depth'; its options are: features, classes",
         ),
         (f"{HERE}:not_a_model", {}, ModelError, r"returned a str; expected a torch.nn.Module"),
     ],

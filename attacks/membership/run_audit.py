@@ -25,7 +25,7 @@ Example:
     >>> from securetrain.training import TrainConfig
     >>> d = tempfile.mkdtemp()
     >>> _ = securetrain.train(TrainConfig(data="breast_cancer", epochs=2, progress=False), d, write_html=False)
-    >>> out = audit_membership_run(pathlib.Path(d), shadow_models=2, seed=0, canaries=40)
+    >>> out = audit_membership_run(d, shadow_models=2, seed=0, canaries=40)
     >>> sorted(k for k in ("attack", "auc", "tpr_at_fpr", "advantage", "epsilon_lower_bound") if k in out)
     ['advantage', 'attack', 'auc', 'epsilon_lower_bound', 'tpr_at_fpr']
     >>> 0.0 <= out["auc"] <= 1.0 and "privacy_violated" not in out   # a non-private run

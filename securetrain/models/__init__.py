@@ -74,7 +74,7 @@ def model_options(factory: ModelFactory) -> list[str] | None:
     names, var = accepted_keywords(factory)
     if var:
         return None
-    return sorted(n for n in names if n not in _SET_BY_DATA)
+    return [n for n in names if n not in _SET_BY_DATA]
 
 
 def _data_arguments(factory: ModelFactory, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
