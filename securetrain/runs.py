@@ -112,7 +112,7 @@ def train(
     train_xy = source.load("train")
     test_xy = source.load("test")
     torch.manual_seed(config.seed)
-    model_name = config.resolved_model() if model is None else type(model).__name__
+    model_name = (config.model or info.default_model) if model is None else type(model).__name__
     if model is None:
         model_source = "import" if is_import_spec(model_name) else "registry"
         model = build_model(model_name, info.input_shape, info.num_classes, **config.model_kwargs)

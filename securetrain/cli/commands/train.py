@@ -108,9 +108,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data_root=args.data_root,
         device=args.device,
     )
+    from securetrain.data import DATASETS, get_info
     from securetrain.models import check_model_options
 
-    check_model_options(config.resolved_model(), kwargs)  # a bad option fails before anything is written
+    # a bad option fails before anything is written (or any worker starts); data named by import path
+    # or file is not loaded here just to learn its default model: train() checks the options then
+    if config.model is not None or config.data in DATASETS:
+        check_model_options(config.model or get_info(config.data).default_model, kwargs)
     return config
 
 
