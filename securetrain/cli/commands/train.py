@@ -115,6 +115,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     # or file is not loaded here just to learn its default model: train() checks the options then
     if config.model is not None or config.data in DATASETS:
         check_model_options(config.model or get_info(config.data).default_model, kwargs)
+    elif ":" not in config.data:
+        from securetrain.data import resolve_data
+
+        resolve_data(config.data, config.data_root)  # an unknown name fails here (a plugin is not loaded yet)
     return config
 
 
