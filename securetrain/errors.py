@@ -26,6 +26,11 @@ class ConfigurationError(SecureTrainError, ValueError):
     """An option or a combination of options is invalid."""
 
 
+class SpecError(ConfigurationError):
+    """An import-path spec (``package.module:name``) cannot be imported, names nothing callable,
+    or names a callable with the wrong signature. The message names the spec and what was expected."""
+
+
 class UnknownNameError(SecureTrainError, KeyError):
     """A name looked up in a registry (model, data set, attack, defense) does not exist."""
 
@@ -108,6 +113,7 @@ __all__ = [
     "ReportError",
     "RunDirectoryLocked",
     "SecureTrainError",
+    "SpecError",
     "TrainingDiverged",
     "UnknownNameError",
 ]

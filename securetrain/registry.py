@@ -37,17 +37,41 @@ class Registry(Generic[T]):
 
         Read lazily with :mod:`importlib.metadata` on the first lookup, never at import
         time; an entry whose name is already registered is left alone (explicit
-        registration wins). Loading an entry point imports (executes) its package.
+        registration wins). Loading an entry point imports (executes) its package; one that
+        fails to load raises :class:`ConfigurationError` naming it (on every lookup that
+        needs the group, until it is fixed or uninstalled).
         """
         if self._entry_points_loaded:
             return
-        self._entry_points_loaded = True
         from importlib.metadata import entry_points
 
         assert self.entry_point_group is not None
         for ep in entry_points(group=self.entry_point_group):
             if ep.name not in self._items:
-                self._items[ep.name] = ep.load()
+                try:
+                    obj = ep.load()
+                except Exception as exc:  # a broken installed plugin: say which, keep the cause
+                    raise ConfigurationError(
+                        f"the installed {self.kind} plugin {ep.name!r} ({ep.value}, entry-point group "
+                        f"{self.entry_point_group!r}) cannot be loaded: {type(exc).__name__}: {exc}; fix or "
+                        "uninstall the package that declares it"
+                    ) from exc
+                self._items[ep.name] = obj
+        self._entry_points_loaded = True
+
+    def reload_entry_points(self) -> None:
+        """Read the entry-point group again, e.g. after a plugin was installed into a running process.
+
+        New entries are added; registered names (explicit registrations and entries read before)
+        are kept.
+        """
+        if self.entry_point_group is None:
+            return
+        import importlib
+
+        importlib.invalidate_caches()
+        self._entry_points_loaded = False
+        self._load_entry_points()
 
     def register(self, name: str, *, overwrite: bool = False) -> Callable[[T], T]:
         """Decorator that registers ``obj`` under ``name``."""

@@ -32,11 +32,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from securetrain import data as data_mod
 from securetrain.checkpoint import save_weights
 from securetrain.data.base import DatasetInfo
+from securetrain.data.sources import resolve_data
+from securetrain.data.validate import check_model_fits
+from securetrain.devices import resolve_device
 from securetrain.distributed.context import barrier as _barrier
 from securetrain.distributed.context import resolve_context
+from securetrain.errors import ModelError
 from securetrain.io import atomic_write_json, remove_stale_temporaries
 from securetrain.models import build_model
 from securetrain.report import Report
@@ -52,6 +55,7 @@ from securetrain.runwrite import (
     staging_dir,
     swap_in,
 )
+from securetrain.specs import is_import_spec
 from securetrain.training import CHECKPOINT_NAME, Callback, Defense, TrainConfig, TrainResult, fit
 from securetrain.training.loop import evaluate_across_ranks
 
@@ -101,27 +105,34 @@ def train(
         recover_interrupted_swap(out)  # a fallback swap killed half-way: the old run is put back first
     previous = check_may_write(out, resume=resume, overwrite=overwrite)  # cheap refusals first
     # everything that can be refused is checked before anything is written
-    info = data_mod.get_info(config.data)
-    train_xy = data_mod.load(config.data, "train", root=config.data_root)
-    test_xy = data_mod.load(config.data, "test", root=config.data_root)
+    if config.device is not None and not ctx.active:
+        resolve_device(config.device)  # e.g. cuda asked for on a machine without a GPU
+    source = resolve_data(config.data, config.data_root)  # a spec is imported here (the user gave it)
+    info = source.info()
+    train_xy = source.load("train")
+    test_xy = source.load("test")
     torch.manual_seed(config.seed)
-    model_name = config.resolved_model() if model is None else type(model).__name__
+    model_name = (config.model or info.default_model) if model is None else type(model).__name__
     if model is None:
+        model_source = "import" if is_import_spec(model_name) else "registry"
         model = build_model(model_name, info.input_shape, info.num_classes, **config.model_kwargs)
+        try:
+            check_model_fits(model, info.input_shape, info.num_classes)
+        except ModelError as exc:  # name the model (a spec of the user's) in the message
+            raise ModelError(f"model {model_name!r} on data {info.name!r}: {exc}") from None
+    else:
+        model_source = "object"  # the caller's own module: not rebuildable from the run directory
     if ctx.device.type != "cpu":
         model = model.to(ctx.device)
-    zoo = config.model is not None or model_name == info.default_model
     run_config = {
         "securetrain_version": _version(),
-        "data": {
-            "name": info.name,
-            "kind": info.kind,
-            "input_shape": list(info.input_shape),
-            "num_classes": info.num_classes,
-            "bounds": list(info.bounds),
-            "root": config.data_root,
+        "data": source.config_section(config.data_root),
+        "model": {
+            "name": model_name,
+            "kwargs": config.model_kwargs,
+            "zoo": model_source == "registry",
+            "source": model_source,
         },
-        "model": {"name": model_name, "kwargs": config.model_kwargs, "zoo": zoo},
         "train": config.to_dict(),
         "defenses": [d.config() for d in defenses],
     }
@@ -241,6 +252,7 @@ def _train_locked(
             "platform": platform.platform(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "device": str(next((p.device for p in plain.parameters()), torch.device("cpu"))),
         },
         extra={
             "training": {
@@ -274,12 +286,14 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return RunDir.open(run_dir).config
 
 
-def load_model(run_dir: str | os.PathLike[str]) -> nn.Module:
+def load_model(run_dir: str | os.PathLike[str], *, model: str | None = None) -> nn.Module:
     """The trained model of a run directory: a plain ``nn.Module`` in eval mode, no DP hooks.
 
-    Weights are read from safetensors; nothing is unpickled.
+    Weights are read from safetensors; nothing is unpickled. A run trained with a model named
+    by import path needs that spec passed again as ``model`` (importing it runs its code;
+    a run directory alone never makes securetrain import anything).
     """
-    return RunDir.open(run_dir).load_model()
+    return RunDir.open(run_dir, model=model).load_model()
 
 
 def _version() -> str:

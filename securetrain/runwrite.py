@@ -109,7 +109,7 @@ def check_same_run(existing: RunDir, new_config: Mapping[str, Any]) -> None:
     old = existing.config
     diffs: list[str] = []
     old_data, new_data = old.get("data") or {}, new_config.get("data") or {}
-    diffs += _differences(old_data, new_data, ("name", "root"), "data")
+    diffs += _differences(old_data, new_data, ("name", "root", "sha256"), "data")
     old_model, new_model = old.get("model") or {}, new_config.get("model") or {}
     diffs += _differences(old_model, new_model, ("name", "kwargs"), "model")
     old_train, new_train = old.get("train") or {}, new_config.get("train") or {}

@@ -38,13 +38,22 @@ def audit_robustness_run(
     batch_size: int = 512,
     checks: bool = True,
     progress: bool = True,
+    model: str | None = None,
+    data: str | None = None,
+    device: str | None = None,
 ) -> RobustnessResult:
     """Load ``run_dir``'s model and audit it on (a seeded random subset of ``samples`` of) the
     test split of its data set, within the data set's bounds. The report is not touched:
-    put ``result.to_section()`` into ``report.robustness`` and save it."""
+    put ``result.to_section()`` into ``report.robustness`` and save it.
+
+    ``model`` / ``data``: the run's import-path specs, passed again to allow importing them (see
+    :class:`securetrain.rundir.RunDir`). ``device``: ``cpu`` (default), ``cuda`` or ``auto``."""
+    from securetrain.devices import resolve_device
     from securetrain.rundir import RunDir
 
-    run = RunDir.open(run_dir)
+    where = resolve_device(device)
+    run = RunDir.open(run_dir, model=model, data=data)
+    run.check_specs_given()
     bounds = run.data.bounds
     x, y = run.load_data("test")
     if samples is not None:
@@ -52,9 +61,9 @@ def audit_robustness_run(
         if samples < x.shape[0]:
             idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:samples].sort().values
             x, y = x[idx], y[idx]
-    model = run.load_model()
+    target = run.load_model().to(where)
     return audit_robustness(
-        model,
+        target,
         x,
         y,
         attacks=attacks,

@@ -9,6 +9,8 @@
   (:func:`membership_metrics`).
 * :func:`audit_membership_run`: everything above, the epsilon lower bounds of :mod:`attacks.audit` and the
   consistency check, on a run directory (what ``securetrain audit DIR --membership`` reports).
+* :func:`audit`: the same, in one call, for your own model and your own training function
+  ``train_fn(dataset, seed) -> nn.Module`` (see :mod:`attacks.membership.user_audit`).
 
 Example:
     >>> import torch
@@ -61,6 +63,7 @@ from attacks.membership.threshold import (
     ModifiedEntropyThreshold,
     SignalThreshold,
 )
+from attacks.membership.user_audit import audit
 from securetrain.deprecation import deprecated_aliases
 
 _DEPRECATED = {
@@ -92,6 +95,7 @@ __all__ = [
     "ShadowSet",
     "SignalThreshold",
     "TrainingRecipe",
+    "audit",
     "audit_membership_run",
     "build_defense",
     "get_membership_attack",

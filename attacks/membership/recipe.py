@@ -101,7 +101,8 @@ def __getattr__(attr: str) -> Any:
 
 @dataclass
 class TrainingRecipe:
-    """Trains a fresh zoo model with a fixed configuration and defenses on any ``(x, y)``.
+    """Trains a fresh model (a registered name or an import-path spec, imported when called) with a
+    fixed configuration and defenses on any ``(x, y)``.
 
     ``recipe((x, y), seed)`` returns the trained plain model in eval mode. The seed replaces
     ``train_config.seed`` (initialisation, data order, DP noise); the progress bar is off.
@@ -130,15 +131,19 @@ class TrainingRecipe:
 
     @classmethod
     def from_config(cls, run_config: dict[str, Any]) -> TrainingRecipe:
-        """The recipe of a run from its parsed ``config.json``."""
+        """The recipe of a run from its parsed ``config.json``. A model named there by import path is
+        imported when the recipe trains (running its code): pass only configs you trust, or use
+        :meth:`from_run`, which asks for the spec again."""
         try:
             d, m, t = run_config["data"], run_config["model"], run_config["train"]
         except (KeyError, TypeError) as exc:
             raise AttackError(f"a run config needs 'data', 'model' and 'train' sections; missing {exc}") from None
-        if not m.get("zoo", True):
+        source = m.get("source") or "registry"
+        if source == "object" or (not m.get("zoo", True) and source != "import"):
             raise AttackError(
-                f"cannot train shadow models for a run with a custom model ({m.get('name')}); build a "
-                "TrainingRecipe-like callable yourself and use train_shadow_models / LiRA directly"
+                f"cannot train shadow models for a run with a custom model ({m.get('name')}); train it with the "
+                "model named by import path (--model package.module:Factory), or use attacks.membership.audit "
+                "with your own train_fn"
             )
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         train_config = TrainConfig(**{k: v for k, v in t.items() if k in names})
@@ -153,11 +158,14 @@ class TrainingRecipe:
         )
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike[str]) -> TrainingRecipe:
-        """The recipe of the run in ``run_dir``."""
+    def from_run(cls, run_dir: str | os.PathLike[str], *, model: str | None = None) -> TrainingRecipe:
+        """The recipe of the run in ``run_dir`` (``model``: its import-path model spec, passed again
+        to allow importing it; see :class:`securetrain.rundir.RunDir`)."""
         from securetrain.rundir import RunDir
 
-        return cls.from_config(RunDir.open(run_dir).config)
+        run = RunDir.open(run_dir, model=model)
+        run.check_specs_given(data=False)
+        return cls.from_config(run.config)
 
 
 __all__ = ["PRIVACY_NAMES", "TrainingRecipe", "build_defense", "register_defense_builder"]

@@ -25,7 +25,7 @@ Example:
     >>> from securetrain.training import TrainConfig
     >>> d = tempfile.mkdtemp()
     >>> _ = securetrain.train(TrainConfig(data="breast_cancer", epochs=2, progress=False), d, write_html=False)
-    >>> out = audit_membership_run(pathlib.Path(d), shadow_models=2, seed=0, canaries=40)
+    >>> out = audit_membership_run(d, shadow_models=2, seed=0, canaries=40)
     >>> sorted(k for k in ("attack", "auc", "tpr_at_fpr", "advantage", "epsilon_lower_bound") if k in out)
     ['advantage', 'attack', 'auc', 'epsilon_lower_bound', 'tpr_at_fpr']
     >>> 0.0 <= out["auc"] <= 1.0 and "privacy_violated" not in out   # a non-private run
@@ -34,14 +34,16 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import pathlib
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from attacks.checks import check_alpha, check_audit_delta, check_fprs, check_num_models
 from attacks.membership.base import MembershipResult
@@ -52,7 +54,7 @@ from attacks.membership.registry import (
     SHADOW_ATTACKS,
     get_membership_attack,
 )
-from attacks.membership.shadow import train_shadow_models
+from attacks.membership.shadow import Recipe, train_shadow_models
 from securetrain.deprecation import deprecated_aliases
 from securetrain.errors import AttackError
 
@@ -84,7 +86,7 @@ def _strongest(results: dict[str, MembershipResult]) -> str:
 
 
 def audit_membership_run(
-    run_dir: pathlib.Path,
+    run_dir: str | os.PathLike[str],
     shadow_models: int = 4,
     seed: int = 0,
     *,
@@ -95,24 +97,82 @@ def audit_membership_run(
     fprs: Sequence[float] = DEFAULT_FPRS,
     max_roc_points: int = DEFAULT_ROC_POINTS,
     progress: bool = False,
+    model: str | None = None,
+    data: str | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Run the membership attacks and privacy audits on the run in ``run_dir``; return the report section.
 
     ``shadow_models`` (K >= 1; online LiRA is skipped below 2) shadow models are trained with the
     run's recipe; ``canaries`` (0 to skip) sets the size of the one-run canary audit, capped at the
     size of the test split. ``delta`` defaults to the run's (``1e-5`` for a non-private run).
+    ``model`` / ``data``: the run's import-path specs, passed again to allow importing them (see
+    :class:`securetrain.rundir.RunDir`). ``device`` (``cpu``, ``cuda``, ``auto``) is where the
+    target is evaluated and the shadow models train (default: the run's training device).
     The result holds the schema keys of ``report.membership`` (``attack``, ``auc``, ``tpr_at_fpr``,
     ``advantage``, ``epsilon_lower_bound``), the ROC curve of every attack (``roc_curves``), per-attack
     figures (``attacks``), the canary audit (``canary``) and, when the run reports a privacy budget,
     ``privacy_violated`` and ``consistency``. Everything is deterministic under ``seed``.
     """
-    from attacks.audit.bounds import epsilon_lower_bound_from_scores
-    from attacks.audit.canary import canary_audit, make_canaries
-    from attacks.audit.consistency import check_consistency
+    from securetrain.devices import resolve_device
     from securetrain.report import Report
     from securetrain.rundir import RunDir
 
     t_start = time.perf_counter()
+    settings = check_audit_settings(shadow_models, attacks, canaries, delta, alpha, fprs)
+    if device is not None:
+        resolve_device(device)  # a bad device fails before anything is loaded
+    run = RunDir.open(run_dir, model=model, data=data)
+    report = Report.from_json(run.path)
+    target = run.load_model()
+    privacy = report.privacy or None
+    run_delta = delta if delta is not None else (privacy or {}).get("delta")
+    train = run.load_data("train")
+    test = run.load_data("test")
+    recipe = TrainingRecipe.from_config(run.config)
+    if device is not None:
+        target = target.to(resolve_device(device))
+        recipe = dataclasses.replace(recipe, train_config=dataclasses.replace(recipe.train_config, device=device))
+    epsilon = privacy.get("epsilon") if privacy is not None else None
+    return membership_section(
+        target,
+        recipe,
+        train,
+        test,
+        num_classes=recipe.num_classes,
+        settings=settings,
+        seed=seed,
+        delta=float(run_delta) if run_delta is not None else None,
+        claimed_epsilon=float(epsilon) if epsilon is not None else None,
+        max_roc_points=max_roc_points,
+        progress=progress,
+        design=DESIGN,
+        label=str(run_dir),
+        t_start=t_start,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditSettings:
+    """Checked settings of a membership audit."""
+
+    shadow_models: int
+    attacks: list[str]
+    canaries: int
+    alpha: float
+    fprs: tuple[float, ...]
+    notes: list[str]
+
+
+def check_audit_settings(
+    shadow_models: int,
+    attacks: Sequence[str],
+    canaries: int,
+    delta: float | None,
+    alpha: float,
+    fprs: Sequence[float],
+) -> AuditSettings:
+    """Check every setting before anything is trained (unknown attack names included)."""
     k = check_num_models(shadow_models)
     if isinstance(canaries, bool) or not isinstance(canaries, int) or canaries < 0 or canaries == 1:
         raise AttackError(f"canaries must be 0 (skip the canary audit) or at least 2, got {canaries!r}")
@@ -131,32 +191,52 @@ def audit_membership_run(
             raise AttackError("lira-online needs at least 2 shadow models; use shadow_models >= 2 or lira-offline")
         names.remove("lira-online")
         notes.append("lira-online skipped: it needs at least 2 shadow models")
+    return AuditSettings(
+        shadow_models=k, attacks=names, canaries=int(canaries), alpha=float(alpha), fprs=targets, notes=notes
+    )
 
-    run_dir = pathlib.Path(run_dir)
-    run = RunDir.open(run_dir)
-    report = Report.from_json(run_dir)
-    target = run.load_model()
-    privacy = report.privacy or None
-    run_delta = delta if delta is not None else (privacy or {}).get("delta")
-    used_delta = float(run_delta) if run_delta is not None else DEFAULT_DELTA
 
-    train = run.load_data("train")
-    test = run.load_data("test")
-    recipe = TrainingRecipe.from_config(run.config)
+def membership_section(
+    target: nn.Module,
+    recipe: Recipe,
+    members: tuple[torch.Tensor, torch.Tensor],
+    nonmembers: tuple[torch.Tensor, torch.Tensor],
+    *,
+    num_classes: int,
+    settings: AuditSettings,
+    seed: int,
+    delta: float | None,
+    claimed_epsilon: float | None,
+    max_roc_points: int,
+    progress: bool,
+    design: str,
+    label: str,
+    t_start: float,
+) -> dict[str, Any]:
+    """The ``membership`` report section: attacks, bounds, canary audit and consistency check.
 
+    Shared by :func:`audit_membership_run` and :func:`attacks.membership.audit`; ``recipe``
+    retrains the target's recipe on any ``(x, y)`` (shadow models, canary audit).
+    """
+    from attacks.audit.bounds import epsilon_lower_bound_from_scores
+    from attacks.audit.canary import canary_audit, make_canaries
+    from attacks.audit.consistency import check_consistency
+
+    k, names, notes = settings.shadow_models, settings.attacks, list(settings.notes)
+    used_delta = float(delta) if delta is not None else DEFAULT_DELTA
     shadows = None
     t0 = time.perf_counter()
     if any(n in SHADOW_ATTACKS for n in names):
-        pool = (torch.cat([train[0], test[0]]), torch.cat([train[1], test[1]]))
+        pool = (torch.cat([members[0], nonmembers[0]]), torch.cat([members[1], nonmembers[1]]))
         shadows = train_shadow_models(recipe, pool, k, seed=seed, progress=progress)
     t_shadow = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    results = {n: get_membership_attack(n, shadows)(target, train, test, fprs=targets) for n in names}
+    results = {n: get_membership_attack(n, shadows)(target, members, nonmembers, fprs=settings.fprs) for n in names}
     t_attacks = time.perf_counter() - t0
 
-    n_bounds = len(results) + (1 if canaries else 0)
-    alpha_each = alpha / n_bounds
+    n_bounds = len(results) + (1 if settings.canaries else 0)
+    alpha_each = settings.alpha / n_bounds
     bounds = {
         n: epsilon_lower_bound_from_scores(
             r.member_scores, r.nonmember_scores, delta=used_delta, alpha=alpha_each, seed=seed
@@ -167,12 +247,12 @@ def audit_membership_run(
 
     canary_section = None
     t0 = time.perf_counter()
-    if canaries:
-        m = min(int(canaries), int(test[0].shape[0]))
-        if m < canaries:
-            notes.append(f"canary audit used {m} canaries (the size of the test split), not {canaries}")
-        cx, cy = make_canaries(test[0], test[1], recipe.num_classes, m, seed=seed, mislabel=True)
-        canary = canary_audit(recipe, train, (cx, cy), delta=used_delta, alpha=alpha_each, seed=seed)
+    if settings.canaries:
+        m = min(settings.canaries, int(nonmembers[0].shape[0]))
+        if m < settings.canaries:
+            notes.append(f"canary audit used {m} canaries (the number of non-members), not {settings.canaries}")
+        cx, cy = make_canaries(nonmembers[0], nonmembers[1], num_classes, m, seed=seed, mislabel=True)
+        canary = canary_audit(recipe, members, (cx, cy), delta=used_delta, alpha=alpha_each, seed=seed)
         canary_section = canary.to_dict()
         all_bounds["canary"] = canary.epsilon_lower_bound
     t_canary = time.perf_counter() - t0
@@ -188,7 +268,7 @@ def audit_membership_run(
         "advantage": round(hm.advantage, 6),
         "epsilon_lower_bound": _r(best_bound),
         "epsilon_lower_bound_source": best_source if best_bound > 0 else None,
-        "confidence": 1.0 - alpha,
+        "confidence": 1.0 - settings.alpha,
         "delta": used_delta,
         "roc_curves": {n: r.metrics.roc.downsample(max_roc_points).to_dict() for n, r in results.items()},
         "attacks": {
@@ -205,16 +285,16 @@ def audit_membership_run(
         "members": hm.n_members,
         "nonmembers": hm.n_nonmembers,
         "min_resolvable_fpr": round(hm.min_resolvable_fpr, 6),
-        "design": DESIGN,
+        "design": design,
         "notes": notes,
     }
-    if privacy is not None and privacy.get("epsilon") is not None:
-        check = check_consistency(float(privacy["epsilon"]), used_delta, all_bounds, confidence=1.0 - alpha)
+    if claimed_epsilon is not None:
+        check = check_consistency(claimed_epsilon, used_delta, all_bounds, confidence=1.0 - settings.alpha)
         out["privacy_violated"] = check.violated
         out["consistency"] = check.explanation
         out["consistency_check"] = check.to_dict()
         if check.violated:
-            log.warning("privacy audit of %s: %s", run_dir, check.explanation)
+            log.warning("privacy audit of %s: %s", label, check.explanation)
     out["timing_s"] = {
         "shadow_training": round(t_shadow, 3),
         "attacks": round(t_attacks, 3),
@@ -233,4 +313,12 @@ _DEPRECATED = {"audit_run": "audit_membership_run"}
 
 __getattr__ = deprecated_aliases(__name__, _DEPRECATED)
 
-__all__ = ["DEFAULT_ATTACKS", "DEFAULT_CANARIES", "DESIGN", "audit_membership_run"]
+__all__ = [
+    "DEFAULT_ATTACKS",
+    "DEFAULT_CANARIES",
+    "DESIGN",
+    "AuditSettings",
+    "audit_membership_run",
+    "check_audit_settings",
+    "membership_section",
+]

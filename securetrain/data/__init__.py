@@ -3,7 +3,9 @@
 Embedded (no download, shipped inside scikit-learn or generated): ``digits`` (default),
 ``breast_cancer``, ``sequences``. Local files: ``mnist`` and ``fashion-mnist`` (IDX, raw or
 ``.gz``), ``cifar10`` (the python batch files). Local files are looked for in ``root``, or
-``$SECURETRAIN_DATA/<name>``, or ``~/.securetrain/data/<name>``.
+``$SECURETRAIN_DATA/<name>``, or ``~/.securetrain/data/<name>``. Your own data: an import-path
+spec ``package.module:load``, an ``npz:PATH`` file or an installed ``securetrain.datasets`` plugin,
+through :func:`resolve_data` (see :mod:`securetrain.data.sources`).
 
 Example:
     >>> from securetrain import data
@@ -22,14 +24,19 @@ from securetrain.data import embedded as _embedded  # noqa: F401  (registration)
 from securetrain.data import idx as _idx  # noqa: F401  (registration)
 from securetrain.data import synthetic as _synthetic  # noqa: F401  (registration)
 from securetrain.data.base import DATASETS, DatasetInfo, get_info, load, register_dataset
+from securetrain.data.sources import DATASET_PLUGINS, DataSource, declare_data, resolve_data
 from securetrain.data.validate import check_model_fits, validate_batch
 
 __all__ = [
     "DATASETS",
+    "DATASET_PLUGINS",
+    "DataSource",
     "DatasetInfo",
     "check_model_fits",
+    "declare_data",
     "get_info",
     "load",
     "register_dataset",
+    "resolve_data",
     "validate_batch",
 ]

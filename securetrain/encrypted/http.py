@@ -538,22 +538,27 @@ def build_service_from_run(
     calibration_samples: int = 512,
     max_contexts: int | None = None,
     service_options: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    data: str | None = None,
     **plan_options: Any,
 ) -> EncryptedInferenceService:
     """A service for the model of a run directory, calibrated on its training split
     (``service_options``: keyword arguments of :class:`EncryptedInferenceService`, e.g. quotas;
-    ``max_contexts``: the same as ``service_options={"max_contexts": ...}``)."""
+    ``max_contexts``: the same as ``service_options={"max_contexts": ...}``; ``model`` / ``data``:
+    the run's import-path specs, passed again to allow importing them, see
+    :class:`securetrain.rundir.RunDir`)."""
     from securetrain.rundir import RunDir
 
-    run = RunDir.open(run_dir)
-    model = run.load_model()
+    run = RunDir.open(run_dir, model=model, data=data)
+    run.check_specs_given()
+    trained = run.load_model()
     x_train, _ = run.load_data("train")
     calib = x_train[:calibration_samples]
     shape = run.data.input_shape
     models = {}
     for mode in modes:
         models[mode] = EncryptedModel.build(
-            model, mode, calibration=calib, input_shape=shape, name=run.model_spec.name, **plan_options
+            trained, mode, calibration=calib, input_shape=shape, name=run.model_spec.name, **plan_options
         )
     options = dict(service_options or {})
     if max_contexts is not None:

@@ -2,7 +2,12 @@
 
 Every factory takes ``input_shape`` (without the batch dimension) and ``num_classes`` plus
 keyword options, and returns an ``nn.Module`` that maps a batch to logits. No zoo model uses
-BatchNorm. Add your own with :func:`register_model`.
+BatchNorm. Add your own with :func:`register_model`, declare it in the ``securetrain.models``
+entry-point group of an installed package (read lazily with :mod:`importlib.metadata`), or name
+it by import path: ``build_model("mypkg.models:SmallNet", ...)`` (importing runs that module's
+code; see :mod:`securetrain.specs`). A factory receives ``input_shape`` and ``num_classes`` only
+if it names them as parameters (or takes ``**kwargs``); its other options come from the model
+options.
 
 Example:
     >>> import torch
@@ -14,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,10 +32,11 @@ from securetrain.models.mlp import MLP
 from securetrain.models.resnet import SmallResNet
 from securetrain.models.sequence import LSTMClassifier, TransformerClassifier
 from securetrain.registry import Registry
+from securetrain.specs import accepted_keywords, check_signature, import_spec, parse_spec
 
 ModelFactory = Callable[..., nn.Module]
 
-MODELS: Registry[ModelFactory] = Registry("model")
+MODELS: Registry[ModelFactory] = Registry("model", entry_point_group="securetrain.models")
 MODELS.add("mlp", MLP)
 MODELS.add("cnn", CNN)
 MODELS.add("resnet", SmallResNet)
@@ -50,17 +55,34 @@ def register_model(name: str, factory: ModelFactory, *, overwrite: bool = False)
 _SET_BY_DATA = ("input_shape", "num_classes")
 
 
+def get_model_factory(name: str) -> ModelFactory:
+    """The factory of model ``name``: a registered name (zoo, :func:`register_model`, an installed
+    ``securetrain.models`` entry point) or an import-path spec ``package.module:name``, which is
+    imported (running its code).
+
+    Example:
+        >>> get_model_factory("mlp").__name__
+        'MLP'
+    """
+    if parse_spec(name, what="model") is not None:
+        return import_spec(name, what="model")
+    return MODELS.get(name)
+
+
 def model_options(factory: ModelFactory) -> list[str] | None:
     """The keyword options ``factory`` accepts besides ``input_shape`` and ``num_classes``
     (None when it takes ``**kwargs``, i.e. any option)."""
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):  # no signature to read (a builtin): accept anything
+    names, var = accepted_keywords(factory)
+    if var:
         return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params if p.kind in kinds and p.name not in _SET_BY_DATA]
+    return [n for n in names if n not in _SET_BY_DATA]
+
+
+def _data_arguments(factory: ModelFactory, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
+    """``input_shape`` and ``num_classes`` for the factories that take them (by name or ``**kwargs``)."""
+    names, var = accepted_keywords(factory)
+    given = {"input_shape": input_shape, "num_classes": num_classes}
+    return {k: v for k, v in given.items() if var or k in names}
 
 
 def check_model_options(name: str, kwargs: dict[str, Any]) -> None:
@@ -72,7 +94,7 @@ def check_model_options(name: str, kwargs: dict[str, Any]) -> None:
         ...
         securetrain.errors.ConfigurationError: model 'cnn' has no option 'nosuch'; its options are: channels, hidden
     """
-    factory = MODELS.get(name)
+    factory = get_model_factory(name)
     for key in _SET_BY_DATA:
         if key in kwargs:
             raise ConfigurationError(
@@ -90,22 +112,31 @@ def check_model_options(name: str, kwargs: dict[str, Any]) -> None:
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> nn.Module:
-    """Build the zoo model ``name`` for inputs of ``input_shape`` and ``num_classes`` outputs.
+    """Build model ``name`` (a registered name or a ``package.module:name`` spec) for inputs of
+    ``input_shape`` and ``num_classes`` outputs.
 
     Raises :class:`~securetrain.errors.UnknownNameError` for an unknown model,
-    :class:`~securetrain.errors.ConfigurationError` for an option the model does not take
+    :class:`~securetrain.errors.SpecError` for a spec that cannot be imported or called with these
+    options, :class:`~securetrain.errors.ConfigurationError` for an option the model does not take
     or a bad option value, and :class:`~securetrain.errors.ModelError` when the model cannot
-    be built for this shape or number of classes.
+    be built for this shape or number of classes (or a spec returns something else than an
+    ``nn.Module``).
     """
-    factory = MODELS.get(name)
+    factory = get_model_factory(name)
     check_model_options(name, kwargs)
     shape = tuple(input_shape)
     if not shape or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape):
         raise ModelError(f"cannot build model {name!r}: input_shape must be positive whole numbers, got {shape}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ModelError(f"cannot build model {name!r}: num_classes must be a whole number >= 1, got {num_classes!r}")
+    arguments = {**_data_arguments(factory, tuple(int(s) for s in shape), int(num_classes)), **kwargs}
+    is_spec = parse_spec(name, what="model") is not None
+    if is_spec:
+        check_signature(
+            factory, [], arguments, label=f"model spec {name!r}", expected="a factory called with keyword options only"
+        )
     try:
-        return factory(input_shape=tuple(int(s) for s in shape), num_classes=int(num_classes), **kwargs)
+        model = factory(**arguments)
     except SecureTrainError:
         raise
     except (RuntimeError, OverflowError, MemoryError, TypeError, ValueError) as exc:  # torch cannot shape the layers
@@ -113,6 +144,9 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwarg
         raise ModelError(
             f"cannot build model {name!r} for input_shape={shape} and {num_classes} classes with options {kwargs}: {first}"
         ) from exc
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model {name!r} returned a {type(model).__name__}; expected a torch.nn.Module")
+    return model
 
 
 def available_models() -> list[str]:
@@ -140,6 +174,7 @@ __all__ = [
     "build_model",
     "check_model_options",
     "find_batchnorm",
+    "get_model_factory",
     "model_options",
     "register_model",
 ]

@@ -49,6 +49,9 @@ class TrainConfig:
     eval_batch_size: int = 512
     progress: bool = True
     data_root: str | None = None
+    device: str | None = None
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (see :mod:`securetrain.devices`); ``None`` leaves the
+    model where it is (:func:`~securetrain.training.fit`) or on the CPU (:func:`securetrain.train`)."""
 
     def __post_init__(self) -> None:
         if int(self.epochs) < 1:
@@ -64,14 +67,19 @@ class TrainConfig:
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigurationError(f"{what} must be a finite number >= 0, got {getattr(self, what)}")
         OPTIMIZERS.get(self.optimizer)
+        if self.device is not None:
+            from securetrain.devices import check_device_name
+
+            check_device_name(self.device)
 
     def resolved_model(self) -> str:
-        """The model name, defaulting to the data set's default model."""
+        """The model name, defaulting to the data set's default model (for data named by an import
+        path or an ``.npz`` file, declared or inferred from its shape: loading it)."""
         if self.model:
             return self.model
-        from securetrain.data import get_info
+        from securetrain.data.sources import resolve_data
 
-        return get_info(self.data).default_model
+        return resolve_data(self.data, self.data_root).info().default_model
 
     def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """Build the configured optimizer over ``params``."""

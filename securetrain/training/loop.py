@@ -26,12 +26,13 @@ from tqdm.auto import tqdm
 from securetrain.checkpoint import save_state
 from securetrain.data.base import DATASETS, DatasetInfo, get_info
 from securetrain.data.validate import check_model_fits, validate_batch
+from securetrain.devices import resolve_device
 from securetrain.distributed.context import DistributedContext, resolve_context
 from securetrain.distributed.io import load_state_everywhere
 from securetrain.distributed.sampling import ShardedBatchSampler, collate_or_empty
 from securetrain.distributed.session import DistributedTraining
 from securetrain.distributed.sync import all_reduce_sum
-from securetrain.errors import CheckpointError, TrainingDiverged
+from securetrain.errors import CheckpointError, ConfigurationError, TrainingDiverged
 from securetrain.modes import unwrap
 from securetrain.training.config import TrainConfig
 from securetrain.training.defense import Defense, DefenseStack
@@ -88,6 +89,9 @@ def fit(
     only, ``True`` requires a process group. ``config.batch_size`` is then the *global*
     batch size; callbacks run on every rank.
 
+    ``config.device`` (``cpu``, ``cuda``, ``auto``; single process only) moves ``model`` there
+    first; batches follow the model's device.
+
     Example:
         >>> import torch
         >>> from securetrain.training import TrainConfig, fit
@@ -96,6 +100,14 @@ def fit(
         >>> r.history[0]["epoch"], r.session.step_count
         (1, 1)
     """
+    ctx = resolve_context(distributed)
+    if config.device is not None:
+        if ctx.active:
+            raise ConfigurationError(
+                f"device {config.device!r} is for single-process training; in a multi-process run each rank's "
+                "device follows the backend (nccl: its local GPU, gloo: the CPU): leave the device out"
+            )
+        model.to(resolve_device(config.device))
     x_tr, y_tr = train
     n_classes = num_classes if num_classes is not None else int(y_tr.max()) + 1
     validate_batch(x_tr, y_tr, n_classes, bounds, what="training data")
@@ -103,7 +115,6 @@ def fit(
         validate_batch(test[0], test[1], n_classes, bounds, what="test data")
     check_model_fits(model, tuple(x_tr.shape[1:]), n_classes)
 
-    ctx = resolve_context(distributed)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     dataset = TensorDataset(x_tr, y_tr)

@@ -134,8 +134,8 @@ def test_membership_section_comes_from_attacks_membership(run_dir: Path, monkeyp
         "epsilon_lower_bound": 0.0,
     }
 
-    def audit_membership_run(run_dir: Path, shadow_models: int, seed: int) -> dict:
-        calls.append((Path(run_dir), shadow_models, seed))
+    def audit_membership_run(run_dir: Path, shadow_models: int, seed: int, **options: object) -> dict:
+        calls.append((Path(run_dir), shadow_models, seed, options))
         return section
 
     fake = types.ModuleType("attacks.membership")
@@ -163,7 +163,7 @@ def test_membership_section_comes_from_attacks_membership(run_dir: Path, monkeyp
         )
         == 0
     )
-    assert calls == [(run_dir, 3, 7)]
+    assert calls == [(run_dir, 3, 7, {"model": None, "data": None, "device": None})]
     assert _report(run_dir)["membership"] == section
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from securetrain.cli.output import show_progress
+from securetrain.cli.specs import add_device_argument, add_spec_arguments
 from securetrain.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--shadow-models", type=int, default=4, help="shadow models for membership inference (default: 4)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
+    add_spec_arguments(p)
+    add_device_argument(p, "attack (and train shadow models)")
     p.set_defaults(func=run)
 
 
@@ -81,7 +84,7 @@ def parse_floats(text: str | None, flag: str = "--eps") -> list[float] | None:
         raise ConfigurationError(f"{flag} must be comma-separated numbers, e.g. 0.05,0.1,0.2, got {text!r}") from None
 
 
-def membership_section(run_dir: Path, shadow_models: int, seed: int) -> dict[str, Any]:
+def membership_section(run_dir: Path, shadow_models: int, seed: int, **run_options: Any) -> dict[str, Any]:
     """The membership section from ``attacks.membership.audit_run`` (imported only when asked for)."""
     try:
         from attacks.membership import audit_membership_run as audit_run
@@ -96,7 +99,7 @@ def membership_section(run_dir: Path, shadow_models: int, seed: int) -> dict[str
         raise ConfigurationError(
             f"attacks.membership does not provide audit_run ({exc}); update the attacks package or drop --membership"
         ) from exc
-    return audit_run(run_dir, shadow_models=shadow_models, seed=seed)
+    return audit_run(run_dir, shadow_models=shadow_models, seed=seed, **run_options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,11 +126,15 @@ def _audit(args: argparse.Namespace, run_dir: Path, report: Report) -> int:
         batch_size=args.batch_size,
         checks=not args.no_checks,
         progress=show_progress(args),
+        model=args.model,
+        data=args.data,
+        device=args.device,
     )
     report.robustness = result.to_section()
     report.timing["robustness_audit_s"] = round(result.time_s, 3)
     if args.membership:
-        report.set_membership(membership_section(run_dir, args.shadow_models, args.seed))
+        options = {"model": args.model, "data": args.data, "device": args.device}
+        report.set_membership(membership_section(run_dir, args.shadow_models, args.seed, **options))
     report.save(run_dir, html=not args.no_html)
     sys.stdout.write(f"robust accuracy ({result.norm}, {result.n_samples} test samples)\n{result.table()}\n")
     sys.stdout.write(summary(report, run_dir))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from securetrain.cli.specs import add_spec_arguments
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -48,6 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
+    add_spec_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -73,7 +76,8 @@ def _encrypt(args: argparse.Namespace) -> int:
     from securetrain.report import Report
     from securetrain.rundir import RunDir
 
-    run = RunDir.open(args.dir)
+    run = RunDir.open(args.dir, model=args.model, data=args.data)
+    run.check_specs_given()
     report = Report.from_json(args.dir)
     model = run.load_model()
     shape = run.data.input_shape

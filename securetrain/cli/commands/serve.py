@@ -6,6 +6,8 @@ import argparse
 import math
 import sys
 
+from securetrain.cli.specs import add_spec_arguments
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -33,6 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--read-timeout", type=float, default=30.0, help="seconds a request body may stall before it is dropped"
     )
+    add_spec_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         "max_bytes_per_client": max(1, int(args.max_client_mb * 2**20)),
         "context_ttl_s": args.context_ttl,
     }
-    service = build_service_from_run(args.dir, modes, service_options=options)
+    service = build_service_from_run(args.dir, modes, service_options=options, model=args.model, data=args.data)
     server, sock = make_server(
         service,
         args.host,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from securetrain.cli.output import show_progress
 from securetrain.cli.plugins import load_providers
+from securetrain.cli.specs import add_device_argument
 
 if TYPE_CHECKING:
     from securetrain.training import Defense, TrainConfig
@@ -58,10 +59,19 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     from securetrain.models import MODELS
     from securetrain.training import OPTIMIZERS
 
-    p.add_argument("--data", default="digits", help=f"data set: {', '.join(DATASETS.names())}")
+    p.add_argument(
+        "--data",
+        default="digits",
+        help=f"data set: {', '.join(DATASETS.names())}, an installed plugin's name, package.module:load "
+        "(your loader: load(split) -> (x, y) or a Dataset; importing it runs its code) or npz:PATH "
+        "(x_train, y_train, x_test, y_test)",
+    )
     p.add_argument("--data-root", default=None, help="folder with local data files (mnist, cifar10)")
     p.add_argument(
-        "--model", default=None, help=f"model: {', '.join(MODELS.names())} (default: the data set's default)"
+        "--model",
+        default=None,
+        help=f"model: {', '.join(MODELS.names())}, or package.module:Factory (your own nn.Module class or "
+        "factory; importing it runs its code) (default: the data set's default)",
     )
     p.add_argument("--model-kwargs", default="{}", help="JSON object of model options, e.g. '{\"hidden\": 64}'")
     p.add_argument("--epochs", type=int, default=5, help="number of epochs")
@@ -70,6 +80,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-2, help="learning rate")
     p.add_argument("--seed", type=int, default=0, help="random seed (data order, initialisation, noise)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_device_argument(p, "train")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -95,10 +106,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         progress=show_progress(args),
         data_root=args.data_root,
+        device=args.device,
     )
+    from securetrain.data import DATASETS, get_info
     from securetrain.models import check_model_options
 
-    check_model_options(config.resolved_model(), kwargs)  # a bad option fails before anything is written
+    # a bad option fails before anything is written (or any worker starts); data named by import path
+    # or file is not loaded here just to learn its default model: train() checks the options then
+    if config.model is not None or config.data in DATASETS:
+        check_model_options(config.model or get_info(config.data).default_model, kwargs)
+    elif ":" not in config.data:
+        from securetrain.data import resolve_data
+
+        resolve_data(config.data, config.data_root)  # an unknown name fails here (a plugin is not loaded yet)
     return config
 
 
@@ -120,6 +140,13 @@ def run(args: argparse.Namespace) -> int:
     from securetrain.runwrite import check_may_write, check_out_dir
 
     nproc = check_nproc(args.nproc) if args.nproc is not None else None
+    if args.device is not None and (launched_by_torchrun() or (nproc is not None and nproc > 1)):
+        from securetrain.errors import ConfigurationError
+
+        raise ConfigurationError(
+            "--device is for single-process training; with --nproc or torchrun each process's device follows "
+            "the backend (nccl: its local GPU, gloo: the CPU): leave --device out"
+        )
     if launched_by_torchrun():
         return _run_worker(args, nproc)
     config = config_from_args(args)
