@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--model-dir is required (or --write-random-model DIR)")
 
     torch.manual_seed(0)
-    tokenizer = load_tokenizer(args.model_dir)
     model = prepare_finetuning(load_pretrained(args.model_dir, num_labels=2), args.mode)
+    tokenizer = load_tokenizer(args.model_dir)
     texts, labels = load_texts(args.samples)
     x = encode_texts(tokenizer, texts, max_length=args.max_length)
     y = torch.tensor(labels)

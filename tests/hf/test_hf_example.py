@@ -15,6 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hf_finetune_local.py"
 
 
+@pytest.mark.slow
 def test_hf_example_fine_tunes_a_model_from_a_local_directory(tmp_path, capsys) -> None:
     main = runpy.run_path(str(EXAMPLE), run_name="example")["main"]
     model_dir = tmp_path / "tiny-bert"
