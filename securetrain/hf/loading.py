@@ -100,9 +100,7 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int = 128) ->
         raise DataError("texts must be a sequence of strings")
     if not texts:
         raise DataError("texts is empty")
-    enc = tokenizer(
-        list(texts), padding="max_length", truncation=True, max_length=int(max_length), return_tensors="pt"
-    )
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=int(max_length), return_tensors="pt")
     return pack_inputs(enc["input_ids"], enc["attention_mask"])
 
 

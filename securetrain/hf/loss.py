@@ -66,9 +66,7 @@ def model_output_loss(model: nn.Module, x: Any, y: torch.Tensor) -> torch.Tensor
     mask = x.get("attention_mask") if isinstance(x, Mapping) else None
     if isinstance(mask, torch.Tensor) and mask.shape == y.shape:
         counted = counted & (mask != 0)
-    per_token = F.cross_entropy(
-        logits.flatten(0, 1), torch.where(counted, y, 0).flatten(), reduction="none"
-    ).view_as(y)
+    per_token = F.cross_entropy(logits.flatten(0, 1), torch.where(counted, y, 0).flatten(), reduction="none").view_as(y)
     per_token = per_token * counted
     return per_token.sum(1) / counted.sum(1).clamp(min=1)
 
