@@ -167,11 +167,21 @@ def _build_tables() -> tuple[dict[Any, CallRule], dict[str, CallRule]]:
         )
     functions[torch.flatten] = CallRule("torch.flatten", "reshape", _flatten, ("start_dim", "end_dim"))
     methods["flatten"] = CallRule("Tensor.flatten", "reshape", _flatten, ("start_dim", "end_dim"))
+    soft = ("dim", "_stacklevel", "dtype")
     for fn, cls in ((F.softmax, nn.Softmax), (torch.softmax, nn.Softmax), (F.log_softmax, nn.LogSoftmax)):
-        functions[fn] = CallRule(_qualname(fn), "softmax", _softmax(cls), ("dim",))
-    functions[torch.log_softmax] = CallRule("torch.log_softmax", "softmax", _softmax(nn.LogSoftmax), ("dim",))
-    methods["softmax"] = CallRule("Tensor.softmax", "softmax", _softmax(nn.Softmax), ("dim",))
-    methods["log_softmax"] = CallRule("Tensor.log_softmax", "softmax", _softmax(nn.LogSoftmax), ("dim",))
+        functions[fn] = CallRule(_qualname(fn), "softmax", _softmax(cls), soft)
+    functions[torch.log_softmax] = CallRule("torch.log_softmax", "softmax", _softmax(nn.LogSoftmax), soft)
+    methods["softmax"] = CallRule("Tensor.softmax", "softmax", _softmax(nn.Softmax), soft)
+    methods["log_softmax"] = CallRule("Tensor.log_softmax", "softmax", _softmax(nn.LogSoftmax), soft)
+    for fn in (
+        F.max_pool1d_with_indices,
+        F.max_pool2d_with_indices,
+        F.max_pool3d_with_indices,
+        F.adaptive_max_pool1d_with_indices,
+        F.adaptive_max_pool2d_with_indices,
+        F.adaptive_max_pool3d_with_indices,
+    ):
+        functions[fn] = CallRule(_qualname(fn), "maxpool", None)
     for fn in _UNSUPPORTED_FUNCTIONS:
         functions[fn] = CallRule(_qualname(fn), "unsupported", None)
     for m in _UNSUPPORTED_METHODS:
@@ -185,8 +195,10 @@ def _flatten(kw: dict[str, Any]) -> nn.Module:
 
 def _softmax(cls: type[nn.Module]) -> ModuleBuilder:
     def build(kw: dict[str, Any]) -> nn.Module:
-        if "dim" not in kw:
-            raise ModelError("a softmax without an explicit dim has no module equivalent")
+        if kw.get("dim") is None:
+            raise ValueError("a softmax without an explicit dim")
+        if kw.get("dtype") is not None:
+            raise ValueError("a softmax with a dtype")
         return cls(dim=kw["dim"])
 
     return build
@@ -242,7 +254,8 @@ def _rule(node: fx.Node) -> CallRule | None:
 
 def _call_of(node: fx.Node, rule: CallRule) -> Call:
     if rule.build is None:
-        return Call(node.name, rule.label, rule.kind, None, "it has no polynomial or linear equivalent")
+        reason = "it returns indices" if rule.kind == "maxpool" else "it has no polynomial or linear equivalent"
+        return Call(node.name, rule.label, rule.kind, None, reason)
     rest = node.args[1:]
     if len(rest) > len(rule.params):
         return Call(node.name, rule.label, rule.kind, None, "it is called with more arguments than expected")
