@@ -73,7 +73,7 @@ def _model(args: argparse.Namespace, mode: str) -> SequenceClassifier:
     hf = random_bert(
         2, hidden=args.hidden, layers=args.layers, heads=args.heads, vocab=args.vocab, max_length=args.seq, seed=0
     )
-    lora = LoraSettings(r=8, alpha=16.0, target_modules=("query", "value")) if mode == "lora" else None
+    lora = LoraSettings(r=8, alpha=16, target_modules=("query", "value")) if mode == "lora" else None
     return SequenceClassifier(prepare_finetuning(hf, mode, lora=lora))
 
 

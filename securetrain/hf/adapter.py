@@ -74,8 +74,9 @@ def output_logits(output: Any) -> torch.Tensor:
     """The logits of a model's output: a tensor as it is, a ``ModelOutput`` (or mapping) by its ``logits``."""
     if isinstance(output, torch.Tensor):
         return output
-    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
-        return output["logits"]
+    logits = output.get("logits") if isinstance(output, Mapping) else None
+    if isinstance(logits, torch.Tensor):
+        return logits
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     raise ModelError(

@@ -49,15 +49,15 @@ class LoraSettings:
     """
 
     r: int = 8
-    alpha: float = 16.0
+    alpha: int = 16
     dropout: float = 0.0
     target_modules: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
             raise ConfigurationError(f"LoRA rank r must be an integer >= 1, got {self.r!r}")
-        if not self.alpha > 0:
-            raise ConfigurationError(f"LoRA alpha must be > 0, got {self.alpha!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, int) or self.alpha < 1:
+            raise ConfigurationError(f"LoRA alpha must be an integer >= 1, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigurationError(f"LoRA dropout must lie in [0, 1), got {self.dropout!r}")
 
@@ -117,7 +117,7 @@ def _lora(model: nn.Module, head: tuple[str, ...], lora: LoraSettings) -> nn.Mod
         # transformers 5 warns about its own deprecated helper when peft calls it
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         try:
-            wrapped: nn.Module = get_peft_model(model, config)  # type: ignore[arg-type]
+            wrapped: nn.Module = get_peft_model(model, config)
         except ValueError as exc:
             raise ModelError(f"LoRA could not be applied to this model: {exc}") from exc
     return wrapped
