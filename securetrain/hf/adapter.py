@@ -66,8 +66,8 @@ def unpack_inputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The additive attention mask ``(B, 1, 1, L)``: 0 for tokens, the lowest ``dtype`` value for padding."""
-    keep = attention_mask.to(dtype)[:, None, None, :]
-    return (1.0 - keep) * torch.finfo(dtype).min
+    bias = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
+    return bias.masked_fill(attention_mask == 0, torch.finfo(dtype).min)[:, None, None, :]
 
 
 def output_logits(output: Any) -> torch.Tensor:
