@@ -57,6 +57,7 @@ from securetrain.encrypted.wire import (
     unpack_groups,
 )
 from securetrain.errors import EncryptionError
+from securetrain.modes import unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +99,13 @@ class EncryptedModel:
     ) -> EncryptedModel:
         """Compile ``model``, measure value ranges on ``calibration`` and plan ``mode``.
 
-        One sample's shape is ``input_shape``, else that of the calibration batch
-        ``(B, *input_shape)``, else ``model.input_shape``; a calibration batch that does not
-        match a given ``input_shape`` is refused.
+        One sample's shape is ``input_shape``, else ``model.input_shape`` when the model
+        declares one of the calibration samples' size, else the shape of the calibration
+        batch's samples ``(B, *shape)``; a calibration batch that does not match a given
+        ``input_shape`` is refused.
         """
-        input_shape = _input_shape(input_shape, calibration)
+        declared = getattr(unwrap(model), "input_shape", None)  # what compile_model itself reads
+        input_shape = _input_shape(input_shape, calibration, declared)
         compiled = compile_model(model, input_shape, calibration=calibration, name=name)
         return cls(compiled, plan(compiled, mode, **plan_options))
 
@@ -112,9 +115,11 @@ class EncryptedModel:
 
 
 def _input_shape(
-    input_shape: Sequence[int] | None, calibration: np.ndarray | torch.Tensor | None
+    input_shape: Sequence[int] | None,
+    calibration: np.ndarray | torch.Tensor | None,
+    declared: Sequence[int] | None = None,
 ) -> tuple[int, ...] | None:
-    """The shape of one sample: given, or read off the calibration batch (``None``: neither)."""
+    """The shape of one sample: given, declared by the model, or read off the calibration batch."""
     if calibration is None:
         return tuple(int(s) for s in input_shape) if input_shape is not None else None
     if len(calibration.shape) < 2 or calibration.shape[0] < 1:
@@ -123,6 +128,8 @@ def _input_shape(
         )
     from_data = tuple(int(s) for s in calibration.shape[1:])
     if input_shape is None:
+        if declared is not None and math.prod(int(s) for s in declared) == math.prod(from_data):
+            return tuple(int(s) for s in declared)
         return from_data
     given = tuple(int(s) for s in input_shape)
     if math.prod(given) != math.prod(from_data) or (len(given) == len(from_data) and given != from_data):
