@@ -10,12 +10,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.securetrain-install"
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import securetrain, torch, opacus, tenseal, foolbox" 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import securetrain, torch, opacus, tenseal, foolbox, transformers, peft" 2>/dev/null; then
     exit 0
 fi
 echo "setup: installing dependencies into .venv (first run: a few minutes)" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 # torch first, pinned: an unpinned install pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+# the [hf] extra (transformers, peft) so the Hugging Face tests run too; nothing in it pulls torchvision
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,hf]"
 echo "$want" > "$stamp"

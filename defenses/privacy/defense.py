@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import Any, ClassVar, cast
 
 import torch
@@ -650,8 +650,11 @@ def _map_style_dataset(loader: Iterable[Any]) -> Dataset[Any] | None:
     return dataset
 
 
-def _example(dataset: Dataset[Any] | None) -> torch.Tensor | None:
-    """The first sample's input as a batch of one, to verify the engine on (``None``: none)."""
+def _example(dataset: Dataset[Any] | None) -> torch.Tensor | dict[str, torch.Tensor] | None:
+    """The first sample's input as a batch of one, to verify the engine on (``None``: none).
+
+    A mapping input (keyword inputs such as ``input_ids``) gives a mapping of batches of one.
+    """
     if dataset is None:
         return None
     try:
@@ -659,6 +662,9 @@ def _example(dataset: Dataset[Any] | None) -> torch.Tensor | None:
     except (IndexError, KeyError, TypeError, NotImplementedError):
         return None
     x = item[0] if isinstance(item, (tuple, list)) else item
+    if isinstance(x, Mapping):
+        batch = {str(k): v.unsqueeze(0) for k, v in x.items() if isinstance(v, torch.Tensor)}
+        return batch or None
     return x.unsqueeze(0) if isinstance(x, torch.Tensor) else None
 
 

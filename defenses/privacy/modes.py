@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,11 +60,24 @@ class EngineChoice:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def probe_inputs(example: Any, batch: int = PROBE_BATCH) -> torch.Tensor | None:
-    """A random batch shaped like ``example`` (one sample or a batch; integer inputs kept as they are)."""
+def probe_inputs(example: Any, batch: int = PROBE_BATCH) -> Any:
+    """A random batch shaped like ``example`` (one sample or a batch; integer inputs kept as they are).
+
+    A mapping of tensors (keyword inputs, as for a ``transformers`` model) gives a mapping
+    of probe batches, one per entry; anything else, the probe for its first tensor.
+    """
+    if isinstance(example, Mapping):
+        tensors = {k: v for k, v in example.items() if isinstance(v, torch.Tensor)}
+        if not tensors:
+            return None
+        return {k: _probe_tensor(v, batch) for k, v in tensors.items()}
     x = first_tensor(example)
     if x is None:
         return None
+    return _probe_tensor(x, batch)
+
+
+def _probe_tensor(x: torch.Tensor, batch: int) -> torch.Tensor:
     sample = x[0] if x.dim() > 0 and x.shape[0] >= 1 else x
     g = torch.Generator().manual_seed(1234)
     if sample.is_floating_point():
@@ -78,31 +91,61 @@ def probe_inputs(example: Any, batch: int = PROBE_BATCH) -> torch.Tensor | None:
 
 @contextmanager
 def _probe_state(model: nn.Module) -> Iterator[None]:
-    """Train mode with dropout off, global RNG and gradients untouched afterwards."""
+    """Train mode with dropout off, global RNG and gradients untouched afterwards.
+
+    Dropout modules are put in eval mode and their rate set to 0 for the probe: some
+    models (``transformers`` attention) apply ``F.dropout`` with a dropout module's ``p``
+    but their own training flag.
+    """
     modes = [(m, m.training) for m in model.modules()]
+    rates = [(m, m.p) for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
     grads = [(p, p.grad) for p in model.parameters()]
     rng = torch.get_rng_state()
     try:
         for p, _ in grads:
             p.grad = None
         model.train()
-        for m in model.modules():
-            if isinstance(m, nn.modules.dropout._DropoutNd):
-                m.eval()
+        _dropout_off(model)
         yield
     finally:
         torch.set_rng_state(rng)
         for m, t in modes:
             m.training = t
+        for d, rate in rates:
+            d.p = rate
         for p, g in grads:
             p.grad = g
 
 
-def _reference(model: nn.Module, x: torch.Tensor, weights: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
+def _dropout_off(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.eval()
+            m.p = 0.0
+
+
+def _call(model: nn.Module, x: Any) -> torch.Tensor | None:
+    """The first tensor of ``model(**x)`` for a mapping of inputs, of ``model(x)`` otherwise."""
+    return first_tensor(model(**x) if isinstance(x, Mapping) else model(x))
+
+
+def _batch_len(x: Any) -> int:
+    t = first_tensor(dict(x) if isinstance(x, Mapping) else x)
+    return int(t.shape[0]) if t is not None else 0
+
+
+def _sample(x: Any, i: int) -> Any:
+    if isinstance(x, Mapping):
+        return {k: v[i : i + 1] for k, v in x.items()}
+    return x[i : i + 1]
+
+
+def _reference(model: nn.Module, x: Any, weights: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
     params = [p for p in model.parameters() if p.requires_grad]
     rows: dict[nn.Parameter, list[torch.Tensor]] = {p: [] for p in params}
-    for i in range(x.shape[0]):
-        out = model(x[i : i + 1])
+    for i in range(_batch_len(x)):
+        out = _call(model, _sample(x, i))
+        assert out is not None
         grads = torch.autograd.grad((out * weights[i : i + 1]).sum(), params, allow_unused=True)
         for p, g in zip(params, grads):
             rows[p].append(torch.zeros_like(p) if g is None else g)
@@ -110,14 +153,15 @@ def _reference(model: nn.Module, x: torch.Tensor, weights: torch.Tensor) -> dict
 
 
 def verify_engine(
-    name: str, model: nn.Module, x: torch.Tensor, names: dict[int, str] | None = None, **options: Any
+    name: str, model: nn.Module, x: Any, names: dict[int, str] | None = None, **options: Any
 ) -> str | None:
-    """``None`` if engine ``name`` (with ``options``) gets ``model``'s per-sample gradients right on ``x``, else why not."""
+    """``None`` if engine ``name`` (with ``options``) gets ``model``'s per-sample gradients right on ``x``, else why not.
+
+    ``x``: a batch, or a mapping of batches passed as keyword arguments.
+    """
     names = names or {id(p): n for n, p in model.named_parameters()}
     with _probe_state(model), warnings.catch_warnings():
-        out = model(x)
-        if not isinstance(out, torch.Tensor):
-            out = first_tensor(out)
+        out = _call(model, x)
         if out is None:
             return "the model's output is not a tensor"
         w = torch.randn(out.shape, generator=torch.Generator().manual_seed(99)).to(out.device, out.dtype)
@@ -127,12 +171,10 @@ def verify_engine(
             warnings.filterwarnings("ignore")  # inside catch_warnings (below): the probe's warnings are noise
             wrapped = engine.attach(model)
             wrapped.train()
-            for m in model.modules():
-                if isinstance(m, nn.modules.dropout._DropoutNd):
-                    m.eval()
-            out = first_tensor(wrapped(x))
+            _dropout_off(model)
+            out = _call(wrapped, x)
             assert out is not None
-            torch.autograd.backward((out * w).sum().div(x.shape[0]))
+            torch.autograd.backward((out * w).sum().div(_batch_len(x)))
             psg = engine.collect()
             got = psg.materialize()
             implied = psg.implied_grads()

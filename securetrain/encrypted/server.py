@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -57,6 +58,7 @@ from securetrain.encrypted.wire import (
     unpack_groups,
 )
 from securetrain.errors import EncryptionError
+from securetrain.modes import unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -96,13 +98,47 @@ class EncryptedModel:
         name: str | None = None,
         **plan_options: Any,
     ) -> EncryptedModel:
-        """Compile ``model``, measure value ranges on ``calibration`` and plan ``mode``."""
+        """Compile ``model``, measure value ranges on ``calibration`` and plan ``mode``.
+
+        One sample's shape is ``input_shape``, else ``model.input_shape`` when the model
+        declares one of the calibration samples' size, else the shape of the calibration
+        batch's samples ``(B, *shape)``; a calibration batch that does not match a given
+        ``input_shape`` is refused.
+        """
+        declared = getattr(unwrap(model), "input_shape", None)  # what compile_model itself reads
+        input_shape = _input_shape(input_shape, calibration, declared)
         compiled = compile_model(model, input_shape, calibration=calibration, name=name)
         return cls(compiled, plan(compiled, mode, **plan_options))
 
     def spec(self) -> dict[str, Any]:
         """The public description a client needs: parameters and layout (no weights); a copy."""
         return copy.deepcopy(self._spec)
+
+
+def _input_shape(
+    input_shape: Sequence[int] | None,
+    calibration: np.ndarray | torch.Tensor | None,
+    declared: Sequence[int] | None = None,
+) -> tuple[int, ...] | None:
+    """The shape of one sample: given, declared by the model, or read off the calibration batch."""
+    if calibration is None:
+        return tuple(int(s) for s in input_shape) if input_shape is not None else None
+    if len(calibration.shape) < 2 or calibration.shape[0] < 1:
+        raise EncryptionError(
+            f"calibration data must be a non-empty batch (B, *input_shape), got shape {tuple(calibration.shape)}"
+        )
+    from_data = tuple(int(s) for s in calibration.shape[1:])
+    if input_shape is None:
+        if declared is not None and math.prod(int(s) for s in declared) == math.prod(from_data):
+            return tuple(int(s) for s in declared)
+        return from_data
+    given = tuple(int(s) for s in input_shape)
+    if math.prod(given) != math.prod(from_data) or (len(given) == len(from_data) and given != from_data):
+        raise EncryptionError(
+            f"input_shape {given} does not match the calibration data's samples {from_data}; "
+            "pass calibration data of shape (B, *input_shape) or leave input_shape out"
+        )
+    return given
 
 
 @lru_cache(maxsize=32)

@@ -6,12 +6,29 @@ model (non-polynomial activations to a square or a fitted degree-2 polynomial, m
 average pooling, BatchNorm folded into the preceding linear or convolution layer,
 a final softmax removed) and can fine-tune the result so accuracy recovers.
 
+Both see the whole forward pass: besides the submodules, calls written in ``forward``
+(``F.relu``, ``torch.relu``, ``x.relu()``, ``F.max_pool2d``, ``torch.flatten``, ``torch.exp``, ...)
+are found by tracing it with ``torch.fx`` (:mod:`securetrain.encrypted.graph`); such an
+issue is named after its graph node. ``make_he_friendly`` first makes each such call the
+equivalent module (``F.relu`` -> ``nn.ReLU``, ``torch.flatten(x, 1)`` -> ``nn.Flatten(1)``)
+and then applies the module fixes, or refuses naming the node that has no equivalent.
+
 Example:
     >>> from torch import nn
     >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     >>> [(i.module_name, i.module_type) for i in validate(model)]
     [('2', 'ReLU')]
     >>> validate(make_he_friendly(model))
+    []
+    >>> class Functional(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.fc = nn.Linear(4, 2)
+    ...     def forward(self, x):
+    ...         return self.fc(torch.relu(x))
+    >>> [(i.module_name, i.module_type) for i in validate(Functional())]
+    [('relu', 'torch.relu')]
+    >>> validate(make_he_friendly(Functional(), input_shape=(4,)))
     []
 """
 
@@ -29,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from securetrain.encrypted.activations import PolyActivation, fit_polynomial
+from securetrain.encrypted.graph import Call, find_calls, modularize
 from securetrain.encrypted.layers import ChannelAffine, get_layer_rule
 from securetrain.errors import ModelError
 from securetrain.models.he import Square
@@ -159,13 +177,49 @@ def _issue_for(name: str, m: nn.Module) -> Issue | None:
     )
 
 
-def validate(model: nn.Module) -> list[Issue]:
-    """Every leaf module of ``model`` that cannot run under CKKS, with its fix (empty list: fine).
+def _issue_for_call(call: Call) -> Issue | None:
+    where = f"{call.target} called in forward()"
+    if call.kind == "reshape":
+        return None  # a reshape is exact under CKKS; make_he_friendly still makes it a module
+    if call.module is None:
+        return Issue(
+            call.node, call.target, f"{where}: {call.reason}", "no automatic fix: rewrite forward() without it"
+        )
+    module = type(call.module).__name__
+    if call.kind == "activation":
+        return Issue(
+            call.node,
+            call.target,
+            f"{where} is not a polynomial; CKKS evaluates only additions and multiplications",
+            f"make_he_friendly makes it a {module} module and replaces that by Square() or a fitted "
+            "degree-2 polynomial",
+        )
+    if call.kind == "maxpool":
+        return Issue(
+            call.node,
+            call.target,
+            f"{where}: max-pooling needs comparisons, which CKKS cannot evaluate",
+            f"make_he_friendly makes it a {module} module and replaces that by average pooling",
+        )
+    return Issue(
+        call.node,
+        call.target,
+        f"{where} needs exponentials and a division",
+        "remove it: the argmax of the logits is unchanged; apply it after decryption "
+        f"(make_he_friendly makes it a {module} module and replaces that by Identity)",
+    )
 
-    Only the modules are checked; computations written in ``forward`` itself (residual
-    additions, ``torch.relu`` calls) are found later, when the model is compiled.
+
+def validate(model: nn.Module) -> list[Issue]:
+    """Every leaf module of ``model`` and every call in its forward that cannot run under CKKS, with its fix.
+
+    An empty list means nothing was found. Calls written in ``forward`` are found by tracing
+    it with ``torch.fx`` (an issue's ``module_name`` is then the graph node's name); a forward
+    that cannot be traced is checked later, when the model is compiled.
     """
-    return [i for n, m in _leaves(unwrap(model)) if (i := _issue_for(n, m)) is not None]
+    inner = unwrap(model)
+    issues = [i for n, m in _leaves(inner) if (i := _issue_for(n, m)) is not None]
+    return issues + [i for c in find_calls(inner) if (i := _issue_for_call(c)) is not None]
 
 
 def is_he_friendly(model: nn.Module) -> bool:
@@ -296,7 +350,12 @@ def make_he_friendly(
     """
     replace_act = ACTIVATION_REPLACEMENTS.get(activation)
     ft = FineTune(*fine_tune) if isinstance(fine_tune, tuple) else fine_tune
-    converted = copy.deepcopy(unwrap(model))
+    original = copy.deepcopy(unwrap(model))
+    converted = modularize(original)  # calls in forward() become modules (or a ModelError names the node)
+    shape_attr = getattr(original, "input_shape", None)
+    if converted is not original and shape_attr is not None:
+        converted.input_shape = shape_attr  # the GraphModule is ours: keep what compile_model reads
+        input_shape = input_shape if input_shape is not None else shape_attr
     converted.eval()
     example = _example_input(converted, input_shape, ft.x if ft is not None else None)
     calls = _call_order(converted, example) if example is not None else []

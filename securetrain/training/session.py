@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Protocol
@@ -120,13 +120,19 @@ class TrainingSession:
 
     # ------------------------------------------------------------------ the loop's calls
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean over the batch of the defended per-sample loss."""
+    def loss(self, x: torch.Tensor | Mapping[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """Mean over the batch of the defended per-sample loss.
+
+        ``x`` is a batch of inputs, or a mapping of batches (keyword inputs such as
+        ``input_ids`` and ``attention_mask``, for a loss like
+        :func:`securetrain.hf.model_output_loss` that passes them on).
+        """
         self._check_managed()
-        losses = self.loss_fn(self.model, x, y)
-        if losses.dim() != 1 or losses.shape[0] != x.shape[0]:
+        losses = self.loss_fn(self.model, x, y)  # type: ignore[arg-type]
+        batch = _batch_len(x, y)
+        if losses.dim() != 1 or losses.shape[0] != batch:
             raise ValueError(
-                f"a per-sample loss must have shape ({x.shape[0]},), got {tuple(losses.shape)}; use reduction='none'"
+                f"a per-sample loss must have shape ({batch},), got {tuple(losses.shape)}; use reduction='none'"
             )
         self.last_batch_size = int(losses.shape[0])
         return losses.sum() / max(int(losses.shape[0]), 1)
@@ -199,6 +205,14 @@ class TrainingSession:
                 DeprecationWarning,
                 stacklevel=3,
             )
+
+
+def _batch_len(x: torch.Tensor | Mapping[str, torch.Tensor], y: torch.Tensor) -> int:
+    """Samples in a batch: the first dimension of ``x``, or of the first tensor of a mapping (else of ``y``)."""
+    if isinstance(x, Mapping):
+        first = next((v for v in x.values() if isinstance(v, torch.Tensor) and v.dim() > 0), y)
+        return int(first.shape[0])
+    return int(x.shape[0])
 
 
 def _dataset_size(train_loader: Iterable[Any]) -> int | None:

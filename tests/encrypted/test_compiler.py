@@ -74,7 +74,8 @@ def test_a_functional_activation_in_forward_is_refused() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.relu(self.a(x))
 
-    with pytest.raises(EncryptionError, match="the model's output is not the output of its last layer"):
+    # found before compiling, by tracing forward() with torch.fx, and named by its graph node
+    with pytest.raises(EncryptionError, match=r"- relu \(torch.relu\): torch.relu called in forward\(\) is not a poly"):
         compile_model(Hidden(), (4,))
 
 

@@ -7,7 +7,9 @@ including layers no hook can see (a position embedding indexed without the batch
 dimension, parameters used directly in ``forward``). It costs a second forward and
 backward, and dropout masks are drawn anew (``randomness="different"``), so with dropout
 the clipped gradient is that of a fresh mask; each sample's contribution still depends on
-that sample only, which is what the guarantee needs.
+that sample only, which is what the guarantee needs. For the same reason the engine cannot
+tell what autograd's batch gradient must be while dropout is active (``implied_grads`` is
+then ``None``: the validity check of loss terms outside the per-sample path is skipped).
 
 Example:
     >>> import torch
@@ -42,9 +44,14 @@ class _Materialized(PerSampleGrads):
     """Per-sample gradients held as tensors ``(B, *p.shape)``, raw (times 1/B of a mean loss)."""
 
     def __init__(
-        self, groups: list[tuple[int, dict[nn.Parameter, torch.Tensor]]], params: Sequence[nn.Parameter]
+        self,
+        groups: list[tuple[int, dict[nn.Parameter, torch.Tensor]]],
+        params: Sequence[nn.Parameter],
+        *,
+        fresh_randomness: bool = False,
     ) -> None:
         self._params = list(params)
+        self._fresh_randomness = fresh_randomness
         self._grads: dict[nn.Parameter, torch.Tensor] = {}
         for p in self._params:
             self._grads[p] = torch.cat([g[p] * float(b) for b, g in groups])
@@ -65,6 +72,8 @@ class _Materialized(PerSampleGrads):
             out[p].view(-1).addmv_(g.reshape(g.shape[0], -1).t(), weights)
 
     def implied_grads(self) -> dict[nn.Parameter, torch.Tensor | None]:
+        if self._fresh_randomness:  # recomputed with new dropout masks: autograd's gradient used others
+            return {p: None for p in self._params}
         return dict(self._raw_sum)  # type: ignore[arg-type]
 
     def materialize(self) -> dict[nn.Parameter, torch.Tensor]:
@@ -162,4 +171,11 @@ class VmapEngine(Engine):
         if not out:
             device = params[0].device if params else torch.device("cpu")
             return EmptyGrads(params, device)
-        return _Materialized(out, params)
+        return _Materialized(out, params, fresh_randomness=_dropout_active(self.plain))
+
+
+def _dropout_active(model: nn.Module | None) -> bool:
+    """True if a dropout module of ``model`` is in training mode with a non-zero rate."""
+    if model is None:
+        return False
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules())
