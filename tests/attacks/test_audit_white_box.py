@@ -18,23 +18,25 @@ CANARIES = 1000
 SIGMA = 2.8  # at q = 0.5 (550 of 600 samples + about 500 canaries) and 20 to 30 steps: epsilon 4 to 5
 
 
-def audit_recipe(defense: str = "privacy", *, sigma: float = SIGMA, epochs: int = 10, batch: int = 550) -> TrainingRecipe:
+def audit_recipe(
+    defense: str = "privacy", *, sigma: float = SIGMA, epochs: int = 10, batch: int = 550, hidden: int = 16
+) -> TrainingRecipe:
     """A 64-16-2 MLP (1090 parameters) trained with DP-SGD at about q = 0.5 for 20 steps, inputs near 0."""
     return TrainingRecipe(
         model_name="mlp",
         input_shape=(64,),
         num_classes=2,
         bounds=(-1.0, 1.0),
-        model_kwargs={"hidden": [16]},
+        model_kwargs={"hidden": [hidden]},
         train_config=TrainConfig(epochs=epochs, batch_size=batch, optimizer="sgd", lr=0.1, momentum=0.0),
         defense_configs=[{"name": defense, "noise_multiplier": sigma, "delta": 1e-5, "accountant": "rdp", "seed": 1}],
     )
 
 
-def audit_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def audit_data(seed: int = 0, n: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(600, 64, generator=g).mul(0.01).clamp(-1, 1)
-    return x, torch.randint(0, 2, (600,), generator=g)
+    x = torch.randn(n, 64, generator=g).mul(0.01).clamp(-1, 1)
+    return x, torch.randint(0, 2, (n,), generator=g)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
