@@ -37,8 +37,8 @@ from attacks.audit.canary import (
 from attacks.audit.consistency import ConsistencyCheck, check_consistency, check_counts
 from attacks.audit.dp_audit import DPAuditResult, audit_dp_sgd, merge_into_membership
 from attacks.audit.gaussian import GaussianBound, gaussian_epsilon_lower_bound, gdp_delta, gdp_epsilon
-from attacks.audit.white_box import DiracCanaryPlanter
 from attacks.audit.one_run import one_run_epsilon_lower_bound, one_run_p_value
+from attacks.audit.white_box import DiracCanaryPlanter
 
 __all__ = [
     "CanaryAuditResult",

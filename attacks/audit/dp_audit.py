@@ -101,7 +101,9 @@ class DPAuditResult:
                 "privacy (check the noise actually added, the clipping of every layer, the sample rate the "
                 "accountant is given, the noise on every process, and that no non-private training is unaccounted)"
             )
-        return head + f", not above the claimed epsilon {eps:g}: consistent (an audit can refute a claim, never prove it)"
+        return (
+            head + f", not above the claimed epsilon {eps:g}: consistent (an audit can refute a claim, never prove it)"
+        )
 
     def histogram(self, bins: int = HISTOGRAM_BINS) -> dict[str, list[float]]:
         """The canary statistic's distribution for included and excluded canaries, on shared bins."""

@@ -97,7 +97,9 @@ def gaussian_epsilon_lower_bound(
     s_out = as_scores(excluded_scores, "excluded canary scores")
     d, a = check_audit_delta(delta), check_alpha(alpha)
     if s_in.size < 2 or s_out.size < 2:
-        raise AttackError(f"the Gaussian bound needs at least 2 included and 2 excluded canaries, got {s_in.size} and {s_out.size}")
+        raise AttackError(
+            f"the Gaussian bound needs at least 2 included and 2 excluded canaries, got {s_in.size} and {s_out.size}"
+        )
     m_in, m_out = float(np.mean(s_in)), float(np.mean(s_out))
     sd_in, sd_out = float(np.std(s_in, ddof=1)), float(np.std(s_out, ddof=1))
     n_in, n_out = int(s_in.size), int(s_out.size)

@@ -56,7 +56,9 @@ class DiracCanaryPlanter(Defense):
         if inputs.dim() < 1 or inputs.shape[0] < 1:
             raise AttackError("the canary planter needs at least one placeholder input")
         if not norm_scale >= 1.0:
-            raise AttackError(f"norm_scale must be >= 1 (a canary at least as large as the clipping norm), got {norm_scale}")
+            raise AttackError(
+                f"norm_scale must be >= 1 (a canary at least as large as the clipping norm), got {norm_scale}"
+            )
         flat = inputs.detach().to(torch.float32).contiguous().cpu()
         self.m = int(flat.shape[0])
         self._ids = {flat[i].numpy().tobytes(): i for i in range(self.m)}

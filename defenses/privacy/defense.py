@@ -79,9 +79,9 @@ from securetrain.distributed.role import DistributedRole
 from securetrain.errors import CheckpointError, PrivacyError
 from securetrain.training import (
     Defense,
-    GradientCanaries,
     DefenseOption,
     EpochMetrics,
+    GradientCanaries,
     LossFn,
     PrivateOptimizer,
     TrainingSession,

@@ -29,7 +29,7 @@ def audit_recipe(
         bounds=(-1.0, 1.0),
         model_kwargs={"hidden": [hidden]},
         train_config=TrainConfig(epochs=epochs, batch_size=batch, optimizer="sgd", lr=0.1, momentum=0.0),
-        defense_configs=[{"name": defense, "noise_multiplier": sigma, "delta": 1e-5, "accountant": "prv", "seed": 1}],
+        defense_configs=[{"name": defense, "noise_multiplier": sigma, "delta": 1e-5, "accountant": "rdp", "seed": 1}],
     )
 
 
@@ -69,7 +69,9 @@ def test_a_refuted_claim_marks_the_report_not_valid():
     cls = BUGS["half-noise"]
     with DEFENSES.temporarily(cls.name, cls):
         result = audit_dp_sgd(audit_recipe(cls.name), canaries=CANARIES, train=audit_data(0), seed=0)
-    report = Report(data={}, model={}, accuracy=0.5, privacy={"epsilon": result.claimed_epsilon, "valid": True, "warnings": []})
+    report = Report(
+        data={}, model={}, accuracy=0.5, privacy={"epsilon": result.claimed_epsilon, "valid": True, "warnings": []}
+    )
     report.set_membership(merge_into_membership(None, result))
     assert report.privacy is not None and report.privacy["valid"] is False
     assert "exceeds the claimed epsilon" in report.privacy["warnings"][-1]
