@@ -22,9 +22,9 @@ Example (a private logistic regression: the bounds stay below the claim):
     >>> from securetrain.training import TrainConfig
     >>> from attacks.membership import TrainingRecipe
     >>> recipe = TrainingRecipe(model_name="mlp", input_shape=(8,), num_classes=2, bounds=(-1.0, 1.0),
-    ...     model_kwargs={"hidden": []}, train_config=TrainConfig(epochs=2, batch_size=64, optimizer="sgd",
+    ...     model_kwargs={"hidden": [4]}, train_config=TrainConfig(epochs=2, batch_size=64, optimizer="sgd",
     ...     lr=0.5, momentum=0.0, progress=False),
-    ...     defense_configs=[{"name": "privacy", "epsilon": 2.0, "delta": 1e-5, "accountant": "rdp"}])
+    ...     defense_configs=[{"name": "privacy", "noise_multiplier": 1.0, "delta": 1e-5, "accountant": "rdp"}])
     >>> x = torch.rand(512, 8) * 2 - 1
     >>> result = audit_dp_sgd(recipe, canaries=16, train=(x, (x[:, 0] > 0).long()), seed=0)
     >>> result.m, result.violated, 0 <= result.epsilon_lower_bound <= result.claimed_epsilon

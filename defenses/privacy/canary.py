@@ -17,7 +17,7 @@ Example (two samples of a linear model; row 1 becomes a canary of norm 5 at weig
     >>> rows = DiracRows(rows=torch.tensor([1]), param_index=torch.tensor([0]), coord=torch.tensor([2]), norm=5.0)
     >>> grads = WithDiracRows(engine.collect(), rows, engine.params())
     >>> grads.sq_norms().tolist()
-    [2.0, 25.0]
+    [6.0, 25.0]
     >>> out = {p: torch.zeros_like(p) for p in engine.params()}
     >>> grads.add_weighted(torch.tensor([1.0, 0.2]), out)
     >>> out[engine.params()[0]].tolist()
