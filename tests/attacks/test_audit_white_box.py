@@ -19,7 +19,13 @@ SIGMA = 2.8  # at q = 0.5 (550 of 600 samples + about 500 canaries) and 20 to 30
 
 
 def audit_recipe(
-    defense: str = "privacy", *, sigma: float = SIGMA, epochs: int = 10, batch: int = 550, hidden: int = 16
+    defense: str = "privacy",
+    *,
+    sigma: float = SIGMA,
+    epochs: int = 10,
+    batch: int = 550,
+    hidden: int = 16,
+    accountant: str = "rdp",
 ) -> TrainingRecipe:
     """A 64-16-2 MLP (1090 parameters) trained with DP-SGD at about q = 0.5 for 20 steps, inputs near 0."""
     return TrainingRecipe(
@@ -29,7 +35,9 @@ def audit_recipe(
         bounds=(-1.0, 1.0),
         model_kwargs={"hidden": [hidden]},
         train_config=TrainConfig(epochs=epochs, batch_size=batch, optimizer="sgd", lr=0.1, momentum=0.0),
-        defense_configs=[{"name": defense, "noise_multiplier": sigma, "delta": 1e-5, "accountant": "rdp", "seed": 1}],
+        defense_configs=[
+            {"name": defense, "noise_multiplier": sigma, "delta": 1e-5, "accountant": accountant, "seed": 1}
+        ],
     )
 
 
