@@ -234,8 +234,9 @@ def remove_low_rank(total: torch.Tensor) -> torch.Tensor:
     keep = s > omega * float(s.median())
     if not bool(keep.any()):
         return total
-    low = (u[:, keep] * s[keep]) @ vh[keep]
-    return (mat - low).reshape(total.shape)
+    low: torch.Tensor = (u[:, keep] * s[keep]) @ vh[keep]
+    residual: torch.Tensor = (mat - low).reshape(total.shape)
+    return residual
 
 
 __all__ = ["DEFAULT_NORM_SCALE", "DiracCanaryPlanter", "remove_low_rank"]
