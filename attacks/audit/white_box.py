@@ -76,6 +76,7 @@ class DiracCanaryPlanter(Defense):
         self._sum = torch.zeros(self.m, dtype=torch.float64)
         self._full: list[torch.Tensor] = []
         self._full_before: list[torch.Tensor] = []
+        self._param_lr: list[float] = []
         self.steps_observed = 0
         self.rows_planted = 0
 
