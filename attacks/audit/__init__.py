@@ -6,6 +6,9 @@
   audit of Steinke, Nasr and Jagielski (2023).
 * :func:`check_consistency` / :func:`check_counts`: flag a run whose lower bound exceeds the
   epsilon it reports.
+* :func:`audit_dp_sgd`: the white-box one-run audit of a DP-SGD implementation (Dirac gradient
+  canaries, every model update observed), with the counting bound and a Gaussian-statistic bound
+  (:func:`gaussian_epsilon_lower_bound`).
 
 Example:
     >>> from attacks.audit import epsilon_lower_bound, check_counts
@@ -32,13 +35,20 @@ from attacks.audit.canary import (
     make_canaries,
 )
 from attacks.audit.consistency import ConsistencyCheck, check_consistency, check_counts
+from attacks.audit.dp_audit import DPAuditResult, audit_dp_sgd, merge_into_membership
+from attacks.audit.gaussian import GaussianBound, gaussian_epsilon_lower_bound, gdp_delta, gdp_epsilon
 from attacks.audit.one_run import one_run_epsilon_lower_bound, one_run_p_value
+from attacks.audit.white_box import DiracCanaryPlanter
 
 __all__ = [
     "CanaryAuditResult",
     "ConsistencyCheck",
+    "DPAuditResult",
+    "DiracCanaryPlanter",
     "EpsilonBound",
+    "GaussianBound",
     "audit_canary_scores",
+    "audit_dp_sgd",
     "canary_audit",
     "check_consistency",
     "check_counts",
@@ -47,7 +57,11 @@ __all__ = [
     "epsilon_from_rates",
     "epsilon_lower_bound",
     "epsilon_lower_bound_from_scores",
+    "gaussian_epsilon_lower_bound",
+    "gdp_delta",
+    "gdp_epsilon",
     "make_canaries",
+    "merge_into_membership",
     "one_run_epsilon_lower_bound",
     "one_run_p_value",
 ]

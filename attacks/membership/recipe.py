@@ -34,7 +34,7 @@ from torch import nn
 
 from securetrain.errors import AttackError, ConfigurationError, UnknownNameError
 from securetrain.models import build_model
-from securetrain.training import DEFENSES, Defense, TrainConfig, fit
+from securetrain.training import DEFENSES, Defense, TrainConfig, TrainResult, fit
 
 PRIVACY_NAMES = ("privacy",)
 """``Defense.name`` of the differential-privacy defense (a recipe with it trains private shadow models)."""
@@ -117,12 +117,27 @@ class TrainingRecipe:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, train_xy: tuple[torch.Tensor, torch.Tensor], seed: int) -> nn.Module:
+        return self.run(train_xy, seed).model.eval()
+
+    def run(
+        self,
+        train_xy: tuple[torch.Tensor, torch.Tensor],
+        seed: int,
+        *,
+        prepare: Callable[[list[Defense]], Sequence[Defense]] | None = None,
+    ) -> TrainResult:
+        """Train once and return the whole :class:`~securetrain.training.TrainResult` (report sections included).
+
+        ``prepare(defenses)`` may look at the freshly built defenses and returns the list to train
+        with (an audit adds its own observer there).
+        """
         cfg = dataclasses.replace(self.train_config, seed=int(seed), progress=False)
         torch.manual_seed(int(seed))
         model = build_model(self.model_name, self.input_shape, self.num_classes, **self.model_kwargs)
-        defenses = [build_defense(c) for c in self.defense_configs]
-        result = fit(model, train_xy, None, cfg, defenses, num_classes=self.num_classes, bounds=self.bounds)
-        return result.model.eval()
+        defenses: Sequence[Defense] = [build_defense(c) for c in self.defense_configs]
+        if prepare is not None:
+            defenses = prepare(list(defenses))
+        return fit(model, train_xy, None, cfg, defenses, num_classes=self.num_classes, bounds=self.bounds)
 
     @property
     def private(self) -> bool:

@@ -81,6 +81,7 @@ from securetrain.training import (
     Defense,
     DefenseOption,
     EpochMetrics,
+    GradientCanaries,
     LossFn,
     PrivateOptimizer,
     TrainingSession,
@@ -131,6 +132,8 @@ class DifferentialPrivacy(Defense):
     name: ClassVar[str] = "privacy"
     order: ClassVar[int] = 0
     command_line: ClassVar[DefenseOption | None] = PRIVACY_OPTION
+    optimizer_class: ClassVar[type[DPSGDOptimizer]] = DPSGDOptimizer
+    """The private optimizer built in ``setup`` (a subclass may swap in its own)."""
 
     def __init__(
         self,
@@ -166,6 +169,7 @@ class DifferentialPrivacy(Defense):
             seed=seed,
             fix_model=fix_model,
         )
+        self.gradient_canaries: GradientCanaries | None = None
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -377,7 +381,7 @@ class DifferentialPrivacy(Defense):
         self.plain_model, self.original_optimizer = model, optimizer
         self._session = session
         try:
-            self.optimizer = DPSGDOptimizer(
+            self.optimizer = self.optimizer_class(
                 optimizer,
                 engine=choice.engine,
                 noise_multiplier=budget.noise_multiplier,
@@ -387,6 +391,7 @@ class DifferentialPrivacy(Defense):
                 inspect=self._inspect,
                 budget=self._budget_reason,
                 on_release=self._on_release,
+                canaries=self.gradient_canaries,
             )
         except BaseException:
             choice.engine.detach()  # leave the user's model as it was
@@ -464,6 +469,10 @@ class DifferentialPrivacy(Defense):
     def _note(self, session: TrainingSession, message: str) -> None:
         self.notes.append(message)
         session.note(message)
+
+    def insert_gradient_canaries(self, canaries: GradientCanaries | None) -> None:
+        """Audits only: plant Dirac gradient canaries in the next run (:mod:`securetrain.training.canaries`)."""
+        self.gradient_canaries = canaries
 
     # ------------------------------------------------------------------ during training
 

@@ -37,8 +37,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from defenses.privacy.canary import WithDiracRows
 from defenses.privacy.engines.base import Engine, PerSampleGrads
 from securetrain.errors import PrivacyBudgetExhausted
+from securetrain.training.canaries import GradientCanaries
 
 CLIP_EPS = 1e-6
 """Added to per-sample norms before dividing, as Opacus does."""
@@ -54,7 +56,9 @@ class DPSGDOptimizer:
     more noisy step, whose samples went through ``groups`` groups of hooked passes (the
     rate the accountant will charge it), would exceed the privacy budget; the step then raises
     :class:`~securetrain.errors.PrivacyBudgetExhausted` instead of releasing anything.
-    ``on_release(self)`` runs after each noisy step (the accountant).
+    ``on_release(self)`` runs after each noisy step (the accountant). ``canaries`` (audits
+    only, :mod:`securetrain.training.canaries`) replace the gradients of canary rows by Dirac
+    canaries before clipping.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class DPSGDOptimizer:
         inspect: Callable[[PerSampleGrads], None] | None = None,
         budget: Callable[[int], str | None] | None = None,
         on_release: Callable[[DPSGDOptimizer], None] | None = None,
+        canaries: GradientCanaries | None = None,
     ) -> None:
         self.original_optimizer: torch.optim.Optimizer = optimizer
         self.noise_multiplier: float = float(noise_multiplier)
@@ -99,6 +104,10 @@ class DPSGDOptimizer:
         self._grad_flat = torch.empty_like(self._summed)
         grad_views = _split(self._grad_flat, engine_params)
         self._assign = [(p, grad_views.get(p)) for p in self.params]
+        self._engine_params = engine_params
+        self.canaries = canaries
+        if canaries is not None:
+            canaries.bind(engine_params, self.max_grad_norm)
 
     # ------------------------------------------------------------------ the wrapped optimizer
 
@@ -145,14 +154,22 @@ class DPSGDOptimizer:
         psg = self.engine.collect()
         if self.inspect is not None:
             self.inspect(psg)
+        if self.canaries is not None:
+            planted = self.canaries.take(psg.batch_size)
+            if planted is not None and planted.count:
+                psg = WithDiracRows(psg, planted, self._engine_params)
         self.physical_steps += 1
         if psg.batch_size > 0:
-            norms = psg.sq_norms().sqrt()
-            clip = (self.max_grad_norm / (norms + CLIP_EPS)).clamp(max=1.0)
-            self.last_clip_factors = clip
-            psg.add_weighted(clip.to(self._summed.dtype), self._views)
+            self.accumulate(psg)
         self._groups_in_batch = max(self._groups_in_batch, psg.groups)
         self.engine.clear()
+
+    def accumulate(self, psg: PerSampleGrads) -> None:
+        """Clip every per-sample gradient of ``psg`` to ``max_grad_norm`` and add it to the running sum."""
+        norms = psg.sq_norms().sqrt()
+        clip = (self.max_grad_norm / (norms + CLIP_EPS)).clamp(max=1.0)
+        self.last_clip_factors = clip
+        psg.add_weighted(clip.to(self._summed.dtype), self._views)
 
     def add_noise(self) -> None:
         """Noise the clipped sum, average it, and put it in ``p.grad``."""

@@ -127,6 +127,26 @@ def plot_roc(report: dict[str, Any]) -> Any:
     return fig
 
 
+@register_plot("dp_audit", "White-box DP-SGD audit: canary statistic")
+def plot_dp_audit(report: dict[str, Any]) -> Any:
+    audit = (report.get("membership") or {}).get("dp_audit") or {}
+    hist = audit.get("histogram") or {}
+    edges = hist.get("edges") or []
+    if len(edges) < 2:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+    ax.bar(edges[:-1], hist.get("excluded") or [], width=widths, align="edge", alpha=0.55, label="excluded canaries")
+    ax.bar(edges[:-1], hist.get("included") or [], width=widths, align="edge", alpha=0.55, label="included canaries")
+    ax.set_xlabel("canary statistic (sum over steps of the update along the canary)")
+    ax.set_ylabel("canaries")
+    ax.legend(fontsize=8)
+    bound, claim = audit.get("epsilon_lower_bound"), audit.get("claimed_epsilon")
+    ax.set_title(f"epsilon >= {bound} ({audit.get('method')}) vs claimed {claim}")
+    return fig
+
+
 @register_plot("sweep", "Privacy-utility curve")
 def plot_sweep(report: dict[str, Any]) -> Any:
     sweep = report.get("sweep") or {}

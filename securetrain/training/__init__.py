@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from securetrain.training.canaries import AcceptsGradientCanaries, DiracRows, GradientCanaries
 from securetrain.training.config import OPTIMIZERS, TrainConfig
 from securetrain.training.defense import (
     DEFENSES,
@@ -28,13 +29,16 @@ from securetrain.training.session import Callback, TrainingSession, protect
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "AcceptsGradientCanaries",
     "DEFENSES",
     "OPTIMIZERS",
     "Callback",
     "Defense",
     "DefenseOption",
     "DefenseStack",
+    "DiracRows",
     "EpochMetrics",
+    "GradientCanaries",
     "LossFn",
     "PrivateOptimizer",
     "RunPlan",

@@ -57,6 +57,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--membership", action="store_true", help="also run membership inference (fills the membership section)"
     )
     p.add_argument("--shadow-models", type=int, default=4, help="shadow models for membership inference (default: 4)")
+    p.add_argument(
+        "--dp-audit",
+        action="store_true",
+        help="also run the white-box DP-SGD audit (one extra private run with Dirac gradient canaries); "
+        "fills membership.dp_audit and marks the epsilon not valid if the audit refutes it",
+    )
+    p.add_argument("--canaries", type=int, default=1000, help="canaries of the white-box DP-SGD audit (default: 1000)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     add_spec_arguments(p)
@@ -135,6 +142,12 @@ def _audit(args: argparse.Namespace, run_dir: Path, report: Report) -> int:
     if args.membership:
         options = {"model": args.model, "data": args.data, "device": args.device}
         report.set_membership(membership_section(run_dir, args.shadow_models, args.seed, **options))
+    if args.dp_audit:
+        from attacks.audit.dp_audit import audit_dp_sgd, merge_into_membership
+
+        dp = audit_dp_sgd(run_dir, canaries=args.canaries, seed=args.seed)
+        report.set_membership(merge_into_membership(report.membership, dp))
+        sys.stdout.write(dp.explanation + "\n")
     report.save(run_dir, html=not args.no_html)
     sys.stdout.write(f"robust accuracy ({result.norm}, {result.n_samples} test samples)\n{result.table()}\n")
     sys.stdout.write(summary(report, run_dir))
