@@ -55,6 +55,7 @@ from attacks.membership.registry import (
 from attacks.membership.shadow import train_shadow_models
 from securetrain.deprecation import deprecated_aliases
 from securetrain.errors import AttackError
+from securetrain.report.sections import MembershipSection
 
 log = logging.getLogger("attacks.membership")
 
@@ -95,7 +96,7 @@ def audit_membership_run(
     fprs: Sequence[float] = DEFAULT_FPRS,
     max_roc_points: int = DEFAULT_ROC_POINTS,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> MembershipSection:
     """Run the membership attacks and privacy audits on the run in ``run_dir``; return the report section.
 
     ``shadow_models`` (K >= 1; online LiRA is skipped below 2) shadow models are trained with the
@@ -137,7 +138,7 @@ def audit_membership_run(
     report = Report.from_json(run_dir)
     target = run.load_model()
     privacy = report.privacy or None
-    run_delta = delta if delta is not None else (privacy or {}).get("delta")
+    run_delta = delta if delta is not None else (privacy.delta if privacy is not None else None)
     used_delta = float(run_delta) if run_delta is not None else DEFAULT_DELTA
 
     train = run.load_data("train")
@@ -221,7 +222,7 @@ def audit_membership_run(
         "canary_audit": round(t_canary, 3),
         "total": round(time.perf_counter() - t_start, 3),
     }
-    return out
+    return MembershipSection.from_dict(out)
 
 
 def _r(v: float) -> float:

@@ -26,6 +26,7 @@ from securetrain.encrypted.server import EncryptedModel, InferenceServer
 from securetrain.encrypted.wire import REQUEST, decode_header
 from securetrain.errors import EncryptionError
 from securetrain.modes import eval_mode, unwrap
+from securetrain.report.sections import EncryptedSection
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ def evaluate_encrypted(
     input_shape: Sequence[int] | None = None,
     calibration: torch.Tensor | np.ndarray | None = None,
     chunk_size: int | None = None,
+    progress: bool = False,
     **plan_options: Any,
-) -> dict[str, Any]:
+) -> EncryptedSection:
     """Encrypt ``x`` (the first ``samples`` rows), evaluate ``model`` on the ciphertexts
     through real client and server objects and byte serialisation, decrypt, and compare
     with the plaintext model (float64). Returns the report's ``encrypted`` section.
@@ -66,7 +68,7 @@ def evaluate_encrypted(
     (throughput: one chunk of up to ``slots`` samples; latency: one sample) and
     ``per_sample_s`` the total over the number of samples; in throughput mode
     ``per_sample_full_slots_s`` divides a chunk's time by the slot count, since a chunk
-    costs the same however many of its slots are used.
+    costs the same however many of its slots are used. ``progress`` shows a bar over the requests.
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] == 0:
         raise EncryptionError("x must be a non-empty tensor of shape (batch, *input_shape)")
@@ -95,7 +97,9 @@ def evaluate_encrypted(
     round_trips = []
     req_bytes = resp_bytes = 0
     ct_bytes = None
-    for batch in batches:
+    from tqdm.auto import tqdm
+
+    for batch in tqdm(batches, desc="encrypted inference", unit="request", disable=not progress, leave=False):
         a = time.perf_counter()
         req = client.encrypt(batch, chunk_size=chunk_size)
         b = time.perf_counter()
@@ -163,7 +167,7 @@ def evaluate_encrypted(
         logger.warning(
             "%d decrypted outputs exceed the planned value range; re-plan with wider calibration data", out_of_range
         )
-    return section
+    return EncryptedSection.from_dict(section)
 
 
 def _tenseal_version() -> str:

@@ -9,15 +9,14 @@ membership inference (``attacks.membership.audit_run``) and fills ``membership``
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from securetrain.cli.output import show_progress
+from securetrain.cli.output import HelpFormatter, add_output_arguments, emit, json_result, show_progress
 from securetrain.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from securetrain.report import Report
+    from securetrain.report import MembershipSection, Report
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,6 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Audit the model in DIR on its data set's test split: robust accuracy per attack and epsilon, "
             "the per-sample worst case and gradient-masking flags go into the report's robustness section."
         ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("dir", help="run directory (from `securetrain train` or `securetrain demo`)")
     p.add_argument(
@@ -56,8 +56,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--membership", action="store_true", help="also run membership inference (fills the membership section)"
     )
     p.add_argument("--shadow-models", type=int, default=4, help="shadow models for membership inference (default: 4)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
+    add_output_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -81,7 +81,7 @@ def parse_floats(text: str | None, flag: str = "--eps") -> list[float] | None:
         raise ConfigurationError(f"{flag} must be comma-separated numbers, e.g. 0.05,0.1,0.2, got {text!r}") from None
 
 
-def membership_section(run_dir: Path, shadow_models: int, seed: int) -> dict[str, Any]:
+def membership_section(run_dir: Path, shadow_models: int, seed: int, *, progress: bool = False) -> MembershipSection:
     """The membership section from ``attacks.membership.audit_run`` (imported only when asked for)."""
     try:
         from attacks.membership import audit_membership_run as audit_run
@@ -96,7 +96,7 @@ def membership_section(run_dir: Path, shadow_models: int, seed: int) -> dict[str
         raise ConfigurationError(
             f"attacks.membership does not provide audit_run ({exc}); update the attacks package or drop --membership"
         ) from exc
-    return audit_run(run_dir, shadow_models=shadow_models, seed=seed)
+    return audit_run(run_dir, shadow_models=shadow_models, seed=seed, progress=progress)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,11 +124,13 @@ def _audit(args: argparse.Namespace, run_dir: Path, report: Report) -> int:
         checks=not args.no_checks,
         progress=show_progress(args),
     )
-    report.robustness = result.to_section()
+    report.add(result.to_section())
     report.timing["robustness_audit_s"] = round(result.time_s, 3)
+    written = ["robustness"]
     if args.membership:
-        report.set_membership(membership_section(run_dir, args.shadow_models, args.seed))
+        report.add(membership_section(run_dir, args.shadow_models, args.seed, progress=show_progress(args)))
+        written += ["membership"] + (["privacy"] if report.privacy is not None else [])
     report.save(run_dir, html=not args.no_html)
-    sys.stdout.write(f"robust accuracy ({result.norm}, {result.n_samples} test samples)\n{result.table()}\n")
-    sys.stdout.write(summary(report, run_dir))
+    human = f"robust accuracy ({result.norm}, {result.n_samples} test samples)\n{result.table()}\n"
+    emit(args, human + summary(report, run_dir), json_result("audit", run_dir, report, written))
     return 0

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from securetrain.cli.output import HelpFormatter, add_output_arguments, emit, json_result, show_progress
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "client, evaluate on a server that holds only the public context, decrypt, and record agreement with "
             "the plaintext model, errors, timings and sizes in DIR/report.json (and report.md/html)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("dir", help="run directory (from `securetrain train`)")
     p.add_argument(
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--min-scale-bits", type=int, default=26, help="smallest CKKS scale (precision) accepted")
     p.add_argument("--max-poly-modulus-degree", type=int, default=32768, help="largest ring the planner may pick")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
+    add_output_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -98,10 +100,11 @@ def _encrypt(args: argparse.Namespace) -> int:
         calibration=x_train[:512],
         min_scale_bits=args.min_scale_bits,
         max_poly_modulus_degree=args.max_poly_modulus_degree,
+        progress=show_progress(args),
     )
     if converted is not None:
         section["converted"] = converted
-    report.encrypted = section
+    report.add(section)
     report.save(args.dir, html=not args.no_html)
     s = section
     lines = [
@@ -122,5 +125,5 @@ def _encrypt(args: argparse.Namespace) -> int:
         f"one ciphertext        {s['ciphertext_bytes'] / 1e6:.2f} MB",
         f"report: {args.dir}/report.json",
     ]
-    sys.stdout.write("\n".join(lines) + "\n")
+    emit(args, "\n".join(lines) + "\n", json_result("encrypt", args.dir, report, ["encrypted"]))
     return 0
