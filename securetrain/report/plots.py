@@ -228,7 +228,7 @@ def plot_privacy_utility(report: dict[str, Any]) -> Any:
     fig = _figure()
     ax = fig.add_subplot()
     for i, m in enumerate(private):
-        ax.plot([_epsilon(m)], [m["accuracy"]], _MARKERS[i % len(_MARKERS)], ms=9, label=f"{_label(m)} (private)")
+        ax.plot([_epsilon(m)], [m["accuracy"]], _MARKERS[i % len(_MARKERS)], ms=9, label=f"{_label(m)} (epsilon {_epsilon(m):.3g})")
     for i, m in enumerate(m for m in entries if _epsilon(m) is None):
         ax.axhline(float(m["accuracy"]), color=f"C{i + len(private)}", ls="--", label=f"{_label(m)} (no privacy)")
     ax.set_xscale("log")
@@ -255,7 +255,7 @@ def plot_tradeoff(report: dict[str, Any]) -> Any:
             [m["accuracy"]],
             [rob["worst_case"][k]],
             _MARKERS[i % len(_MARKERS)],
-            ms=10 if eps is None else 7 + 6 / (1 + eps),
+            ms=9,
             label=f"{_label(m)} ({privacy})",
         )
         at = rob["epsilons"][k]
@@ -264,7 +264,7 @@ def plot_tradeoff(report: dict[str, Any]) -> Any:
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
-    ax.set_title("Accuracy vs robust accuracy vs epsilon (larger marker: more private)")
+    ax.set_title("Accuracy vs robust accuracy (epsilon in the legend)")
     return fig
 
 

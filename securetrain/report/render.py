@@ -73,7 +73,7 @@ def _environment() -> jinja2.Environment:
 
 
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "model"
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) or "model"
 
 
 def draw_report_plots(d: Mapping[str, Any]) -> dict[str, list[PlotImage]]:

@@ -282,7 +282,7 @@ class RobustnessSection(Section):
                 detail = ", ".join(
                     f"{k} {_g(v)}"
                     for k, v in cfg.items()
-                    if k not in ("name", "norm") and isinstance(v, (str, int, float)) and v is not None
+                    if k not in ("name", "norm", "kind") and isinstance(v, (str, int, float))
                 )
                 parts.append(f"{name} ({detail})" if detail else name)
             preset = f" with the {self.preset} preset" if self.preset else ""

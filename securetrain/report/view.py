@@ -34,6 +34,8 @@ HIDDEN_KEYS = frozenset(
         "warnings",
         "flags",
         "notes",
+        "bound",
+        "consistency_check",
     }
 )
 """Bulky detail kept in report.json but left out of the tables (plots or sentences show it)."""
@@ -127,6 +129,8 @@ def fmt(value: Any) -> str:
         return f"{value:.4g}"
     if value is None:
         return "-"
+    if isinstance(value, (Mapping, list, tuple)) and not value:
+        return "none"
     if isinstance(value, Mapping):
         return "; ".join(f"{k}: {fmt(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
@@ -140,7 +144,7 @@ def _is_scalar(value: Any) -> bool:
 
 
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "section"
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) or "section"
 
 
 def nested_tables(key: str, value: Any) -> list[Table]:
@@ -178,10 +182,13 @@ def section_view(section: Section, owner: str) -> SectionView:
     view = SectionView(title=title, anchor=_slug(title), sentences=section.explain())
     scalars: list[list[Cell]] = []
     skip: set[str] = set()
+    shown: Mapping[str, Any] = section
     if isinstance(section, RobustnessSection):
         view.tables.append(robustness_table(section))
         skip = {"epsilons", "attacks", "worst_case"}
-    for key, value in section.items():
+    if isinstance(section, MembershipSection):
+        shown = _resolvable_only(section)
+    for key, value in shown.items():
         if key in HIDDEN_KEYS or key in skip:
             continue
         tables = [] if _is_scalar(value) else nested_tables(key, value)
@@ -195,6 +202,33 @@ def section_view(section: Section, owner: str) -> SectionView:
     if isinstance(section, PrivacySection) and not section.valid:
         view.alert = f"The privacy guarantee of {owner} is NOT valid: see the warnings below."
     return view
+
+
+def _resolvable_only(section: MembershipSection) -> dict[str, Any]:
+    """The section's figures without TPRs at false-positive rates below 1/non-members (not measurable)."""
+    floor = section.resolvable_fpr()
+
+    def keep(rates: Any) -> Any:
+        if floor is None or not isinstance(rates, Mapping):
+            return rates
+        return {k: v for k, v in rates.items() if (_as_float(k) or 0.0) >= floor * (1 - 1e-9)}
+
+    out = dict(section)
+    out["tpr_at_fpr"] = keep(section.tpr_at_fpr)
+    attacks = out.get("attacks")
+    if isinstance(attacks, Mapping):
+        out["attacks"] = {
+            name: ({**a, "tpr_at_fpr": keep(a["tpr_at_fpr"])} if isinstance(a, Mapping) and "tpr_at_fpr" in a else a)
+            for name, a in attacks.items()
+        }
+    return out
+
+
+def _as_float(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def robustness_table(section: RobustnessSection) -> Table:
@@ -227,7 +261,8 @@ def summary_rows(d: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("accuracy", fmt(d.get("accuracy"))),
     ]
     privacy = d.get("privacy")
-    rows.append(("privacy", privacy_badge(privacy).text if privacy else "none (not trained with differential privacy)"))
+    badge = f"epsilon {privacy_badge(privacy).text}" if privacy else "none (not trained with differential privacy)"
+    rows.append(("privacy", badge))
     rob = d.get("robustness")
     if rob:
         pairs = ", ".join(f"{fmt(e)}: {fmt(a)}" for e, a in zip(rob["epsilons"], rob["worst_case"]))
@@ -304,7 +339,7 @@ def comparison_table(models: Sequence[Mapping[str, Any]]) -> Table:
         cells += [Cell(fmt(row["mia_auc"])), Cell(tpr), Cell(fmt(row["empirical_epsilon_lower_bound"]))]
         cells.append(Cell(fmt(row["encrypted_agreement"])))
         out.append(cells)
-    return Table(head, out, caption="Models side by side")
+    return Table(head, out)
 
 
 # ---------------------------------------------------------------------- the page
