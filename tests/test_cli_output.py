@@ -23,7 +23,21 @@ def _json_out(capsys) -> dict:
 @pytest.fixture(scope="module")
 def private_run(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("cli") / "dp"
-    argv = ["train", "--model", "he", "--epochs", "1", "--out", str(out), "--dp", "--epsilon", "4", "--no-html"]
+    argv = [
+        "train",
+        "--model",
+        "he",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--dp",
+        "--epsilon",
+        "4",
+        "--accountant",
+        "rdp",
+        "--no-html",
+    ]
     assert main([*argv, "--json"]) == 0
     return out
 
@@ -31,7 +45,20 @@ def private_run(tmp_path_factory, one_thread):
 def test_train_json_prints_the_sections_written(private_run, capsys):
     # the fixture's own output was captured in its setup; read the report it wrote and train again quietly
     report = json.loads((private_run / "report.json").read_text())
-    argv = ["train", "--model", "he", "--epochs", "1", "--out", str(private_run), "--dp", "--epsilon", "4"]
+    argv = [
+        "train",
+        "--model",
+        "he",
+        "--epochs",
+        "1",
+        "--out",
+        str(private_run),
+        "--dp",
+        "--epsilon",
+        "4",
+        "--accountant",
+        "rdp",
+    ]
     assert main([*argv, "--overwrite", "--no-html", "--json"]) == 0
     obj = _json_out(capsys)
     assert obj["command"] == "train" and obj["run_dir"] == str(private_run)
@@ -62,7 +89,19 @@ def test_audit_and_encrypt_json_and_quiet(private_run, capsys):
 
 
 def test_sweep_json(tmp_path, capsys, one_thread):
-    argv = ["sweep", "--model", "he", "--epochs", "1", "--epsilons", "4", "--no-baseline", "--no-html"]
+    argv = [
+        "sweep",
+        "--model",
+        "he",
+        "--epochs",
+        "1",
+        "--epsilons",
+        "4",
+        "--accountant",
+        "rdp",
+        "--no-baseline",
+        "--no-html",
+    ]
     assert main([*argv, "--out", str(tmp_path / "sweep"), "--json"]) == 0
     obj = _json_out(capsys)
     assert obj["command"] == "sweep" and [p["epsilon"] for p in obj["sweep"]["points"]] == [4.0]
