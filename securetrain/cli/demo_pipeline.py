@@ -178,7 +178,9 @@ def run_demo(opts: DemoOptions) -> Report:
     timing["train_he_s"] = round(t.elapsed, 2)
     n_enc = 64 if opts.quick else x_test.shape[0]
     with _stage("encrypted inference") as t:
-        enc = evaluate_encrypted(he_run.model, x_test[:n_enc], y=y_test[:n_enc], mode="throughput")
+        enc = evaluate_encrypted(
+            he_run.model, x_test[:n_enc], y=y_test[:n_enc], mode="throughput", progress=opts.progress
+        )
     timing["encrypted_s"] = round(t.elapsed, 2)
     _attach(he_run, enc)
 

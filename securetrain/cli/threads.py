@@ -56,7 +56,7 @@ def model_parameters(args: argparse.Namespace) -> int | None:
             check_model_options(name, kwargs)
             model = build_model(name, info.input_shape, info.num_classes, **kwargs)
             return int(sum(p.numel() for p in model.parameters()))
-    except (SecureTrainError, json.JSONDecodeError, OSError):
+    except (SecureTrainError, json.JSONDecodeError, RecursionError, OSError):
         return None  # the command itself reports what is wrong, with its own message
     return None
 

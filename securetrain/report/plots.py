@@ -111,8 +111,6 @@ def plot_robustness(report: dict[str, Any]) -> Any:
         ax.plot(eps, accs, _MARKERS[i % len(_MARKERS)] + "-", label=name, alpha=0.8)
     if rob.get("worst_case"):
         ax.plot(eps, rob["worst_case"], "k-", lw=2.5, label="worst case")
-    if rob.get("clean_accuracy") is not None:
-        ax.plot([0.0], [rob["clean_accuracy"]], "k*", ms=10, label="clean accuracy")
     ax.set_xlabel(f"epsilon ({rob.get('norm', '')})")
     ax.set_ylabel("robust accuracy")
     ax.set_ylim(0, 1.02)
@@ -228,7 +226,13 @@ def plot_privacy_utility(report: dict[str, Any]) -> Any:
     fig = _figure()
     ax = fig.add_subplot()
     for i, m in enumerate(private):
-        ax.plot([_epsilon(m)], [m["accuracy"]], _MARKERS[i % len(_MARKERS)], ms=9, label=f"{_label(m)} (epsilon {_epsilon(m):.3g})")
+        ax.plot(
+            [_epsilon(m)],
+            [m["accuracy"]],
+            _MARKERS[i % len(_MARKERS)],
+            ms=9,
+            label=f"{_label(m)} (epsilon {_epsilon(m):.3g})",
+        )
     for i, m in enumerate(m for m in entries if _epsilon(m) is None):
         ax.axhline(float(m["accuracy"]), color=f"C{i + len(private)}", ls="--", label=f"{_label(m)} (no privacy)")
     ax.set_xscale("log")

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 
 from securetrain.cli.output import HelpFormatter, add_output_arguments, emit, json_result, show_progress
 from securetrain.errors import ConfigurationError
+from securetrain.report import MembershipSection
 
 if TYPE_CHECKING:
-    from securetrain.report import MembershipSection, Report
+    from securetrain.report import Report
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,7 +97,8 @@ def membership_section(run_dir: Path, shadow_models: int, seed: int, *, progress
         raise ConfigurationError(
             f"attacks.membership does not provide audit_run ({exc}); update the attacks package or drop --membership"
         ) from exc
-    return audit_run(run_dir, shadow_models=shadow_models, seed=seed, progress=progress)
+    options = {"progress": True} if progress else {}  # progress bars only when shown
+    return MembershipSection.from_dict(audit_run(run_dir, shadow_models=shadow_models, seed=seed, **options))
 
 
 def run(args: argparse.Namespace) -> int:
