@@ -97,8 +97,11 @@ def membership_section(run_dir: Path, shadow_models: int, seed: int, *, progress
         raise ConfigurationError(
             f"attacks.membership does not provide audit_run ({exc}); update the attacks package or drop --membership"
         ) from exc
-    options = {"progress": True} if progress else {}  # progress bars only when shown
-    return MembershipSection.from_dict(audit_run(run_dir, shadow_models=shadow_models, seed=seed, **options))
+    if progress:
+        section = audit_run(run_dir, shadow_models=shadow_models, seed=seed, progress=True)
+    else:
+        section = audit_run(run_dir, shadow_models=shadow_models, seed=seed)
+    return MembershipSection.from_dict(section)  # a copy; an older audit may give the JSON form
 
 
 def run(args: argparse.Namespace) -> int:
