@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -100,4 +100,6 @@ def _json_default(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, Mapping):  # e.g. a typed report section
+        return dict(obj)
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")

@@ -42,7 +42,7 @@ from securetrain.distributed.context import resolve_context
 from securetrain.errors import ModelError
 from securetrain.io import atomic_write_json, remove_stale_temporaries
 from securetrain.models import build_model
-from securetrain.report import Report
+from securetrain.report import SECTIONS, Report, Section
 from securetrain.rundir import CONFIG_NAME, WEIGHTS_NAME, RunDir, file_sha256
 from securetrain.runlock import RunLock
 from securetrain.runwrite import (
@@ -268,8 +268,10 @@ def _train_locked(
         report.timing["world_size"] = ctx.world_size
         report.extra["distributed"] = result.distributed or ctx.describe()
     for key, section in result.sections.items():
-        if key in ("privacy", "robustness", "membership", "encrypted"):
-            setattr(report, key, section)
+        if isinstance(section, Section):
+            report.add(section)
+        elif key in SECTIONS:
+            report.add(SECTIONS.get(key).from_dict(section))  # a defense that reports the JSON form
         else:
             report.extra[key] = section
     if ctx.is_main:

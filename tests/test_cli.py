@@ -67,12 +67,22 @@ def test_demo_small_budget_writes_every_section(tmp_path, capsys):
     assert "report:" in capsys.readouterr().out
     rep = json.loads((out / "report.json").read_text())
     assert rep["schema"] == "securetrain.report/1"
-    for key in ("privacy", "robustness", "membership", "encrypted"):
+    # the top-level sections are one model's own (private+adversarial); no section comes from another model
+    assert rep["model"]["variant"] == "private+adversarial"
+    for key in ("privacy", "robustness", "membership"):
         assert rep[key] is not None, key
+    assert rep["encrypted"] is None
     assert rep["privacy"]["valid"] is True and 0 < rep["privacy"]["epsilon"] <= 3.0
     assert len(rep["robustness"]["worst_case"]) == len(rep["robustness"]["epsilons"]) == 3
     names = [row["model"] for row in rep["comparison"]]
     assert names == ["plain", "private", "adversarial", "private+adversarial", "he (encrypted)"]
+    assert [m["name"] for m in rep["models"]] == names
+    for m in rep["models"]:
+        sub = json.loads((out / m["run_dir"] / "report.json").read_text())
+        assert {k: sub[k] for k in ("privacy", "robustness", "membership", "encrypted")} == {
+            k: m[k] for k in ("privacy", "robustness", "membership", "encrypted")
+        }, m["name"]
+    assert rep["models"][-1]["encrypted"]["agreement"] >= 0.9
     for sub in ("plain", "private", "adversarial", "private_adversarial", "encrypted"):
         sub_rep = json.loads((out / sub / "report.json").read_text())
         assert (out / sub / "model.safetensors").is_file()
@@ -80,6 +90,7 @@ def test_demo_small_budget_writes_every_section(tmp_path, capsys):
     assert json.loads((out / "private" / "report.json").read_text())["membership"] is not None
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 4
+    assert html.index("<h2>Models side by side</h2>") < html.index("<h2>plain on digits</h2>")
     model = securetrain.load_model(out / "private_adversarial")
     assert not model.training and not any(hasattr(m, "_forward_hooks") and m._forward_hooks for m in model.modules())
 

@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from attacks.audit.white_box import DEFAULT_NORM_SCALE, DiracCanaryPlanter
 from attacks.checks import check_alpha, check_xy
 from attacks.membership.recipe import TrainingRecipe
 from securetrain.errors import AttackError
+from securetrain.report.sections import MembershipSection
 from securetrain.training import AcceptsGradientCanaries, Defense
 
 log = logging.getLogger("attacks.audit")
@@ -266,13 +268,17 @@ def audit_dp_sgd(
     return out
 
 
-def merge_into_membership(section: dict[str, Any] | None, result: DPAuditResult) -> dict[str, Any]:
+def merge_into_membership(
+    section: Mapping[str, Any] | MembershipSection | None, result: DPAuditResult
+) -> dict[str, Any]:
     """A report ``membership`` section with ``dp_audit`` added (a minimal one if there was none).
 
     The section's ``epsilon_lower_bound`` becomes the larger of its own and the audit's; when the
     audit refutes the claim, ``privacy_violated`` and ``consistency`` say so, which
     :meth:`securetrain.report.Report.set_membership` turns into ``privacy.valid = false``.
     """
+    if isinstance(section, MembershipSection):
+        section = section.to_dict()
     out: dict[str, Any] = (
         dict(section)
         if section

@@ -45,6 +45,7 @@ from attacks.evasion.norms import Norm, check_norm
 from attacks.evasion.presets import DEFAULT_EPSILONS, PRESETS, AuditPreset
 from securetrain.errors import AttackError
 from securetrain.modes import model_device
+from securetrain.report.sections import RobustnessSection
 from securetrain.validation import check_bounds, check_count
 
 log = logging.getLogger("attacks.evasion")
@@ -77,8 +78,11 @@ class RobustnessResult:
     times_s: dict[str, float] = field(default_factory=dict)
     time_s: float = 0.0
 
-    def to_section(self) -> dict[str, Any]:
+    def to_section(self) -> RobustnessSection:
         """The report's ``robustness`` section (schema keys first, then details)."""
+        return RobustnessSection.from_dict(self._section_dict())
+
+    def _section_dict(self) -> dict[str, Any]:
         return {
             "norm": self.norm,
             "epsilons": list(self.epsilons),

@@ -57,6 +57,7 @@ from attacks.membership.registry import (
 from attacks.membership.shadow import Recipe, train_shadow_models
 from securetrain.deprecation import deprecated_aliases
 from securetrain.errors import AttackError
+from securetrain.report.sections import MembershipSection
 
 log = logging.getLogger("attacks.membership")
 
@@ -100,7 +101,7 @@ def audit_membership_run(
     model: str | None = None,
     data: str | None = None,
     device: str | None = None,
-) -> dict[str, Any]:
+) -> MembershipSection:
     """Run the membership attacks and privacy audits on the run in ``run_dir``; return the report section.
 
     ``shadow_models`` (K >= 1; online LiRA is skipped below 2) shadow models are trained with the
@@ -126,14 +127,14 @@ def audit_membership_run(
     report = Report.from_json(run.path)
     target = run.load_model()
     privacy = report.privacy or None
-    run_delta = delta if delta is not None else (privacy or {}).get("delta")
+    run_delta = delta if delta is not None else (privacy.delta if privacy is not None else None)
     train = run.load_data("train")
     test = run.load_data("test")
     recipe = TrainingRecipe.from_config(run.config)
     if device is not None:
         target = target.to(resolve_device(device))
         recipe = dataclasses.replace(recipe, train_config=dataclasses.replace(recipe.train_config, device=device))
-    epsilon = privacy.get("epsilon") if privacy is not None else None
+    epsilon = privacy.epsilon if privacy is not None else None
     return membership_section(
         target,
         recipe,
@@ -212,7 +213,7 @@ def membership_section(
     design: str,
     label: str,
     t_start: float,
-) -> dict[str, Any]:
+) -> MembershipSection:
     """The ``membership`` report section: attacks, bounds, canary audit and consistency check.
 
     Shared by :func:`audit_membership_run` and :func:`attacks.membership.audit`; ``recipe``
@@ -301,7 +302,7 @@ def membership_section(
         "canary_audit": round(t_canary, 3),
         "total": round(time.perf_counter() - t_start, 3),
     }
-    return out
+    return MembershipSection.from_dict(out)
 
 
 def _r(v: float) -> float:

@@ -45,6 +45,7 @@ from torch.utils.data import Dataset, TensorDataset
 from attacks.membership.metrics import DEFAULT_FPRS, DEFAULT_ROC_POINTS
 from attacks.membership.run_audit import DEFAULT_ATTACKS, DEFAULT_CANARIES, check_audit_settings, membership_section
 from securetrain.errors import AttackError, DataError
+from securetrain.report.sections import MembershipSection
 
 TrainFn = Callable[[TensorDataset, int], nn.Module]
 """``train_fn(dataset, seed) -> nn.Module``: the user's own training recipe."""
@@ -114,7 +115,7 @@ def audit(
     fprs: Sequence[float] = DEFAULT_FPRS,
     max_roc_points: int = DEFAULT_ROC_POINTS,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> MembershipSection:
     """Membership audit of ``model``, trained by ``train_fn`` on ``members``; ``non_members`` were held out.
 
     ``members`` / ``non_members``: ``(x, y)`` tensors (or arrays) or map-style Datasets of

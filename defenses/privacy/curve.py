@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,9 @@ def sweep(
         baseline = train(non_private_config or config, out / "non_private", [], write_html=write_html, overwrite=True)
     points: list[dict[str, Any]] = []
     last = None
-    for eps in sorted(eps_list):
+    from tqdm.auto import tqdm
+
+    for eps in tqdm(sorted(eps_list), desc="privacy-utility sweep", unit="run", disable=not config.progress):
         run = train(
             config,
             out / _label(eps),
@@ -89,7 +91,7 @@ def sweep(
             write_html=write_html,
             overwrite=True,
         )
-        priv = run.report.privacy or {}
+        priv: Mapping[str, Any] = run.report.privacy or {}
         points.append(
             {
                 "epsilon": eps,

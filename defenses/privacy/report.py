@@ -22,6 +22,7 @@ from defenses.privacy.budget import PrivacyBudget
 from defenses.privacy.config import PrivacyConfig
 from defenses.privacy.schedule import Schedule
 from defenses.privacy.validity import ValidityMonitor
+from securetrain.report.sections import PrivacySection
 
 HISTORY_POINTS = 12
 """At least this many ``[step, epsilon]`` points in the report's ``epsilon_history``."""
@@ -54,7 +55,7 @@ def privacy_section(
     stopped_by_budget: bool,
     engine_name: str | None,
     model_changes: Sequence[str],
-) -> dict[str, Any]:
+) -> PrivacySection:
     """The report's ``privacy`` section (the schema's keys plus history, target, engine, model changes)."""
     eps = budget.spent()
     warnings_ = monitor.warnings()
@@ -69,7 +70,7 @@ def privacy_section(
         )
     if schedule.delta_too_large:
         warnings_.append(schedule.delta_warning())
-    return {
+    section: dict[str, Any] = {
         "epsilon": eps if math.isfinite(eps) else None,
         "delta": schedule.delta,
         "accountant": budget.report_accountant,
@@ -95,6 +96,7 @@ def privacy_section(
         "validity_checks": monitor.codes(),
         "noise_rng": NOISE_RNG,
     }
+    return PrivacySection.from_dict(section)
 
 
 __all__ = ["HISTORY_POINTS", "epsilon_history", "privacy_section"]

@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from securetrain import data
-from securetrain.report import Report
+from securetrain.report import Report, Section
+from securetrain.report.view import comparison_rows
 from securetrain.runs import RunResult, train
 from securetrain.training import Defense, TrainConfig
 
@@ -56,23 +57,20 @@ def _stage(name: str) -> _Timer:
     return _Timer(name)
 
 
+HE_NAME = "he (encrypted)"
+"""The name of the HE-friendly model in the demo's comparison."""
+
+
 @dataclass
 class _Variant:
     name: str
     result: RunResult
-    membership: dict[str, Any] | None = None
 
 
-def _attach(run: RunResult, **sections: Any) -> None:
-    """Put audit sections into a run's report and re-save it."""
-    for key, value in sections.items():
-        if key == "membership":
-            run.report.set_membership(value)
-        elif key in ("robustness", "encrypted"):
-            setattr(run.report, key, value)
-        else:
-            run.report.extra[key] = value
-    run.report.save(run.run_dir)
+def _attach(run: RunResult, section: Section) -> None:
+    """Put an audit section into a run's report and re-save it (JSON and Markdown; HTML at the end)."""
+    run.report.add(section)
+    run.report.save(run.run_dir, html=False)
 
 
 def run_demo(opts: DemoOptions) -> Report:
@@ -155,12 +153,12 @@ def run_demo(opts: DemoOptions) -> Report:
                 progress=opts.progress,
             )
         timing[f"audit_{v.name}_s"] = round(t.elapsed, 2)
-        _attach(v.result, robustness=rob.to_section())
+        _attach(v.result, rob.to_section())
 
     shadow = 1 if opts.quick else 4  # quick (the smoke test): one shadow model, no canary run
     for v in variants:  # every model, adversarially trained ones included (their defenses rebuild from config)
         with _stage(f"membership audit of {v.name}") as t:
-            v.membership = audit_run(
+            membership = audit_run(
                 v.result.run_dir,
                 shadow_models=shadow,
                 seed=opts.seed,
@@ -168,7 +166,7 @@ def run_demo(opts: DemoOptions) -> Report:
                 progress=opts.progress,
             )
         timing[f"membership_{v.name}_s"] = round(t.elapsed, 2)
-        _attach(v.result, membership=v.membership)
+        _attach(v.result, membership)
 
     with _stage("training the HE-friendly model") as t:
         he_run = train(
@@ -180,71 +178,61 @@ def run_demo(opts: DemoOptions) -> Report:
     timing["train_he_s"] = round(t.elapsed, 2)
     n_enc = 64 if opts.quick else x_test.shape[0]
     with _stage("encrypted inference") as t:
-        enc = evaluate_encrypted(he_run.model, x_test[:n_enc], y=y_test[:n_enc], mode="throughput")
+        enc = evaluate_encrypted(
+            he_run.model, x_test[:n_enc], y=y_test[:n_enc], mode="throughput", progress=opts.progress
+        )
     timing["encrypted_s"] = round(t.elapsed, 2)
-    _attach(he_run, encrypted=enc)
+    _attach(he_run, enc)
 
     for v in variants:
         v.result.report.save(v.result.run_dir)
     he_run.report.save(he_run.run_dir)
     timing["total_s"] = round(time.perf_counter() - t_start, 2)
-    report = _combined_report(variants, he_run, enc, timing, opts)
+    report = _combined_report(variants, he_run, timing, opts)
     report.save(out)
     return report
 
 
-def _row(v: _Variant) -> dict[str, Any]:
-    r = v.result.report
-    row: dict[str, Any] = {"model": v.name, "accuracy": round(r.accuracy, 4)}
-    row["epsilon"] = round(r.privacy["epsilon"], 3) if r.privacy else None
-    row["dp valid"] = r.privacy["valid"] if r.privacy else None
-    if r.robustness:
-        for e, acc in zip(r.robustness["epsilons"], r.robustness["worst_case"]):
-            row[f"robust@{e:g}"] = round(acc, 4)
-    row["MIA AUC"] = round(v.membership["auc"], 4) if v.membership else None
-    row["empirical eps >="] = round(v.membership["epsilon_lower_bound"], 3) if v.membership else None
-    row["train s"] = round(r.timing.get("train_s", float("nan")), 1)
-    return row
+def _entry(name: str, run: RunResult) -> dict[str, Any]:
+    """One model of the combined report: its own figures and sections, never another model's."""
+    r = run.report
+    d = r.to_dict()
+    entry: dict[str, Any] = {"name": name, "run_dir": run.run_dir.name}
+    entry.update({k: d[k] for k in ("data", "model", "accuracy", "privacy", "robustness", "membership", "encrypted")})
+    entry["training"] = r.extra.get("training")
+    entry["notes"] = list(r.extra.get("notes") or [])
+    entry["timing"] = r.timing
+    return entry
 
 
 def _combined_report(
-    variants: list[_Variant], he_run: RunResult, enc: dict[str, Any], timing: dict[str, float], opts: DemoOptions
+    variants: list[_Variant], he_run: RunResult, timing: dict[str, float], opts: DemoOptions
 ) -> Report:
+    """The demo's report: the comparison of every model, each model's own sections below it.
+
+    report.json's top-level sections are those of one model, the private+adversarial CNN (no
+    section comes from another model); every model's are in ``models``.
+    """
     main = next(v for v in variants if v.name == "private+adversarial")
-    private = next(v for v in variants if v.name == "private")
     r = main.result.report
-    rows = [_row(v) for v in variants]
-    he_row: dict[str, Any] = {k: None for k in rows[0]}
-    he_row.update(
-        {
-            "model": "he (encrypted)",
-            "accuracy": round(he_run.report.accuracy, 4),
-            "train s": round(he_run.report.timing.get("train_s", float("nan")), 1),
-        }
-    )
-    rows.append(he_row)
-    private_privacy = cast(dict[str, Any], private.result.report.privacy)  # trained under DifferentialPrivacy
+    models = [_entry(v.name, v.result) for v in variants] + [_entry(HE_NAME, he_run)]
     notes = [
-        "Headline sections (privacy, robustness) are those of the private+adversarial CNN; each model's "
-        "full report is in its own folder.",
-        f"The membership section is that of the private CNN (epsilon {private_privacy['epsilon']:.3g}); "
-        "the plain CNN's is in plain/report.json and in the table.",
-        f"The encrypted section is that of the HE-friendly 'he' model (accuracy {he_run.report.accuracy:.4f}), "
-        f"served under CKKS in {enc['mode']} mode: agreement {enc['agreement']:.4f} with plaintext.",
+        "Every model was trained, attacked and audited in this run on the same data split; each row of the "
+        "comparison and each section below is one model's own result, and its run directory holds its full report.",
+        "The top-level sections of report.json are those of the private+adversarial CNN; every model's are in "
+        "'models'.",
     ]
-    for v in variants:
-        notes += [f"{v.name}: {n}" for n in v.result.report.extra.get("notes", [])]
     return Report(
         data=r.data,
-        model={**r.model, "variant": "private+adversarial"},
+        model={**r.model, "variant": main.name},
         accuracy=r.accuracy,
         privacy=r.privacy,
         robustness=r.robustness,
-        membership=private.membership,
-        encrypted=enc,
+        membership=r.membership,
         timing=timing,
         extra={
-            "comparison": rows,
+            "comparison": comparison_rows(models),
+            "models": models,
             "notes": notes,
             "training": r.extra.get("training"),
             "demo": {"epsilon": opts.epsilon, "adv_eps": opts.adv_eps, "quick": opts.quick, "seed": opts.seed},

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="torch CPU threads (default: torch's choice; 1 is fastest for the small embedded models on a busy machine)",
+        help="torch CPU threads (default: 1 for models of at most 1M parameters, such as the zoo's models on the "
+        "embedded data, where more threads are slower; torch's choice for larger ones)",
     )
     parser.add_argument(
         "--debug", action="store_true", help="print the traceback of an error (before its one-line message)"
@@ -212,8 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             prog = f"{parser.prog} {given[0]}" if given else prog
         sys.stderr.write(f"{prog}: error: {_one_line(exc.message)} (see {prog} --help)\n")
         return EXIT_USAGE
+    quiet = bool(getattr(args, "quiet", False))  # --quiet of the commands that have it
     logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
+        level=logging.ERROR if quiet else logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
     if not getattr(args, "func", None):
@@ -221,10 +223,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(None, EXIT_USAGE, f"no command given; choose one of: {names} (see securetrain --help)")
     try:
         check_global_options(args)
-        if args.threads is not None:
+        threads = args.threads
+        if threads is None:
+            from securetrain.cli.threads import default_threads
+
+            threads = default_threads(args)
+        if threads is not None:
             import torch
 
-            torch.set_num_threads(args.threads)
+            torch.set_num_threads(threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         if args.debug:

@@ -27,6 +27,7 @@ from securetrain.encrypted.server import EncryptedModel, InferenceServer
 from securetrain.encrypted.wire import REQUEST, decode_header
 from securetrain.errors import EncryptionError
 from securetrain.modes import eval_mode, unwrap
+from securetrain.report.sections import EncryptedSection
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def evaluate_encrypted(
     encrypted_model: EncryptedModel | None = None,
     progress: bool = False,
     **plan_options: Any,
-) -> dict[str, Any]:
+) -> EncryptedSection:
     """Encrypt ``x`` (the first ``samples`` rows), evaluate ``model`` on the ciphertexts
     through real client and server objects and byte serialisation, decrypt, and compare
     with the plaintext model (float64). Returns the report's ``encrypted`` section.
@@ -175,7 +176,7 @@ def evaluate_encrypted(
         logger.warning(
             "%d decrypted outputs exceed the planned value range; re-plan with wider calibration data", out_of_range
         )
-    return section
+    return EncryptedSection.from_dict(section)
 
 
 def _tenseal_version() -> str:

@@ -1,190 +1,128 @@
-"""Markdown and self-contained HTML renderings of a :class:`~securetrain.report.report.Report`.
+"""Markdown and self-contained HTML renderings of a report, through Jinja2 templates.
 
-The renderers read a report through :class:`RenderableReport` (what they use of it), so this
-module does not import :mod:`securetrain.report.report`, which imports it to save reports.
+The templates (``securetrain/report/templates/*.j2``, shipped with the package) lay out the
+:class:`~securetrain.report.view.Page` that :func:`~securetrain.report.view.build_page` makes of
+the report: the comparison table first when the report compares models, the plots, then one
+group of sections per model. The HTML embeds its plots as PNG data URIs (one self-contained
+file); the Markdown links the same plots saved as PNG files beside it.
+
+The renderers read a report through :class:`RenderableReport` (its ``to_dict``), so this module
+does not import :mod:`securetrain.report.report`, which imports it to save reports.
+
+Example:
+    >>> from securetrain.report import Report
+    >>> md = render_markdown(Report(data={"name": "digits"}, model={"name": "cnn"}, accuracy=0.9))
+    >>> md.splitlines()[0]
+    '# securetrain report: cnn on digits'
 """
 
 from __future__ import annotations
 
-import html
+import functools
 import json
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from securetrain.report.plots import render_plots
+from securetrain.report.plots import PlotImage, draw_plots
+from securetrain.report.view import PlotRef, build_page
+from securetrain.report.view import summary_rows as _summary_rows
+
+if TYPE_CHECKING:
+    import jinja2
+
+PLOT_FILE_PREFIX = "report_"
+"""Plot files beside report.md are named ``report_<plot>.png`` (``report_<model>_<plot>.png`` per model)."""
+MAX_JSON_CHARS = 200_000
+"""The HTML's report.json block is cut to this many characters."""
 
 
 class RenderableReport(Protocol):
     """What the renderers read from a report; :class:`securetrain.report.Report` is one."""
 
-    @property
-    def data(self) -> dict[str, Any]: ...
-
-    @property
-    def model(self) -> dict[str, Any]: ...
-
-    @property
-    def accuracy(self) -> float: ...
-
-    @property
-    def privacy(self) -> dict[str, Any] | None: ...
-
-    @property
-    def robustness(self) -> dict[str, Any] | None: ...
-
-    @property
-    def membership(self) -> dict[str, Any] | None: ...
-
-    @property
-    def encrypted(self) -> dict[str, Any] | None: ...
-
-    @property
-    def timing(self) -> dict[str, Any]: ...
-
-    @property
-    def extra(self) -> dict[str, Any]: ...
-
     def to_dict(self) -> dict[str, Any]: ...
 
 
-# Bulky detail kept in report.json but left out of the key/value tables (plots show the curves).
-_HIDDEN_KEYS = frozenset(
-    {"roc", "roc_curves", "epsilon_history", "layers", "timing", "attack_details", "attack_configs", "checks"}
-)
-
-_SECTION_TITLES = {
-    "privacy": "Privacy (differential privacy)",
-    "robustness": "Robustness (evasion attacks)",
-    "membership": "Measured leakage (privacy attacks)",
-    "encrypted": "Encrypted inference",
-    "timing": "Timing",
-}
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        if len(v) > 12:
-            return f"[{', '.join(_fmt(x) for x in v[:12])}, ... ({len(v)} values)]"
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
-    if v is None:
-        return "-"
-    return str(v)
-
-
-def summary_rows(r: RenderableReport) -> list[tuple[str, str]]:
-    """The headline figures, in one table."""
-    rows = [
-        ("data", str(r.data.get("name", "?"))),
-        ("model", str(r.model.get("name", "?"))),
-        ("accuracy", _fmt(r.accuracy)),
-    ]
-    if r.privacy:
-        valid = "valid" if r.privacy.get("valid") else "NOT VALID"
-        rows.append(("privacy", f"epsilon {_fmt(r.privacy['epsilon'])} at delta {_fmt(r.privacy['delta'])} ({valid})"))
-    else:
-        rows.append(("privacy", "none (not trained with differential privacy)"))
-    if r.robustness:
-        pairs = ", ".join(f"{_fmt(e)}: {_fmt(a)}" for e, a in zip(r.robustness["epsilons"], r.robustness["worst_case"]))
-        rows.append(("worst-case robust accuracy", f"{r.robustness['norm']} eps -> acc {{{pairs}}}"))
-    if r.membership:
-        rows.append(
-            (
-                "membership inference",
-                f"AUC {_fmt(r.membership['auc'])}, empirical epsilon >= {_fmt(r.membership['epsilon_lower_bound'])}",
-            )
-        )
-    if r.encrypted:
-        rows.append(
-            (
-                "encrypted inference",
-                f"{r.encrypted['scheme']} {r.encrypted['mode']}: agreement {_fmt(r.encrypted['agreement'])}, {_fmt(r.encrypted['per_sample_s'])} s/sample",
-            )
-        )
-    return rows
-
-
-def _comparison_table(r: RenderableReport) -> list[dict[str, Any]]:
-    return list(r.extra.get("comparison") or [])
-
-
-def render_markdown(r: RenderableReport) -> str:
-    """A Markdown report: summary, comparison, then every section as a table."""
-    lines = [f"# securetrain report: {r.model.get('name', '?')} on {r.data.get('name', '?')}", ""]
-    lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in summary_rows(r)] + [""]
-    comp = _comparison_table(r)
-    if comp:
-        keys = list(comp[0].keys())
-        lines += ["## Models side by side", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        lines += ["| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |" for row in comp]
-        lines.append("")
-    for name, title in _SECTION_TITLES.items():
-        sec = getattr(r, name)
-        if not sec:
-            continue
-        lines += [f"## {title}", "", "| key | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in sec.items() if k not in _HIDDEN_KEYS]
-        lines.append("")
-        for key in ("warnings", "flags"):
-            for w in sec.get(key) or []:
-                lines.append(f"- **{key[:-1]}**: {w}")
-        lines.append("")
-    notes = r.extra.get("notes") or []
-    if notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    return "\n".join(lines)
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:0.3em 0.6em;text-align:left;vertical-align:top}
-th{background:#f4f4f4}.bad{color:#b00;font-weight:bold}.warn{color:#a60}img{max-width:100%}
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:72em;margin:1.5em auto;padding:0 1em;color:#222;line-height:1.4}
+table{border-collapse:collapse;margin:0.4em 0 1.2em}td,th{border:1px solid #ccc;padding:0.25em 0.55em;text-align:left;
+vertical-align:top}thead th{background:#f0f0f0}tbody th{font-weight:normal;background:#fafafa}
+caption{text-align:left;font-style:italic;padding:0.2em 0}.ok{color:#060;font-weight:bold}
+.bad{color:#b00;font-weight:bold}.muted{color:#777}.warn{color:#a60}.lead{font-size:1.1em}
+.plots{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;max-width:36em}img{max-width:100%}
+figcaption{font-weight:bold}section.model{border-top:2px solid #ddd;margin-top:2em}
 """
 
 
-def _html_table(rows: list[tuple[str, str]]) -> str:
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+def _md_cell(value: Any) -> str:
+    """Text safe inside a Markdown table cell or line (pipes escaped, one line)."""
+    return " ".join(str(value).split()).replace("|", "\\|")
 
 
-def render_html(r: RenderableReport) -> str:
-    """A self-contained HTML report (plots embedded as PNG data URIs)."""
-    d = r.to_dict()
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>securetrain report: {html.escape(str(r.model.get('name', '?')))}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>securetrain report: {html.escape(str(r.model.get('name', '?')))} on {html.escape(str(r.data.get('name', '?')))}</h1>",
-        _html_table(summary_rows(r)),
-    ]
-    if r.privacy and not r.privacy.get("valid", True):
-        parts.append("<p class='bad'>The privacy guarantee is NOT valid for this run: see the warnings below.</p>")
-    comp = _comparison_table(r)
-    if comp:
-        keys = list(comp[0].keys())
-        head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(k)))}</td>" for k in keys) + "</tr>" for row in comp
-        )
-        parts.append(f"<h2>Models side by side</h2><table><tr>{head}</tr>{rows}</table>")
-    for title, png in render_plots(d):
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
-    for name, title in _SECTION_TITLES.items():
-        sec = getattr(r, name)
-        if not sec:
-            continue
-        rows_ = [(k, _fmt(v)) for k, v in sec.items() if k not in _HIDDEN_KEYS or name == "timing"]
-        parts.append(f"<h2>{html.escape(title)}</h2>{_html_table(rows_)}")
-        for key in ("warnings", "flags"):
-            for w in sec.get(key) or []:
-                parts.append(f"<p class='warn'>{html.escape(key[:-1])}: {html.escape(str(w))}</p>")
-    notes = r.extra.get("notes") or []
-    if notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>")
-    parts.append(
-        f"<details><summary>report.json</summary><pre>{html.escape(json.dumps(d, indent=1)[:200000])}</pre></details>"
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("securetrain.report", "templates"),
+        autoescape=lambda name: name is not None and name.endswith(".html.j2"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
     )
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    env.filters["md"] = _md_cell
+    return env
+
+
+def _slug(text: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) or "model"
+
+
+def draw_report_plots(d: Mapping[str, Any]) -> dict[str, list[PlotImage]]:
+    """Every plot of report dict ``d``: ``""`` holds the comparison plots, each model's name its own.
+
+    File stems are unique: ``report_<plot>`` for a single run or the comparison,
+    ``report_<model>_<plot>`` for each model of a comparison.
+    """
+    models = [m for m in d.get("models") or [] if isinstance(m, Mapping)]
+    if not models:
+        name = str((d.get("model") or {}).get("name", "?"))
+        return {name: draw_plots(dict(d), prefix=PLOT_FILE_PREFIX)}
+    out = {"": draw_plots(dict(d), comparison=True, prefix=PLOT_FILE_PREFIX)}
+    for m in models:
+        name = str(m.get("name", "?"))
+        out[name] = draw_plots(dict(m), prefix=f"{PLOT_FILE_PREFIX}{_slug(name)}_")
+    return out
+
+
+def _refs(plots: Mapping[str, Sequence[PlotImage]]) -> dict[str, list[PlotRef]]:
+    return {k: [PlotRef(p.title, f"{p.name}.png", p.base64) for p in v] for k, v in plots.items()}
+
+
+def render_markdown(r: RenderableReport, plots: Mapping[str, Sequence[PlotImage]] | None = None) -> str:
+    """A Markdown report; with ``plots`` (from :func:`draw_report_plots`) it links their PNG files."""
+    page = build_page(r.to_dict(), _refs(plots or {}))
+    return _environment().get_template("report.md.j2").render(page=page)
+
+
+def render_html(r: RenderableReport, plots: Mapping[str, Sequence[PlotImage]] | None = None) -> str:
+    """A self-contained HTML report (plots embedded as PNG data URIs; drawn here unless given)."""
+    d = r.to_dict()
+    if plots is None:
+        plots = draw_report_plots(d)
+    text = json.dumps(d, indent=1, allow_nan=True)
+    page = build_page(d, _refs(plots), json_text=text[:MAX_JSON_CHARS])
+    return _environment().get_template("report.html.j2").render(page=page, css=CSS)
+
+
+def summary_rows(r: RenderableReport) -> list[tuple[str, str]]:
+    """The headline figures of one run, as ``(label, text)`` rows."""
+    return _summary_rows(r.to_dict())
+
+
+__all__ = [
+    "PLOT_FILE_PREFIX",
+    "RenderableReport",
+    "draw_report_plots",
+    "render_html",
+    "render_markdown",
+    "summary_rows",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from securetrain.errors import ReportError
@@ -79,7 +80,7 @@ def check_section(name: str, section: Any) -> None:
     """
     if section is None:
         return
-    if not isinstance(section, dict):
+    if not isinstance(section, Mapping):
         raise ReportError(f"report section {name!r} must be an object or null, got {type(section).__name__}")
     missing = sorted(set(SECTION_KEYS.get(name, ())) - set(section))
     if missing:

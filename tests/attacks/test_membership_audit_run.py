@@ -69,7 +69,7 @@ def test_audit_run_fills_the_membership_section(bc_audit):
     assert any("143 canaries" in n for n in out["notes"])
     # a non-private run has no claim to check
     assert "privacy_violated" not in out and "consistency" not in out
-    json.dumps(out)  # JSON-ready
+    json.dumps(out.to_dict())  # JSON-ready
 
 
 def test_memorising_run_leaks_through_canaries(bc_audit):

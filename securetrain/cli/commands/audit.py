@@ -9,13 +9,13 @@ membership inference (``attacks.membership.audit_run``) and fills ``membership``
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from securetrain.cli.output import show_progress
+from securetrain.cli.output import HelpFormatter, add_output_arguments, emit, json_result, show_progress
 from securetrain.cli.specs import add_device_argument, add_spec_arguments
 from securetrain.errors import ConfigurationError
+from securetrain.report import MembershipSection
 
 if TYPE_CHECKING:
     from securetrain.report import Report
@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Audit the model in DIR on its data set's test split: robust accuracy per attack and epsilon, "
             "the per-sample worst case and gradient-masking flags go into the report's robustness section."
         ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("dir", help="run directory (from `securetrain train` or `securetrain demo`)")
     p.add_argument(
@@ -64,10 +65,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "fills membership.dp_audit and marks the epsilon not valid if the audit refutes it",
     )
     p.add_argument("--canaries", type=int, default=1000, help="canaries of the white-box DP-SGD audit (default: 1000)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     add_spec_arguments(p)
     add_device_argument(p, "attack (and train shadow models)")
+    add_output_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -91,7 +92,9 @@ def parse_floats(text: str | None, flag: str = "--eps") -> list[float] | None:
         raise ConfigurationError(f"{flag} must be comma-separated numbers, e.g. 0.05,0.1,0.2, got {text!r}") from None
 
 
-def membership_section(run_dir: Path, shadow_models: int, seed: int, **run_options: Any) -> dict[str, Any]:
+def membership_section(
+    run_dir: Path, shadow_models: int, seed: int, *, progress: bool = False, **run_options: Any
+) -> MembershipSection:
     """The membership section from ``attacks.membership.audit_run`` (imported only when asked for)."""
     try:
         from attacks.membership import audit_membership_run as audit_run
@@ -106,7 +109,8 @@ def membership_section(run_dir: Path, shadow_models: int, seed: int, **run_optio
         raise ConfigurationError(
             f"attacks.membership does not provide audit_run ({exc}); update the attacks package or drop --membership"
         ) from exc
-    return audit_run(run_dir, shadow_models=shadow_models, seed=seed, **run_options)
+    section = audit_run(run_dir, shadow_models=shadow_models, seed=seed, progress=progress, **run_options)
+    return MembershipSection.from_dict(section)  # a copy; an older audit may give the JSON form
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,18 +141,22 @@ def _audit(args: argparse.Namespace, run_dir: Path, report: Report) -> int:
         data=args.data,
         device=args.device,
     )
-    report.robustness = result.to_section()
+    report.add(result.to_section())
     report.timing["robustness_audit_s"] = round(result.time_s, 3)
+    written = ["robustness"]
+    human_dp = ""
     if args.membership:
         options = {"model": args.model, "data": args.data, "device": args.device}
-        report.set_membership(membership_section(run_dir, args.shadow_models, args.seed, **options))
+        report.add(membership_section(run_dir, args.shadow_models, args.seed, progress=show_progress(args), **options))
+        written += ["membership"] + (["privacy"] if report.privacy is not None else [])
     if args.dp_audit:
         from attacks.audit.dp_audit import audit_dp_sgd, merge_into_membership
 
         dp = audit_dp_sgd(run_dir, canaries=args.canaries, seed=args.seed)
         report.set_membership(merge_into_membership(report.membership, dp))
-        sys.stdout.write(dp.explanation + "\n")
+        written += [name for name in ("membership", "privacy") if name not in written]
+        human_dp = dp.explanation + "\n"
     report.save(run_dir, html=not args.no_html)
-    sys.stdout.write(f"robust accuracy ({result.norm}, {result.n_samples} test samples)\n{result.table()}\n")
-    sys.stdout.write(summary(report, run_dir))
+    human = f"robust accuracy ({result.norm}, {result.n_samples} test samples)\n{result.table()}\n"
+    emit(args, human + human_dp + summary(report, run_dir), json_result("audit", run_dir, report, written))
     return 0

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from securetrain.cli.output import show_progress
+from securetrain.cli.output import (
+    HelpFormatter,
+    add_output_arguments,
+    comparison_text,
+    emit,
+    json_result,
+    show_progress,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "plain and private ones, encrypted inference with an HE-friendly model, and one report "
             "(DIR/report.html) that puts them side by side. Each model's own run directory is in DIR."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--out", default="demo-out", help="output directory")
     p.add_argument("--epochs", type=int, default=None, help="epochs per model (default: each recipe's own)")
@@ -31,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="a much smaller run (for smoke tests): fewer epochs, samples and shadow models",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_output_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -40,13 +46,12 @@ def run(args: argparse.Namespace) -> int:
 
     from securetrain.cli.demo_pipeline import DemoOptions, run_demo
 
-    logging.getLogger("securetrain.demo").setLevel(logging.INFO)
+    if not args.quiet:
+        logging.getLogger("securetrain.demo").setLevel(logging.INFO)
     if args.threads is None:
         import torch
 
         torch.set_num_threads(1)  # the demo's models are tiny: one thread beats two (docs/robustness.md)
-    from securetrain.cli.output import summary
-
     opts = DemoOptions(
         out=args.out,
         epochs=args.epochs,
@@ -57,5 +62,7 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     report = run_demo(opts)
-    sys.stdout.write(summary(report, args.out))
+    rows = report.extra["comparison"]
+    human = comparison_text(rows) + f"report: {args.out}/report.html\n"
+    emit(args, human, json_result("demo", args.out, report, comparison=rows))
     return 0

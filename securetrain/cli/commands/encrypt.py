@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from securetrain.cli.output import HelpFormatter, add_output_arguments, emit, is_quiet, json_result, show_progress
 from securetrain.cli.specs import add_spec_arguments
 
 
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "client, evaluate on a server that holds only the public context, decrypt, and record agreement with "
             "the plaintext model, errors, timings and sizes in DIR/report.json (and report.md/html)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("dir", help="run directory (from `securetrain train`)")
     p.add_argument(
@@ -48,9 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=600.0,
         help="refuse up front a plan whose estimated encrypted-inference time exceeds this",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     add_spec_arguments(p)
+    add_output_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -116,8 +117,9 @@ def _encrypt(args: argparse.Namespace) -> int:
         max_poly_modulus_degree=args.max_poly_modulus_degree,
     )
     estimate = estimate_plan(em, samples)
-    sys.stdout.write("\n".join(estimate.lines()) + "\n")
-    sys.stdout.flush()
+    if not is_quiet(args):  # the plan goes to stderr: stdout stays one JSON object under --json
+        sys.stderr.write("\n".join(estimate.lines()) + "\n")
+        sys.stderr.flush()
     if estimate.total_s > args.max_seconds:
         other = "throughput" if args.mode == "latency" else "latency"
         raise EncryptionError(
@@ -135,7 +137,7 @@ def _encrypt(args: argparse.Namespace) -> int:
         input_shape=shape,
         calibration=x_train[:512],
         encrypted_model=em,
-        progress=not args.no_progress,
+        progress=show_progress(args),
     )
     section["estimate"] = {
         "per_sample_s": estimate.per_sample_s,
@@ -145,7 +147,7 @@ def _encrypt(args: argparse.Namespace) -> int:
     }
     if converted is not None:
         section["converted"] = converted
-    report.encrypted = section
+    report.add(section)
     report.save(args.dir, html=not args.no_html)
     s = section
     lines = [
@@ -166,5 +168,5 @@ def _encrypt(args: argparse.Namespace) -> int:
         f"one ciphertext        {s['ciphertext_bytes'] / 1e6:.2f} MB",
         f"report: {args.dir}/report.json",
     ]
-    sys.stdout.write("\n".join(lines) + "\n")
+    emit(args, "\n".join(lines) + "\n", json_result("encrypt", args.dir, report, ["encrypted"]))
     return 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
+
+from securetrain.cli.output import HelpFormatter, add_output_arguments, emit, json_result
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Train one model per target epsilon with DP-SGD and one non-private baseline; each run is a full run "
             "directory in --out, and --out/report.html shows accuracy against epsilon."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_training_arguments(p)
     p.add_argument("--out", required=True, help="output directory (one run directory per epsilon inside)")
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--no-baseline", action="store_true", help="skip the non-private run")
     p.add_argument("--no-html", action="store_true", help="skip report.html files")
+    add_output_arguments(p, progress=False)  # --no-progress comes with the training flags
     p.set_defaults(func=run)
 
 
@@ -96,12 +98,12 @@ def run(args: argparse.Namespace) -> int:
         non_private_config=base,
         write_html=not args.no_html,
     )
-    sys.stdout.write(summary(result.report, args.out))
+    lines = [summary(result.report, args.out)]
     for p in result.points:
         valid = "" if p["valid"] else " (NOT VALID)"
-        sys.stdout.write(
-            f"epsilon {p['epsilon']:g}: accuracy {p['accuracy']:.4f}, spent {p['epsilon_spent']:.3f}{valid}\n"
-        )
+        lines.append(f"epsilon {p['epsilon']:g}: accuracy {p['accuracy']:.4f}, spent {p['epsilon_spent']:.3f}{valid}\n")
     if result.non_private_accuracy is not None:
-        sys.stdout.write(f"non-private: accuracy {result.non_private_accuracy:.4f}\n")
+        lines.append(f"non-private: accuracy {result.non_private_accuracy:.4f}\n")
+    sweep_result = {"points": result.points, "non_private_accuracy": result.non_private_accuracy}
+    emit(args, "".join(lines), json_result("sweep", args.out, result.report, sweep=sweep_result))
     return 0

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import TYPE_CHECKING
 
-from securetrain.cli.output import show_progress
+from securetrain.cli.output import HelpFormatter, add_output_arguments, emit, json_result, show_progress
 from securetrain.cli.plugins import load_providers
 from securetrain.cli.specs import add_device_argument
 
@@ -29,7 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "train",
         help="train a model (optionally private and/or adversarial) into a run directory",
         description="Train a model on a data set and write model, config, checkpoint and report to --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_training_arguments(p)
     p.add_argument("--out", required=True, help="run directory to write (created if missing)")
@@ -42,6 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="replace the run in --out (the new run is swapped in only when complete)",
     )
     p.add_argument("--no-html", action="store_true", help="skip report.html")
+    add_output_arguments(p, progress=False)  # --no-progress comes with the training flags
     p.add_argument(
         "--nproc",
         type=int,
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(
         config, args.out, defenses, resume=args.resume, overwrite=args.overwrite, write_html=not args.no_html
     )
-    sys.stdout.write(summary(result.report, args.out))
+    emit(args, summary(result.report, args.out), json_result("train", args.out, result.report))
     return 0
 
 
@@ -195,7 +195,7 @@ def _run_worker(args: argparse.Namespace, nproc: int | None) -> int:
             distributed=True,
         )
         if ctx.is_main:
-            sys.stdout.write(summary(result.report, args.out))
+            emit(args, summary(result.report, args.out), json_result("train", args.out, result.report))
     return 0
 
 
