@@ -20,8 +20,8 @@ Example:
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +34,17 @@ from defenses.privacy.engines.bk.registry import register_layer
 
 N = TypeVar("N", nn.LayerNorm, nn.GroupNorm)
 
+_native_group_norm_out = cast(
+    Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]], torch.ops.aten.native_group_norm.out
+)
+
 
 class AffineNormLayer(Layer[N]):
     """A normalisation with an elementwise affine map: ``y = x_hat * weight + bias``."""
 
     @abstractmethod
     def normalize(self, a: torch.Tensor) -> torch.Tensor:
-        """``x_hat``: the input normalised, before the affine map."""
+        """``x_hat``: the input normalised, before the affine map (may be a work tensor of the step)."""
 
     @abstractmethod
     def shared_dims(self, a: torch.Tensor) -> tuple[int, ...]:
@@ -52,8 +56,10 @@ class AffineNormLayer(Layer[N]):
         for a, g in calls:
             reduce = self.shared_dims(a)
             if w is not None:
-                xhat = self.normalize(a)
-                gw = (g * xhat).sum(reduce) if reduce else g * xhat
+                if reduce:  # x_hat * g in place, summed: no temporary as large as the activation
+                    gw = self.normalize(a).mul_(g).sum(reduce)
+                else:
+                    gw = g * self.normalize(a)
                 grads[w] = grads[w] + gw if w in grads else gw
             if b is not None:
                 gb = g.sum(reduce) if reduce else g
@@ -77,7 +83,17 @@ class GroupNormLayer(AffineNormLayer[nn.GroupNorm]):
     """``nn.GroupNorm``: one parameter entry per channel, shared over the spatial positions."""
 
     def normalize(self, a: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(a, self.module.num_groups, eps=self.module.eps)
+        """``x_hat`` written into a work tensor kept from step to step (fresh large tensors cost page faults)."""
+        m = self.module
+        a = a.contiguous()
+        N, C = a.shape[:2]
+        out = self.buffer("xhat", a.shape, a)
+        mean = self.buffer("mean", (N, m.num_groups), a)
+        rstd = self.buffer("rstd", (N, m.num_groups), a)
+        _native_group_norm_out(
+            a, None, None, N, C, a[0, 0].numel(), m.num_groups, m.eps, out0=out, out1=mean, out2=rstd
+        )
+        return out
 
     def shared_dims(self, a: torch.Tensor) -> tuple[int, ...]:
         return tuple(range(2, a.dim()))
