@@ -34,7 +34,8 @@ from defenses.privacy.engines.base import (
     StepTap,
     trainable_leaf_modules,
 )
-from defenses.privacy.engines.bk.capture import Capture, calls_by_group
+from defenses.privacy.engines.bk.blocks import Block, PerSampleBlock
+from defenses.privacy.engines.bk.capture import Capture, LayerCalls, calls_by_group
 from defenses.privacy.engines.bk.chooser import (
     DEFAULT_MAX_MATERIALIZE_BYTES,
     check_policy,
@@ -128,7 +129,7 @@ class BKEngine(Engine):
                     return None
                 # parameters are off and the input needs no gradient: the output starts the backward pass
                 output = replaced = grad_source(output, self._anchor)
-            capture = Capture(layer, layer.prepare(a), tap.group)
+            capture = Capture(layer, layer.prepare(a), tap.group, self.policy, self.max_bytes)
             output.register_hook(capture.add_grad)  # type: ignore[no-untyped-call]
             self._captures.append(capture)
             return replaced
@@ -170,12 +171,26 @@ class BKEngine(Engine):
         for gid, layers in sorted(calls_by_group(self._captures).items()):
             batch = self.tap.group_batch.get(gid, 0)
             if batch:
-                blocks = [layer.block(calls, self.policy, self.max_bytes) for layer, calls in layers.items()]
+                blocks = [self._block(layer, rec) for layer, rec in layers.items()]
                 groups.append(BlockGroup(batch, blocks))
         if not groups:
             device = params[0].device if params else torch.device("cpu")
             return EmptyGrads(params, device)
         return BKGrads(groups, params, autograd_writes_grad=not self.skip_param_grads)
+
+    def _block(self, layer: Layer[Any], rec: LayerCalls) -> Block:
+        """One layer's block: its kept calls combined, or the gradients formed during the backward pass summed."""
+        if not rec.reduced:
+            return layer.block(rec.calls, self.policy, self.max_bytes)
+        parts = list(rec.reduced)
+        for a, g in rec.calls:  # some calls were kept (e.g. ghost-sized): form theirs too, norms need the sum
+            more = layer.reduce(a, g, self.policy, self.max_bytes, force=True)
+            assert more is not None
+            parts.append(more)
+        total = parts[0]
+        for more in parts[1:]:
+            total = {p: t + more[p] for p, t in total.items()}
+        return PerSampleBlock(total)
 
 
 class GhostEngine(BKEngine):

@@ -1,6 +1,7 @@
 """``nn.LayerNorm`` and ``nn.GroupNorm``: small per-sample gradients of the affine parameters.
 
-The normalised input ``x_hat`` is recomputed from the kept input; sample ``i``'s weight
+The normalised input ``x_hat`` is recomputed from the kept input (for GroupNorm only its
+per-group mean and variance); sample ``i``'s weight
 gradient is ``g_i * x_hat_i`` and its bias gradient ``g_i``, each summed over the
 positions the parameter is shared by.
 
@@ -20,8 +21,8 @@ Example:
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
-from typing import TypeVar, cast
+from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -34,36 +35,44 @@ from defenses.privacy.engines.bk.registry import register_layer
 
 N = TypeVar("N", nn.LayerNorm, nn.GroupNorm)
 
-_native_group_norm_out = cast(
-    Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]], torch.ops.aten.native_group_norm.out
-)
-
 
 class AffineNormLayer(Layer[N]):
-    """A normalisation with an elementwise affine map: ``y = x_hat * weight + bias``."""
+    """A normalisation with an elementwise affine map: ``y = x_hat * weight + bias``.
+
+    A call's per-sample gradients are formed as its output gradient arrives
+    (:meth:`reduce`); they are small (``B`` times the parameters).
+    """
 
     @abstractmethod
     def normalize(self, a: torch.Tensor) -> torch.Tensor:
-        """``x_hat``: the input normalised, before the affine map (may be a work tensor of the step)."""
+        """``x_hat``: the input normalised, before the affine map."""
 
     @abstractmethod
     def shared_dims(self, a: torch.Tensor) -> tuple[int, ...]:
         """The dimensions of ``a`` over which one parameter entry is shared (summed)."""
 
-    def block(self, calls: Sequence[Call], policy: Policy, max_bytes: int) -> Block:
+    def weight_grads(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Per-sample weight gradients: ``g * x_hat`` summed over :meth:`shared_dims`."""
+        reduce = self.shared_dims(a)
+        return self.normalize(a).mul_(g).sum(reduce) if reduce else g * self.normalize(a)
+
+    def reduce(
+        self, a: torch.Tensor, g: torch.Tensor, policy: Policy, max_bytes: int, *, force: bool = False
+    ) -> ParamGrads:
         w, b = self.param("weight"), self.param("bias")
+        res: ParamGrads = {}
+        if w is not None:
+            res[w] = self.weight_grads(a, g)
+        if b is not None:
+            reduce = self.shared_dims(a)
+            res[b] = g.sum(reduce) if reduce else g
+        return res
+
+    def block(self, calls: Sequence[Call], policy: Policy, max_bytes: int) -> Block:
         grads: ParamGrads = {}
         for a, g in calls:
-            reduce = self.shared_dims(a)
-            if w is not None:
-                if reduce:  # x_hat * g in place, summed: no temporary as large as the activation
-                    gw = self.normalize(a).mul_(g).sum(reduce)
-                else:
-                    gw = g * self.normalize(a)
-                grads[w] = grads[w] + gw if w in grads else gw
-            if b is not None:
-                gb = g.sum(reduce) if reduce else g
-                grads[b] = grads[b] + gb if b in grads else gb
+            for p, t in self.reduce(a, g, policy, max_bytes).items():
+                grads[p] = grads[p] + t if p in grads else t
         return PerSampleBlock(grads)
 
 
@@ -83,17 +92,22 @@ class GroupNormLayer(AffineNormLayer[nn.GroupNorm]):
     """``nn.GroupNorm``: one parameter entry per channel, shared over the spatial positions."""
 
     def normalize(self, a: torch.Tensor) -> torch.Tensor:
-        """``x_hat`` written into a work tensor kept from step to step (fresh large tensors cost page faults)."""
+        return F.group_norm(a, self.module.num_groups, eps=self.module.eps)
+
+    def weight_grads(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """``sum_hw g * (a - mean) * rstd`` as ``rstd * (sum_hw g*a - mean * sum_hw g)``, per channel.
+
+        PyTorch's own GroupNorm backward uses the same identity; nothing as large as the
+        activation is allocated.
+        """
         m = self.module
-        a = a.contiguous()
-        N, C = a.shape[:2]
-        out = self.buffer("xhat", a.shape, a)
-        mean = self.buffer("mean", (N, m.num_groups), a)
-        rstd = self.buffer("rstd", (N, m.num_groups), a)
-        _native_group_norm_out(
-            a, None, None, N, C, a[0, 0].numel(), m.num_groups, m.eps, out0=out, out1=mean, out2=rstd
-        )
-        return out
+        B, C = a.shape[:2]
+        G = m.num_groups
+        var, mean = torch.var_mean(a.reshape(B * G, -1), dim=1, correction=0)
+        rstd = (var + m.eps).rsqrt_().view(B, G, 1)
+        ga = torch.linalg.vecdot(g.reshape(B, C, -1), a.reshape(B, C, -1)).view(B, G, C // G)
+        gs = g.reshape(B, C, -1).sum(2).view(B, G, C // G)
+        return ((ga - mean.view(B, G, 1) * gs) * rstd).view(B, C)
 
     def shared_dims(self, a: torch.Tensor) -> tuple[int, ...]:
         return tuple(range(2, a.dim()))

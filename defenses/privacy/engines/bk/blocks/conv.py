@@ -47,6 +47,50 @@ _convolution_backward = cast(
 )
 
 
+def per_sample_weight_grads(
+    geometry: ConvGeometry, a: torch.Tensor, g: torch.Tensor, workspace: Workspace
+) -> torch.Tensor:
+    """``(B*O, C, kh, kw)``: each sample's weight gradient for inputs ``a`` ``(B, C, H, W)``
+    and output gradients ``g`` ``(B, O, oh, ow)``, from one grouped convolution.
+
+    The batch is folded into the channels (``(1, B*C, H, W)`` inputs, ``(1, B*O, oh, ow)``
+    output gradients, ``groups=B``), so group ``b``'s weight gradient is sample ``b``'s. No
+    patch matrix is formed.
+    """
+    (kh, kw), (sh, sw), (dh, dw) = geometry.kernel, geometry.stride, geometry.dilation
+    sym = geometry.symmetric_padding()
+    if sym is None:
+        a, sym = geometry.pad(a), (0, 0)
+    B, C = a.shape[:2]
+    O = g.shape[1]
+    if B == 0:
+        return a.new_zeros((0, C, kh, kw))
+    # only the weight's shape is read when the weight gradient alone is asked for
+    shape_only = workspace.constant("grouped_weight", (B * O, C, kh, kw), a)
+    return _convolution_backward(
+        g.reshape(1, B * O, *g.shape[-2:]),
+        a.reshape(1, B * C, *a.shape[-2:]),
+        shape_only,
+        None,
+        [sh, sw],
+        list(sym),
+        [dh, dw],
+        False,
+        [0, 0],
+        B,
+        [False, True, False],
+    )[1]
+
+
+def conv_cost(geometry: ConvGeometry, calls: Sequence[Call]) -> NormCost:
+    """What the calls' norms cost each way (see :meth:`NormCost.conv`)."""
+    a0, g0 = calls[0]
+    B, C = a0.shape[:2]
+    oh, ow = g0.shape[-2:]
+    Hp, Wp = geometry.padded_hw(a0)
+    return NormCost.conv(B, g0.shape[1], C, geometry.kernel, oh * ow * len(calls), Hp * Wp, len(calls))
+
+
 class ConvBlock(Block):
     """A 2-d convolution's calls: inputs ``(B, C, H, W)`` (unpadded), output gradients ``(B, O, oh, ow)``.
 
@@ -69,10 +113,7 @@ class ConvBlock(Block):
         a0, g0 = self.calls[0]
         B, C = a0.shape[:2]
         O = g0.shape[1]
-        oh, ow = g0.shape[-2:]
-        Hp, Wp = geometry.padded_hw(a0)
-        cost = NormCost.conv(B, O, C, geometry.kernel, oh * ow * len(self.calls), Hp * Wp, len(self.calls))
-        self.mode: Mode = choose_mode(cost, policy, max_bytes, a0.element_size())
+        self.mode: Mode = choose_mode(conv_cost(geometry, self.calls), policy, max_bytes, a0.element_size())
         self.B, self.C, self.O = B, C, O
         self._gs: torch.Tensor | None = None
         self._gb: torch.Tensor | None = None
@@ -96,33 +137,11 @@ class ConvBlock(Block):
         if self._gs is None:
             gs: torch.Tensor | None = None
             for a, g in self.calls:
-                one = self._grouped_weight_grad(g, a).view(self.B, self.O, -1)
+                one = per_sample_weight_grads(self.geometry, a, g, self.workspace).view(self.B, self.O, -1)
                 gs = one if gs is None else gs + one
             self._gs = gs
         assert self._gs is not None
         return self._gs
-
-    def _grouped_weight_grad(self, g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        (kh, kw), (sh, sw), (dh, dw) = self.geometry.kernel, self.geometry.stride, self.geometry.dilation
-        sym = self.geometry.symmetric_padding()
-        if sym is None:
-            a, sym = self.geometry.pad(a), (0, 0)
-        B, C, O = self.B, self.C, self.O
-        # only the weight's shape is read when the weight gradient alone is asked for
-        shape_only = self.workspace.constant("grouped_weight", (B * O, C, kh, kw), a)
-        return _convolution_backward(
-            g.reshape(1, B * O, *g.shape[-2:]),
-            a.reshape(1, B * C, *a.shape[-2:]),
-            shape_only,
-            None,
-            [sh, sw],
-            list(sym),
-            [dh, dw],
-            False,
-            [0, 0],
-            B,
-            [False, True, False],
-        )[1]
 
     def _weight_grad(self, g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         assert self.weight is not None
