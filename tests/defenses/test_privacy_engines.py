@@ -424,3 +424,39 @@ def test_bk_handles_frozen_layers_lora_children_embeddings_and_norms(options):
     finally:
         engine.detach()
     assert select_engine(model, "auto", x[:1]).name == "bk"
+
+
+def test_bk_mixes_calls_formed_during_backward_and_calls_kept_for_ghost_norms():
+    """A convolution called at two resolutions: under a tight memory bound the large call's
+    per-sample gradients are formed as its gradient arrives, the small call is kept for ghost
+    norms; the layer's per-sample gradients are their sum."""
+
+    class TwoScales(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 64, 3, padding=1)
+            self.head = nn.Linear(64 * 2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            big = self.conv(x).mean((2, 3))
+            small = self.conv(F.avg_pool2d(x, 8)).mean((2, 3))
+            return self.head(torch.cat([big, small], 1))
+
+    from defenses.privacy.engines.bk.capture import calls_by_group
+
+    torch.manual_seed(0)
+    model = TwoScales()
+    x, y = torch.rand(4, 2, 16, 16), torch.tensor([0, 1, 2, 0])
+    ref = reference_grads(model, x, y)
+    engine = BKEngine(max_bytes=1)
+    w = engine.attach(model)
+    F.cross_entropy(w(x), y).backward()
+    rec = calls_by_group(engine._captures)[0][engine._layers[0]]
+    assert len(rec.reduced) == 1 and len(rec.calls) == 1
+    psg = engine.collect()
+    got = psg.materialize()
+    torch.testing.assert_close(got[model.conv.weight], ref["conv.weight"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got[model.conv.bias], ref["conv.bias"], rtol=1e-4, atol=1e-6)
+    flat_ref = torch.cat([r.flatten(1) for r in ref.values()], 1)
+    torch.testing.assert_close(psg.sq_norms().sqrt(), flat_ref.norm(dim=1), rtol=1e-4, atol=1e-6)
+    engine.detach()

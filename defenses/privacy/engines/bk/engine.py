@@ -130,7 +130,7 @@ class BKEngine(Engine):
                 # parameters are off and the input needs no gradient: the output starts the backward pass
                 output = replaced = grad_source(output, self._anchor)
             capture = Capture(layer, layer.prepare(a), tap.group, self.policy, self.max_bytes)
-            output.register_hook(capture.add_grad)  # type: ignore[no-untyped-call]
+            output.register_hook(capture.add_grad)
             self._captures.append(capture)
             return replaced
 

@@ -107,7 +107,8 @@ class GroupNormLayer(AffineNormLayer[nn.GroupNorm]):
         rstd = (var + m.eps).rsqrt_().view(B, G, 1)
         ga = torch.linalg.vecdot(g.reshape(B, C, -1), a.reshape(B, C, -1)).view(B, G, C // G)
         gs = g.reshape(B, C, -1).sum(2).view(B, G, C // G)
-        return ((ga - mean.view(B, G, 1) * gs) * rstd).view(B, C)
+        gw: torch.Tensor = ((ga - mean.view(B, G, 1) * gs) * rstd).view(B, C)
+        return gw
 
     def shared_dims(self, a: torch.Tensor) -> tuple[int, ...]:
         return tuple(range(2, a.dim()))
