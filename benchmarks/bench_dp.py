@@ -18,6 +18,7 @@ same epsilons (pure epsilon-DP, delta 0), when diffprivlib is installed.
 
     python benchmarks/bench_dp.py                 # both parts, default sizes (a few minutes)
     python benchmarks/bench_dp.py --part speed --batch 64 256
+    python benchmarks/bench_dp.py --part speed --shape 3x32x32 1x28x28   # ours vs Opacus hooks/ghost
     python benchmarks/bench_dp.py --part accuracy --seeds 3
     python benchmarks/bench_dp.py --tune digits --epsilon 3   # the grid behind recommended()
 
@@ -673,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     if out_path.exists():
         try:
             previous = json.loads(out_path.read_text())
-            results.update({k: v for k, v in previous.items() if k in ("speed", "epoch", "accuracy")})
+            results.update({k: v for k, v in previous.items() if k in ("speed", "speed_table", "epoch", "accuracy")})
         except json.JSONDecodeError:
             pass
     if args.part == "speed" and args.shape:
