@@ -18,6 +18,7 @@ same epsilons (pure epsilon-DP, delta 0), when diffprivlib is installed.
 
     python benchmarks/bench_dp.py                 # both parts, default sizes (a few minutes)
     python benchmarks/bench_dp.py --part speed --batch 64 256
+    python benchmarks/bench_dp.py --part speed --shape 3x32x32 1x28x28   # ours vs Opacus hooks/ghost
     python benchmarks/bench_dp.py --part accuracy --seeds 3
     python benchmarks/bench_dp.py --tune digits --epsilon 3   # the grid behind recommended()
 
@@ -197,6 +198,213 @@ def epoch_ratio(batch: int, epochs: int) -> dict[str, Any]:
             times[kind].extend(h["time_s"] for h in r.history)
     p, d = statistics.median(times["plain"]), statistics.median(times["dp"])
     return {"batch": batch, "plain_epoch_s": round(p, 4), "dp_epoch_s": round(d, 4), "ratio": round(d / p, 3)}
+
+
+# --------------------------------------------------------------------------- speed table (--shape)
+
+SHAPE_ROWS: dict[str, list[tuple[str, int]]] = {
+    "3x32x32": [("cnn", 64), ("resnet", 64)],
+    "1x28x28": [("cnn", 256)],
+}
+"""The rows of the speed table per input shape: (zoo model, batch)."""
+
+TABLE_SYSTEMS = ("plain", "ours", "opacus-hooks", "opacus-ghost")
+"""Each row times a non-private step, ours (``auto``) and Opacus's own PrivacyEngine (hooks, ghost)."""
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"3x32x32"`` -> ``(3, 32, 32)``."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise SystemExit(f"--shape must look like 3x32x32 or 1x28x28, got {text!r}")
+    return dims
+
+
+def _table_worker(conn: Any, system: str, model_name: str, shape: tuple[int, ...], batch: int, threads: int) -> None:
+    """One system in its own process (its own heap, as in training): set up, then time steps on request."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.set_num_threads(threads)
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((max(batch, 512), *shape), generator=g)
+    y = torch.randint(0, 10, (x.shape[0],), generator=g)
+    xb, yb = x[:batch], y[:batch]
+    torch.manual_seed(0)
+    model = build_model(model_name, shape, 10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch)
+    info: dict[str, Any] = {"system": system}
+    step: Any
+    verify: Any = None
+    if system == "plain":
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+
+    elif system == "ours":
+        from defenses.privacy.modes import select_engine
+
+        dp = DifferentialPrivacy(noise_multiplier=1.0, max_grad_norm=1.0, accountant="rdp", seed=0)
+        session = protect(model, opt, loader, [dp]).__enter__()
+        info["engine"] = dp.engine_name
+
+        def verify() -> None:  # timed after the warm-up steps: one-time start-up costs are not the check's
+            probe = build_model(model_name, shape, 10)
+            c = time.thread_time()
+            select_engine(probe, "auto", x[:1])
+            info["verify_s"] = time.thread_time() - c
+
+        def step() -> None:
+            session.optimizer.zero_grad(set_to_none=True)
+            session.loss(xb, yb).backward()
+            session.step()
+
+    else:
+        from opacus import PrivacyEngine
+
+        mode = system.split("-", 1)[1]
+        made = PrivacyEngine(accountant="rdp").make_private(
+            module=model,
+            optimizer=opt,
+            data_loader=loader,
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            poisson_sampling=False,
+            grad_sample_mode=mode,
+            criterion=nn.CrossEntropyLoss(),
+        )
+        wrapped, dp_opt = made[0], made[1]
+        criterion = made[2] if mode == "ghost" else nn.CrossEntropyLoss()
+        info["engine"] = mode
+
+        def step() -> None:
+            dp_opt.zero_grad(set_to_none=True)
+            criterion(wrapped(xb), yb).backward()
+            dp_opt.step()
+
+    try:
+        for _ in range(3):
+            step()
+        if verify is not None:
+            verify()
+    except Exception as exc:  # reported as the row's "n/a", never as a time
+        conn.send({**info, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"})
+        conn.close()
+        return
+    conn.send(info)
+    while True:
+        cmd = conn.recv()
+        if cmd == "step":
+            c = time.thread_time()
+            step()
+            conn.send(time.thread_time() - c)
+        elif cmd == "memory":
+            conn.send(_peak_bytes(step))
+        else:
+            break
+    conn.close()
+
+
+def speed_table_row(model_name: str, shape: tuple[int, ...], batch: int, steps: int, threads: int) -> dict[str, Any]:
+    """One row of the table: every system in its own process, steps interleaved round-robin."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    workers: dict[str, Any] = {}
+    infos: dict[str, dict[str, Any]] = {}
+    try:
+        for system in TABLE_SYSTEMS:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_table_worker, args=(child, system, model_name, shape, batch, threads))
+            proc.start()
+            info = parent.recv()
+            infos[system] = info
+            if "error" not in info:
+                workers[system] = (proc, parent)
+            else:
+                proc.join()
+        times: dict[str, list[float]] = {s: [] for s in workers}
+        for _ in range(steps):
+            for system, (_, conn) in workers.items():
+                conn.send("step")
+                times[system].append(conn.recv())
+        memory: dict[str, int] = {}
+        for system, (_, conn) in workers.items():
+            conn.send("memory")
+            memory[system] = conn.recv()
+    finally:
+        for proc, conn in workers.values():
+            conn.send("stop")
+            proc.join()
+    plain = statistics.median(times["plain"])
+    row: dict[str, Any] = {
+        "model": model_name,
+        "input": "x".join(map(str, shape)),
+        "batch": batch,
+        "steps": steps,
+        "plain_ms": round(plain * 1e3, 2),
+        "plain_peak_mib": round(memory["plain"] / 2**20, 2),
+    }
+    for system in TABLE_SYSTEMS[1:]:
+        if system not in workers:
+            row[system] = {"unavailable": infos[system].get("error", "")}
+            continue
+        t = statistics.median(times[system])
+        row[system] = {
+            "engine": infos[system].get("engine"),
+            "ms": round(t * 1e3, 2),
+            "time_ratio": round(t / plain, 3),
+            "peak_mib": round(memory[system] / 2**20, 2),
+            "memory_ratio": round(memory[system] / memory["plain"], 3) if memory["plain"] else None,
+        }
+    verify = infos["ours"].get("verify_s")
+    if verify is not None:
+        row["ours"]["verify_ms"] = round(verify * 1e3, 2)
+        row["ours"]["verify_steps"] = round(verify / plain, 3)
+    return row
+
+
+def _cell(r: dict[str, Any]) -> str:
+    if "unavailable" in r:
+        return "n/a"
+    return f"{r['time_ratio']:.2f}x ({r['memory_ratio']:.2f}x mem)"
+
+
+def run_speed_table(shapes: list[str], batches: list[int] | None, steps: int, threads: int) -> list[dict[str, Any]]:
+    """The table of the issue: per shape, its rows (or every zoo cnn/resnet at ``batches``)."""
+    rows = []
+    print(
+        f"DP step / plain step: median CPU time of {steps} interleaved steps, {threads} thread(s), each system in its "
+        "own process; (peak step memory / plain)"
+    )
+    print(
+        "| model, input, batch | plain ms | ours (auto) | Opacus hooks | Opacus ghost | ours: verification |\n"
+        "|---|---|---|---|---|---|"
+    )
+    for text in shapes:
+        shape = parse_shape(text)
+        cases = SHAPE_ROWS.get(text) or [("cnn", 64), ("resnet", 64)]
+        if batches:
+            cases = [(m, b) for m in dict.fromkeys(m for m, _ in cases) for b in batches]
+        for model_name, batch in cases:
+            r = speed_table_row(model_name, shape, batch, steps, threads)
+            rows.append(r)
+            ours = r["ours"]
+            verify = f"{ours['verify_steps']:.2f} steps" if "verify_steps" in ours else "n/a"
+            print(
+                f"| {model_name}, {r['input']}, {batch} | {r['plain_ms']:.1f} | {_cell(ours)} [{ours.get('engine', '-')}] "
+                f"| {_cell(r['opacus-hooks'])} | {_cell(r['opacus-ghost'])} | {verify} |",
+                flush=True,
+            )
+    return rows
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -425,8 +633,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--part", choices=("speed", "accuracy", "all"), default="all")
     p.add_argument("--models", default=",".join(ZOO), help="zoo models for the speed part")
     p.add_argument("--modes", default=",".join(MODES), help="grad-sample modes for the speed part")
-    p.add_argument("--batch", type=int, nargs="+", default=[64], help="batch sizes for the speed part")
-    p.add_argument("--steps", type=int, default=60, help="timed steps per case")
+    p.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes for the speed part (default 64)")
+    p.add_argument(
+        "--shape",
+        nargs="+",
+        default=None,
+        help="speed part: the table of DP step / plain step on inputs of this shape (3x32x32, 1x28x28), "
+        "ours against Opacus's hooks and ghost clipping, each system in its own process",
+    )
+    p.add_argument("--steps", type=int, default=None, help="timed steps per case (60; 8 for --shape)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     p.add_argument("--epsilons", default="1,3,8")
     p.add_argument("--seeds", type=int, default=3, help="seeds per accuracy figure")
@@ -459,10 +674,13 @@ def main(argv: list[str] | None = None) -> int:
     if out_path.exists():
         try:
             previous = json.loads(out_path.read_text())
-            results.update({k: v for k, v in previous.items() if k in ("speed", "epoch", "accuracy")})
+            results.update({k: v for k, v in previous.items() if k in ("speed", "speed_table", "epoch", "accuracy")})
         except json.JSONDecodeError:
             pass
-    if args.part in ("speed", "all"):
+    if args.part == "speed" and args.shape:
+        results["speed_table"] = run_speed_table(args.shape, args.batch, args.steps or 8, args.threads)
+    elif args.part in ("speed", "all"):
+        args.batch, args.steps = args.batch or [64], args.steps or 60
         print(
             "step time: median CPU time of the thread (plain ms, dp ms, ratio); wall: median wall-clock ratio; memory: peak ratio"
         )

@@ -43,7 +43,8 @@ def reference_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[
         model.zero_grad()
         F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
         for n, p in model.named_parameters():
-            rows.setdefault(n, []).append(p.grad.detach().clone())
+            if p.requires_grad:
+                rows.setdefault(n, []).append(p.grad.detach().clone())
     model.zero_grad()
     return {n: torch.stack(v) for n, v in rows.items()}
 
@@ -126,7 +127,10 @@ def test_implied_gradient_equals_autograd_gradient(engine_name, options):
         engine.detach()
 
 
-def test_bk_without_batch_gradients_needs_layers_fed_by_the_input():
+def test_bk_without_batch_gradients_handles_layers_not_fed_by_the_input():
+    """A layer fed by a buffer (and one fed by integer indices) gets its per-sample gradients
+    with skip_param_grads too: its output is made to start the backward pass."""
+
     class FromBuffer(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -135,26 +139,20 @@ def test_bk_without_batch_gradients_needs_layers_fed_by_the_input():
             self.main = nn.Linear(4, 2)
 
         def forward(self, x):
-            return self.main(x) + self.side(self.code.expand(x.shape[0], -1))
+            return torch.relu_(self.main(x) + self.side(self.code.expand(x.shape[0], -1)))
 
     model = FromBuffer()
     x, y = torch.rand(5, 4), torch.randint(0, 2, (5,))
-    engine = make_engine("bk")
-    w = engine.attach(model)
-    F.cross_entropy(w(x), y).backward()
-    with pytest.raises(
-        EngineUnsupported, match="layers whose input does not depend on the model's input get no gradient: side"
-    ):
-        engine.collect()
-    engine.detach()
     choice = select_engine(model, "bk", x[:1])
-    assert choice.name == "bk" and choice.options == {"skip_param_grads": False}
+    assert choice.name == "bk" and choice.options == {}
     ref = reference_grads(model, x, y)
     engine = choice.engine
     w = engine.attach(model)
     F.cross_entropy(w(x), y).backward()
+    assert all(p.grad is None for p in model.parameters())  # autograd computed no batch gradient
     got = engine.collect().materialize()
     torch.testing.assert_close(got[model.side.weight], ref["side.weight"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got[model.main.weight], ref["main.weight"], rtol=1e-4, atol=1e-6)
     engine.detach()
 
 
@@ -363,3 +361,102 @@ def test_bk_switches_to_ghost_norms_when_per_sample_gradients_would_be_large():
     flat_ref = torch.cat([r.flatten(1) for r in ref.values()], 1)
     torch.testing.assert_close(psg.sq_norms().sqrt(), flat_ref.norm(dim=1), rtol=1e-4, atol=1e-6)
     small.detach()
+
+
+class _LoraLinear(nn.Module):
+    """peft's LoRA layout: a frozen base layer and trained ``lora_A``/``lora_B`` children."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int = 2) -> None:
+        super().__init__()
+        self.base_layer = nn.Linear(d_in, d_out).requires_grad_(False)
+        self.lora_A = nn.Linear(d_in, rank, bias=False)
+        self.lora_B = nn.Linear(rank, d_out, bias=False)
+        nn.init.normal_(self.lora_B.weight)  # peft starts B at zero; non-zero makes the check bite
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base_layer(x) + self.lora_B(self.lora_A(x))
+
+
+class _TinyLoraTransformer(nn.Module):
+    """Frozen token embedding, trained positions, LayerNorm, LoRA projections, a GroupNorm'd conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(13, 8).requires_grad_(False)
+        self.pos = nn.Embedding(6, 8)
+        self.norm = nn.LayerNorm(8)
+        self.q = _LoraLinear(8, 8)
+        self.conv = nn.Conv1d(8, 4, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.gn = nn.GroupNorm(2, 4)
+        self.head = nn.Linear(4 * 6, 3)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(t.shape[1]).expand(t.shape[0], -1)
+        h = self.q(self.norm(self.tok(t) + self.pos(positions)))
+        h = self.gn(self.act(self.conv(h.transpose(1, 2))))
+        return self.head(h.flatten(1))
+
+
+@pytest.mark.parametrize("options", [{}, {"skip_param_grads": False}, {"policy": "ghost-only"}])
+def test_bk_handles_frozen_layers_lora_children_embeddings_and_norms(options):
+    torch.manual_seed(4)
+    model = _TinyLoraTransformer()
+    x, y = torch.randint(0, 13, (5, 6)), torch.randint(0, 3, (5,))
+    x[2] = 7  # repeated tokens
+    ref = reference_grads(model, x, y)
+    assert "tok.weight" not in ref and "q.base_layer.weight" not in ref  # frozen: no per-sample gradient asked
+    assert verify_engine("bk", model, x[:3], **options) is None
+    engine = BKEngine(**options)
+    wrapped = engine.attach(model)
+    F.cross_entropy(wrapped(x), y).backward()
+    psg = engine.collect()
+    try:
+        names = {id(p): n for n, p in model.named_parameters()}
+        got = psg.materialize()
+        assert sorted(names[id(p)] for p in got) == sorted(ref)
+        for p, g in got.items():
+            torch.testing.assert_close(g, ref[names[id(p)]], rtol=1e-4, atol=1e-6)
+        flat_ref = torch.cat([r.flatten(1) for r in ref.values()], 1)
+        torch.testing.assert_close(psg.sq_norms().sqrt(), flat_ref.norm(dim=1), rtol=1e-4, atol=1e-6)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        assert all((p.grad is None) == ("skip_param_grads" not in options) for p in trained)
+    finally:
+        engine.detach()
+    assert select_engine(model, "auto", x[:1]).name == "bk"
+
+
+def test_bk_mixes_calls_formed_during_backward_and_calls_kept_for_ghost_norms():
+    """A convolution called at two resolutions: under a tight memory bound the large call's
+    per-sample gradients are formed as its gradient arrives, the small call is kept for ghost
+    norms; the layer's per-sample gradients are their sum."""
+
+    class TwoScales(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 64, 3, padding=1)
+            self.head = nn.Linear(64 * 2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            big = self.conv(x).mean((2, 3))
+            small = self.conv(F.avg_pool2d(x, 8)).mean((2, 3))
+            return self.head(torch.cat([big, small], 1))
+
+    from defenses.privacy.engines.bk.capture import calls_by_group
+
+    torch.manual_seed(0)
+    model = TwoScales()
+    x, y = torch.rand(4, 2, 16, 16), torch.tensor([0, 1, 2, 0])
+    ref = reference_grads(model, x, y)
+    engine = BKEngine(max_bytes=1)
+    w = engine.attach(model)
+    F.cross_entropy(w(x), y).backward()
+    rec = calls_by_group(engine._captures)[0][engine._layers[0]]
+    assert len(rec.reduced) == 1 and len(rec.calls) == 1
+    psg = engine.collect()
+    got = psg.materialize()
+    torch.testing.assert_close(got[model.conv.weight], ref["conv.weight"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got[model.conv.bias], ref["conv.bias"], rtol=1e-4, atol=1e-6)
+    flat_ref = torch.cat([r.flatten(1) for r in ref.values()], 1)
+    torch.testing.assert_close(psg.sq_norms().sqrt(), flat_ref.norm(dim=1), rtol=1e-4, atol=1e-6)
+    engine.detach()

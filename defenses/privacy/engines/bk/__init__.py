@@ -13,7 +13,15 @@ cheaper (Li et al. 2021, Bu et al. 2023); the clipped sum is one matrix product 
 Supported layers: ``nn.Linear`` (any ``(batch, ..., features)`` input, Opacus's
 ``RNNLinear`` in ``DPLSTM`` included), ``nn.Conv1d`` / ``nn.Conv2d`` (``groups=1``, zero
 padding), ``nn.LayerNorm``, ``nn.GroupNorm`` and ``nn.Embedding``. Add a layer with
-:func:`register_layer`.
+:func:`register_layer`. Frozen parameters (``requires_grad=False``) are left alone, and a
+module whose trained parameters all sit in children (peft's LoRA layer: a frozen base
+layer with trained ``lora_A`` / ``lora_B`` linears) is handled through those children.
+
+Where the materialised per-sample gradients are small (convolutions: ``B*O*C*kh*kw``
+numbers, formed by one grouped convolution whose groups are the samples; normalisation
+layers: ``B`` times the parameters), a layer forms them as soon as its output gradient
+arrives (:meth:`Layer.reduce`) and the gradient is not kept, so a step's peak memory stays
+close to a non-private step's.
 
 The package, one concept per module:
 

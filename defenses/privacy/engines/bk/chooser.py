@@ -92,9 +92,9 @@ class NormCost:
         kh, kw = kernel
         L, K = positions, in_channels * kh * kw
         return cls(
-            mat_elems=B * (O * K + K * L),  # per-sample gradients and patches
+            mat_elems=B * O * K,  # per-sample gradients (one grouped convolution, no patches formed)
             ghost_elems=B * (P**2 + 2 * L * L),  # pixel Gram, patch Gram, output-gradient Gram
-            mat_flops=O * K * L + K * L,
+            mat_flops=O * K * L,
             ghost_flops=P**2 * in_channels + kh * kw * L * L + L * L * O + O * K * L,
             ghost_possible=calls == 1,
         )

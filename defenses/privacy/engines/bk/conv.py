@@ -17,8 +17,9 @@ from typing import TypeAlias, cast
 import torch
 from torch import nn
 
-from defenses.privacy.engines.bk.blocks import Block, Call, ConvBlock, ConvGeometry
-from defenses.privacy.engines.bk.chooser import Policy
+from defenses.privacy.engines.bk.blocks import Block, Call, ConvBlock, ConvGeometry, ParamGrads
+from defenses.privacy.engines.bk.blocks.conv import conv_cost, per_sample_weight_grads
+from defenses.privacy.engines.bk.chooser import Policy, choose_mode
 from defenses.privacy.engines.bk.layer import Layer
 from defenses.privacy.engines.bk.registry import register_layer
 
@@ -50,6 +51,24 @@ class ConvLayer(Layer[AnyConv]):
     def prepare(self, a: torch.Tensor) -> torch.Tensor:
         """The input as a 2-d batch ``(B, C, H, W)`` (a 1-d convolution gets a height of 1)."""
         return self._as_2d(a.detach())
+
+    def reduce(
+        self, a: torch.Tensor, g: torch.Tensor, policy: Policy, max_bytes: int, *, force: bool = False
+    ) -> ParamGrads | None:
+        """The call's per-sample gradients, unless ghost norms are the choice for it alone."""
+        g = self._as_2d(g)
+        if (
+            not force
+            and choose_mode(conv_cost(self.geometry, [Call(a, g)]), policy, max_bytes, a.element_size()) != "mat"
+        ):
+            return None
+        w, b = self.param("weight"), self.param("bias")
+        res: ParamGrads = {}
+        if w is not None:
+            res[w] = per_sample_weight_grads(self.geometry, a, g, self.workspace).view(a.shape[0], *w.shape)
+        if b is not None:
+            res[b] = g.sum((2, 3))
+        return res
 
     def block(self, calls: Sequence[Call], policy: Policy, max_bytes: int) -> Block:
         calls2d = [Call(a, self._as_2d(g)) for a, g in calls]

@@ -34,7 +34,8 @@ from defenses.privacy.engines.base import (
     StepTap,
     trainable_leaf_modules,
 )
-from defenses.privacy.engines.bk.capture import Capture, calls_by_group
+from defenses.privacy.engines.bk.blocks import Block, PerSampleBlock
+from defenses.privacy.engines.bk.capture import Capture, LayerCalls, calls_by_group
 from defenses.privacy.engines.bk.chooser import (
     DEFAULT_MAX_MATERIALIZE_BYTES,
     check_policy,
@@ -42,7 +43,7 @@ from defenses.privacy.engines.bk.chooser import (
 from defenses.privacy.engines.bk.grads import BKGrads, BlockGroup
 from defenses.privacy.engines.bk.layer import Layer
 from defenses.privacy.engines.bk.registry import layer_for
-from defenses.privacy.engines.bk.wrapper import BKModule
+from defenses.privacy.engines.bk.wrapper import BKModule, grad_source
 from securetrain.errors import EngineUnsupported
 
 
@@ -55,8 +56,8 @@ class BKEngine(Engine):
     ``"materialize"`` never uses ghost norms; ``"ghost-only"`` always does (for checks);
     see :mod:`defenses.privacy.engines.bk.chooser`.
     ``skip_param_grads`` (default): autograd does not compute the parameters' batch
-    gradients (see :class:`BKModule`); a model with a layer whose input does not come from
-    the model's input needs ``skip_param_grads=False`` (the verification finds out).
+    gradients (see :class:`BKModule`); the output of a trained layer whose input needs no
+    gradient (the first layer, an embedding of integer inputs) is made to receive one.
     """
 
     name: ClassVar[str] = "bk"
@@ -69,7 +70,7 @@ class BKEngine(Engine):
         self.policy = check_policy(policy)
         self.max_bytes = int(max_bytes)
         self.skip_param_grads = bool(skip_param_grads)
-        self._lost: set[str] = set()
+        self._anchor = torch.zeros((), requires_grad=True)  # see grad_source
         self._captures: list[Capture] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._layers: list[Layer[Any]] = []
@@ -110,25 +111,28 @@ class BKEngine(Engine):
             self._handles.append(m.register_forward_hook(self._make_hook(layer)))
         return wrapper
 
-    def _make_hook(self, layer: Layer[Any]) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+    def _make_hook(self, layer: Layer[Any]) -> Callable[[nn.Module, tuple[Any, ...], Any], torch.Tensor | None]:
         """The forward hook recording ``layer``'s calls (batched, on the per-sample path) as captures."""
 
-        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> torch.Tensor | None:
             tap = self.tap
             if tap is None or not tap.recording or not isinstance(output, torch.Tensor):
-                return
+                return None
             a = inputs[0]
             expected = tap.group_batch.get(tap.group)
             if expected is None or a.dim() == 0 or a.shape[0] != expected:
                 self._unbatched[layer.name] = tuple(a.shape)
-                return
+                return None
+            replaced = None
             if not output.requires_grad:
-                if self.skip_param_grads:
-                    self._lost.add(layer.name)  # its input does not depend on the model's input
-                return
-            capture = Capture(layer, layer.prepare(a), tap.group)
-            output.register_hook(capture.add_grad)  # type: ignore[no-untyped-call]
+                if not self.skip_param_grads or not output.is_floating_point():
+                    return None
+                # parameters are off and the input needs no gradient: the output starts the backward pass
+                output = replaced = grad_source(output, self._anchor)
+            capture = Capture(layer, layer.prepare(a), tap.group, self.policy, self.max_bytes)
+            output.register_hook(capture.add_grad)
             self._captures.append(capture)
+            return replaced
 
         return hook
 
@@ -148,23 +152,14 @@ class BKEngine(Engine):
             self.tap.reset()
 
     def _raise_unrecorded(self) -> None:
-        """Layers that saw an unbatched input, or got no gradient: :class:`EngineUnsupported`."""
+        """Layers that saw an unbatched input: :class:`EngineUnsupported`."""
         if self._unbatched:
             names = sorted(self._unbatched)
             detail = ", ".join(f"{n} got input of shape {self._unbatched[n]}" for n in names)
             self._unbatched.clear()
-            self._lost.clear()
             raise EngineUnsupported(
                 f"per-sample gradients need every trainable layer to see the batch dimension first; {detail}. "
                 "Index such layers with a batched tensor (e.g. self.pos(positions.expand(x.shape[0], -1)))",
-                names,
-            )
-        if self._lost:
-            names = sorted(self._lost)
-            self._lost.clear()
-            raise EngineUnsupported(
-                f"with skip_param_grads, layers whose input does not depend on the model's input get no gradient: "
-                f"{', '.join(names)}; use BKEngine(skip_param_grads=False)",
                 names,
             )
 
@@ -176,12 +171,26 @@ class BKEngine(Engine):
         for gid, layers in sorted(calls_by_group(self._captures).items()):
             batch = self.tap.group_batch.get(gid, 0)
             if batch:
-                blocks = [layer.block(calls, self.policy, self.max_bytes) for layer, calls in layers.items()]
+                blocks = [self._block(layer, rec) for layer, rec in layers.items()]
                 groups.append(BlockGroup(batch, blocks))
         if not groups:
             device = params[0].device if params else torch.device("cpu")
             return EmptyGrads(params, device)
         return BKGrads(groups, params, autograd_writes_grad=not self.skip_param_grads)
+
+    def _block(self, layer: Layer[Any], rec: LayerCalls) -> Block:
+        """One layer's block: its kept calls combined, or the gradients formed during the backward pass summed."""
+        if not rec.reduced:
+            return layer.block(rec.calls, self.policy, self.max_bytes)
+        parts = list(rec.reduced)
+        for a, g in rec.calls:  # some calls were kept (e.g. ghost-sized): form theirs too, norms need the sum
+            more = layer.reduce(a, g, self.policy, self.max_bytes, force=True)
+            assert more is not None
+            parts.append(more)
+        total = parts[0]
+        for more in parts[1:]:
+            total = {p: t + more[p] for p, t in total.items()}
+        return PerSampleBlock(total)
 
 
 class GhostEngine(BKEngine):

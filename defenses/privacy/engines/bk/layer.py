@@ -32,7 +32,7 @@ from typing import Generic, TypeVar
 import torch
 from torch import nn
 
-from defenses.privacy.engines.bk.blocks.base import Block, Call
+from defenses.privacy.engines.bk.blocks.base import Block, Call, ParamGrads
 from defenses.privacy.engines.bk.chooser import Policy
 from defenses.privacy.engines.bk.workspace import Workspace
 
@@ -67,6 +67,18 @@ class Layer(ABC, Generic[M]):
     @abstractmethod
     def block(self, calls: Sequence[Call], policy: Policy, max_bytes: int) -> Block:
         """Combine every call of the module in one group of samples."""
+
+    def reduce(
+        self, a: torch.Tensor, g: torch.Tensor, policy: Policy, max_bytes: int, *, force: bool = False
+    ) -> ParamGrads | None:
+        """One call's raw per-sample gradients ``(B, *p.shape)``, formed as its output gradient arrives.
+
+        ``None`` (the default) keeps the call's input and output gradient for :meth:`block`
+        (ghost norms, outer products). A layer that returns gradients here must return them
+        whenever ``force`` is true; they must be linear in ``g``. Reduced calls are summed into
+        a :class:`~defenses.privacy.engines.bk.blocks.PerSampleBlock`.
+        """
+        return None
 
     def param(self, attr: str) -> nn.Parameter | None:
         """The module's parameter ``attr`` when it exists and is trained, else ``None``."""

@@ -1,6 +1,7 @@
 """``nn.LayerNorm`` and ``nn.GroupNorm``: small per-sample gradients of the affine parameters.
 
-The normalised input ``x_hat`` is recomputed from the kept input; sample ``i``'s weight
+The normalised input ``x_hat`` is recomputed from the kept input (for GroupNorm only its
+per-group mean and variance); sample ``i``'s weight
 gradient is ``g_i * x_hat_i`` and its bias gradient ``g_i``, each summed over the
 positions the parameter is shared by.
 
@@ -36,7 +37,11 @@ N = TypeVar("N", nn.LayerNorm, nn.GroupNorm)
 
 
 class AffineNormLayer(Layer[N]):
-    """A normalisation with an elementwise affine map: ``y = x_hat * weight + bias``."""
+    """A normalisation with an elementwise affine map: ``y = x_hat * weight + bias``.
+
+    A call's per-sample gradients are formed as its output gradient arrives
+    (:meth:`reduce`); they are small (``B`` times the parameters).
+    """
 
     @abstractmethod
     def normalize(self, a: torch.Tensor) -> torch.Tensor:
@@ -46,18 +51,28 @@ class AffineNormLayer(Layer[N]):
     def shared_dims(self, a: torch.Tensor) -> tuple[int, ...]:
         """The dimensions of ``a`` over which one parameter entry is shared (summed)."""
 
-    def block(self, calls: Sequence[Call], policy: Policy, max_bytes: int) -> Block:
+    def weight_grads(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Per-sample weight gradients: ``g * x_hat`` summed over :meth:`shared_dims`."""
+        reduce = self.shared_dims(a)
+        return self.normalize(a).mul_(g).sum(reduce) if reduce else g * self.normalize(a)
+
+    def reduce(
+        self, a: torch.Tensor, g: torch.Tensor, policy: Policy, max_bytes: int, *, force: bool = False
+    ) -> ParamGrads:
         w, b = self.param("weight"), self.param("bias")
+        res: ParamGrads = {}
+        if w is not None:
+            res[w] = self.weight_grads(a, g)
+        if b is not None:
+            reduce = self.shared_dims(a)
+            res[b] = g.sum(reduce) if reduce else g
+        return res
+
+    def block(self, calls: Sequence[Call], policy: Policy, max_bytes: int) -> Block:
         grads: ParamGrads = {}
         for a, g in calls:
-            reduce = self.shared_dims(a)
-            if w is not None:
-                xhat = self.normalize(a)
-                gw = (g * xhat).sum(reduce) if reduce else g * xhat
-                grads[w] = grads[w] + gw if w in grads else gw
-            if b is not None:
-                gb = g.sum(reduce) if reduce else g
-                grads[b] = grads[b] + gb if b in grads else gb
+            for p, t in self.reduce(a, g, policy, max_bytes).items():
+                grads[p] = grads[p] + t if p in grads else t
         return PerSampleBlock(grads)
 
 
@@ -78,6 +93,22 @@ class GroupNormLayer(AffineNormLayer[nn.GroupNorm]):
 
     def normalize(self, a: torch.Tensor) -> torch.Tensor:
         return F.group_norm(a, self.module.num_groups, eps=self.module.eps)
+
+    def weight_grads(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """``sum_hw g * (a - mean) * rstd`` as ``rstd * (sum_hw g*a - mean * sum_hw g)``, per channel.
+
+        PyTorch's own GroupNorm backward uses the same identity; nothing as large as the
+        activation is allocated.
+        """
+        m = self.module
+        B, C = a.shape[:2]
+        G = m.num_groups
+        var, mean = torch.var_mean(a.reshape(B * G, -1), dim=1, correction=0)
+        rstd = (var + m.eps).rsqrt_().view(B, G, 1)
+        ga = torch.linalg.vecdot(g.reshape(B, C, -1), a.reshape(B, C, -1)).view(B, G, C // G)
+        gs = g.reshape(B, C, -1).sum(2).view(B, G, C // G)
+        gw: torch.Tensor = ((ga - mean.view(B, G, 1) * gs) * rstd).view(B, C)
+        return gw
 
     def shared_dims(self, a: torch.Tensor) -> tuple[int, ...]:
         return tuple(range(2, a.dim()))

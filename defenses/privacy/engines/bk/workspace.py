@@ -41,6 +41,15 @@ class Workspace:
         self._taken.add(key)
         return buf
 
+    def constant(self, key: str, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+        """A zero tensor of ``shape`` (``like``'s dtype and device), kept and shared: never write to it."""
+        key = "const:" + key
+        buf = self._pool.get(key)
+        if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != like.dtype or buf.device != like.device:
+            buf = torch.zeros(tuple(shape), dtype=like.dtype, device=like.device)
+            self._pool[key] = buf
+        return buf
+
     def release(self) -> None:
         """The step is over: the work tensors may be handed out again."""
         self._taken.clear()

@@ -1,7 +1,7 @@
 """Convolution block: ``nn.Conv1d`` / ``nn.Conv2d`` (``groups=1``, zero padding) as 2-d.
 
-Norms are *materialised* (patches unfolded by a strided view, one batched product per
-sample) or *ghost*, where the Gram matrix of each sample's patches is assembled from
+Norms are *materialised* (every sample's weight gradient from one grouped convolution
+whose groups are the samples) or *ghost*, where the Gram matrix of each sample's patches is assembled from
 the Gram matrix of its padded pixels (see
 :meth:`~defenses.privacy.engines.bk.blocks.patches.ConvGeometry.patch_gram`), as
 :func:`~defenses.privacy.engines.bk.chooser.choose_mode` decides. Clipped sums are
@@ -47,12 +47,55 @@ _convolution_backward = cast(
 )
 
 
+def per_sample_weight_grads(
+    geometry: ConvGeometry, a: torch.Tensor, g: torch.Tensor, workspace: Workspace
+) -> torch.Tensor:
+    """``(B*O, C, kh, kw)``: each sample's weight gradient for inputs ``a`` ``(B, C, H, W)``
+    and output gradients ``g`` ``(B, O, oh, ow)``, from one grouped convolution.
+
+    The batch is folded into the channels (``(1, B*C, H, W)`` inputs, ``(1, B*O, oh, ow)``
+    output gradients, ``groups=B``), so group ``b``'s weight gradient is sample ``b``'s. No
+    patch matrix is formed.
+    """
+    (kh, kw), (sh, sw), (dh, dw) = geometry.kernel, geometry.stride, geometry.dilation
+    sym = geometry.symmetric_padding()
+    if sym is None:
+        a, sym = geometry.pad(a), (0, 0)
+    B, C = a.shape[:2]
+    O = g.shape[1]
+    if B == 0:
+        return a.new_zeros((0, C, kh, kw))
+    # only the weight's shape is read when the weight gradient alone is asked for
+    shape_only = workspace.constant("grouped_weight", (B * O, C, kh, kw), a)
+    return _convolution_backward(
+        g.reshape(1, B * O, *g.shape[-2:]),
+        a.reshape(1, B * C, *a.shape[-2:]),
+        shape_only,
+        None,
+        [sh, sw],
+        list(sym),
+        [dh, dw],
+        False,
+        [0, 0],
+        B,
+        [False, True, False],
+    )[1]
+
+
+def conv_cost(geometry: ConvGeometry, calls: Sequence[Call]) -> NormCost:
+    """What the calls' norms cost each way (see :meth:`NormCost.conv`)."""
+    a0, g0 = calls[0]
+    B, C = a0.shape[:2]
+    oh, ow = g0.shape[-2:]
+    Hp, Wp = geometry.padded_hw(a0)
+    return NormCost.conv(B, g0.shape[1], C, geometry.kernel, oh * ow * len(calls), Hp * Wp, len(calls))
+
+
 class ConvBlock(Block):
     """A 2-d convolution's calls: inputs ``(B, C, H, W)`` (unpadded), output gradients ``(B, O, oh, ow)``.
 
     Ghost norms are implemented for a convolution called once per group; several calls
-    are materialised. ``workspace`` keeps the patches' and per-sample gradients' memory
-    from step to step.
+    are materialised. ``workspace`` keeps work tensors from step to step.
     """
 
     def __init__(
@@ -70,10 +113,7 @@ class ConvBlock(Block):
         a0, g0 = self.calls[0]
         B, C = a0.shape[:2]
         O = g0.shape[1]
-        oh, ow = g0.shape[-2:]
-        Hp, Wp = geometry.padded_hw(a0)
-        cost = NormCost.conv(B, O, C, geometry.kernel, oh * ow * len(self.calls), Hp * Wp, len(self.calls))
-        self.mode: Mode = choose_mode(cost, policy, max_bytes, a0.element_size())
+        self.mode: Mode = choose_mode(conv_cost(geometry, self.calls), policy, max_bytes, a0.element_size())
         self.B, self.C, self.O = B, C, O
         self._gs: torch.Tensor | None = None
         self._gb: torch.Tensor | None = None
@@ -88,15 +128,17 @@ class ConvBlock(Block):
         return self._gb
 
     def _per_sample_weight(self) -> torch.Tensor:
+        """``(B, O, C*kh*kw)``: every sample's weight gradient, summed over the calls.
+
+        One grouped convolution's weight gradient: the batch is folded into the channels
+        (``(1, B*C, H, W)`` inputs, ``(1, B*O, oh, ow)`` output gradients, ``groups=B``),
+        so group ``b``'s weight gradient is sample ``b``'s. No patch matrix is formed.
+        """
         if self._gs is None:
             gs: torch.Tensor | None = None
             for a, g in self.calls:
-                A = self.geometry.unfold(a, self.workspace)
-                if gs is None:
-                    out = self.workspace.buffer("gs", (self.B, self.O, A.shape[1]), g)
-                    gs = torch.bmm(g.reshape(self.B, self.O, -1), A.transpose(1, 2), out=out)
-                else:
-                    gs = gs + torch.bmm(g.reshape(self.B, self.O, -1), A.transpose(1, 2))
+                one = per_sample_weight_grads(self.geometry, a, g, self.workspace).view(self.B, self.O, -1)
+                gs = one if gs is None else gs + one
             self._gs = gs
         assert self._gs is not None
         return self._gs
