@@ -109,7 +109,9 @@ def membership_section(
         raise ConfigurationError(
             f"attacks.membership does not provide audit_run ({exc}); update the attacks package or drop --membership"
         ) from exc
-    section = audit_run(run_dir, shadow_models=shadow_models, seed=seed, progress=progress, **run_options)
+    if progress:
+        run_options = {**run_options, "progress": True}
+    section = audit_run(run_dir, shadow_models=shadow_models, seed=seed, **run_options)
     return MembershipSection.from_dict(section)  # a copy; an older audit may give the JSON form
 
 

@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from securetrain.cli.output import HelpFormatter, add_output_arguments, emit, is_quiet, json_result, show_progress
+from securetrain.cli.output import (
+    HelpFormatter,
+    add_output_arguments,
+    emit,
+    is_quiet,
+    json_result,
+    show_progress,
+    wants_json,
+)
 from securetrain.cli.specs import add_spec_arguments
 
 
@@ -108,6 +116,8 @@ def _encrypt(args: argparse.Namespace) -> int:
     samples = args.samples
     if samples is None:
         samples = x_test.shape[0] if args.mode == "throughput" else min(32, x_test.shape[0])
+    if not 1 <= samples <= x_test.shape[0]:  # before planning: a refused command prints no plan
+        raise EncryptionError(f"samples must be between 1 and {x_test.shape[0]}, got {samples}")
     em = EncryptedModel.build(
         model,
         args.mode,
@@ -117,9 +127,10 @@ def _encrypt(args: argparse.Namespace) -> int:
         max_poly_modulus_degree=args.max_poly_modulus_degree,
     )
     estimate = estimate_plan(em, samples)
-    if not is_quiet(args):  # the plan goes to stderr: stdout stays one JSON object under --json
-        sys.stderr.write("\n".join(estimate.lines()) + "\n")
-        sys.stderr.flush()
+    if not is_quiet(args):  # under --json the plan is a log line on stderr: stdout stays one JSON object
+        stream = sys.stderr if wants_json(args) else sys.stdout
+        stream.write("\n".join(estimate.lines()) + "\n")
+        stream.flush()
     if estimate.total_s > args.max_seconds:
         other = "throughput" if args.mode == "latency" else "latency"
         raise EncryptionError(

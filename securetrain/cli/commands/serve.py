@@ -6,6 +6,7 @@ import argparse
 import math
 import sys
 
+from securetrain.cli.output import HelpFormatter
 from securetrain.cli.specs import add_spec_arguments
 
 
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "token) and ciphertexts to /v1/infer with that token (see securetrain.encrypted.RemoteClient). The "
             "server never holds a secret key; each client's contexts are its own, within per-client quotas."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("dir", help="run directory (from `securetrain train`)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
