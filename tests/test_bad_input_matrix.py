@@ -1085,7 +1085,7 @@ API_CASES = [
         "data-split",
         lambda t: securetrain.data.load("digits", "val"),
         ConfigurationError,
-        r"^unknown split 'val'; choose one of: train, test$",
+        r"^data set 'digits' has no split 'val'; choose one of: train, validation, test$",
     ),
     api("data-unknown", lambda t: securetrain.data.load("imagenet"), UnknownNameError, r"^unknown data set 'imagenet'"),
     api(
