@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from securetrain import data as _data
+from securetrain import data as st_data
 from securetrain.checkpoint import load_state, save_state
 
 from ..helpers import InterruptAfter, Interrupted
@@ -200,7 +200,7 @@ def _assert_replicas_identical(ranks: list[dict]) -> None:
 
 
 def _n_train() -> int:
-    return len(_data.load("breast_cancer", "train")[1])
+    return len(st_data.load("breast_cancer", "train")[1])
 
 
 def _max_diff(a: dict, b: dict) -> float:
