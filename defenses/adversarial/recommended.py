@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from defenses.recipe import Recipe
 
+
 def recommended_adversarial(private: bool = False, epsilon: float = 0.1) -> Recipe:
     """The fast recipe for the digits CNN at L-infinity ``epsilon`` (default 0.1).
 
