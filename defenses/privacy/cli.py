@@ -21,7 +21,7 @@ from typing import Any
 ACCOUNTANT_CHOICES = ("prv", "rdp", "gdp")
 MODE_CHOICES = ("auto", "bk", "ghost", "hooks", "functorch", "ew", "vmap")
 
-_DP_ONLY = ("epsilon", "delta", "noise_multiplier", "max_epsilon", "physical_batch_size")
+_DP_ONLY = ("epsilon", "delta", "noise_multiplier", "max_epsilon", "physical_batch_size", "ema_decay")
 GENERIC_CLIP = 1.0
 """The clipping norm without a flag or a recipe."""
 
@@ -69,6 +69,13 @@ class PrivacyOption:
             help="split Poisson batches into chunks of at most this size",
         )
         g.add_argument("--grad-sample-mode", default="auto", choices=MODE_CHOICES, help="per-sample gradient engine")
+        g.add_argument(
+            "--ema-decay",
+            type=float,
+            default=None,
+            help="give the model the exponential moving average of its private iterates at the end "
+            "(post-processing: no privacy cost), e.g. 0.999",
+        )
 
     def build(self, args: argparse.Namespace) -> Any:
         """A ``DifferentialPrivacy`` defense when ``--dp`` was given, else ``None``."""
@@ -100,6 +107,7 @@ class PrivacyOption:
             max_epsilon=args.max_epsilon,
             physical_batch_size=args.physical_batch_size,
             grad_sample_mode=args.grad_sample_mode,
+            ema_decay=pick("ema_decay", None),
         )
 
 

@@ -94,6 +94,7 @@ def privacy_section(
         "model_changes": list(model_changes),
         "validity_checks": monitor.codes(),
         "noise_rng": NOISE_RNG,
+        "ema_decay": settings.ema_decay,
     }
 
 

@@ -59,3 +59,80 @@ def test_without_dp_or_without_a_recipe_the_generic_defaults_apply(tmp_path, cap
     cfg = _config(plain)
     assert "recipe" not in cfg and cfg["train"]["batch_size"] == GENERIC["batch_size"]
     assert "recipe:" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- the parameter average (EMA)
+
+
+def _private_loop(ema_decay):
+    import torch
+    from torch import nn
+
+    from defenses.privacy import DifferentialPrivacy
+    from securetrain.training import protect
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(96, 4), torch.randint(0, 2, (96,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=16)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    dp = DifferentialPrivacy(noise_multiplier=1.0, epochs=2, accountant="rdp", seed=3, ema_decay=ema_decay)
+    iterates = []
+    with protect(model, opt, loader, [dp]) as session:
+        for _ in range(2):
+            for x, y in session.train_loader:
+                if not session.can_step():
+                    break
+                session.optimizer.zero_grad()
+                session.loss(x, y).backward()
+                session.step()
+                iterates.append([p.detach().clone() for p in model.parameters()])
+    return model, iterates, session.report()["privacy"]
+
+
+def test_the_parameter_average_is_post_processing_accounted_as_the_plain_run():
+    import torch
+
+    from defenses.privacy.ema import warmup_decay
+
+    raw_model, raw_iterates, raw_privacy = _private_loop(None)
+    ema_model, ema_iterates, ema_privacy = _private_loop(0.9)
+    # the same noisy iterates were released, at the same epsilon, noise, rate and steps
+    assert len(raw_iterates) == len(ema_iterates) == raw_privacy["steps"] > 3
+    for a, b in zip(raw_iterates, ema_iterates):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for key in ("epsilon", "noise_multiplier", "sample_rate", "steps", "valid"):
+        assert ema_privacy[key] == raw_privacy[key], key
+    assert ema_privacy["ema_decay"] == 0.9 and raw_privacy["ema_decay"] is None
+    # the model the run delivers is the moving average of those iterates, computed here by hand
+    torch.manual_seed(0)
+    first = _initial_parameters()
+    avg = [p.clone() for p in first]
+    for t, params in enumerate(ema_iterates, start=1):
+        d = warmup_decay(0.9, t)
+        avg = [d * a + (1 - d) * p for a, p in zip(avg, params)]
+    for got, want in zip(ema_model.parameters(), avg):
+        assert torch.allclose(got, want, atol=1e-6)
+    assert not all(torch.equal(a, b) for a, b in zip(ema_model.parameters(), raw_model.parameters()))
+
+
+def _initial_parameters():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    torch.randn(96, 4), torch.randint(0, 2, (96,))
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_ema_decay_is_checked():
+    import pytest
+
+    from defenses.privacy import DifferentialPrivacy
+    from securetrain.errors import PrivacyError
+
+    for bad in (0.0, 1.0, 1.5, True, "0.9"):
+        with pytest.raises(PrivacyError, match=r"ema_decay must be a number in \(0, 1\), such as 0.999"):
+            DifferentialPrivacy(epsilon=1.0, ema_decay=bad)
+    assert DifferentialPrivacy(epsilon=1.0, ema_decay=0.99).config()["ema_decay"] == 0.99
