@@ -136,3 +136,38 @@ def test_ema_decay_is_checked():
         with pytest.raises(PrivacyError, match=r"ema_decay must be a number in \(0, 1\), such as 0.999"):
             DifferentialPrivacy(epsilon=1.0, ema_decay=bad)
     assert DifferentialPrivacy(epsilon=1.0, ema_decay=0.99).config()["ema_decay"] == 0.99
+
+
+# ---------------------------------------------------------------------- tempered sigmoid (tanh) activations
+
+
+def test_tanh_models_train_privately_with_the_same_accounting_and_reload_as_trained(tmp_path):
+    import torch
+    from torch import nn
+
+    import securetrain
+    from defenses.privacy import DifferentialPrivacy
+    from securetrain.training import TrainConfig
+
+    privacy = {}
+    for activation in ("relu", "tanh"):
+        cfg = TrainConfig(
+            data="breast_cancer",
+            model="mlp",
+            model_kwargs={"hidden": [8], "activation": activation},
+            epochs=1,
+            batch_size=64,
+            progress=False,
+        )
+        dp = DifferentialPrivacy(noise_multiplier=1.0, accountant="rdp", grad_sample_mode="auto")
+        result = securetrain.train(cfg, tmp_path / activation, [dp], write_html=False)
+        privacy[activation] = result.report.privacy
+        model = securetrain.load_model(tmp_path / activation)
+        kinds = {type(m) for m in model.modules()}
+        assert (nn.Tanh in kinds) == (activation == "tanh") and (nn.ReLU in kinds) == (activation == "relu")
+        x, _ = securetrain.data.load("breast_cancer", "test")
+        assert torch.equal(model(x), result.model.eval()(x))  # the reloaded model is the trained one
+    # an activation has no parameters: the per-sample gradients were verified and the accounting is the same
+    for key in ("epsilon", "noise_multiplier", "sample_rate", "steps", "valid"):
+        assert privacy["tanh"][key] == privacy["relu"][key], key
+    assert privacy["tanh"]["valid"] is True
