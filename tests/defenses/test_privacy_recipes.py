@@ -171,3 +171,17 @@ def test_tanh_models_train_privately_with_the_same_accounting_and_reload_as_trai
     for key in ("epsilon", "noise_multiplier", "sample_rate", "steps", "valid"):
         assert privacy["tanh"][key] == privacy["relu"][key], key
     assert privacy["tanh"]["valid"] is True
+
+
+def test_sweep_points_carry_the_validation_accuracy(tmp_path):
+    import securetrain
+    from defenses.privacy import sweep
+    from securetrain.training import TrainConfig, evaluate
+
+    cfg = TrainConfig(data="breast_cancer", epochs=1, progress=False)
+    result = sweep(cfg, [2.0], tmp_path, privacy={"accountant": "rdp"}, non_private=False, write_html=False)
+    (point,) = result.points
+    model = securetrain.load_model(point["run_dir"])
+    want = evaluate(model, *securetrain.data.load("breast_cancer", "validation"))["accuracy"]
+    assert point["validation_accuracy"] == want
+    assert result.report.extra["sweep"]["non_private_validation_accuracy"] is None

@@ -99,8 +99,10 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(summary(result.report, args.out))
     for p in result.points:
         valid = "" if p["valid"] else " (NOT VALID)"
+        va = p.get("validation_accuracy")
+        shown = f", validation {va:.4f}" if va is not None else ""
         sys.stdout.write(
-            f"epsilon {p['epsilon']:g}: accuracy {p['accuracy']:.4f}, spent {p['epsilon_spent']:.3f}{valid}\n"
+            f"epsilon {p['epsilon']:g}: accuracy {p['accuracy']:.4f}{shown}, spent {p['epsilon_spent']:.3f}{valid}\n"
         )
     if result.non_private_accuracy is not None:
         sys.stdout.write(f"non-private: accuracy {result.non_private_accuracy:.4f}\n")
