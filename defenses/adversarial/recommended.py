@@ -32,3 +32,6 @@ def recommended_adversarial(private: bool = False, epsilon: float = 0.1) -> Reci
     if private:
         return Recipe("fgsm", epsilon, {}, {**train, "epochs": 20, "batch_size": 128})
     return Recipe("fgsm", epsilon, {}, {**train, "epochs": 15, "batch_size": 64})
+
+
+__all__ = ["Recipe", "recommended_adversarial"]

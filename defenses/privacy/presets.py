@@ -18,8 +18,8 @@ otherwise. ``recommended_privacy`` (a dictionary) is the deprecated older form.
 Example:
     >>> from defenses.privacy import recommended
     >>> rec = recommended("digits")
-    >>> rec.train["model"], rec.train["batch_size"], rec.settings["max_grad_norm"], rec.epsilon
-    ('cnn', 128, 0.1, 3.0)
+    >>> rec.train["model"], rec.train["model_kwargs"], rec.settings["max_grad_norm"], rec.epsilon
+    ('cnn', {'activation': 'tanh'}, 0.1, 3.0)
     >>> recommended("digits", "mlp", epsilon=1.0).train["model_kwargs"]
     {'hidden': [64]}
     >>> type(recommended("breast_cancer").defense()).__name__
@@ -44,7 +44,15 @@ _RECIPES: dict[tuple[str, str], Recipe] = {
         METHOD,
         3.0,
         dict(_PRIVACY),
-        {"data": "digits", "model": "cnn", "batch_size": 128, "epochs": 15, **_ADAM, "lr": 0.02},
+        {
+            "data": "digits",
+            "model": "cnn",
+            "model_kwargs": {"activation": "tanh"},
+            "batch_size": 256,
+            "epochs": 30,
+            **_ADAM,
+            "lr": 0.02,
+        },
         defense_name="privacy",
         measured="digits CNN; figures in docs/privacy.md (benchmarks/bench_dp.py --part accuracy)",
     ),
@@ -84,7 +92,15 @@ _RECIPES: dict[tuple[str, str], Recipe] = {
         METHOD,
         3.0,
         dict(_PRIVACY),
-        {"data": "mnist-5k", "model": "cnn", "batch_size": 256, "epochs": 15, **_ADAM, "lr": 0.005},
+        {
+            "data": "mnist-5k",
+            "model": "cnn",
+            "model_kwargs": {"activation": "tanh"},
+            "batch_size": 256,
+            "epochs": 15,
+            **_ADAM,
+            "lr": 0.005,
+        },
         defense_name="privacy",
         measured="mnist-5k CNN; figures in docs/privacy.md",
     ),

@@ -172,8 +172,10 @@ def run(args: argparse.Namespace) -> int:
 def recipe_from_args(args: argparse.Namespace) -> Recipe | None:
     """The recommended private recipe that ``--dp`` without settings falls back on (``None``: none applies)."""
     from defenses.privacy.cli import recipe_for
+    from defenses.recipe import Recipe
 
-    return recipe_for(args)
+    recipe = recipe_for(args)
+    return recipe if isinstance(recipe, Recipe) else None
 
 
 def recipe_record(recipe: Recipe | None) -> dict[str, Any] | None:
