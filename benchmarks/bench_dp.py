@@ -204,7 +204,8 @@ def epoch_ratio(batch: int, epochs: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- whole command
 
 
-COMMAND = ["train", "--data", "digits", "--model", "cnn", "--batch-size", "64", "--optimizer", "adam", "--lr", "0.01"]
+COMMAND = ["train", "--data", "digits", "--model", "cnn", "--model-kwargs", "{}", "--batch-size", "64"]
+COMMAND += ["--optimizer", "adam", "--lr", "0.01"]
 """The command both runs share; the private one adds ``--dp --epsilon 3 --max-grad-norm 1``."""
 
 

@@ -185,3 +185,20 @@ def test_sweep_points_carry_the_validation_accuracy(tmp_path):
     want = evaluate(model, *securetrain.data.load("breast_cancer", "validation"))["accuracy"]
     assert point["validation_accuracy"] == want
     assert result.report.extra["sweep"]["non_private_validation_accuracy"] is None
+
+
+def test_model_options_given_override_the_recipe_ones():
+    import argparse
+
+    from securetrain.cli.commands.train import add_training_arguments, config_from_args, recipe_from_args
+    from securetrain.cli.plugins import load_providers
+
+    p = argparse.ArgumentParser()
+    add_training_arguments(p)
+    for provider in load_providers():
+        provider.add_arguments(p)
+    recipe_kwargs = recommended("digits").train["model_kwargs"]
+    args = p.parse_args(["--data", "digits", "--dp"])
+    assert config_from_args(args, recipe_from_args(args)).model_kwargs == recipe_kwargs
+    args = p.parse_args(["--data", "digits", "--dp", "--model-kwargs", "{}"])
+    assert config_from_args(args, recipe_from_args(args)).model_kwargs == {}

@@ -70,7 +70,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default=None, help=f"model: {', '.join(MODELS.names())} (default: the data set's default)"
     )
-    p.add_argument("--model-kwargs", default="{}", help="JSON object of model options, e.g. '{\"hidden\": 64}'")
+    p.add_argument(
+        "--model-kwargs",
+        default=None,
+        help="JSON object of model options, e.g. '{\"hidden\": 64}' (default {}; with train --dp: the recipe's)",
+    )
     # None: the generic default below, or (train --dp) the recommended recipe's value
     p.add_argument("--epochs", type=int, default=None, help=f"number of epochs (default {GENERIC['epochs']}){_RECIPE}")
     p.add_argument(
@@ -95,14 +99,14 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
     from securetrain.training import TrainConfig
 
     try:
-        kwargs = json.loads(args.model_kwargs)
+        kwargs = json.loads(args.model_kwargs if args.model_kwargs is not None else "{}")
     except (json.JSONDecodeError, RecursionError) as exc:
         detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ConfigurationError(f"--model-kwargs must be a JSON object: {detail}") from None
     if not isinstance(kwargs, dict):
         raise ConfigurationError("--model-kwargs must be a JSON object")
     from_recipe = dict(recipe.train) if recipe is not None else {}
-    if args.model_kwargs.strip() in ("", "{}") and "model_kwargs" in from_recipe:
+    if args.model_kwargs is None and "model_kwargs" in from_recipe:
         kwargs = dict(from_recipe["model_kwargs"])
 
     def pick(name: str) -> Any:
