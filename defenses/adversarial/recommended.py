@@ -9,39 +9,13 @@ Example:
     ('fgsm', 0.1)
     >>> type(r.defense()).__name__
     'FastAdversarialTraining'
+
+``Recipe`` is :class:`defenses.recipe.Recipe`, the type private training's recipes share.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from defenses.adversarial.base import AdversarialTraining
-
-if TYPE_CHECKING:
-    from securetrain.training import TrainConfig
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """An adversarial-training method, its settings and the training settings it was measured with."""
-
-    method: str
-    epsilon: float
-    settings: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-
-    def defense(self) -> AdversarialTraining:
-        """A fresh defense with these settings."""
-        from defenses.adversarial.registry import make_adversarial
-
-        return make_adversarial(self.method, self.epsilon, **self.settings)
-
-    def train_config(self, **overrides: Any) -> TrainConfig:
-        """A :class:`securetrain.training.TrainConfig` with the recipe's training settings."""
-        from securetrain.training import TrainConfig
-
-        return TrainConfig(**{**self.train, **overrides})
+from defenses.recipe import Recipe
 
 
 def recommended_adversarial(private: bool = False, epsilon: float = 0.1) -> Recipe:
@@ -58,3 +32,6 @@ def recommended_adversarial(private: bool = False, epsilon: float = 0.1) -> Reci
     if private:
         return Recipe("fgsm", epsilon, {}, {**train, "epochs": 20, "batch_size": 128})
     return Recipe("fgsm", epsilon, {}, {**train, "epochs": 15, "batch_size": 64})
+
+
+__all__ = ["Recipe", "recommended_adversarial"]

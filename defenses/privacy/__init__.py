@@ -7,7 +7,7 @@ Public API (imported lazily; ``import defenses.privacy`` is cheap):
 * :class:`PrivacyBudget` - the accountant's history, the epsilon spent, whether one more step fits
 * :func:`make_compatible` - replace BatchNorm/LSTM/attention layers in place, or refuse
 * :func:`declare_forward_passes` - a hand-written loop's extra hooked passes of the same samples
-* :func:`recommended_privacy` - tuned training and privacy settings per data set
+* :func:`recommended` - the recipe (a :class:`~defenses.recipe.Recipe`) for a data set and model
 * :func:`sweep` - train at several epsilons and return the privacy-utility curve
 * accounting helpers: :func:`epsilon`, :func:`calibrate_noise`, :func:`max_steps`
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from defenses.privacy.config import PrivacyConfig
     from defenses.privacy.curve import sweep
     from defenses.privacy.defense import DifferentialPrivacy
-    from defenses.privacy.presets import recommended_privacy
+    from defenses.privacy.presets import recommended
     from defenses.privacy.validity import declare_forward_passes
 
 _LAZY = {
@@ -40,7 +40,7 @@ _LAZY = {
     "PrivacyBudget": "defenses.privacy.budget",
     "make_compatible": "defenses.privacy.compat",
     "declare_forward_passes": "defenses.privacy.validity",
-    "recommended_privacy": "defenses.privacy.presets",
+    "recommended": "defenses.privacy.presets",
     "sweep": "defenses.privacy.curve",
     "epsilon": "defenses.privacy.accounting",
     "calibrate_noise": "defenses.privacy.accounting",
@@ -56,14 +56,14 @@ __all__ = [
     "epsilon",
     "make_compatible",
     "max_steps",
-    "recommended_privacy",
+    "recommended",
     "sweep",
 ]
 assert sorted(__all__) == sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "recommended":  # deprecated: the presets module warns
+    if name == "recommended_privacy":  # deprecated: the function warns when called
         return getattr(importlib.import_module("defenses.privacy.presets"), name)
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)

@@ -78,7 +78,31 @@ def _opacus(name: str) -> Callable[[], Any]:
     return make
 
 
-for _name in ("prv", "rdp", "gdp"):
+def _prv() -> Any:
+    """Opacus's prv accountant, with its discretisation domain computed from cached per-step RDP curves."""
+    from opacus.accountants.prv import PRVAccountant
+
+    class CachedDomainPRVAccountant(PRVAccountant):  # type: ignore[misc]
+        """Opacus's prv accountant; only the domain (a pure function of the history) is cached.
+
+        Opacus sizes the domain from RDP bounds it recomputes on every call (the most
+        expensive part of an epsilon: fractional RDP orders in pure Python); here the
+        same bound comes from :func:`_rdp_per_step`, computed once per noise and rate.
+        """
+
+        def _get_domain(
+            self, prvs: Sequence[Any], num_self_compositions: Sequence[int], eps_error: float, delta_error: float
+        ) -> Any:
+            hist = tuple(
+                (float(p.noise_multiplier), float(p.sample_rate), int(n)) for p, n in zip(prvs, num_self_compositions)
+            )
+            return _prv_domain(hist, float(eps_error), float(delta_error))
+
+    return CachedDomainPRVAccountant()
+
+
+ACCOUNTANTS.add("prv", _prv)
+for _name in ("rdp", "gdp"):
     ACCOUNTANTS.add(_name, _opacus(_name))
 
 
@@ -151,22 +175,37 @@ def _check_history(name: str, hist: Sequence[tuple[float, float, int]]) -> None:
             )
 
 
+PRV_EPS_ERROR = 0.01
+"""The epsilon error Opacus's prv accountant is asked for (its default)."""
+
+
 @lru_cache(maxsize=1024)
 def _prv_points(hist: tuple[tuple[float, float, int], ...], delta: float) -> int:
-    """Points of the domain Opacus's prv accountant would discretise ``hist`` on (cheap to compute)."""
-    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
-
-    acc = make_accountant("prv")
+    """Points of the domain the prv accountant discretises ``hist`` on (the same, cached, domain it then uses)."""
     try:
-        domain = acc._get_domain(
-            prvs=[PoissonSubsampledGaussianPRV(q, s) for s, q, _ in hist],
-            num_self_compositions=[n for _, _, n in hist],
-            eps_error=0.01,
-            delta_error=delta / 1000,
-        )
+        return int(_prv_domain(hist, PRV_EPS_ERROR, delta / 1000).size)
     except (ValueError, OverflowError, FloatingPointError):
         return PRV_MAX_POINTS + 1
-    return int(domain.size)
+
+
+@lru_cache(maxsize=1024)
+def _prv_domain(hist: tuple[tuple[float, float, int], ...], eps_error: float, delta_error: float) -> Any:
+    """The prv discretisation domain of ``hist``: Opacus's safe domain size (Gopi et al., remark 5.6) and mesh.
+
+    The size is the larger of the RDP epsilon of the whole history at ``delta_error / 4``
+    and of each single step at ``delta_error / (8 * steps)``, plus 3, as Opacus computes
+    it; the RDP curves come from :func:`_rdp_per_step` (cached), so the figures are
+    Opacus's to the last bit, computed once per noise level and sample rate.
+    """
+    from opacus.accountants.analysis.prv import Domain
+
+    total = sum(n for _, _, n in hist)
+    size = _rdp_epsilon(hist, delta_error / 4)
+    for s, q, _ in hist:
+        size = max(size, _rdp_epsilon(((s, q, 1),), delta_error / (8 * total)))
+    half = max(size, eps_error) + 3
+    mesh = eps_error / np.sqrt(total * np.log(12 / delta_error) / 2)
+    return Domain.create_aligned(-half, half, mesh)
 
 
 @lru_cache(maxsize=256)
@@ -240,32 +279,77 @@ def calibrate_noise(name: str, *, target: float, delta: float, sample_rate: floa
 
 
 def _search_noise(name: str, target: float, delta: float, sample_rate: float, steps: int) -> float:
-    """Opacus's ``get_noise_multiplier`` search over the guarded :func:`epsilon`, never below :data:`PRV_MIN_NOISE`.
+    """The smallest noise (to 0.01 in epsilon or 0.1% in noise) whose guarded :func:`epsilon` meets ``target``.
 
-    It also stops once the noise is known to 0.1% (the guard's switch to the rdp bound can
-    leave no noise level within 0.01 of the target).
+    Never below :data:`PRV_MIN_NOISE`. Each evaluation is an accounting run, so the search
+    is short: it starts from the Gaussian-DP (central limit) estimate of the noise, which
+    is close, brackets the answer, and narrows the bracket by secant steps on
+    ``(log noise, log epsilon)`` (a smooth, decreasing curve), kept inside the inner 80%
+    of the bracket so that it also shrinks when the secant is poor. About 4 to 6 accounting
+    runs instead of a bisection's 12 to 15.
     """
 
     def eps(sigma: float) -> float:
-        return epsilon(name, [(sigma, sample_rate, steps)], delta)
+        # below the floor the accountant refuses: count it as too little noise (the answer is then >= the floor)
+        return epsilon(name, [(sigma, sample_rate, steps)], delta) if sigma >= PRV_MIN_NOISE else math.inf
 
-    low, high, eps_high = 0.0, 10.0, math.inf
-    while eps_high > target:
-        high *= 2
-        eps_high = eps(high)
+    start = max(_gdp_noise(target, delta, sample_rate, steps), PRV_MIN_NOISE)
+    high, eps_high = start, eps(start)
+    low, eps_low = 0.0, math.inf
+    while eps_high > target:  # too little noise: step up until the target is met
+        low, eps_low = high, eps_high
+        high *= 1.25
         if high > 1e6:
             raise ValueError("The privacy budget is too low.")
-    for _ in range(100):  # the bisection halves the interval; 100 rounds is far below float resolution
+        eps_high = eps(high)
+    if low == 0.0:  # the start met the target: step down until it does not
+        while True:
+            s = high / 1.25
+            if s < PRV_MIN_NOISE:
+                low, eps_low = s, math.inf
+                break
+            e = eps(s)
+            if e > target:
+                low, eps_low = s, e
+                break
+            high, eps_high = s, e
+    for _ in range(100):  # invariant: eps(low) > target >= eps(high)
         if target - eps_high <= 0.01 or high - low <= 1e-3 * high:
             break
-        sigma = (low + high) / 2
-        # below the floor the accountant refuses: count it as too little noise (the answer is then >= the floor)
-        e = eps(sigma) if sigma >= PRV_MIN_NOISE else math.inf
-        if e < target:
+        width = high - low
+        sigma = low + width / 2
+        if math.isfinite(eps_low) and low > 0 and eps_high > 0:
+            # secant through the bracket's ends in log-log coordinates
+            x0, x1, y0, y1 = math.log(low), math.log(high), math.log(eps_low), math.log(eps_high)
+            if y0 != y1:
+                sigma = math.exp(x0 + (math.log(target) - y0) * (x1 - x0) / (y1 - y0))
+        sigma = min(max(sigma, low + 0.1 * width), high - 0.1 * width)
+        e = eps(sigma)
+        if e <= target:
             high, eps_high = sigma, e
         else:
-            low = sigma
+            low, eps_low = sigma, e
     return high
+
+
+def _gdp_noise(target: float, delta: float, sample_rate: float, steps: int) -> float:
+    """The noise multiplier at which the Gaussian-DP (central limit) approximation spends ``target``.
+
+    A starting point only (the approximation can be off either way); ``1.0`` if it has no answer.
+    """
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    def excess(mu: float) -> float:  # delta(eps; mu) - delta: increasing in mu
+        return float(norm.cdf(-target / mu + mu / 2) - math.exp(target) * norm.cdf(-target / mu - mu / 2)) - delta
+
+    try:
+        if excess(1e-3) > 0 or excess(50.0) < 0:
+            return 1.0
+        mu = float(brentq(excess, 1e-3, 50.0, xtol=1e-6))
+        return 1.0 / math.sqrt(math.log1p(mu * mu / (sample_rate * sample_rate * steps)))
+    except (ValueError, OverflowError, ZeroDivisionError):
+        return 1.0
 
 
 def max_steps(

@@ -21,7 +21,9 @@ from typing import Any
 ACCOUNTANT_CHOICES = ("prv", "rdp", "gdp")
 MODE_CHOICES = ("auto", "bk", "ghost", "hooks", "functorch", "ew", "vmap")
 
-_DP_ONLY = ("epsilon", "delta", "noise_multiplier", "max_epsilon", "physical_batch_size")
+_DP_ONLY = ("epsilon", "delta", "noise_multiplier", "max_epsilon", "physical_batch_size", "ema_decay")
+GENERIC_CLIP = 1.0
+"""The clipping norm without a flag or a recipe."""
 
 
 class PrivacyOption:
@@ -29,19 +31,34 @@ class PrivacyOption:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("differential privacy (DP-SGD)")
-        g.add_argument("--dp", action="store_true", help="train with differential privacy (DP-SGD)")
         g.add_argument(
-            "--epsilon", type=float, default=None, help="target epsilon (noise calibrated to the planned epochs)"
+            "--dp",
+            action="store_true",
+            help="train with differential privacy (DP-SGD); settings not given come from the recommended recipe "
+            "for the data set and model (defenses.privacy.recommended), where there is one",
+        )
+        g.add_argument(
+            "--epsilon",
+            type=float,
+            default=None,
+            help="target epsilon (noise calibrated to the planned epochs; default: the recipe's)",
         )
         g.add_argument("--delta", type=float, default=None, help="target delta (default: min(1e-5, 0.1/n))")
-        g.add_argument("--max-grad-norm", type=float, default=1.0, help="per-sample clipping norm C")
+        g.add_argument(
+            "--max-grad-norm",
+            type=float,
+            default=None,
+            help=f"per-sample clipping norm C (default {GENERIC_CLIP}, or the recommended recipe's)",
+        )
         g.add_argument(
             "--noise-multiplier",
             type=float,
             default=None,
             help="fixed noise multiplier (instead of calibrating to --epsilon)",
         )
-        g.add_argument("--accountant", default="prv", choices=ACCOUNTANT_CHOICES, help="privacy accountant")
+        g.add_argument(
+            "--accountant", default=None, choices=ACCOUNTANT_CHOICES, help="privacy accountant (default prv)"
+        )
         g.add_argument(
             "--max-epsilon", type=float, default=None, help="hard cap: stop before a step that would spend more"
         )
@@ -52,6 +69,13 @@ class PrivacyOption:
             help="split Poisson batches into chunks of at most this size",
         )
         g.add_argument("--grad-sample-mode", default="auto", choices=MODE_CHOICES, help="per-sample gradient engine")
+        g.add_argument(
+            "--ema-decay",
+            type=float,
+            default=None,
+            help="give the model the exponential moving average of its private iterates at the end "
+            "(post-processing: no privacy cost), e.g. 0.999",
+        )
 
     def build(self, args: argparse.Namespace) -> Any:
         """A ``DifferentialPrivacy`` defense when ``--dp`` was given, else ``None``."""
@@ -64,16 +88,47 @@ class PrivacyOption:
             return None
         from defenses.privacy.defense import DifferentialPrivacy
 
+        recipe = recipe_for(args)
+        settings: dict[str, Any] = dict(recipe.settings) if recipe is not None else {}
+        epsilon = args.epsilon
+        if epsilon is None and args.noise_multiplier is None and recipe is not None:
+            epsilon = recipe.epsilon
+
+        def pick(name: str, generic: Any) -> Any:
+            given = getattr(args, name, None)
+            return given if given is not None else settings.get(name, generic)
+
         return DifferentialPrivacy(
-            epsilon=args.epsilon,
-            delta=args.delta,
-            max_grad_norm=args.max_grad_norm,
+            epsilon=epsilon,
+            delta=pick("delta", None),
+            max_grad_norm=pick("max_grad_norm", GENERIC_CLIP),
             noise_multiplier=args.noise_multiplier,
-            accountant=args.accountant,
+            accountant=pick("accountant", "prv"),
             max_epsilon=args.max_epsilon,
             physical_batch_size=args.physical_batch_size,
             grad_sample_mode=args.grad_sample_mode,
+            ema_decay=pick("ema_decay", None),
         )
+
+
+def recipe_for(args: argparse.Namespace) -> Any:
+    """The recommended recipe behind ``--dp`` for the flags' data set and model (``None``: no ``--dp`` or no recipe).
+
+    Example:
+        >>> import argparse
+        >>> recipe_for(argparse.Namespace(dp=True, data="digits", model=None, epsilon=1.0)).epsilon
+        1.0
+        >>> recipe_for(argparse.Namespace(dp=False, data="digits", model=None, epsilon=None)) is None
+        True
+    """
+    if not getattr(args, "dp", False):
+        return None
+    from defenses.privacy.presets import has_recipe, recommended
+
+    data, model = getattr(args, "data", None), getattr(args, "model", None)
+    if not isinstance(data, str) or not has_recipe(data, model):
+        return None
+    return recommended(data, model, epsilon=getattr(args, "epsilon", None))
 
 
 OPTION = PrivacyOption()

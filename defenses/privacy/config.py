@@ -78,7 +78,9 @@ class PrivacyConfig:
     (``None``: calibrated to ``epsilon``); ``accountant``: ``prv``, ``rdp`` or ``gdp``;
     ``max_epsilon``: hard cap; ``poisson_sampling``; ``physical_batch_size``;
     ``grad_sample_mode``: ``auto`` or an engine name; ``epochs`` / ``steps``: the planned
-    length; ``batch_size``: expected logical batch; ``seed``; ``fix_model``.
+    length; ``batch_size``: expected logical batch; ``seed``; ``fix_model``; ``ema_decay``:
+    decay of the exponential moving average of the parameters that replaces them at the end
+    (post-processing: no privacy cost; ``None``: no average).
     """
 
     epsilon: float | None = None
@@ -95,6 +97,7 @@ class PrivacyConfig:
     batch_size: int | None = None
     seed: int | None = None
     fix_model: bool = True
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         epsilon = _optional_positive("epsilon", self.epsilon, "a target epsilon is a positive number such as 1, 3 or 8")
@@ -132,7 +135,15 @@ class PrivacyConfig:
             ENGINES.get(self.grad_sample_mode)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)):
             raise PrivacyError(f"seed must be an integer, got {self.seed!r}")
+        ema = self.ema_decay
+        if ema is not None:
+            if isinstance(ema, bool) or not isinstance(ema, numbers.Real) or not 0.0 < float(ema) < 1.0:
+                raise PrivacyError(
+                    f"ema_decay must be a number in (0, 1), such as 0.999, got {ema!r}; leave it out for no average"
+                )
+            ema = float(ema)
         converted: dict[str, Any] = {
+            "ema_decay": ema,
             "epsilon": epsilon,
             "max_epsilon": max_epsilon,
             "delta": delta,

@@ -3,7 +3,9 @@
 Each model is a complete run directory (``DIR/non_private``, ``DIR/epsilon_1``, ...); the
 sweep's own ``DIR/report.json`` has an extra ``sweep`` section
 ``{"points": [{"epsilon", "accuracy", ...}], "non_private_accuracy"}`` that the report
-renders as a plot. Its ``accuracy`` is the non-private baseline's.
+renders as a plot. Its ``accuracy`` is the non-private baseline's. On data sets with a
+validation split (the embedded ones) every point also has ``validation_accuracy``: choose
+settings by it, not by the test figure.
 
 Example:
     >>> import tempfile
@@ -96,6 +98,7 @@ def sweep(
             {
                 "epsilon": eps,
                 "accuracy": run.report.accuracy,
+                "validation_accuracy": _validation_accuracy(run.model, config),
                 "epsilon_spent": priv.get("epsilon"),
                 "delta": priv.get("delta"),
                 "noise_multiplier": priv.get("noise_multiplier"),
@@ -117,6 +120,9 @@ def sweep(
             "sweep": {
                 "points": points,
                 "non_private_accuracy": np_acc,
+                "non_private_validation_accuracy": (
+                    _validation_accuracy(baseline.model, non_private_config or config) if baseline is not None else None
+                ),
                 "non_private_run_dir": str(baseline.run_dir) if baseline is not None else None,
                 "config": config.to_dict(),
                 "non_private_config": (non_private_config or config).to_dict(),
@@ -131,6 +137,17 @@ def sweep(
     )
     report.save(out, html=write_html)
     return SweepResult(run_dir=out, report=report, points=points, non_private_accuracy=np_acc)
+
+
+def _validation_accuracy(model: Any, config: TrainConfig) -> float | None:
+    """Accuracy of ``model`` on the data set's validation split (``None``: it has none)."""
+    from securetrain import data
+    from securetrain.training import evaluate
+
+    if "validation" not in data.get_info(config.data).splits:
+        return None
+    x, y = data.load(config.data, "validation", root=config.data_root)
+    return float(evaluate(model, x, y, config.eval_batch_size)["accuracy"])
 
 
 def with_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:

@@ -67,6 +67,7 @@ from defenses.privacy.budget import HistoryEntry, PrivacyBudget
 from defenses.privacy.cli import OPTION as PRIVACY_OPTION
 from defenses.privacy.compat import make_compatible, rebuild_optimizer
 from defenses.privacy.config import PrivacyConfig
+from defenses.privacy.ema import ParameterAverage
 from defenses.privacy.engines.base import Engine
 from defenses.privacy.modes import EngineChoice, select_engine
 from defenses.privacy.optimizer import DPSGDOptimizer
@@ -123,6 +124,10 @@ class DifferentialPrivacy(Defense):
         seed: seed of the sampler and noise generators (default: from the loop's seed, or
             drawn from torch's global generator).
         fix_model: replace incompatible layers automatically (else refuse them).
+        ema_decay: keep an exponential moving average of the parameters (warm-up
+            ``min(decay, (1 + t) / (10 + t))``) and give the model the average when training
+            ends (:mod:`defenses.privacy.ema`). Post-processing of the released iterates: the
+            epsilon is the same; the per-epoch test figures are those of the raw iterates.
 
     The settings are validated once into :attr:`settings` (a frozen
     :class:`~defenses.privacy.config.PrivacyConfig`); after ``setup`` the run's
@@ -152,6 +157,7 @@ class DifferentialPrivacy(Defense):
         batch_size: int | None = None,
         seed: int | None = None,
         fix_model: bool = True,
+        ema_decay: float | None = None,
     ) -> None:
         self.settings = PrivacyConfig(
             epsilon=epsilon,
@@ -168,6 +174,7 @@ class DifferentialPrivacy(Defense):
             batch_size=batch_size,
             seed=seed,
             fix_model=fix_model,
+            ema_decay=ema_decay,
         )
         self.gradient_canaries: GradientCanaries | None = None
         self._reset_state()
@@ -191,6 +198,8 @@ class DifferentialPrivacy(Defense):
         self._session_passes = 1
         self._session: TrainingSession | None = None
         self._eval_warned = False
+        self.average: ParameterAverage | None = None
+        self._averaged_steps = 0
 
     # ------------------------------------------------------------------ settings (read-only)
 
@@ -402,6 +411,8 @@ class DifferentialPrivacy(Defense):
         self._declared_passes = session.defenses.forward_passes_per_step
         self.monitor.watch(tap=engine_tap(choice.engine), loader=new_loader, params=self.optimizer.params, names=names)
         self.loader = new_loader
+        if settings.ema_decay is not None:
+            self.average = ParameterAverage(self.optimizer.params, settings.ema_decay)
         # the session types its optimizer as torch's; DPSGDOptimizer is a wrapper with the same interface
         session.model, session.optimizer, session.train_loader = (
             wrapped,
@@ -528,6 +539,16 @@ class DifferentialPrivacy(Defense):
             self._note(session, "privacy budget: " + reason)
         return False
 
+    def after_step(self, session: TrainingSession) -> None:
+        """Fold a released (noisy) step's parameters into the moving average, if one is kept."""
+        if (
+            self.average is not None
+            and self.optimizer is not None
+            and self.optimizer.logical_steps > self._averaged_steps
+        ):
+            self._averaged_steps = self.optimizer.logical_steps
+            self.average.update(self.optimizer.params)
+
     def end_epoch(self, session: TrainingSession) -> None:
         """Record the epsilon spent so far (a point of the report's epsilon curve)."""
         self.epoch_points.append([self.steps_taken, self.epsilon_spent()])
@@ -587,6 +608,7 @@ class DifferentialPrivacy(Defense):
             "monitor": self.monitor.state_dict(),
             "stopped_by_budget": self.stopped_by_budget,
             "logical_steps": self.optimizer.logical_steps if self.optimizer is not None else 0,
+            **({"average": self.average.state_dict()} if self.average is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -613,11 +635,22 @@ class DifferentialPrivacy(Defense):
         self.stopped_by_budget = bool(state.get("stopped_by_budget", False))
         if self.optimizer is not None:
             self.optimizer.logical_steps = int(state.get("logical_steps", self.steps_taken))
+            self._averaged_steps = self.optimizer.logical_steps
+        if self.average is not None:
+            if "average" not in state:
+                raise CheckpointError(
+                    "cannot resume: the checkpoint has no parameter average but this run keeps one (ema_decay); "
+                    "resume with the same privacy settings or start a new run directory"
+                )
+            self.average.load_state_dict(state["average"])
 
     # ------------------------------------------------------------------ end
 
     def teardown(self, session: TrainingSession) -> None:
-        """Remove every hook; give the session back its plain model and optimizer."""
+        """Remove every hook; give the session back its plain model (with the average, if kept) and optimizer."""
+        if self.average is not None and self.optimizer is not None:
+            self.average.copy_to(self.optimizer.params)
+            self.average = None  # applied once
         if self.engine_choice is not None and self.plain_model is not None:
             self.engine_choice.engine.detach()
             session.model = self.plain_model

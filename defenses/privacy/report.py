@@ -95,6 +95,7 @@ def privacy_section(
         "model_changes": list(model_changes),
         "validity_checks": monitor.codes(),
         "noise_rng": NOISE_RNG,
+        "ema_decay": settings.ema_decay,
     }
     return PrivacySection.from_dict(section)
 

@@ -78,8 +78,7 @@ def run_demo(opts: DemoOptions) -> Report:
     from attacks.evasion import audit_robustness
     from attacks.membership import audit_membership_run as audit_run
     from defenses.adversarial.recommended import recommended_adversarial as adv_recommended
-    from defenses.privacy.defense import DifferentialPrivacy
-    from defenses.privacy.presets import recommended_privacy as dp_recommended
+    from defenses.privacy.presets import recommended as dp_recommended
     from securetrain.encrypted.evaluate import evaluate_encrypted
 
     out = Path(opts.out)
@@ -94,6 +93,7 @@ def run_demo(opts: DemoOptions) -> Report:
     # TrainConfig keyword arguments, like the presets' "train" and the recipes' train settings
     base: dict[str, Any] = {"data": DATA, "model": "cnn", "seed": opts.seed, "progress": opts.progress}
     dp = dp_recommended(DATA, epsilon=opts.epsilon)
+    dp_train = {k: v for k, v in dp.train.items() if k != "data"}
     adv = adv_recommended(private=False, epsilon=opts.adv_eps)
     adv_dp = adv_recommended(private=True, epsilon=opts.adv_eps)
 
@@ -101,8 +101,8 @@ def run_demo(opts: DemoOptions) -> Report:
         ("plain", TrainConfig(**{**base, "epochs": epochs(8, 2)}), lambda: []),
         (
             "private",
-            TrainConfig(**{**base, **dp["train"], "epochs": epochs(dp["train"]["epochs"], 3)}),
-            lambda: [DifferentialPrivacy(**dp["privacy"])],
+            TrainConfig(**{**base, **dp_train, "epochs": epochs(dp_train["epochs"], 3)}),
+            lambda: [dp.defense()],
         ),
         (
             "adversarial",
@@ -114,12 +114,12 @@ def run_demo(opts: DemoOptions) -> Report:
             adv_dp.train_config(
                 **{
                     **base,
-                    **dp["train"],
+                    **dp_train,
                     **adv_dp.train,
-                    "epochs": epochs(adv_dp.train.get("epochs", dp["train"]["epochs"]), 3),
+                    "epochs": epochs(adv_dp.train.get("epochs", dp_train["epochs"]), 3),
                 }
             ),
-            lambda: [DifferentialPrivacy(**dp["privacy"]), adv_dp.defense()],
+            lambda: [dp.defense(), adv_dp.defense()],
         ),
     ]
     # refuse bad settings (an adversarial epsilon outside the data's range, a bad privacy budget)

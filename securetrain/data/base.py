@@ -13,6 +13,7 @@ from securetrain.errors import ConfigurationError
 from securetrain.registry import Registry
 
 SPLITS = ("train", "test")
+"""The splits every data set has; embedded data sets also have ``validation`` (see ``DatasetInfo.splits``)."""
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,8 @@ class DatasetInfo:
     """What a model and an attack need to know about a data set.
 
     ``bounds`` are the (lower, upper) limits every input value lies in; attacks keep
-    adversarial inputs inside them.
+    adversarial inputs inside them. ``splits`` are the names ``load`` accepts (the embedded
+    data sets have a disjoint ``validation`` split to tune hyper-parameters on).
     """
 
     name: str
@@ -32,6 +34,7 @@ class DatasetInfo:
     description: str = ""
     local_files: bool = False
     extra: dict[str, object] = field(default_factory=dict)
+    splits: tuple[str, ...] = SPLITS
 
 
 Loader = Callable[[str, "Path | None"], tuple[torch.Tensor, torch.Tensor]]
@@ -70,10 +73,14 @@ def load(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load ``split`` of data set ``name`` as ``(x: float32 Tensor, y: int64 Tensor)``.
 
-    Splits are fixed and seeded: the same call always returns the same tensors.
+    ``split``: one of the data set's ``DatasetInfo.splits`` (``train``, ``test``, and for the
+    embedded data sets ``validation``). Splits are fixed and seeded: the same call always
+    returns the same tensors.
     """
     entry = DATASETS.get(name)
-    if split not in SPLITS:
-        raise ConfigurationError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if split not in entry.info.splits:
+        raise ConfigurationError(
+            f"data set {name!r} has no split {split!r}; choose one of: {', '.join(entry.info.splits)}"
+        )
     x, y = entry.loader(split, Path(root) if root is not None else None)
     return x.float().contiguous(), y.long().contiguous()

@@ -9,22 +9,23 @@ import numpy as np
 import torch
 
 from securetrain.data.base import DatasetInfo, register_dataset
+from securetrain.data.splits import EMBEDDED_SPLITS, three_way_split
 
 SPLIT_SEED = 0
 DIGITS_TEST_SIZE = 397
+DIGITS_VALIDATION_SIZE = 200
 BREAST_CANCER_TEST_SIZE = 143
+BREAST_CANCER_VALIDATION_SIZE = 64
 
 
 @lru_cache(maxsize=1)
 def _digits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
     y = bunch.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=DIGITS_TEST_SIZE, random_state=SPLIT_SEED, stratify=y)
-    return {"train": (x_tr, y_tr), "test": (x_te, y_te)}
+    return three_way_split(x, y, validation=DIGITS_VALIDATION_SIZE, test=DIGITS_TEST_SIZE, seed=SPLIT_SEED)
 
 
 def _load_digits(split: str, root: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,22 +36,20 @@ def _load_digits(split: str, root: Path | None) -> tuple[torch.Tensor, torch.Ten
 @lru_cache(maxsize=1)
 def _breast_cancer() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from sklearn.datasets import load_breast_cancer
-    from sklearn.model_selection import train_test_split
 
     bunch = load_breast_cancer()
     x = bunch.data.astype(np.float64)
     y = bunch.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=BREAST_CANCER_TEST_SIZE, random_state=SPLIT_SEED, stratify=y
+    parts = three_way_split(
+        x, y, validation=BREAST_CANCER_VALIDATION_SIZE, test=BREAST_CANCER_TEST_SIZE, seed=SPLIT_SEED
     )
+    x_tr = parts["train"][0]
     mean = x_tr.mean(axis=0)
     std = x_tr.std(axis=0)
     std[std == 0] = 1.0
     # Standardised with train-split statistics only, then clipped to the declared bounds.
     lo, hi = BREAST_CANCER_BOUNDS
-    x_tr = np.clip((x_tr - mean) / std, lo, hi).astype(np.float32)
-    x_te = np.clip((x_te - mean) / std, lo, hi).astype(np.float32)
-    return {"train": (x_tr, y_tr), "test": (x_te, y_te)}
+    return {k: (np.clip((xs - mean) / std, lo, hi).astype(np.float32), ys) for k, (xs, ys) in parts.items()}
 
 
 # Standardised features beyond +-12 standard deviations are clipped; attack bounds are known.
@@ -70,7 +69,8 @@ register_dataset(
         num_classes=10,
         bounds=(0.0, 1.0),
         default_model="cnn",
-        description="scikit-learn's 8x8 handwritten digits (1797 images; 1400 train / 397 test)",
+        description="scikit-learn's 8x8 handwritten digits (1797 images; 1200 train / 200 validation / 397 test)",
+        splits=EMBEDDED_SPLITS,
     ),
     _load_digits,
 )
@@ -82,7 +82,8 @@ register_dataset(
         num_classes=2,
         bounds=BREAST_CANCER_BOUNDS,
         default_model="mlp",
-        description="Wisconsin breast cancer (569 x 30; 426 train / 143 test), standardised on train",
+        description="Wisconsin breast cancer (569 x 30; 362 train / 64 validation / 143 test), standardised on train",
+        splits=EMBEDDED_SPLITS,
     ),
     _load_breast_cancer,
 )

@@ -13,10 +13,12 @@ import numpy as np
 import torch
 
 from securetrain.data.base import DatasetInfo, register_dataset
+from securetrain.data.splits import EMBEDDED_SPLITS
 
 SEQ_LEN = 16
 FEATURES = 4
 N_TRAIN = 1600
+N_VALIDATION = 400
 N_TEST = 400
 SEED = 1234
 NUM_CLASSES = 4
@@ -46,7 +48,11 @@ def make_sequences(
 
 @lru_cache(maxsize=1)
 def _data() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {"train": make_sequences(N_TRAIN, SEED), "test": make_sequences(N_TEST, SEED + 1)}
+    return {
+        "train": make_sequences(N_TRAIN, SEED),
+        "validation": make_sequences(N_VALIDATION, SEED + 2),
+        "test": make_sequences(N_TEST, SEED + 1),
+    }
 
 
 def _load(split: str, root: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +68,11 @@ register_dataset(
         num_classes=NUM_CLASSES,
         bounds=(0.0, 1.0),
         default_model="lstm",
-        description=f"seeded synthetic sine-frequency classification ({N_TRAIN} train / {N_TEST} test, 16 x 4)",
+        description=(
+            f"seeded synthetic sine-frequency classification "
+            f"({N_TRAIN} train / {N_VALIDATION} validation / {N_TEST} test, 16 x 4)"
+        ),
+        splits=EMBEDDED_SPLITS,
     ),
     _load,
 )

@@ -8,10 +8,14 @@ import torch
 from torch import nn
 
 from securetrain.models._shapes import check_width, check_widths, image_shape
+from securetrain.models.activations import make_activation
 
 
 class CNN(nn.Module):
     """``[Conv3x3 -> ReLU -> MaxPool2]`` per channel width, then an MLP head.
+
+    ``activation``: ``relu`` (default) or ``tanh`` (the tempered sigmoid that suits private
+    training; :mod:`securetrain.models.activations`).
 
     Pooling is applied only while the feature map is at least 2x2, so 8x8 digits,
     28x28 MNIST and 32x32x3 CIFAR-10 all work with the same code.
@@ -28,6 +32,7 @@ class CNN(nn.Module):
         num_classes: int,
         channels: Sequence[int] = (16, 32),
         hidden: int = 64,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         channels = check_widths("cnn", "channels", channels)
@@ -36,13 +41,18 @@ class CNN(nn.Module):
         self.input_shape = (c, h, w)
         layers: list[nn.Module] = []
         for out_c in channels:
-            layers += [nn.Conv2d(c, int(out_c), kernel_size=3, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(c, int(out_c), kernel_size=3, padding=1), make_activation("cnn", activation)]
             if h >= 2 and w >= 2:
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
             c = int(out_c)
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c * h * w, hidden),
+            make_activation("cnn", activation),
+            nn.Linear(hidden, num_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:

@@ -9,13 +9,15 @@ from torch import nn
 
 from securetrain.errors import ConfigurationError
 from securetrain.models._shapes import check_widths, flat_size
+from securetrain.models.activations import make_activation
 
 
 class MLP(nn.Module):
     """Flatten, then ``Linear -> ReLU`` per hidden width, then a linear head.
 
     ``hidden`` is a list of layer widths (a single number: one hidden layer); ``dropout``
-    a probability in ``[0, 1)``.
+    a probability in ``[0, 1)``; ``activation``: ``relu`` (default) or ``tanh``
+    (:mod:`securetrain.models.activations`).
 
     Example:
         >>> import torch
@@ -29,6 +31,7 @@ class MLP(nn.Module):
         num_classes: int,
         hidden: Sequence[int] | int = (128, 64),
         dropout: float = 0.0,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         widths = check_widths("mlp", "hidden", hidden, allow_int=True)
@@ -38,7 +41,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = [nn.Flatten()]
         width = flat_size(input_shape)
         for h in widths:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            layers += [nn.Linear(width, h), make_activation("mlp", activation)]
             if dropout > 0:
                 layers.append(nn.Dropout(float(dropout)))
             width = h

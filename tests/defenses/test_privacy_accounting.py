@@ -157,3 +157,29 @@ def test_the_epsilon_curve_starts_at_zero_and_ends_at_the_total():
     assert curve[-1][0] == 100
     assert curve[-1][1] == pytest.approx(accounting.epsilon("rdp", [(1.0, 0.05, 100)], 1e-5))
     assert [e for _, e in curve] == sorted(e for _, e in curve)
+
+
+@pytest.mark.parametrize("hist", [[(0.9, 64 / 1400, 44)], [(1.0, 0.05, 100), (2.0, 0.1, 30)], [(5.0, 0.3, 10)]])
+def test_prv_with_the_cached_domain_is_opacus_prv_to_the_last_bit(hist):
+    import warnings
+
+    from opacus.accountants.prv import PRVAccountant
+
+    from defenses.privacy.accounting import make_accountant
+
+    ours, theirs = make_accountant("prv"), PRVAccountant()
+    ours.history, theirs.history = list(hist), list(hist)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ours.get_epsilon(1e-5) == theirs.get_epsilon(1e-5)
+
+
+def test_noise_search_is_short_and_tight():
+    from defenses.privacy import accounting
+
+    accounting._epsilon_cached.cache_clear()
+    sigma = accounting.calibrate_noise.__wrapped__("prv", target=3.0, delta=1e-5, sample_rate=0.05, steps=150)
+    runs = accounting._epsilon_cached.cache_info().misses
+    eps = accounting.epsilon("prv", [(sigma, 0.05, 150)], 1e-5)
+    assert 3.0 - 0.01 <= eps <= 3.0 or accounting.epsilon("prv", [(sigma / 1.001, 0.05, 150)], 1e-5) > 3.0
+    assert runs <= 8  # a bisection took 12 to 15 accounting runs

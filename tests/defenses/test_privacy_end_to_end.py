@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import securetrain
-from defenses.privacy import DifferentialPrivacy, recommended_privacy
+from defenses.privacy import DifferentialPrivacy, recommended
 from securetrain import data
 from securetrain.cli.main import main
 from securetrain.models import build_model
@@ -221,21 +221,28 @@ def test_sweep_report_draws_the_privacy_utility_plot(tmp_path):
     assert "Privacy-utility curve" in (tmp_path / "report.html").read_text()
 
 
-def test_recommended_settings_are_complete_and_usable():
+def test_recommended_recipes_are_complete_and_usable():
+    from defenses.adversarial import recommended_adversarial
     from defenses.privacy.presets import available
+    from defenses.recipe import Recipe
 
     for name, model in available():
-        rec = recommended_privacy(name, model=model)
-        cfg = TrainConfig(data=name, **rec["train"])  # valid overrides
-        assert cfg.resolved_model() == model
-        DifferentialPrivacy(**rec["privacy"])  # valid privacy settings
-    assert recommended_privacy("digits", epsilon=8)["privacy"]["epsilon"] == 8.0
-    with pytest.raises(KeyError, match="unknown data set 'imagenet'; choose one of: breast_cancer, digits"):
-        recommended_privacy("imagenet")
+        rec = recommended(name, model)
+        assert isinstance(rec, Recipe) and rec.defense_name == "privacy"
+        cfg = rec.train_config()  # valid training settings
+        assert cfg.resolved_model() == model and cfg.data == name
+        dp = rec.defense()  # valid privacy settings
+        assert isinstance(dp, DifferentialPrivacy) and dp.target_epsilon == rec.epsilon
+    assert recommended("digits", epsilon=8).epsilon == 8.0
+    assert type(recommended_adversarial()) is Recipe  # one type for both families
     with pytest.raises(
-        KeyError, match="unknown model with recommended settings for 'digits' 'lstm'; choose one of: cnn, mlp"
+        KeyError, match="unknown data set with a recommended recipe 'imagenet'; choose one of: breast_cancer, digits"
     ):
-        recommended_privacy("digits", model="lstm")
+        recommended("imagenet")
+    with pytest.raises(
+        KeyError, match="unknown model with a recommended recipe for 'digits' 'lstm'; choose one of: cnn, mlp"
+    ):
+        recommended("digits", model="lstm")
 
 
 def test_the_custom_loop_example_runs():
@@ -259,9 +266,11 @@ def test_sweep_refuses_bad_input(tmp_path):
         sweep(cfg, [1.0], tmp_path, privacy={"epsilon": 2.0})
 
 
-def test_the_old_name_recommended_is_deprecated():
+def test_the_old_dictionary_form_recommended_privacy_is_deprecated():
     import defenses.privacy
 
-    with pytest.deprecated_call(match="recommended is deprecated; use recommended_privacy"):
-        old = defenses.privacy.recommended
-    assert old is recommended_privacy
+    with pytest.deprecated_call(match="recommended_privacy is deprecated; use defenses.privacy.recommended"):
+        old = defenses.privacy.recommended_privacy("digits", epsilon=8)
+    rec = recommended("digits", epsilon=8)
+    assert old["privacy"] == {"epsilon": 8.0, **rec.settings}
+    assert old["train"] == {k: v for k, v in rec.train.items() if k != "data"}

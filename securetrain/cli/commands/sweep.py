@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--recommended",
         action="store_true",
-        help="use the tuned private settings of defenses.privacy.recommended_privacy(DATA) (batch size, epochs, optimizer, "
+        help="use the tuned private settings of defenses.privacy.recommended(DATA) (batch size, epochs, optimizer, "
         "learning rate, clipping norm) for the private runs; the baseline keeps the flags given",
     )
     p.add_argument("--no-baseline", action="store_true", help="skip the non-private run")
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from defenses.privacy.curve import sweep
-    from defenses.privacy.presets import recommended_privacy
+    from defenses.privacy.presets import recommended
     from securetrain.cli.commands.train import config_from_args
     from securetrain.cli.output import summary
 
@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
     private = base
     privacy: dict[str, object] = {"accountant": args.accountant, "grad_sample_mode": args.grad_sample_mode}
     if args.recommended:
-        rec = recommended_privacy(args.data, model=args.model)
-        private = replace(base, **rec["train"])
-        privacy.update({k: v for k, v in rec["privacy"].items() if k != "epsilon"})
+        rec = recommended(args.data, model=args.model)
+        private = replace(base, **{k: v for k, v in rec.train.items() if k != "data"})
+        privacy.update(rec.settings)
         privacy["accountant"] = args.accountant
     if args.max_grad_norm is not None:
         privacy["max_grad_norm"] = args.max_grad_norm
@@ -101,7 +101,11 @@ def run(args: argparse.Namespace) -> int:
     lines = [summary(result.report, args.out)]
     for p in result.points:
         valid = "" if p["valid"] else " (NOT VALID)"
-        lines.append(f"epsilon {p['epsilon']:g}: accuracy {p['accuracy']:.4f}, spent {p['epsilon_spent']:.3f}{valid}\n")
+        va = p.get("validation_accuracy")
+        shown = f", validation {va:.4f}" if va is not None else ""
+        lines.append(
+            f"epsilon {p['epsilon']:g}: accuracy {p['accuracy']:.4f}{shown}, spent {p['epsilon_spent']:.3f}{valid}\n"
+        )
     if result.non_private_accuracy is not None:
         lines.append(f"non-private: accuracy {result.non_private_accuracy:.4f}\n")
     sweep_result = {"points": result.points, "non_private_accuracy": result.non_private_accuracy}

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, Any
 
 from securetrain.cli.output import HelpFormatter, add_output_arguments, emit, json_result, show_progress
 from securetrain.cli.plugins import load_providers
 from securetrain.cli.specs import add_device_argument
 
 if TYPE_CHECKING:
+    from defenses.recipe import Recipe
     from securetrain.training import Defense, TrainConfig
 
 
@@ -53,6 +55,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run, _train_parser=p)
 
 
+GENERIC: dict[str, Any] = {"epochs": 5, "batch_size": 64, "optimizer": "adam", "lr": 1e-2}
+"""Training settings used when neither a flag nor a recipe gives them."""
+
+_RECIPE = "; with train --dp: the recommended recipe's"
+
+
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``train`` and ``sweep``."""
     from securetrain.data import DATASETS
@@ -73,36 +81,58 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         help=f"model: {', '.join(MODELS.names())}, or package.module:Factory (your own nn.Module class or "
         "factory; importing it runs its code) (default: the data set's default)",
     )
-    p.add_argument("--model-kwargs", default="{}", help="JSON object of model options, e.g. '{\"hidden\": 64}'")
-    p.add_argument("--epochs", type=int, default=5, help="number of epochs")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (expected logical batch size under DP)")
-    p.add_argument("--optimizer", default="adam", help=f"optimizer: {', '.join(OPTIMIZERS.names())}")
-    p.add_argument("--lr", type=float, default=1e-2, help="learning rate")
+    p.add_argument(
+        "--model-kwargs",
+        default=None,
+        help="JSON object of model options, e.g. '{\"hidden\": 64}' (default {}; with train --dp: the recipe's)",
+    )
+    # None: the generic default below, or (train --dp) the recommended recipe's value
+    p.add_argument("--epochs", type=int, default=None, help=f"number of epochs (default {GENERIC['epochs']}){_RECIPE}")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"batch size (expected logical batch size under DP; default {GENERIC['batch_size']}){_RECIPE}",
+    )
+    p.add_argument(
+        "--optimizer",
+        default=None,
+        help=f"optimizer: {', '.join(OPTIMIZERS.names())} (default {GENERIC['optimizer']}){_RECIPE}",
+    )
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default {GENERIC['lr']}){_RECIPE}")
     p.add_argument("--seed", type=int, default=0, help="random seed (data order, initialisation, noise)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_device_argument(p, "train")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """A :class:`TrainConfig` from parsed flags."""
+def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from parsed flags; a flag not given takes ``recipe``'s value, else :data:`GENERIC`'s."""
     from securetrain.errors import ConfigurationError
     from securetrain.training import TrainConfig
 
     try:
-        kwargs = json.loads(args.model_kwargs)
+        kwargs = json.loads(args.model_kwargs if args.model_kwargs is not None else "{}")
     except (json.JSONDecodeError, RecursionError) as exc:
         detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ConfigurationError(f"--model-kwargs must be a JSON object: {detail}") from None
     if not isinstance(kwargs, dict):
         raise ConfigurationError("--model-kwargs must be a JSON object")
+    from_recipe = dict(recipe.train) if recipe is not None else {}
+    if args.model_kwargs is None and "model_kwargs" in from_recipe:
+        kwargs = dict(from_recipe["model_kwargs"])
+
+    def pick(name: str) -> Any:
+        given = getattr(args, name, None)
+        return given if given is not None else from_recipe.get(name, GENERIC[name])
+
     config = TrainConfig(
         data=args.data,
-        model=args.model,
+        model=args.model if args.model is not None else from_recipe.get("model"),
         model_kwargs=kwargs,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
+        epochs=pick("epochs"),
+        batch_size=pick("batch_size"),
+        optimizer=pick("optimizer"),
+        lr=pick("lr"),
         seed=args.seed,
         progress=show_progress(args),
         data_root=args.data_root,
@@ -149,17 +179,60 @@ def run(args: argparse.Namespace) -> int:
         )
     if launched_by_torchrun():
         return _run_worker(args, nproc)
-    config = config_from_args(args)
+    recipe = recipe_from_args(args)
+    config = config_from_args(args, recipe)
     defenses = defenses_from_args(args)  # bad flags fail here, before any worker starts
+    if recipe is not None:
+        sys.stderr.write(recipe_line(recipe, config, defenses))
     if nproc is not None and nproc > 1:
         # refuse here, before workers start (a single process gets the same refusals from train())
         check_may_write(check_out_dir(args.out), resume=args.resume, overwrite=args.overwrite)
         return _launch(args, nproc)
     result = train(
-        config, args.out, defenses, resume=args.resume, overwrite=args.overwrite, write_html=not args.no_html
+        config,
+        args.out,
+        defenses,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        write_html=not args.no_html,
+        recipe=recipe_record(recipe),
     )
     emit(args, summary(result.report, args.out), json_result("train", args.out, result.report))
     return 0
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe | None:
+    """The recommended private recipe that ``--dp`` without settings falls back on (``None``: none applies)."""
+    from defenses.privacy.cli import recipe_for
+    from defenses.recipe import Recipe
+
+    recipe = recipe_for(args)
+    return recipe if isinstance(recipe, Recipe) else None
+
+
+def recipe_record(recipe: Recipe | None) -> dict[str, Any] | None:
+    """What ``config.json`` records of the recipe a run started from (``None``: no recipe)."""
+    if recipe is None:
+        return None
+    return {
+        "defense": recipe.defense_name,
+        "method": recipe.method,
+        "epsilon": recipe.epsilon,
+        "train": dict(recipe.train),
+        "settings": dict(recipe.settings),
+        "note": "flags given on the command line override the recipe; config.json's train and defenses are what ran",
+    }
+
+
+def recipe_line(recipe: Recipe, config: TrainConfig, defenses: list[Defense]) -> str:
+    """The stderr line saying which recipe ``--dp`` used, and what ran after the flags' overrides."""
+    dp = next((d.config() for d in defenses if d.name == recipe.defense_name), {})
+    settings = ", ".join(f"{k}={dp[k]}" for k in ("epsilon", "max_grad_norm", "delta", "accountant") if k in dp)
+    return (
+        f"recipe: the recommended private recipe for {config.data}/{config.resolved_model()} "
+        f"(flags given override it): epochs={config.epochs}, batch_size={config.batch_size}, "
+        f"optimizer={config.optimizer}, lr={config.lr:g}, {settings}\n"
+    )
 
 
 def _run_worker(args: argparse.Namespace, nproc: int | None) -> int:
@@ -178,7 +251,8 @@ def _run_worker(args: argparse.Namespace, nproc: int | None) -> int:
             f"--nproc {nproc} disagrees with torchrun, which started {local} processes on this machine; "
             "leave --nproc out when launching with torchrun"
         )
-    config = config_from_args(args)
+    recipe = recipe_from_args(args)
+    config = config_from_args(args, recipe)
     defenses = defenses_from_args(args)
     with process_group() as ctx:
         if not ctx.is_main:
@@ -193,6 +267,7 @@ def _run_worker(args: argparse.Namespace, nproc: int | None) -> int:
             overwrite=args.overwrite,
             write_html=not args.no_html,
             distributed=True,
+            recipe=recipe_record(recipe),
         )
         if ctx.is_main:
             emit(args, summary(result.report, args.out), json_result("train", args.out, result.report))
