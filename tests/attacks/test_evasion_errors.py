@@ -27,7 +27,8 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_unknown_attack_lists_the_choices() -> None:
     with pytest.raises(
-        UnknownNameError, match=r"unknown attack 'pgdd'; choose one of: boundary, cw-l2, deepfool, fgsm"
+        UnknownNameError,
+        match=r"unknown attack 'pgdd'; choose one of: apgd-ce, apgd-ce-l2, apgd-t, apgd-t-l2, boundary, cw-l2",
     ):
         get_attack("pgdd")
 
