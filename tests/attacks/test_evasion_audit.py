@@ -84,6 +84,7 @@ def test_without_cascade_each_attack_is_measured_on_its_own(frozen_cnn, digits_t
     assert r.worst_case[2] <= r.attacks["pgd"][2]
     assert any(c["name"] == "non_monotone" and not c["skipped"] for c in r.to_section()["checks"])
 
+
 def test_report_round_trip_and_plot(audit, tmp_path) -> None:
     report = Report(
         data={"name": "digits"}, model={"name": "cnn"}, accuracy=audit.clean_accuracy, robustness=audit.to_section()

@@ -19,7 +19,6 @@ from torch import nn
 from attacks.evasion import PGD, audit_robustness
 from securetrain import data
 from securetrain.models import build_model
-from securetrain.training import TrainConfig, fit
 
 torchattacks = pytest.importorskip("torchattacks")
 
