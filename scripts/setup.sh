@@ -18,4 +18,7 @@ echo "setup: installing dependencies into .venv (first run: a few minutes)" >&2
 # torch first, pinned: an unpinned install pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+# the tests' peer attacks (extra "peers"): without their declared dependencies, since PyPI's
+# torchvision does not import beside torch 2.13.0 (APGD, FAB, Square, AutoAttack need only torch)
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps torchattacks
 echo "$want" > "$stamp"
