@@ -168,10 +168,13 @@ def test_targeted_check_fires_on_samples_only_targeted_attacks_break() -> None:
     kinds = {"pgd": "gradient", "apgd-t": "gradient", "square": "score"}
     pgd = torch.zeros(2, 100, dtype=torch.bool)
     t = torch.zeros(2, 100, dtype=torch.bool)
-    t[1, :5] = True
+    pgd[:, 50:] = True  # untargeted attacks leave 50 samples robust
+    t[1, :4] = True  # 4 of those 50 broken by the targeted attack alone: fewer than 10%, normal
+    assert not check_targeted_vs_untargeted({"pgd": pgd, "apgd-t": t}, kinds, {"apgd-t"}, [0.1, 0.2]).fired
+    t[1, :8] = True  # 8 of 50: more than 10% of what the untargeted attacks called robust
     fired = check_targeted_vs_untargeted({"pgd": pgd, "apgd-t": t}, kinds, {"apgd-t"}, [0.1, 0.2])
-    assert fired.fired and "at eps=0.2, apgd-t fooled 5 of 100 samples" in fired.message
-    pgd[0, :5] = True  # broken by PGD at a smaller epsilon already
+    assert fired.fired and "at eps=0.2, apgd-t fooled 8 of 100 samples (8.0%; 16% of the 50" in fired.message
+    pgd[0, :8] = True  # broken by PGD at a smaller epsilon already
     quiet = check_targeted_vs_untargeted({"pgd": pgd, "apgd-t": t}, kinds, {"apgd-t"}, [0.1, 0.2])
     assert not quiet.fired
     skipped = check_targeted_vs_untargeted({"pgd": pgd}, kinds, {"apgd-t"}, [0.1, 0.2])
