@@ -172,7 +172,7 @@ def test_bad_attack_settings(name, settings, match) -> None:
 
 
 def test_unknown_loss() -> None:
-    with pytest.raises(UnknownNameError, match=r"unknown attack loss 'hinge'; choose one of: ce, margin"):
+    with pytest.raises(UnknownNameError, match=r"unknown attack loss 'hinge'; choose one of: ce, dlr, margin"):
         get_attack("pgd", loss="hinge")
 
 
