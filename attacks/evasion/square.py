@@ -138,7 +138,7 @@ class Square(Attack):
             top = int(torch.randint(0, h - sh + 1, (1,)))
             left = int(torch.randint(0, w - sw + 1, (1,)))
             base = img0[active]
-            cand = x[active].clone()
+            cand = x[active]  # advanced indexing already copies
             signs = torch.randint(0, 2, (active.numel(), c, 1, 1), device=x0.device).to(x0.dtype).mul_(2).sub_(1)
             patch = base[:, :, top : top + sh, left : left + sw] + eps * signs
             cand[:, :, top : top + sh, left : left + sw] = patch.clamp(lo, hi)
