@@ -62,7 +62,7 @@ def _peer_union(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) 
         torchattacks.FAB(model, norm="Linf", eps=eps, multi_targeted=True, n_classes=10, n_restarts=1, seed=0),
     ]
     for peer in peers:
-        adv = peer(x, y)
+        adv = peer(x, y).detach()
         assert float((adv - x).abs().max()) <= eps + 1e-5
         with torch.no_grad():
             broken |= model(adv).argmax(1) != y
