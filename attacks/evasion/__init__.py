@@ -1,8 +1,9 @@
 """Evasion attacks, the robustness audit and its gradient-masking checks.
 
 Attacks are stateless configuration objects from a registry; the model is passed at call
-time and every attack returns the same :class:`EvasionResult`. Gradient attacks (FGSM, PGD)
-are plain torch loops; Carlini-Wagner, DeepFool, HopSkipJump and Boundary are driven by Foolbox.
+time and every attack returns the same :class:`EvasionResult`. Gradient attacks (FGSM, PGD,
+APGD-CE, APGD-T) and the Square attack are plain torch loops; Carlini-Wagner, DeepFool, FMN,
+HopSkipJump and Boundary are driven by Foolbox.
 
 Example:
     >>> import torch
@@ -17,12 +18,13 @@ Example:
 
 from __future__ import annotations
 
+from attacks.evasion.apgd import APGD, APGDL2, APGDTargeted, APGDTargetedL2
 from attacks.evasion.audit import RobustnessResult, audit_robustness
 from attacks.evasion.base import Attack, AttackContext, AttackKind, EvasionResult
 from attacks.evasion.decision import Boundary, HopSkipJump, HopSkipJumpL2
 from attacks.evasion.gradient import FGSM, L2PGD, PGD
 from attacks.evasion.masking import MaskingCheck
-from attacks.evasion.minimization import CarliniWagnerL2, DeepFool, MinimizationAttack
+from attacks.evasion.minimization import FMN, FMNL2, CarliniWagnerL2, DeepFool, MinimizationAttack
 from attacks.evasion.noise import RandomNoise, RandomNoiseL2
 from attacks.evasion.norms import NORMS, Norm
 from attacks.evasion.plot import robustness_curves, robustness_figure
@@ -34,8 +36,9 @@ from attacks.evasion.registry import (
     register_attack,
 )
 from attacks.evasion.run_dir import audit_robustness_run
+from attacks.evasion.square import Square
 
-# Importing the attack modules (gradient, noise, minimization, decision) registers their attacks
+# Importing the attack modules (gradient, apgd, square, noise, minimization, decision) registers their attacks
 # (no other side effect; Foolbox loads lazily).
 from securetrain.deprecation import deprecated_aliases
 
@@ -49,14 +52,20 @@ _DEPRECATED = {
 __getattr__ = deprecated_aliases(__name__, _DEPRECATED)
 
 __all__ = [
+    "APGD",
+    "APGDL2",
     "DEFAULT_EPSILONS",
     "EVASION_ATTACKS",
     "FGSM",
+    "FMN",
+    "FMNL2",
     "L2PGD",
     "NORMS",
     "PGD",
     "PRESETS",
     "Attack",
+    "APGDTargeted",
+    "APGDTargetedL2",
     "AttackContext",
     "AttackKind",
     "AuditPreset",
@@ -72,6 +81,7 @@ __all__ = [
     "RandomNoise",
     "RandomNoiseL2",
     "RobustnessResult",
+    "Square",
     "audit_robustness",
     "audit_robustness_run",
     "available_attacks",

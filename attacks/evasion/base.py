@@ -51,7 +51,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("attacks.evasion")
 
-AttackKind = Literal["gradient", "decision", "noise"]
+AttackKind = Literal["gradient", "score", "decision", "noise"]
+
+#: The settings that say how much work an attack does (see :meth:`Attack.budget`).
+BUDGET_KEYS: tuple[str, ...] = (
+    "steps",
+    "restarts",
+    "targets",
+    "queries",
+    "draws",
+    "eot_draws",
+    "binary_search_steps",
+    "initial_evals",
+    "max_evals",
+)
 
 _BOUNDS_TOL = 1e-6
 
@@ -99,15 +112,21 @@ class Attack(ABC):
     """Base class of every evasion attack: configuration only, the model comes at call time.
 
     Subclasses are frozen dataclasses that set the class attributes ``name``, ``norm``
-    (``"linf"`` or ``"l2"``; epsilons are measured in it), ``kind`` (``"gradient"``,
-    ``"decision"`` or ``"noise"``; the gradient-masking checks compare kinds) and
-    ``stochastic``, and implement :meth:`run`.
+    (``"linf"`` or ``"l2"``; epsilons are measured in it), ``kind`` (``"gradient"``;
+    ``"score"`` for black-box attacks that query the logits; ``"decision"`` for those that
+    query only the predicted label; ``"noise"``; the gradient-masking checks compare kinds),
+    ``targeted`` (the attack aims at chosen wrong classes; the masking checks compare it with
+    the untargeted gradient attacks), ``stochastic`` and ``one_run_for_all_epsilons`` (one
+    search serves every epsilon, as for minimum-norm attacks: the audit then calls it once),
+    and implement :meth:`run`.
     """
 
     name: ClassVar[str] = ""
     norm: ClassVar[Norm]
     kind: ClassVar[AttackKind]
     stochastic: ClassVar[bool] = False
+    targeted: ClassVar[bool] = False
+    one_run_for_all_epsilons: ClassVar[bool] = False
 
     @abstractmethod
     def run(
@@ -138,6 +157,24 @@ class Attack(ABC):
         """The attack's name, norm and settings (JSON-ready)."""
         settings = asdict(self) if _is_dataclass_instance(self) else {}
         return {"name": self.name, "norm": self.norm, "kind": self.kind, **settings}
+
+    def budget(self) -> dict[str, int]:
+        """How much work the attack does: those of its settings named in :data:`BUDGET_KEYS`
+        (steps, restarts, targets, queries, ...), for the report.
+
+        Example:
+            >>> from attacks.evasion import get_attack
+            >>> get_attack("pgd", steps=20, restarts=2).budget()
+            {'steps': 20, 'restarts': 2}
+        """
+        settings = asdict(self) if _is_dataclass_instance(self) else {}
+        return {k: int(v) for k, v in settings.items() if k in BUDGET_KEYS and isinstance(v, int)}
+
+    def with_eot(self, draws: int) -> Attack:
+        """This attack averaging its gradients over ``draws`` forward passes (expectation over
+        transformation), for models with randomness; attacks that do not support it return
+        themselves unchanged."""
+        return self
 
     @final
     def __call__(

@@ -1,7 +1,10 @@
 """Per-sample losses that gradient attacks ascend, and input gradients that never fail.
 
 ``ce`` is the cross-entropy (Madry et al.'s PGD); ``margin`` is the Carlini-Wagner margin
-``max_{j != y} z_j - z_y``, whose gradient does not vanish on very confident predictions.
+``max_{j != y} z_j - z_y``, whose gradient does not vanish on very confident predictions;
+``dlr`` is Croce & Hein's (2020) difference of logits ratio, the margin divided by the spread of
+the top logits, so it is invariant to shifting and rescaling the logits (a saturated softmax or
+a model that scales its logits up does not weaken it). :func:`targeted_dlr` is its targeted form.
 
 Example:
     >>> import torch
@@ -39,6 +42,47 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return other - true
 
 
+@LOSSES.register("dlr")
+def dlr(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``-(z_y - max_{j != y} z_j) / (z_(1) - z_(3))`` (``z_(k)``: the k-th largest logit).
+
+    With fewer than 3 classes the spread is undefined and the plain :func:`margin` is returned.
+
+    Example:
+        >>> import torch
+        >>> dlr(torch.tensor([[3.0, 1.0, 0.0, -1.0]]), torch.tensor([0]))
+        tensor([-0.6667])
+    """
+    if logits.shape[1] < 3:
+        return margin(logits, labels)
+    top = logits.sort(dim=1, descending=True).values
+    spread = top[:, 0] - top[:, 2] + _DLR_TINY
+    return margin(logits, labels) / spread
+
+
+def targeted_dlr(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample targeted DLR ``-(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2)``, to be maximised.
+
+    With fewer than 4 classes the spread is undefined and the targeted margin ``z_t - z_y`` is
+    returned.
+
+    Example:
+        >>> import torch
+        >>> targeted_dlr(torch.tensor([[4.0, 2.0, 1.0, 0.0]]), torch.tensor([0]), torch.tensor([1]))
+        tensor([-0.5714])
+    """
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    target = logits.gather(1, targets[:, None]).squeeze(1)
+    if logits.shape[1] < 4:
+        return target - true
+    top = logits.sort(dim=1, descending=True).values
+    spread = top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _DLR_TINY
+    return (target - true) / spread
+
+
+_DLR_TINY = 1e-12
+
+
 def loss_and_input_grad(
     model: nn.Module, x: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn, *, validate: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -62,3 +106,28 @@ def loss_and_input_grad(
     if grad is None:
         grad = torch.zeros_like(x)
     return logits.detach(), loss.detach(), grad
+
+
+def expected_loss_and_input_grad(
+    model: nn.Module, x: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn, *, draws: int = 1, validate: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`loss_and_input_grad` averaged over ``draws`` forward passes (expectation over
+    transformation, Athalye et al. 2018): for models whose output is random, the averaged
+    gradient points where the expected loss rises, a single draw's does not. ``draws=1`` is
+    exactly :func:`loss_and_input_grad`.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(3, 2)
+        >>> x, y = torch.rand(4, 3), torch.tensor([0, 1, 0, 1])
+        >>> one = loss_and_input_grad(model, x, y, margin)[2]
+        >>> torch.allclose(expected_loss_and_input_grad(model, x, y, margin, draws=3)[2], one)
+        True
+    """
+    logits, loss, grad = loss_and_input_grad(model, x, labels, loss_fn, validate=validate)
+    if draws == 1:
+        return logits, loss, grad
+    for _ in range(draws - 1):
+        lg, ls, gr = loss_and_input_grad(model, x, labels, loss_fn)
+        logits, loss, grad = logits + lg, loss + ls, grad + gr
+    return logits / draws, loss / draws, grad / draws

@@ -8,8 +8,13 @@ suggests.
 
 * ``unbounded``: an attack allowed to reach any point of the input box must drive robust
   accuracy to (near) zero; if it stays above chance, the gradients lead nowhere.
-* ``blackbox_beats_gradient``: decision-based or random attacks fool samples on which every
-  gradient attack failed at the same epsilon; gradient attacks should dominate them.
+* ``blackbox_beats_gradient``: score-based (Square), decision-based or random attacks fool
+  samples on which every gradient attack failed at the same epsilon; gradient attacks should
+  dominate them (AutoAttack's check on Square).
+* ``targeted_beats_untargeted``: targeted gradient attacks (APGD-T) fool samples on which every
+  untargeted gradient attack failed: the untargeted losses are stuck (e.g. a saturated softmax
+  or a model whose wrong-class scores all sit far below the top one), so an audit without the
+  targeted attacks would overstate robustness.
 * ``zero_gradients``: the input gradient of the margin loss is all zero or not finite on a
   notable share of samples.
 * ``nondeterministic``: two forward passes in eval mode give different outputs.
@@ -25,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -38,6 +43,7 @@ from attacks.evasion.norms import Norm, diameter
 ZERO_GRADIENT_SHARE = 0.05
 BLACKBOX_SHARE = 0.02
 MONOTONE_TOLERANCE = 0.01
+TARGETED_RELATIVE = 0.1
 
 
 @dataclass(frozen=True)
@@ -179,13 +185,76 @@ def check_blackbox_vs_gradient(
     return MaskingCheck("blackbox_beats_gradient", fired, share, threshold, msg)
 
 
+def check_targeted_vs_untargeted(
+    success: Mapping[str, torch.Tensor],
+    kinds: Mapping[str, str],
+    targeted: Collection[str],
+    epsilons: Sequence[float],
+    *,
+    threshold: float = BLACKBOX_SHARE,
+    relative: float = TARGETED_RELATIVE,
+) -> MaskingCheck:
+    """Samples fooled by a targeted gradient attack but by no untargeted gradient attack: fires
+    when they are at least ``max(2, threshold * n)`` and at least ``relative`` of the samples the
+    untargeted attacks left robust (a few such samples are normal for weak untargeted settings;
+    a large share of the supposedly robust ones is not)."""
+    untargeted = [k for k in success if kinds[k] == "gradient" and k not in targeted]
+    aimed = [k for k in success if kinds[k] == "gradient" and k in targeted]
+    if not untargeted or not aimed:
+        return MaskingCheck(
+            "targeted_beats_untargeted",
+            False,
+            float("nan"),
+            threshold,
+            "targeted vs untargeted: skipped (needs at least one untargeted and one targeted gradient attack)",
+            skipped=True,
+        )
+    u = torch.stack([success[k] for k in untargeted]).to(torch.uint8).cummax(1).values.bool().any(0)
+    t = torch.stack([success[k] for k in aimed]).any(0)
+    only = t & ~u
+    counts = only.sum(1)
+    left = (~u).sum(1).clamp_min(1)  # samples the untargeted attacks left robust
+    n = only.shape[1]
+    need = max(2, math.ceil(threshold * n))
+    fires = (counts >= need) & (counts.double() >= relative * left.double())
+    e = int(torch.where(fires, counts, -1).argmax()) if bool(fires.any()) else int(counts.argmax())
+    count = int(counts[e])
+    share = count / n if n else 0.0
+    fired = bool(fires[e])
+    if fired:
+        msg = (
+            f"targeted beats untargeted: at eps={epsilons[e]:g}, {', '.join(aimed)} fooled {count} of {n} samples "
+            f"({share:.1%}; {count / int(left[e]):.0%} of the {int(left[e])} they left robust) on which every untargeted "
+            f"gradient attack ({', '.join(untargeted)}) failed; the untargeted "
+            "losses are stuck there (saturated or masked gradients, or wrong-class scores far below the top one): "
+            "the worst case includes the targeted attacks, but robustness measured by untargeted attacks alone "
+            "(e.g. adversarial-training curves) is overstated"
+        )
+    else:
+        msg = f"targeted vs untargeted: at most {count} of {n} samples fooled only by {', '.join(aimed)}"
+    return MaskingCheck("targeted_beats_untargeted", fired, share, threshold, msg)
+
+
 def check_monotone(
     robust: Mapping[str, Sequence[float]],
     epsilons: Sequence[float],
     *,
     tolerance: float = MONOTONE_TOLERANCE,
+    cumulative: bool = False,
 ) -> MaskingCheck:
-    """Robust accuracy must not rise with epsilon (a larger ball contains the smaller one)."""
+    """Robust accuracy must not rise with epsilon (a larger ball contains the smaller one).
+
+    ``cumulative=True`` (a cascading audit's figures, monotone by construction) skips it."""
+    if cumulative:
+        return MaskingCheck(
+            "non_monotone",
+            False,
+            float("nan"),
+            tolerance,
+            "non-monotone: skipped (a cascading audit carries every break to the larger epsilons; "
+            "run with cascade=False to check each attack on its own)",
+            skipped=True,
+        )
     worst = 0.0
     where = ""
     for name, accs in robust.items():

@@ -7,7 +7,7 @@ Example:
     >>> get_attack("pgdd")
     Traceback (most recent call last):
     ...
-    securetrain.errors.UnknownNameError: unknown attack 'pgdd'; choose one of: boundary, cw-l2, deepfool, fgsm, hsj, hsj-l2, pgd, pgd-l2, random, random-l2
+    securetrain.errors.UnknownNameError: unknown attack 'pgdd'; choose one of: apgd-ce, apgd-ce-l2, apgd-t, apgd-t-l2, boundary, cw-l2, deepfool, fgsm, fmn, fmn-l2, hsj, hsj-l2, pgd, pgd-l2, random, random-l2, square
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def test_section_follows_the_report_schema(audit) -> None:
     check_section("robustness", section)
     assert section["norm"] == "linf"
     assert section["epsilons"] == [0.0, 0.05, 0.1, 0.2, 0.3]
-    assert set(section["attacks"]) == {"fgsm", "pgd", "hsj", "random"}
+    assert set(section["attacks"]) == {"fgsm", "pgd", "apgd-t", "hsj", "random"}
     assert all(len(v) == 5 for v in section["attacks"].values())
     assert section["flags"] == []
     assert section["n_samples"] == N and section["preset"] == "quick"
@@ -70,7 +70,19 @@ def test_epsilon_zero_is_clean_accuracy_and_attacks_bite(audit, frozen_cnn, digi
     assert audit.attacks["pgd"][2] < 0.75
     assert audit.attacks["pgd"][4] < 0.05
     assert audit.attacks["pgd"][2] <= audit.attacks["fgsm"][2] + 0.02
-    assert audit.attacks["pgd"][2] < audit.attacks["random"][2]
+    # a cascade's figures are cumulative: the last attack's equal the worst case
+    assert audit.attacks["random"] == audit.worst_case
+
+
+def test_without_cascade_each_attack_is_measured_on_its_own(frozen_cnn, digits_test) -> None:
+    x, y = digits_test
+    r = audit_robustness(
+        frozen_cnn, x[:N], y[:N], attacks=["fgsm", "pgd", "random"], preset="quick", cascade=False, progress=False
+    )
+    assert not r.cascade and r.attacked["random"] == r.attacked["pgd"]
+    assert r.attacks["pgd"][2] < r.attacks["random"][2]
+    assert r.worst_case[2] <= r.attacks["pgd"][2]
+    assert any(c["name"] == "non_monotone" and not c["skipped"] for c in r.to_section()["checks"])
 
 
 def test_report_round_trip_and_plot(audit, tmp_path) -> None:
@@ -82,7 +94,7 @@ def test_report_round_trip_and_plot(audit, tmp_path) -> None:
     assert again.robustness == audit.to_section()
     fig = plot_robustness(again.to_dict())
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
-    assert labels == ["fgsm", "pgd", "hsj", "random", "worst case"]
+    assert labels == ["fgsm", "pgd", "apgd-t", "hsj", "random", "worst case"]
     assert "Robustness curve" in (tmp_path / "report.html").read_text()
 
 
@@ -103,7 +115,7 @@ def test_batches_give_the_same_deterministic_figures(frozen_cnn, digits_test) ->
 def test_l2_audit(frozen_cnn, digits_test) -> None:
     x, y = digits_test
     r = audit_robustness(frozen_cnn, x[:64], y[:64], norm="l2", preset="quick", epsilons=[0.0, 1.0], progress=False)
-    assert r.norm == "l2" and set(r.attacks) == {"pgd-l2", "deepfool", "hsj-l2", "random-l2"}
+    assert r.norm == "l2" and set(r.attacks) == {"pgd-l2", "deepfool", "apgd-t-l2", "hsj-l2", "random-l2"}
     assert r.worst_case[1] < r.clean_accuracy
     assert r.flags == []
 

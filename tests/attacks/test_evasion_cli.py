@@ -86,7 +86,7 @@ def test_audit_l2_with_the_preset_attacks(run_dir: Path) -> None:
         == 0
     )
     rob = _report(run_dir)["robustness"]
-    assert rob["norm"] == "l2" and set(rob["attacks"]) == {"pgd-l2", "deepfool", "hsj-l2", "random-l2"}
+    assert rob["norm"] == "l2" and set(rob["attacks"]) == {"pgd-l2", "deepfool", "apgd-t-l2", "hsj-l2", "random-l2"}
     Report.from_json(run_dir)  # still a valid report
 
 

@@ -27,7 +27,8 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_unknown_attack_lists_the_choices() -> None:
     with pytest.raises(
-        UnknownNameError, match=r"unknown attack 'pgdd'; choose one of: boundary, cw-l2, deepfool, fgsm"
+        UnknownNameError,
+        match=r"unknown attack 'pgdd'; choose one of: apgd-ce, apgd-ce-l2, apgd-t, apgd-t-l2, boundary, cw-l2",
     ):
         get_attack("pgdd")
 
@@ -171,7 +172,7 @@ def test_bad_attack_settings(name, settings, match) -> None:
 
 
 def test_unknown_loss() -> None:
-    with pytest.raises(UnknownNameError, match=r"unknown attack loss 'hinge'; choose one of: ce, margin"):
+    with pytest.raises(UnknownNameError, match=r"unknown attack loss 'hinge'; choose one of: ce, dlr, margin"):
         get_attack("pgd", loss="hinge")
 
 

@@ -28,6 +28,13 @@ SUITE_SETTINGS: dict[str, dict[str, int]] = {
     "hsj-l2": {"steps": 6, "initial_evals": 25, "max_evals": 200},
     "boundary": {"steps": 300},
     "cw-l2": {"binary_search_steps": 3, "steps": 50},
+    "apgd-t": {"steps": 20, "targets": 2},
+    "apgd-t-l2": {"steps": 20, "targets": 2},
+    "apgd-ce": {"steps": 20},
+    "apgd-ce-l2": {"steps": 20},
+    "fmn": {"steps": 30},
+    "fmn-l2": {"steps": 30},
+    "square": {"queries": 200},
 }
 
 
@@ -91,7 +98,7 @@ def suite_run(request: pytest.FixtureRequest, frozen_cnn: nn.Module, digits_test
 
 
 def test_registry_lists_the_required_attacks() -> None:
-    required = {"fgsm", "pgd", "pgd-l2", "cw-l2", "deepfool", "hsj", "random"}
+    required = {"fgsm", "pgd", "pgd-l2", "cw-l2", "deepfool", "hsj", "random", "apgd-ce", "apgd-t", "fmn", "square"}
     assert required <= set(available_attacks())
 
 
