@@ -126,7 +126,7 @@ def test_help_texts_never_double_a_default():
                 expanded = formatter._expand_help(action)
                 assert len(re.findall(r"\(default", expanded)) <= 1, (name, expanded)
     train_help = " ".join(_options(build_parser())["train"].format_help().split())
-    assert "number of epochs (default: 5)" in train_help
+    assert "number of epochs (default 5); with train --dp: the recommended recipe's" in train_help
     assert train_help.count("the data set's default") == 1
 
 

@@ -28,10 +28,42 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LOSSES: Registry[LossFn] = Registry("attack loss")
 
 
+class _CrossEntropy(torch.autograd.Function):
+    """Per-sample cross-entropy whose gradient does not round to zero on confident predictions.
+
+    Autograd's gradient for the true class is ``p_y - 1``, which is exactly 0 in float32 once the
+    other classes' probabilities fall below ~6e-8 (a logit gap above ~16.6): a sign-gradient
+    attack then does not move the sample at all, and the audit calls it robust. Here it is
+    ``-sum_{j != y} p_j``, the same value computed without cancellation.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(logits, dim=1)
+        ctx.save_for_backward(logp, labels)
+        return -logp.gather(1, labels[:, None]).squeeze(1)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logp, labels = ctx.saved_tensors  # type: ignore[attr-defined]
+        others = logp.exp().scatter(1, labels[:, None], 0.0)
+        grad = others.scatter(1, labels[:, None], -others.sum(1, keepdim=True))
+        return grad * grad_out[:, None], None
+
+
 @LOSSES.register("ce")
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-sample cross-entropy."""
-    return F.cross_entropy(logits, labels, reduction="none")
+    """Per-sample cross-entropy (its input gradient stays non-zero on confident predictions).
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[0.0, 30.0]], requires_grad=True)
+        >>> cross_entropy(logits, torch.tensor([1])).sum().backward()
+        >>> bool(logits.grad[0, 1] < 0)  # autograd's own gradient here is exactly 0
+        True
+    """
+    out: torch.Tensor = _CrossEntropy.apply(logits, labels)  # type: ignore[no-untyped-call]
+    return out
 
 
 @LOSSES.register("margin")

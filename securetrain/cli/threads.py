@@ -48,9 +48,11 @@ def model_parameters(args: argparse.Namespace) -> int | None:
             from securetrain.data import get_info
             from securetrain.models import build_model, check_model_options
 
+            if ":" in str(args.data) or ":" in str(args.model or ""):
+                return None  # an import-path spec or a file: not imported or read just to count threads
             info = get_info(args.data)
             name = args.model or info.default_model
-            kwargs = json.loads(args.model_kwargs)
+            kwargs = json.loads(args.model_kwargs) if args.model_kwargs is not None else {}
             if not isinstance(kwargs, dict):
                 return None
             check_model_options(name, kwargs)

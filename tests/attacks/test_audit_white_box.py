@@ -78,7 +78,21 @@ def test_a_refuted_claim_marks_the_report_not_valid():
     with DEFENSES.temporarily(cls.name, cls):
         result = audit_dp_sgd(audit_recipe(cls.name), canaries=CANARIES, train=audit_data(0), seed=0)
     report = Report(
-        data={}, model={}, accuracy=0.5, privacy={"epsilon": result.claimed_epsilon, "valid": True, "warnings": []}
+        data={},
+        model={},
+        accuracy=0.5,
+        privacy={
+            "epsilon": result.claimed_epsilon,
+            "delta": 1e-5,
+            "accountant": "prv",
+            "noise_multiplier": 1.0,
+            "max_grad_norm": 1.0,
+            "sample_rate": 0.1,
+            "steps": 10,
+            "poisson_sampling": True,
+            "valid": True,
+            "warnings": [],
+        },
     )
     report.set_membership(merge_into_membership(None, result))
     assert report.privacy is not None and report.privacy["valid"] is False

@@ -93,8 +93,8 @@ def test_batches_larger_than_a_chunk_are_split_and_agree(digits_test) -> None:
 def test_more_samples_than_slots_are_chunked() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()  # depth 1: N=4096, 2048 slots
-    x = torch.cat([load("digits", "train")[0], load("digits", "test")[0]])
-    x = torch.cat([x, x[:303]])  # 2100 samples > 2048 slots
+    x = torch.cat([load("digits", split)[0] for split in ("train", "validation", "test")])
+    x = torch.cat([x, x[: 2100 - x.shape[0]]])  # 2100 samples > 2048 slots
     section = evaluate_encrypted(model, x, mode="throughput")
     assert section["poly_modulus_degree"] == 4096 and section["slots"] == 2048
     assert section["requests"] == 2 and section["samples"] == 2100
