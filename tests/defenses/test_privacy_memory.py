@@ -128,3 +128,33 @@ def test_config_and_command_line_carry_the_budget():
     assert OPTION.build(p.parse_args(["--dp", "--epsilon", "3", "--max-memory-mb", "512"])).max_memory_mb == 512.0
     with pytest.raises(ConfigurationError, match="--max-memory-mb only apply with --dp"):
         OPTION.build(p.parse_args(["--max-memory-mb", "512"]))
+
+
+class _Kill(Exception):
+    pass
+
+
+class _KillAfter:
+    def on_epoch_end(self, session) -> None:
+        if session.epoch == 1:
+            raise _Kill()
+
+
+def test_a_killed_and_resumed_run_with_a_memory_budget_ends_as_an_uninterrupted_one(tmp_path):
+    from securetrain.runs import train
+    from securetrain.training import TrainConfig
+
+    cfg = TrainConfig(data="breast_cancer", epochs=2, batch_size=32, progress=False, seed=4)
+
+    def dp():
+        return DifferentialPrivacy(epsilon=2.0, accountant="rdp", max_memory_mb=0.06)
+
+    full = train(cfg, tmp_path / "full", [dp()], write_html=False)
+    with pytest.raises(_Kill):
+        train(cfg, tmp_path / "cut", [dp()], callbacks=[_KillAfter()], write_html=False)
+    resumed = train(cfg, tmp_path / "cut", [dp()], resume=True, write_html=False)
+    a, b = full.report.privacy, resumed.report.privacy
+    assert 1 <= a["physical_batch_size"] < 32 and b["physical_batch_size"] == a["physical_batch_size"]
+    assert b["epsilon"] == a["epsilon"] and b["steps"] == a["steps"]
+    for p, q in zip(full.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
