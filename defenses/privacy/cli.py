@@ -21,7 +21,7 @@ from typing import Any
 ACCOUNTANT_CHOICES = ("prv", "rdp", "gdp")
 MODE_CHOICES = ("auto", "bk", "ghost", "hooks", "functorch", "ew", "vmap")
 
-_DP_ONLY = ("epsilon", "delta", "noise_multiplier", "max_epsilon", "physical_batch_size", "ema_decay")
+_DP_ONLY = ("epsilon", "delta", "noise_multiplier", "max_epsilon", "physical_batch_size", "ema_decay", "max_memory_mb")
 GENERIC_CLIP = 1.0
 """The clipping norm without a flag or a recipe."""
 
@@ -68,6 +68,13 @@ class PrivacyOption:
             default=None,
             help="split Poisson batches into chunks of at most this size",
         )
+        g.add_argument(
+            "--max-memory-mb",
+            type=float,
+            default=None,
+            help="memory budget (MB) of one step: the physical batch is the largest whose measured peak "
+            "step memory fits (instead of --physical-batch-size)",
+        )
         g.add_argument("--grad-sample-mode", default="auto", choices=MODE_CHOICES, help="per-sample gradient engine")
         g.add_argument(
             "--ema-decay",
@@ -106,6 +113,7 @@ class PrivacyOption:
             accountant=pick("accountant", "prv"),
             max_epsilon=args.max_epsilon,
             physical_batch_size=args.physical_batch_size,
+            max_memory_mb=args.max_memory_mb,
             grad_sample_mode=args.grad_sample_mode,
             ema_decay=pick("ema_decay", None),
         )

@@ -29,7 +29,7 @@ from typing import Any
 
 from defenses.privacy import accounting
 from defenses.privacy.engines import ENGINES
-from securetrain.errors import PrivacyError
+from securetrain.errors import ConfigurationError, PrivacyError
 from securetrain.validation import check_delta, check_number, check_positive
 
 
@@ -76,7 +76,8 @@ class PrivacyConfig:
     ``epsilon``: target epsilon; ``delta``: target delta in (0, 1) (``None``: from the data
     set size); ``max_grad_norm``: per-sample clipping norm; ``noise_multiplier``: fixed noise
     (``None``: calibrated to ``epsilon``); ``accountant``: ``prv``, ``rdp`` or ``gdp``;
-    ``max_epsilon``: hard cap; ``poisson_sampling``; ``physical_batch_size``;
+    ``max_epsilon``: hard cap; ``poisson_sampling``; ``physical_batch_size``; ``max_memory_mb``:
+    memory budget of a step that picks the physical batch when ``physical_batch_size`` is not given;
     ``grad_sample_mode``: ``auto`` or an engine name; ``epochs`` / ``steps``: the planned
     length; ``batch_size``: expected logical batch; ``seed``; ``fix_model``; ``ema_decay``:
     decay of the exponential moving average of the parameters that replaces them at the end
@@ -98,6 +99,7 @@ class PrivacyConfig:
     seed: int | None = None
     fix_model: bool = True
     ema_decay: float | None = None
+    max_memory_mb: float | None = None
 
     def __post_init__(self) -> None:
         epsilon = _optional_positive("epsilon", self.epsilon, "a target epsilon is a positive number such as 1, 3 or 8")
@@ -142,7 +144,18 @@ class PrivacyConfig:
                     f"ema_decay must be a number in (0, 1), such as 0.999, got {ema!r}; leave it out for no average"
                 )
             ema = float(ema)
+        max_memory = _optional_positive("max_memory_mb", self.max_memory_mb, "it is a memory budget in MB, e.g. 512")
+        _finite("max_memory_mb", max_memory, "it is a memory budget in MB, e.g. 512")
+        if max_memory is not None and self.physical_batch_size is not None:
+            raise ConfigurationError(
+                "give max_memory_mb or physical_batch_size, not both: max_memory_mb picks the physical batch"
+            )
+        if max_memory is not None and not self.poisson_sampling:
+            raise PrivacyError(
+                "max_memory_mb needs poisson_sampling=True (it picks the physical batch of Poisson batches)"
+            )
         converted: dict[str, Any] = {
+            "max_memory_mb": max_memory,
             "ema_decay": ema,
             "epsilon": epsilon,
             "max_epsilon": max_epsilon,

@@ -69,6 +69,7 @@ from defenses.privacy.compat import make_compatible, rebuild_optimizer
 from defenses.privacy.config import PrivacyConfig
 from defenses.privacy.ema import ParameterAverage
 from defenses.privacy.engines.base import Engine
+from defenses.privacy.memory import MemoryFit, measure_step_memory
 from defenses.privacy.modes import EngineChoice, select_engine
 from defenses.privacy.optimizer import DPSGDOptimizer
 from defenses.privacy.report import privacy_section
@@ -116,6 +117,9 @@ class DifferentialPrivacy(Defense):
         poisson_sampling: replace the loader's sampling by Poisson sampling (default). With
             ``False`` the loader is used as it is and the epsilon is reported as not valid.
         physical_batch_size: split Poisson batches into chunks of at most this size.
+        max_memory_mb: memory budget (MB) of one step, for when ``physical_batch_size`` is not
+            given: the physical batch is the largest whose measured peak step memory fits
+            (:mod:`defenses.privacy.memory`); recorded in the report and the checkpoint.
         grad_sample_mode: ``"auto"`` or an engine name (``bk``, ``ghost``, ``hooks``,
             ``functorch``, ``ew``, ``vmap``).
         epochs / steps: the planned length, for hand-written loops (the training loop
@@ -158,6 +162,7 @@ class DifferentialPrivacy(Defense):
         seed: int | None = None,
         fix_model: bool = True,
         ema_decay: float | None = None,
+        max_memory_mb: float | None = None,
     ) -> None:
         self.settings = PrivacyConfig(
             epsilon=epsilon,
@@ -175,6 +180,7 @@ class DifferentialPrivacy(Defense):
             seed=seed,
             fix_model=fix_model,
             ema_decay=ema_decay,
+            max_memory_mb=max_memory_mb,
         )
         self.gradient_canaries: GradientCanaries | None = None
         self._reset_state()
@@ -200,6 +206,8 @@ class DifferentialPrivacy(Defense):
         self._eval_warned = False
         self.average: ParameterAverage | None = None
         self._averaged_steps = 0
+        self.memory_fit: MemoryFit | None = None
+        self._fitted_physical_batch: int | None = None
 
     # ------------------------------------------------------------------ settings (read-only)
 
@@ -230,8 +238,15 @@ class DifferentialPrivacy(Defense):
 
     @property
     def physical_batch_size(self) -> int | None:
-        """The largest physical batch (``None``: logical batches are not split)."""
+        """The largest physical batch: given, or chosen from ``max_memory_mb`` in setup (``None``: not split)."""
+        if self.settings.physical_batch_size is None and self._fitted_physical_batch is not None:
+            return self._fitted_physical_batch
         return self.settings.physical_batch_size
+
+    @property
+    def max_memory_mb(self) -> float | None:
+        """The memory budget of a step that picks the physical batch, as given."""
+        return self.settings.max_memory_mb
 
     @property
     def grad_sample_mode(self) -> str:
@@ -390,6 +405,8 @@ class DifferentialPrivacy(Defense):
         self.plain_model, self.original_optimizer = model, optimizer
         self._session = session
         try:
+            if settings.max_memory_mb is not None and isinstance(new_loader, PoissonBatches):
+                self._fit_physical_batch(session, wrapped, choice.engine, dataset, new_loader, settings.max_memory_mb)
             self.optimizer = self.optimizer_class(
                 optimizer,
                 engine=choice.engine,
@@ -427,6 +444,26 @@ class DifferentialPrivacy(Defense):
             schedule.delta,
             choice.name,
             budget.budget_steps,
+        )
+
+    def _fit_physical_batch(
+        self,
+        session: TrainingSession,
+        wrapped: nn.Module,
+        engine: Engine,
+        dataset: Dataset[Any] | None,
+        loader: PoissonBatches,
+        max_memory_mb: float,
+    ) -> None:
+        """Measure a step's memory and give the loader the largest physical batch that fits the budget."""
+        fit = measure_step_memory(wrapped, engine, dataset)
+        chosen = fit.physical_batch(max_memory_mb, limit=self.dataset_size)
+        self.memory_fit, self._fitted_physical_batch = fit, chosen
+        loader.physical_batch_size = chosen
+        self._note(
+            session,
+            f"physical batch {chosen} fits max_memory_mb {max_memory_mb:g} (a step measured at "
+            f"{fit.fixed_mb:.3g} MB fixed + {fit.per_sample_mb:.3g} MB per sample)",
         )
 
     def _note_budget_shortfall(self, session: TrainingSession, budget: PrivacyBudget, schedule: Schedule) -> None:
@@ -608,6 +645,7 @@ class DifferentialPrivacy(Defense):
             "monitor": self.monitor.state_dict(),
             "stopped_by_budget": self.stopped_by_budget,
             "logical_steps": self.optimizer.logical_steps if self.optimizer is not None else 0,
+            **({"physical_batch_size": self._fitted_physical_batch} if self._fitted_physical_batch else {}),
             **({"average": self.average.state_dict()} if self.average is not None else {}),
         }
 
@@ -633,6 +671,12 @@ class DifferentialPrivacy(Defense):
             self.noise_generator.set_state(state["noise_rng"])
         self.monitor.load_state_dict(state.get("monitor", {}))
         self.stopped_by_budget = bool(state.get("stopped_by_budget", False))
+        saved_physical = state.get("physical_batch_size")
+        if saved_physical is not None and self._fitted_physical_batch is not None:
+            # the physical batch of the interrupted run, not a new measurement's
+            self._fitted_physical_batch = int(saved_physical)
+            if isinstance(self.loader, PoissonBatches):
+                self.loader.physical_batch_size = self._fitted_physical_batch
         if self.optimizer is not None:
             self.optimizer.logical_steps = int(state.get("logical_steps", self.steps_taken))
             self._averaged_steps = self.optimizer.logical_steps
@@ -665,18 +709,23 @@ class DifferentialPrivacy(Defense):
         """The ``privacy`` report section (schema keys plus history, target, engine, model changes)."""
         if self.schedule is None or self.budget is None:
             return {}
-        return {
-            "privacy": privacy_section(
-                self.settings,
-                self.schedule,
-                self.budget,
-                self.monitor,
-                epoch_points=self.epoch_points,
-                stopped_by_budget=self.stopped_by_budget,
-                engine_name=self.engine_name,
-                model_changes=self.model_changes,
-            )
-        }
+        section = privacy_section(
+            self.settings,
+            self.schedule,
+            self.budget,
+            self.monitor,
+            epoch_points=self.epoch_points,
+            stopped_by_budget=self.stopped_by_budget,
+            engine_name=self.engine_name,
+            model_changes=self.model_changes,
+        )
+        if self.settings.max_memory_mb is not None:
+            section["physical_batch_size"] = self.physical_batch_size
+            section["max_memory_mb"] = self.settings.max_memory_mb
+            if self.memory_fit is not None:
+                section["memory_fixed_mb"] = round(self.memory_fit.fixed_mb, 4)
+                section["memory_per_sample_mb"] = round(self.memory_fit.per_sample_mb, 4)
+        return {"privacy": section}
 
 
 # ---------------------------------------------------------------------- the user's loader
