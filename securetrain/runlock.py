@@ -135,15 +135,23 @@ def lock_run_for_update(run_dir: str | os.PathLike[str], *, command: str) -> Run
     """
     from securetrain.rundir import RunDir
 
-    run = RunDir.open(run_dir)
-    if not os.access(run.path, os.W_OK | os.X_OK) or (
-        run.report_path.exists() and not os.access(run.report_path, os.W_OK)
-    ):
+    return lock_report_for_update(RunDir.open(run_dir).path, command=command)
+
+
+def lock_report_for_update(report_dir: str | os.PathLike[str], *, command: str) -> RunLock:
+    """Check that ``report_dir`` and its report.json are writable and lock the directory.
+
+    For ``report``, which needs only report.json (a demo's output folder has no config.json);
+    :func:`lock_run_for_update` adds the check that the folder is a run.
+    """
+    path = Path(report_dir)
+    report_path = path / "report.json"
+    if not os.access(path, os.W_OK | os.X_OK) or (report_path.exists() and not os.access(report_path, os.W_OK)):
         raise CheckpointError(
-            f"run directory {run.path} is read-only; {command} writes its results into report.json there: "
-            "make it writable or copy the run elsewhere"
+            f"run directory {path} is read-only; {command} writes its results into report.json there: "
+            "make it writable or copy it elsewhere"
         )
-    return RunLock(run.path, command=command)
+    return RunLock(path, command=command)
 
 
-__all__ = ["HOLDER_NAME", "LOCK_NAME", "RunLock", "lock_run_for_update"]
+__all__ = ["HOLDER_NAME", "LOCK_NAME", "RunLock", "lock_report_for_update", "lock_run_for_update"]

@@ -93,6 +93,11 @@ def test_demo_small_budget_writes_every_section(tmp_path, capsys):
     assert html.index("<h2>Models side by side</h2>") < html.index("<h2>plain on digits</h2>")
     model = securetrain.load_model(out / "private_adversarial")
     assert not model.training and not any(hasattr(m, "_forward_hooks") and m._forward_hooks for m in model.modules())
+    # the demo folder (report.json, no config.json) re-renders with `securetrain report`
+    (out / "report.html").unlink()
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").read_text().index("<h2>Models side by side</h2>") > 0
 
 
 def test_threads_must_be_positive(capsys):

@@ -19,10 +19,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from securetrain.cli.output import summary
     from securetrain.report import Report
-    from securetrain.runlock import lock_run_for_update
+    from securetrain.runlock import lock_report_for_update
 
     Report.from_json(args.dir)  # a missing or malformed report is refused first, with its own message
-    with lock_run_for_update(args.dir, command="report"):
+    with lock_report_for_update(args.dir, command="report"):  # a demo folder has report.json only
         report = Report.from_json(args.dir)  # read again under the lock: what is rendered is what is there
         report.save(args.dir)
     sys.stdout.write(summary(report, args.dir))
