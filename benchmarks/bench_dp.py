@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from defenses.privacy import DifferentialPrivacy, recommended  # noqa: E402
+from defenses.privacy.memory import cpu_peak_bytes  # noqa: E402
 from securetrain import data  # noqa: E402
 from securetrain.io import atomic_write_json  # noqa: E402
 from securetrain.models import build_model  # noqa: E402
@@ -74,21 +75,7 @@ MODES = ["auto", "bk", "ghost", "hooks", "functorch", "ew", "vmap"]
 # --------------------------------------------------------------------------- speed
 
 
-def _peak_bytes(fn: Any) -> int:
-    with torch.profiler.profile(profile_memory=True) as prof:
-        fn()
-    points = []
-    for e in prof.events():
-        if e.name == "[memory]":
-            points.append((e.time_range.start, e.cpu_memory_usage))
-        elif e.self_cpu_memory_usage:
-            points.append((e.time_range.end if e.cpu_children else e.time_range.start, e.self_cpu_memory_usage))
-    points.sort(key=lambda t: t[0])
-    cur = peak = 0
-    for _, delta in points:
-        cur += delta
-        peak = max(peak, cur)
-    return peak
+_peak_bytes = cpu_peak_bytes  # the same measure as the memory budget of --max-memory-mb
 
 
 def speed_case(model_name: str, mode: str, batch: int, steps: int) -> dict[str, Any]:

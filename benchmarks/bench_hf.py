@@ -46,27 +46,14 @@ sys.path.insert(0, str(ROOT))
 from _common import save_results, table  # noqa: E402
 
 from defenses.privacy import DifferentialPrivacy  # noqa: E402
+from defenses.privacy.memory import cpu_peak_bytes  # noqa: E402
 from securetrain.hf import LoraSettings, SequenceClassifier, pack_inputs, prepare_finetuning, random_bert  # noqa: E402
 from securetrain.training import protect  # noqa: E402
 
 Step = Callable[[], None]
 
 
-def _peak_bytes(fn: Step) -> int:
-    with torch.profiler.profile(profile_memory=True) as prof:
-        fn()
-    points = []
-    for e in prof.events():
-        if e.name == "[memory]":
-            points.append((e.time_range.start, e.cpu_memory_usage))
-        elif e.self_cpu_memory_usage:
-            points.append((e.time_range.end if e.cpu_children else e.time_range.start, e.self_cpu_memory_usage))
-    points.sort(key=lambda t: t[0])
-    cur = peak = 0
-    for _, delta in points:
-        cur += delta
-        peak = max(peak, cur)
-    return peak
+_peak_bytes = cpu_peak_bytes  # the same measure as the memory budget of --max-memory-mb
 
 
 def _model(args: argparse.Namespace, mode: str) -> SequenceClassifier:

@@ -73,8 +73,9 @@ class MemoryFit:
         return min(batch, limit) if limit is not None else batch
 
 
-def _profiled_peak_bytes(fn: Callable[[], None]) -> int:
-    """Peak of the running sum of CPU allocations and frees recorded while ``fn`` runs."""
+def cpu_peak_bytes(fn: Callable[[], None]) -> int:
+    """Peak of the running sum of CPU allocations and frees recorded by ``torch.profiler`` while ``fn`` runs
+    (also what the benchmarks report as a step's peak memory)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     points = []
@@ -144,7 +145,7 @@ def step_peak_mb(wrapped: nn.Module, engine: Engine, dataset: Dataset[Any], size
 
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            peak = _cuda_peak_bytes(step, device) if device.type == "cuda" else _profiled_peak_bytes(step)
+            peak = _cuda_peak_bytes(step, device) if device.type == "cuda" else cpu_peak_bytes(step)
     finally:
         engine.clear()
         for p, g in zip(params, saved_grads):
@@ -170,4 +171,4 @@ def measure_step_memory(wrapped: nn.Module, engine: Engine, dataset: Dataset[Any
     return MemoryFit(fixed_mb=max(p2 - b2 * per_sample, 0.0), per_sample_mb=per_sample)
 
 
-__all__ = ["MB", "PROBE_SIZES", "SAFETY", "MemoryFit", "measure_step_memory", "step_peak_mb"]
+__all__ = ["cpu_peak_bytes", "MB", "PROBE_SIZES", "SAFETY", "MemoryFit", "measure_step_memory", "step_peak_mb"]
