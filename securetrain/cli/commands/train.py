@@ -16,7 +16,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from securetrain.cli.output import HelpFormatter, add_output_arguments, emit, json_result, show_progress
+from securetrain.cli.output import HelpFormatter, add_output_arguments, emit, is_quiet, json_result, show_progress
 from securetrain.cli.plugins import load_providers
 from securetrain.cli.specs import add_device_argument
 
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     config = config_from_args(args, recipe)
     defenses = defenses_from_args(args)  # bad flags fail here, before any worker starts
-    if recipe is not None:
+    if recipe is not None and not is_quiet(args):  # --quiet: errors only
         sys.stderr.write(recipe_line(recipe, config, defenses))
     if nproc is not None and nproc > 1:
         # refuse here, before workers start (a single process gets the same refusals from train())
