@@ -120,8 +120,15 @@ def run(args: argparse.Namespace) -> int:
     from securetrain.runlock import lock_run_for_update
 
     run_dir = Path(args.dir)
+    if args.dp_audit and (args.canaries is None or args.canaries < 4):
+        raise ConfigurationError(f"--canaries must be at least 4 for --dp-audit, got {args.canaries}")
     with lock_run_for_update(run_dir, command="audit"):  # refused before attacking if not writable or busy
-        return _audit(args, run_dir, Report.from_json(run_dir))
+        report = Report.from_json(run_dir)
+        if args.dp_audit and report.privacy is None:
+            raise ConfigurationError(
+                "--dp-audit needs a run trained with differential privacy (--dp); this run has no privacy section"
+            )
+        return _audit(args, run_dir, report)
 
 
 def _audit(args: argparse.Namespace, run_dir: Path, report: Report) -> int:
