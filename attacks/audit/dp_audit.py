@@ -72,6 +72,11 @@ DEFAULT_DP_CANARIES = 1000
 HISTOGRAM_BINS = 30
 BOUNDS = 3
 """Bounds computed (counting, gaussian, mechanism); each holds at ``1 - alpha / BOUNDS``, the largest at ``1 - alpha``."""
+METHOD_LABELS = {
+    "counting": "counting bound, no assumption on the implementation",
+    "gaussian": "Gaussian fit of the linear statistic",
+    "mechanism": "epsilon of the measured subsampled Gaussian mechanism",
+}
 STATISTIC = "per-step likelihood ratio of the released gradient at the canary coordinate (claimed q and sigma)"
 
 
@@ -108,7 +113,7 @@ class DPAuditResult:
         lb, eps = self.epsilon_lower_bound, self.claimed_epsilon
         head = (
             f"white-box DP-SGD audit ({self.m} Dirac gradient canaries, one run): epsilon >= {lb:.3f} "
-            f"({self.method}, {pct} confidence) at delta {self.delta:g}"
+            f"({METHOD_LABELS.get(self.method, self.method)}, {pct} confidence) at delta {self.delta:g}"
         )
         if self.violated:
             return (
