@@ -15,7 +15,9 @@ that lowers epsilon:
   (only noise and data there: data can only widen it, which lowers the bound); chi-square upper
   limit of the pooled per-step variance.
 * ``Delta``: among included canaries, the mean release in sampled steps minus the mean in the other
-  steps (the data's drift cancels: sampling is independent of it); normal lower limit.
+  steps (the data's drift cancels: sampling is independent of it); normal lower limit. When the
+  included canaries are sampled in (almost) every step (``q = 1``), the excluded canaries' release
+  is the reference instead (data that pulls a pushed coordinate back lowers that estimate).
 
 ``sigma_eff`` and ``Delta`` are fitted per parameter tensor (a layer whose clipping or noise is
 wrong shows up there) and the largest epsilon is kept; the confidence is split over every limit.
@@ -182,6 +184,8 @@ def fit_subsampled_gaussian(
         sd_high = sd * math.sqrt(dof / float(chi2.ppf(per, dof)))
         xi, si = x[sel & inc], s[sel & inc]
         on, off = xi[si], xi[~si]
+        if off.size < MIN_PER_SIDE:  # every included canary sampled in (almost) every step, e.g. q = 1
+            off = x[sel & ~inc].reshape(-1)
         sens = float(on.mean() - off.mean())
         se = math.sqrt(float(on.var(ddof=1)) / on.size + float(off.var(ddof=1)) / off.size)
         sens_low = sens - z * se
@@ -220,8 +224,7 @@ def fit_subsampled_gaussian(
 def _fittable(x: np.ndarray, s: np.ndarray, inc: np.ndarray, sel: np.ndarray) -> bool:
     out = int((sel & ~inc).sum()) * x.shape[1]
     on = int(s[sel & inc].sum())
-    off = int((~s[sel & inc]).sum())
-    return int((sel & ~inc).sum()) >= 2 and min(out, on, off) >= MIN_PER_SIDE
+    return int((sel & ~inc).sum()) >= 2 and min(out, on) >= MIN_PER_SIDE
 
 
 __all__ = [

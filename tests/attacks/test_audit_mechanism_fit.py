@@ -73,6 +73,13 @@ def test_one_layer_without_clipping_is_found_in_its_group(true_epsilon):
     assert by_group[1].sensitivity_low > 8
 
 
+def test_full_batch_training_is_fitted_against_the_excluded_canaries():
+    # q = 1: an included canary is in every step, the excluded ones are the reference for its sensitivity
+    fit = fit_subsampled_gaussian(*draws(1000, 4, q=1.0, sigma=2.0, steps=20), delta=DELTA, alpha=0.05)
+    true = subsampled_gaussian_epsilon(2.0, 1.0, 20, DELTA)
+    assert 0.75 * true < fit.epsilon <= true
+
+
 def test_likelihood_ratio_score_beats_the_linear_sum_at_small_rates(true_epsilon):
     released, sampled, included = draws(2000, 3, q=0.05, steps=100)
     lr = likelihood_ratio_scores(released, sample_rate=0.05, noise_multiplier=SIGMA)
