@@ -118,6 +118,9 @@ def white_box(data: str, epsilon: float, args: argparse.Namespace, root: Path) -
         "method": audit.method,
         "counting_bound": audit.counting.epsilon_lower_bound,
         "gaussian_bound": audit.gaussian.epsilon,
+        "mechanism_bound": audit.mechanism.epsilon,
+        "fitted_noise_multiplier": audit.mechanism.noise_multiplier,
+        "fitted_sample_rate": audit.mechanism.sample_rate,
         "mu_hat": audit.gaussian.mu_hat,
         "ratio": audit.epsilon_lower_bound / audit.claimed_epsilon,
         "violated": audit.violated,
@@ -131,7 +134,7 @@ def white_box(data: str, epsilon: float, args: argparse.Namespace, root: Path) -
 
 def print_white_box(rows: list[dict[str, Any]]) -> None:
     headers = ["data", "target eps", "claimed", "bound", "bound/claim", "method", "counting", "gaussian"]
-    headers += ["mu", "violated", "train s", "audit s", "audit/train", "target met"]
+    headers += ["mechanism", "fitted sigma", "violated", "train s", "audit s", "audit/train", "target met"]
     body = []
     for r in rows:
         ratio_ok = r["ratio"] >= 0.5 or r["target_epsilon"] > 4
@@ -146,7 +149,8 @@ def print_white_box(rows: list[dict[str, Any]]) -> None:
                 r["method"],
                 float(r["counting_bound"]),
                 float(r["gaussian_bound"]),
-                float(r["mu_hat"]),
+                float(r["mechanism_bound"]),
+                float(r["fitted_noise_multiplier"]),
                 str(r["violated"]),
                 float(r["train_s"]),
                 float(r["audit_s"]),

@@ -7,8 +7,10 @@
 * :func:`check_consistency` / :func:`check_counts`: flag a run whose lower bound exceeds the
   epsilon it reports.
 * :func:`audit_dp_sgd`: the white-box one-run audit of a DP-SGD implementation (Dirac gradient
-  canaries, every model update observed), with the counting bound and a Gaussian-statistic bound
-  (:func:`gaussian_epsilon_lower_bound`).
+  canaries, every noisy gradient observed): the counting bound on the per-step likelihood-ratio
+  score (:func:`likelihood_ratio_scores`), a Gaussian-statistic bound
+  (:func:`gaussian_epsilon_lower_bound`) and the epsilon of the measured mechanism
+  (:func:`fit_subsampled_gaussian`).
 
 Example:
     >>> from attacks.audit import epsilon_lower_bound, check_counts
@@ -37,6 +39,8 @@ from attacks.audit.canary import (
 from attacks.audit.consistency import ConsistencyCheck, check_consistency, check_counts
 from attacks.audit.dp_audit import DPAuditResult, audit_dp_sgd, merge_into_membership
 from attacks.audit.gaussian import GaussianBound, gaussian_epsilon_lower_bound, gdp_delta, gdp_epsilon
+from attacks.audit.likelihood import likelihood_ratio_scores
+from attacks.audit.mechanism_fit import MechanismFit, fit_subsampled_gaussian, subsampled_gaussian_epsilon
 from attacks.audit.one_run import one_run_epsilon_lower_bound, one_run_p_value
 from attacks.audit.white_box import DiracCanaryPlanter
 
@@ -47,6 +51,7 @@ __all__ = [
     "DiracCanaryPlanter",
     "EpsilonBound",
     "GaussianBound",
+    "MechanismFit",
     "audit_canary_scores",
     "audit_dp_sgd",
     "canary_audit",
@@ -57,11 +62,14 @@ __all__ = [
     "epsilon_from_rates",
     "epsilon_lower_bound",
     "epsilon_lower_bound_from_scores",
+    "fit_subsampled_gaussian",
     "gaussian_epsilon_lower_bound",
     "gdp_delta",
     "gdp_epsilon",
+    "likelihood_ratio_scores",
     "make_canaries",
     "merge_into_membership",
     "one_run_epsilon_lower_bound",
     "one_run_p_value",
+    "subsampled_gaussian_epsilon",
 ]

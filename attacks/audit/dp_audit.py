@@ -3,16 +3,23 @@
 :func:`audit_dp_sgd` trains the run's recipe once more, through the same training loop, privacy
 defense, per-sample engine, Poisson sampler, noise and (on several processes) distributed
 reduction, with ``m`` Dirac gradient canaries (:mod:`attacks.audit.white_box`), each included in
-the training set independently with probability 1/2. Every model update is observed (the
-white-box, all-iterates threat model in which DP-SGD's accounting is stated); each canary's
-statistic is the sum over steps of the update's projection on its direction. Two lower bounds on
-epsilon follow, each at confidence ``1 - alpha / 2`` so that the larger holds at ``1 - alpha``:
+the training set independently with probability 1/2. Every released step is observed (the
+white-box, all-iterates threat model in which DP-SGD's accounting is stated): after every step
+the privatized gradient at each canary coordinate is recorded (:mod:`attacks.audit.white_box`).
+Three lower bounds on epsilon follow, each at confidence ``1 - alpha / 3`` so that the largest
+holds at ``1 - alpha``:
 
-* ``counting``: the one-run bound of Steinke, Nasr and Jagielski (2023): guess "included" for the
-  ``k`` highest statistics and "excluded" for the ``k`` lowest, count the right guesses
-  (:func:`attacks.audit.audit_canary_scores`);
-* ``gaussian``: mu-GDP fitted to the two distributions of the statistic
-  (:func:`attacks.audit.gaussian_epsilon_lower_bound`).
+* ``counting``: the one-run bound of Steinke, Nasr and Jagielski (2023) on the per-step
+  likelihood-ratio score (:mod:`attacks.audit.likelihood`, computed with the *claimed* sample rate
+  and noise): guess "included" for the ``k`` highest scores and "excluded" for the ``k`` lowest,
+  count the right guesses (:func:`attacks.audit.audit_canary_scores`). It assumes nothing about
+  the implementation.
+* ``gaussian``: mu-GDP fitted to the two distributions of the linear statistic (the sum of the
+  released gradients along the canary; :func:`attacks.audit.gaussian_epsilon_lower_bound`).
+* ``mechanism``: the epsilon of the subsampled Gaussian mechanism the run really applied, its
+  rate, sensitivity and noise measured from the released gradients with confidence limits
+  (:mod:`attacks.audit.mechanism_fit`). It assumes the release is (canary when sampled) + data +
+  Gaussian noise independent of the canaries, and is the one that approaches the claim.
 
 The audit run's own privacy report (with the canaries, the data set is ``n + included``) is the
 claim checked: a bound above it means the implementation does not deliver what it accounts.
@@ -47,6 +54,8 @@ import torch
 
 from attacks.audit.canary import CanaryAuditResult, audit_canary_scores
 from attacks.audit.gaussian import GaussianBound, gaussian_epsilon_lower_bound
+from attacks.audit.likelihood import likelihood_ratio_scores
+from attacks.audit.mechanism_fit import MechanismFit, fit_subsampled_gaussian
 from attacks.audit.white_box import DEFAULT_NORM_SCALE, DiracCanaryPlanter
 from attacks.checks import check_alpha, check_xy
 from attacks.membership.recipe import TrainingRecipe
@@ -61,6 +70,14 @@ MODES = ("white-box",)
 
 DEFAULT_DP_CANARIES = 1000
 HISTOGRAM_BINS = 30
+BOUNDS = 3
+"""Bounds computed (counting, gaussian, mechanism); each holds at ``1 - alpha / BOUNDS``, the largest at ``1 - alpha``."""
+METHOD_LABELS = {
+    "counting": "counting bound, no assumption on the implementation",
+    "gaussian": "Gaussian fit of the linear statistic",
+    "mechanism": "epsilon of the measured subsampled Gaussian mechanism",
+}
+STATISTIC = "per-step likelihood ratio of the released gradient at the canary coordinate (claimed q and sigma)"
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,7 @@ class DPAuditResult:
     delta: float
     counting: CanaryAuditResult
     gaussian: GaussianBound
+    mechanism: MechanismFit
     seconds: float
     train_seconds: float
     steps: int
@@ -95,7 +113,7 @@ class DPAuditResult:
         lb, eps = self.epsilon_lower_bound, self.claimed_epsilon
         head = (
             f"white-box DP-SGD audit ({self.m} Dirac gradient canaries, one run): epsilon >= {lb:.3f} "
-            f"({self.method}, {pct} confidence) at delta {self.delta:g}"
+            f"({METHOD_LABELS.get(self.method, self.method)}, {pct} confidence) at delta {self.delta:g}"
         )
         if self.violated:
             return (
@@ -134,11 +152,12 @@ class DPAuditResult:
             "delta": self.delta,
             "violated": self.violated,
             "explanation": self.explanation,
-            "counting": {**self.counting.to_dict(), "confidence": 1.0 - (1.0 - self.confidence) / 2},
+            "counting": {**self.counting.to_dict(), "confidence": 1.0 - (1.0 - self.confidence) / BOUNDS},
             "gaussian": self.gaussian.to_dict(),
+            "mechanism": self.mechanism.to_dict(),
             "audit_train_seconds": round(self.train_seconds, 3),
             "steps": self.steps,
-            "statistic": "sum over steps of -(update . canary direction) / learning rate",
+            "statistic": STATISTIC,
             "histogram": self.histogram(),
             "notes": list(self.notes),
         }
@@ -238,15 +257,26 @@ def audit_dp_sgd(
     if not privacy.get("valid", True):
         notes.append("the audit run's own privacy report is not valid: " + "; ".join(privacy.get("warnings") or []))
 
-    scores = planter.scores().numpy()
-    counting = audit_canary_scores(scores, included, delta=delta, alpha=alpha / 2)
     if included.sum() < 2 or (~included).sum() < 2:
         raise AttackError(f"too few canaries on one side ({int(included.sum())} included of {m}); use more canaries")
-    gaussian = gaussian_epsilon_lower_bound(scores[included], scores[~included], delta=delta, alpha=alpha / 2)
-    if gaussian.epsilon >= counting.epsilon_lower_bound:
-        bound, method = gaussian.epsilon, "gaussian"
-    else:
-        bound, method = counting.epsilon_lower_bound, "counting"
+    grads, sampled = _all_ranks(*planter.observations())
+    units = float(privacy.get("expected_batch_size") or 1) / float(privacy.get("max_grad_norm") or 1.0)
+    z = grads * units  # the clipped canary adds 1 in these units
+    sigma, q = float(privacy.get("noise_multiplier") or 0.0), float(privacy.get("sample_rate") or 0.0)
+    if sigma > 0 and 0 < q <= 1:
+        scores = likelihood_ratio_scores(z, sample_rate=q, noise_multiplier=sigma)
+    else:  # a claim without noise or rate: the linear statistic is the score
+        scores = z.sum(axis=1)
+        notes.append("the claim gives no noise multiplier or sample rate: the counting bound uses the linear statistic")
+    counting = audit_canary_scores(scores, included, delta=delta, alpha=alpha / BOUNDS)
+    linear = z.sum(axis=1)
+    gaussian = gaussian_epsilon_lower_bound(linear[included], linear[~included], delta=delta, alpha=alpha / BOUNDS)
+    mechanism = fit_subsampled_gaussian(
+        z, sampled, included, groups=planter.parameter_groups, delta=delta, alpha=alpha / BOUNDS
+    )
+    bound, method = max(
+        (counting.epsilon_lower_bound, "counting"), (gaussian.epsilon, "gaussian"), (mechanism.epsilon, "mechanism")
+    )
     out = DPAuditResult(
         epsilon_lower_bound=float(bound),
         method=method,
@@ -256,6 +286,7 @@ def audit_dp_sgd(
         delta=delta,
         counting=counting,
         gaussian=gaussian,
+        mechanism=mechanism,
         seconds=time.perf_counter() - t_start,
         train_seconds=train_seconds,
         steps=int(privacy.get("steps") or 0),
@@ -266,6 +297,20 @@ def audit_dp_sgd(
     if out.violated:
         log.warning("%s", out.explanation)
     return out
+
+
+def _all_ranks(grads: np.ndarray, sampled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The observations with every rank's record of which canaries were sampled (each rank marks its own shard)."""
+    from securetrain.distributed.context import get_context
+
+    ctx = get_context()
+    if not ctx.active:
+        return grads, sampled
+    import torch.distributed as dist
+
+    counts = torch.from_numpy(sampled.astype(np.int32))
+    dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=ctx.cpu_group)
+    return grads, counts.numpy() > 0
 
 
 def merge_into_membership(

@@ -13,15 +13,19 @@ rows. Each of the ``m`` canaries owns
   canary's placeholder is in a batch, its per-sample gradient is replaced by ``norm_scale * C``
   at that coordinate (a Dirac canary), before clipping.
 
-The statistic of canary ``i`` is the sum over all steps of the model update's projection on
-its direction, ``-sum_t (theta_{t+1} - theta_t)[c_i] / lr_t``: an included canary pushes its
-coordinate by about ``C * q`` per step, an excluded one only sees noise and the data's drift.
+After every released step (a step of the optimizer; a physical batch that only accumulated is
+not one) the planter records the privatized gradient the optimizer stepped with (clipped sum plus
+noise, averaged, after any distributed reduction) at every canary coordinate, and which canaries
+were in that step's batch. This is the white-box, all-iterates threat model DP-SGD's accounting
+is stated in: every noisy gradient is released. :mod:`attacks.audit.dp_audit` turns these
+observations into scores and bounds.
 
 Example:
     >>> import torch
     >>> planter = DiracCanaryPlanter(torch.rand(4, 3), seed=0)
-    >>> planter.m, planter.scores().shape
-    (4, torch.Size([4]))
+    >>> grads, sampled = planter.observations()   # (m, steps): nothing released yet
+    >>> planter.m, grads.shape, sampled.dtype
+    (4, (4, 0), dtype('bool'))
 """
 
 from __future__ import annotations
@@ -71,12 +75,10 @@ class DiracCanaryPlanter(Defense):
         self._coord = torch.zeros(self.m, dtype=torch.long)
         self._norm = 0.0
         self._marks: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (batch size, rows, canary ids)
-        self._before: torch.Tensor | None = None
-        self._lr = torch.ones(self.m, dtype=torch.float64)
-        self._sum = torch.zeros(self.m, dtype=torch.float64)
-        self._full: list[torch.Tensor] = []
-        self._full_before: list[torch.Tensor] = []
-        self._param_lr: list[float] = []
+        self._before: list[torch.Tensor] | None = None
+        self._pending = torch.zeros(self.m, dtype=torch.bool)  # canaries in the batch of the step under way
+        self._rows: list[torch.Tensor] = []
+        self._sampled_rows: list[torch.Tensor] = []
         self.steps_observed = 0
         self.rows_planted = 0
 
@@ -106,7 +108,6 @@ class DiracCanaryPlanter(Defense):
         self._param_index = torch.searchsorted(offsets, flat, right=True) - 1
         self._coord = flat - offsets[self._param_index]
         self._params = list(params)
-        self._full = [torch.zeros(p.shape, dtype=torch.float64) for p in self._params]
         self._norm = self.norm_scale * float(max_grad_norm)
 
     def take(self, batch_size: int) -> DiracRows | None:
@@ -123,6 +124,7 @@ class DiracCanaryPlanter(Defense):
         if rows.numel() == 0:
             return None
         self.rows_planted += int(rows.numel())
+        self._pending[ids] = True
         return DiracRows(rows=rows, param_index=self._param_index[ids], coord=self._coord[ids], norm=self._norm)
 
     # ------------------------------------------------------------------ Defense hooks
@@ -145,64 +147,43 @@ class DiracCanaryPlanter(Defense):
         ii = torch.tensor([i for _, i in hits], dtype=torch.long)
         self._marks = (int(x.shape[0]), rr, ii)
 
-    def _values(self) -> torch.Tensor:
-        out = torch.empty(self.m, dtype=torch.float64)
-        with torch.no_grad():
-            for pi, p in enumerate(self._params):
-                sel = (self._param_index == pi).nonzero().flatten()
-                if sel.numel():
-                    out[sel] = p.detach().reshape(-1)[self._coord[sel].to(p.device)].to(torch.float64).cpu()
-        return out
-
-    def _learning_rates(self, session: TrainingSession) -> torch.Tensor:
-        lr_of = {id(p): float(group["lr"]) for group in session.optimizer.param_groups for p in group["params"]}
-        per_param = torch.tensor([lr_of.get(id(p), 0.0) for p in self._params], dtype=torch.float64)
-        return per_param[self._param_index]
-
     def before_step(self, session: TrainingSession) -> bool:
-        """Remember the canary coordinates' values (and learning rates) before the step."""
+        """Remember the parameters before the step (to tell a released step from a skipped physical batch)."""
         if self._params:
-            self._before = self._values()
-            self._lr = self._learning_rates(session)
-            self._param_lr = self._param_learning_rates(session)
             with torch.no_grad():
-                self._full_before = [p.detach().to(torch.float64).cpu().clone() for p in self._params]
+                self._before = [p.detach().clone() for p in self._params]
         return True
 
-    def _param_learning_rates(self, session: TrainingSession) -> list[float]:
-        lr_of = {id(p): float(group["lr"]) for group in session.optimizer.param_groups for p in group["params"]}
-        return [lr_of.get(id(p), 0.0) for p in self._params]
-
     def after_step(self, session: TrainingSession) -> None:
-        """Add the step's update, projected on each canary direction, to the canary's statistic."""
-        if self._before is None:
+        """Record the released (privatized) gradient at every canary coordinate, and which canaries it contains."""
+        before, self._before = self._before, None
+        if before is None:
             return
-        update = self._values() - self._before
-        self._before = None
-        lr = self._lr
-        self._sum -= torch.where(lr > 0, update / lr.clamp_min(1e-300), torch.zeros_like(update))
         with torch.no_grad():
-            for total, before, p, plr in zip(self._full, self._full_before, self._params, self._param_lr):
-                if plr > 0:
-                    total -= (p.detach().to(torch.float64).cpu() - before) / plr
-        self._full_before = []
+            released = any(not torch.equal(b, p.detach()) for b, p in zip(before, self._params))
+            if not released:  # a physical batch that only accumulated: nothing was released
+                return
+            row = torch.zeros(self.m, dtype=torch.float64)
+            for pi, p in enumerate(self._params):
+                sel = (self._param_index == pi).nonzero().flatten()
+                if sel.numel() and p.grad is not None:
+                    row[sel] = p.grad.detach().reshape(-1)[self._coord[sel].to(p.device)].to(torch.float64).cpu()
+        self._rows.append(row)
+        self._sampled_rows.append(self._pending)
+        self._pending = torch.zeros(self.m, dtype=torch.bool)
         self.steps_observed += 1
 
-    def raw_scores(self) -> torch.Tensor:
-        """Each canary's statistic so far (higher: more evidence that it was included)."""
-        return self._sum.clone()
+    def observations(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(gradients, sampled)``, both ``(m, steps)``: the released gradient at each canary's coordinate in
+        every released step, and whether the canary's sample was in that step's batch."""
+        if not self._rows:
+            return np.zeros((self.m, 0)), np.zeros((self.m, 0), dtype=bool)
+        return torch.stack(self._rows, 1).numpy(), torch.stack(self._sampled_rows, 1).numpy()
 
-    def scores(self) -> torch.Tensor:
-        """The statistic with the data's low-rank drift removed (see :func:`remove_low_rank`)."""
-        if not self._params:
-            return self._sum.clone()
-        out = torch.empty(self.m, dtype=torch.float64)
-        for pi, total in enumerate(self._full):
-            sel = (self._param_index == pi).nonzero().flatten()
-            if sel.numel():
-                residual = remove_low_rank(total) if total.dim() >= 2 else total
-                out[sel] = residual.reshape(-1)[self._coord[sel]]
-        return out
+    @property
+    def parameter_groups(self) -> np.ndarray:
+        """For every canary, the index of the parameter tensor that holds its coordinate."""
+        return self._param_index.numpy().copy()
 
     def config(self) -> dict[str, Any]:
         """Not written to any config: the planter exists only inside an audit."""
@@ -217,6 +198,7 @@ def remove_low_rank(total: torch.Tensor) -> torch.Tensor:
     above the Gavish-Donoho (2014) hard threshold for an unknown noise level,
     ``omega(beta) * median(singular values)``, are taken as the data's drift and removed. It is
     a function of the released updates only, so a bound computed from it stays a valid bound.
+    (The audit itself no longer needs it: it scores the released gradients step by step.)
 
     Example (a rank-1 drift 50 times the noise is removed; the noise stays):
         >>> g = torch.Generator().manual_seed(0)

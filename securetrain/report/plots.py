@@ -160,7 +160,7 @@ def plot_dp_audit(report: dict[str, Any]) -> Any:
     widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
     ax.bar(edges[:-1], hist.get("excluded") or [], width=widths, align="edge", alpha=0.55, label="excluded canaries")
     ax.bar(edges[:-1], hist.get("included") or [], width=widths, align="edge", alpha=0.55, label="included canaries")
-    ax.set_xlabel("canary statistic (sum over steps of the update along the canary)")
+    ax.set_xlabel(str(audit.get("statistic") or "canary statistic"), fontsize=8)
     ax.set_ylabel("canaries")
     ax.legend(fontsize=8)
     bound, claim = audit.get("epsilon_lower_bound"), audit.get("claimed_epsilon")

@@ -56,6 +56,10 @@ def test_correct_implementation_is_not_flagged(seed):
     # the audit has power: the canaries separate, and the bound is a sizeable part of the claim
     assert result.gaussian.mu_hat > 0.7
     assert result.epsilon_lower_bound > 0.5 * result.claimed_epsilon, result.explanation
+    # the measured mechanism is the claimed one: rate and noise as accounted, every step observed
+    assert abs(result.mechanism.noise_multiplier / SIGMA - 1) < 0.1
+    assert abs(result.mechanism.sample_rate - result.to_dict()["mechanism"]["sample_rate"]) < 1e-6
+    assert result.mechanism.steps == result.steps
 
 
 @pytest.mark.parametrize("bug", sorted(BUGS))

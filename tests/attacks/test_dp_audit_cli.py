@@ -41,7 +41,9 @@ def test_dp_audit_fills_the_report(tmp_path, capsys):
     report = json.loads((tmp_path / "report.json").read_text())
     audit = report["membership"]["dp_audit"]
     assert {"epsilon_lower_bound", "method", "m", "confidence", "seconds"} <= set(audit)
-    assert audit["m"] == 500 and audit["confidence"] == 0.95 and audit["method"] in ("counting", "gaussian")
+    assert (
+        audit["m"] == 500 and audit["confidence"] == 0.95 and audit["method"] in ("counting", "gaussian", "mechanism")
+    )
     assert sum(audit["histogram"]["included"]) + sum(audit["histogram"]["excluded"]) == 500
     assert report["membership"]["epsilon_lower_bound"] >= audit["epsilon_lower_bound"]
     assert report["privacy"]["valid"] is True and audit["violated"] is False
