@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from securetrain.encrypted.keys import keys_for_rotations
+from securetrain.encrypted.bsgs import PAD, BSGSProgram, bsgs_structure, gather_index, pack_gathered, pack_replicated
+from securetrain.encrypted.keys import keys_for_rotations, naf
 from securetrain.encrypted.packing import (
     PACKINGS,
     Group,
@@ -225,15 +226,36 @@ class LatencyProgram(Program):
         return Group(group.samples, out)
 
 
+def _structure_operations(st: _Structure, slots: int) -> tuple[tuple[str, int], ...]:
+    """Operation counts of the TenSEAL-vector program per sample (for the planner's cost model)."""
+    products = rotations = squares = 0
+    for stage in st.stages:
+        if stage[0] == "square":
+            squares += 1
+        elif stage[0] == "expanded":
+            products += 2
+            rotations += int(math.log2(slots // int(stage[2])))
+        else:
+            period = int(stage[1])
+            products += period
+            rotations += sum(len(naf(i)) for i in range(1, period))
+    return (("vector products", products), ("rotations", rotations), ("squares", squares), ("input ciphertexts", 1))
+
+
+_BSGS_FIRST = {"im2col": "im2col", "bsgs": "replicated"}
+
+
 class LatencyPacking(Packing):
-    """One sample per ciphertext (vector packing)."""
+    """One sample per ciphertext (vector packing); see the module docstring for the variants."""
 
     name = "latency"
-    variants = ("expanded", "diagonal")
+    variants = ("im2col", "bsgs", "expanded", "diagonal")
 
     def cost(self, compiled: CompiledModel, slots: int, variant: str) -> LayoutCost:
         if variant not in self.variants:
             return LayoutCost(depth=compiled.depth, galois_keys=True, reason=f"unknown latency variant {variant!r}")
+        if variant in _BSGS_FIRST:
+            return _bsgs_cost(compiled, slots, variant)
         st = _structure(compiled, slots, variant)
         reason = st.reason
         if variant == "diagonal" and compiled.input_size + 1 > slots:
@@ -253,9 +275,12 @@ class LatencyPacking(Packing):
             # method rotates before its rescale, where key-switching noise is negligible.
             rotation_amplification=float(slots // st.rows) if st.expanded else 0.0,
             notes=(note,),
+            operations=_structure_operations(st, slots) if reason is None else (),
         )
 
     def layout(self, compiled: CompiledModel, plan: EncryptionPlan) -> dict[str, Any]:
+        if plan.variant in _BSGS_FIRST:
+            return _bsgs_layout(compiled, plan)
         prog = LatencyProgram(compiled, plan)
         st = prog.structure
         base = {
@@ -278,6 +303,8 @@ class LatencyPacking(Packing):
         return {**base, "input": "replicated", "size": compiled.input_size + 1}
 
     def program(self, compiled: CompiledModel, plan: EncryptionPlan) -> Program:
+        if plan.variant in _BSGS_FIRST:
+            return BSGSProgram(compiled, plan, _BSGS_FIRST[plan.variant])
         return LatencyProgram(compiled, plan)
 
     def encrypt(
@@ -287,7 +314,18 @@ class LatencyPacking(Packing):
 
         groups = []
         feats = int(layout["features"])
-        if layout["input"] == "expanded":
+        slots = int(layout["slots"])
+        if layout["input"] == "gathered":
+            index = np.asarray(layout["index"], dtype=np.int64)
+            per, cts = int(layout["chunks_per_ciphertext"]), int(layout["ciphertexts"])
+            for row in x:
+                values = pack_gathered(row, index, per, cts, slots)
+                groups.append(Group(1, [ts.ckks_vector(context, v.tolist()) for v in values]))
+        elif layout["input"] == "tiled":
+            for row in x:
+                values = pack_replicated(row, int(layout["period"]), slots)
+                groups.append(Group(1, [ts.ckks_vector(context, values.tolist())]))
+        elif layout["input"] == "expanded":
             index = np.asarray(layout["index"], dtype=np.int64)
             index = np.where(index == CONST, feats, np.where(index == ZERO, feats + 1, index))
             reps = int(layout["slots"]) // (int(layout["chunks"]) * int(layout["rows"]))
@@ -322,7 +360,32 @@ class LatencyPacking(Packing):
                 isinstance(steps, list)
                 and all(isinstance(v, int) and not isinstance(v, bool) and 0 < abs(v) < slots for v in steps)
             )
-        if layout.get("input") == "expanded":
+        if layout.get("input") == "gathered":
+            try:
+                index = np.asarray(layout["index"], dtype=np.int64)
+                rows, per, cts = int(layout["rows"]), int(layout["chunks_per_ciphertext"]), int(layout["ciphertexts"])
+            except (KeyError, TypeError, ValueError):
+                ok = False
+            else:
+                ok = ok and (
+                    index.ndim == 2
+                    and index.shape[0] == rows
+                    and 1 <= index.shape[1] <= per * cts
+                    and 1 <= cts <= 4096
+                    and _pow2(rows)
+                    and _pow2(per)
+                    and per * rows <= slots
+                    and int(layout["size"]) == slots
+                    and bool(np.all((index >= PAD) & (index < feats)))
+                )
+        elif layout.get("input") == "tiled":
+            try:
+                period = int(layout["period"])
+            except (KeyError, TypeError, ValueError):
+                ok = False
+            else:
+                ok = ok and _pow2(period) and feats <= period <= slots and int(layout["size"]) == slots
+        elif layout.get("input") == "expanded":
             try:
                 index = np.asarray(layout["index"], dtype=np.int64)
                 chunks, rows = int(layout["chunks"]), int(layout["rows"])
@@ -344,11 +407,68 @@ class LatencyPacking(Packing):
             raise EncryptionError("malformed latency layout in the spec (input, index, size or output_factor)")
 
     def check_group(self, layout: dict[str, Any], group: Group) -> None:
-        if group.samples != 1 or len(group.vectors) != 1:
-            raise EncryptionError("latency packing takes exactly one ciphertext per sample")
-        v = group.vectors[0]
-        if v.size() != int(layout["size"]):
-            raise EncryptionError(f"a latency input ciphertext must hold {layout['size']} values, got {v.size()}")
+        count = int(layout["ciphertexts"]) if layout.get("input") == "gathered" else 1
+        if group.samples != 1 or len(group.vectors) != count:
+            raise EncryptionError(
+                f"this latency layout takes exactly {count} ciphertext{'s' if count > 1 else ''} per sample"
+            )
+        for v in group.vectors:
+            if v.size() != int(layout["size"]):
+                raise EncryptionError(f"a latency input ciphertext must hold {layout['size']} values, got {v.size()}")
+
+
+def _pow2(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def _bsgs_cost(compiled: CompiledModel, slots: int, variant: str) -> LayoutCost:
+    st = bsgs_structure(compiled, slots, _BSGS_FIRST[variant])
+    if st.reason is not None:
+        return LayoutCost(depth=compiled.depth, galois_keys=True, reason=st.reason)
+    affine = [s for s in st.stages if s.kind != "square"]
+    if variant == "im2col":
+        first = st.stages[0]
+        note = (
+            f"first layer from gathered (im2col) inputs: {first.ciphertexts} ciphertext(s) of {first.width} "
+            f"chunks x {first.rows} rows; later layers by baby-step/giant-step diagonals"
+        )
+    else:
+        note = "every layer by baby-step/giant-step diagonals on replicated input"
+    ops = st.operations()
+    return LayoutCost(
+        depth=compiled.depth,
+        galois_keys=bool(st.galois_steps),
+        key_switches=tuple(s.rotations() for s in affine),
+        rescales_per_output=(1,) * len(affine),
+        notes=(note,),
+        operations=tuple(ops.items()),
+    )
+
+
+def _bsgs_layout(compiled: CompiledModel, plan: EncryptionPlan) -> dict[str, Any]:
+    st = bsgs_structure(compiled, plan.slots, _BSGS_FIRST[plan.variant])
+    if st.reason is not None:
+        raise EncryptionError(st.reason)
+    base = {
+        "kind": "latency",
+        "features": compiled.input_size,
+        "outputs": compiled.output_size,
+        "slots": plan.slots,
+        "output_factor": 1.0,
+        "galois_steps": st.galois_steps,
+        "size": plan.slots,
+    }
+    if plan.variant == "im2col":
+        first = st.stages[0]
+        return {
+            **base,
+            "input": "gathered",
+            "rows": first.rows,
+            "chunks_per_ciphertext": first.width,
+            "ciphertexts": first.ciphertexts,
+            "index": gather_index(compiled, st).tolist(),
+        }
+    return {**base, "input": "tiled", "period": st.input_period}
 
 
 PACKINGS.add("latency", LatencyPacking())
