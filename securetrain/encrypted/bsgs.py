@@ -44,6 +44,8 @@ import os
 import struct
 import tempfile
 import threading
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -246,9 +248,14 @@ def vector_from_ciphertext(context: Any, ciphertext: Any, size: int) -> Any:
             raw = fh.read()
     sizes = _varint(size)
     proto = (
-        b"\x0a" + _varint(len(sizes)) + sizes  # CKKSVectorProto.sizes (packed)
-        + b"\x12" + _varint(len(raw)) + raw  # .ciphertexts
-        + b"\x19" + struct.pack("<d", float(ciphertext.scale))  # .scale
+        b"\x0a"
+        + _varint(len(sizes))
+        + sizes  # CKKSVectorProto.sizes (packed)
+        + b"\x12"
+        + _varint(len(raw))
+        + raw  # .ciphertexts
+        + b"\x19"
+        + struct.pack("<d", float(ciphertext.scale))  # .scale
     )
     return ts.ckks_vector_from(context, proto)
 
@@ -333,11 +340,13 @@ class BSGSProgram(Program):
                 data = data.next_context_data()
 
             def enc(values: np.ndarray, level: int, scale: float) -> Any:
+                if not np.any(values):
+                    return None
                 pt = sealapi.Plaintext()
                 encoder.encode(values.tolist(), parms[level], scale, pt)
                 return pt
 
-            out = []
+            out: list[Any] = []
             for stage, level, plains, pscale, bias, bscale in self._stages:
                 if stage.kind == "square":
                     out.append(None)
@@ -351,65 +360,83 @@ class BSGSProgram(Program):
             return out
 
     def run(self, context: Any, group: Group) -> Group:
+        return self.evaluate(context, group)
+
+    def evaluate(self, context: Any, group: Group, *, rotations: Counter[int] | None = None) -> Group:
+        """:meth:`run`, counting the rotations by step into ``rotations`` when given."""
         from tenseal import sealapi
 
         encoded = self._encode(context)
         ev = sealapi.Evaluator(context.seal_context().data)
         gk = context.galois_keys().data if self.galois_steps else None
         rk = context.relin_keys().data
-        out = []
-        for v_in in [group.vectors]:
-            cts = [v.ciphertext()[0] for v in v_in]
-            x = cts[0]
-            for (stage, _level, _p, _ps, _b, _bs), enc in zip(self._stages, encoded):
-                if stage.kind == "square":
-                    ev.square_inplace(x)
-                    ev.relinearize_inplace(x, rk)
-                    ev.rescale_to_next_inplace(x)
-                    continue
-                plains, bias = enc
-                if stage.kind == "im2col":
-                    acc = sealapi.Ciphertext()
-                    ev.multiply_plain(cts[0], plains[0], acc)
-                    for ct, pt in zip(cts[1:], plains[1:]):
-                        ev.multiply_plain_inplace(ct, pt)
+
+        def rotate(ct: Any, step: int) -> Any:
+            out = sealapi.Ciphertext()
+            ev.rotate_vector(ct, step, gk, out)
+            if rotations is not None:
+                rotations[step] += 1
+            return out
+
+        cts = [v.ciphertext()[0] for v in group.vectors]
+        x = cts[0]
+        for (stage, *_), enc in zip(self._stages, encoded):
+            if stage.kind == "square":
+                ev.square_inplace(x)
+                ev.relinearize_inplace(x, rk)
+                ev.rescale_to_next_inplace(x)
+                continue
+            plains, bias = enc
+            if stage.kind == "im2col":
+                acc = None
+                for ct, pt in zip(cts, plains):
+                    if pt is None:
+                        continue
+                    ev.multiply_plain_inplace(ct, pt)
+                    if acc is None:
+                        acc = ct
+                    else:
                         ev.add_inplace(acc, ct)
-                else:
-                    acc = self._dense(ev, gk, x, plains, stage)
-                for j in range(stage.folds):
-                    tmp = sealapi.Ciphertext()
-                    ev.rotate_vector(acc, stage.rows << j, gk, tmp)
-                    ev.add_inplace(acc, tmp)
-                ev.rescale_to_next_inplace(acc)
-                if bias is not None:
-                    ev.add_plain_inplace(acc, bias)
-                x = acc
-            out.append(vector_from_ciphertext(context, x, self.outputs))
-        return Group(group.samples, out)
+                if acc is None:
+                    raise EncryptionError("the first layer has only zero weights; it cannot be evaluated encrypted")
+            else:
+                acc = self._dense(ev, rotate, x, plains, stage)
+            for j in range(stage.folds):  # before the rescale: key-switching noise stays negligible
+                ev.add_inplace(acc, rotate(acc, stage.rows << j))
+            ev.rescale_to_next_inplace(acc)
+            if bias is not None:
+                ev.add_plain_inplace(acc, bias)
+            x = acc
+        return Group(group.samples, [vector_from_ciphertext(context, x, self.outputs)])
 
     @staticmethod
-    def _dense(ev: Any, gk: Any, x: Any, plains: list[list[Any]], stage: Stage) -> Any:
+    def _dense(ev: Any, rotate: Callable[[Any, int], Any], x: Any, plains: list[list[Any]], stage: Stage) -> Any:
         from tenseal import sealapi
 
         babies = [x]
-        for _ in range(1, stage.baby):
-            nxt = sealapi.Ciphertext()
-            ev.rotate_vector(babies[-1], 1, gk, nxt)
-            babies.append(nxt)
+        for _ in range(1, stage.baby):  # x rotated by 0 .. baby-1, one step at a time: one Galois key
+            babies.append(rotate(babies[-1], 1))
         acc = None
-        for g in reversed(range(stage.giants)):
-            u = sealapi.Ciphertext()
-            ev.multiply_plain(babies[0], plains[g][0], u)
-            tmp = sealapi.Ciphertext()
-            for j in range(1, stage.baby):
-                ev.multiply_plain(babies[j], plains[g][j], tmp)
-                ev.add_inplace(u, tmp)
-            if acc is None:
-                acc = u
+        tmp = sealapi.Ciphertext()
+        for g in reversed(range(stage.giants)):  # Horner's scheme: rotations by `baby` only
+            u = None
+            for j in range(stage.baby):
+                if plains[g][j] is None:  # an all-zero diagonal (SEAL refuses a product that is zero)
+                    continue
+                if u is None:
+                    u = sealapi.Ciphertext()
+                    ev.multiply_plain(babies[j], plains[g][j], u)
+                else:
+                    ev.multiply_plain(babies[j], plains[g][j], tmp)
+                    ev.add_inplace(u, tmp)
+            if acc is not None:
+                acc = rotate(acc, stage.baby)
+                if u is not None:
+                    ev.add_inplace(acc, u)
             else:
-                ev.rotate_vector_inplace(acc, stage.baby, gk)
-                ev.add_inplace(acc, u)
-        assert acc is not None
+                acc = u
+        if acc is None:
+            raise EncryptionError("a layer of the model has only zero weights; it cannot be evaluated encrypted")
         return acc
 
 

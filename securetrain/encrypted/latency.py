@@ -319,12 +319,12 @@ class LatencyPacking(Packing):
             index = np.asarray(layout["index"], dtype=np.int64)
             per, cts = int(layout["chunks_per_ciphertext"]), int(layout["ciphertexts"])
             for row in x:
-                values = pack_gathered(row, index, per, cts, slots)
-                groups.append(Group(1, [ts.ckks_vector(context, v.tolist()) for v in values]))
+                parts = pack_gathered(row, index, per, cts, slots)
+                groups.append(Group(1, [ts.ckks_vector(context, v.tolist()) for v in parts]))
         elif layout["input"] == "tiled":
             for row in x:
-                values = pack_replicated(row, int(layout["period"]), slots)
-                groups.append(Group(1, [ts.ckks_vector(context, values.tolist())]))
+                tiled = pack_replicated(row, int(layout["period"]), slots)
+                groups.append(Group(1, [ts.ckks_vector(context, tiled.tolist())]))
         elif layout["input"] == "expanded":
             index = np.asarray(layout["index"], dtype=np.int64)
             index = np.where(index == CONST, feats, np.where(index == ZERO, feats + 1, index))

@@ -82,7 +82,7 @@ class LayoutCost:
     """Human-readable remarks recorded in the plan."""
     operations: tuple[tuple[str, int], ...] = ()
     """Operation counts per request ``(name, count)``, for the planner's choice by estimated cost
-    (:func:`securetrain.encrypted.estimate.relative_seconds`); empty: no cost model (the planner then
+    (:func:`securetrain.encrypted.costmodel.relative_seconds`); empty: no cost model (the planner then
     takes the first variant that fits)."""
 
     @property

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from securetrain.encrypted.compiler import Affine, CompiledModel
-from securetrain.encrypted.estimate import relative_seconds
+from securetrain.encrypted.costmodel import relative_seconds
 from securetrain.encrypted.packing import get_packing
 from securetrain.encrypted.params import (
     MAX_COEFF_BITS_128,
@@ -139,7 +139,7 @@ def plan(
 
     Each of the packing's ``variants`` (default: all) is laid out in the smallest ring it fits;
     when the packing counts its operations the variant with the lowest estimated cost
-    (:func:`~securetrain.encrypted.estimate.relative_seconds`) wins and the plan records why
+    (:func:`~securetrain.encrypted.costmodel.relative_seconds`) wins and the plan records why
     (:attr:`~securetrain.encrypted.params.EncryptionPlan.choice`), else the first that fits.
 
     ``headroom_bits`` of margin are kept above the largest value seen in calibration
