@@ -32,9 +32,9 @@ Example:
     >>> st.reason is None, st.ciphertexts, [s.kind for s in st.stages]
     (True, 1, ['im2col', 'square', 'dense'])
     >>> st.galois_steps
-    [1, 4, 64, 128, 256, 512, 1024, 2048]
-    >>> st.operations()["rotations"]
-    19
+    [1, 4, 16, 32, 64, 128, 256, 512]
+    >>> st.operations()
+    {'plain products': 17, 'rotations': 12, 'squares': 1, 'input ciphertexts': 1}
 """
 
 from __future__ import annotations

@@ -1,21 +1,25 @@
-"""Latency packing: one sample per ciphertext.
+"""Latency packing: one sample per request, evaluated in place in its slots.
 
-The first affine map uses an *expanded* layout when it fits: the client places input
-``idx[r][c]`` (the ``c``-th input that output ``r`` reads, from the layer's public
-sparsity pattern, with a constant 1 for the bias) at slot ``c * rows + r``; the server
-multiplies by the weights in the same layout and sums the ``chunks`` blocks with
-``log2(chunks)`` rotations (TenSEAL's ``enc_matmul_plain``, whose plaintext multiply
-costs one extra level). The result is replicated with period ``rows`` over all slots,
-which is what the diagonal method (TenSEAL's ``mm``) needs for every later affine map.
-Biases of middle layers are folded into the matrix through a constant-1 slot that each
-layer carries forward (adding a bias vector would only fill the first slots and break
-the replication the next layer relies on); the last layer adds its bias directly.
+Four variants; the planner prices each (operation counts, :mod:`securetrain.encrypted.costmodel`)
+in the smallest ring it fits and takes the cheapest, recording why in ``plan.choice``:
 
-Without the expanded layout (too many outputs for the slots), the client sends its
-features with a constant 1 appended and the first layer also uses the diagonal method.
-As in the throughput packing, the exact prime ratios of each rescale are folded into the
-weights. The layout lists the rotation steps whose Galois keys the program needs
-(``galois_steps``); the client makes keys for those only (:mod:`securetrain.encrypted.keys`).
+* ``"im2col"`` and ``"bsgs"`` (:mod:`securetrain.encrypted.bsgs`): the program runs on SEAL
+  ciphertexts. ``im2col``: the client sends the first layer's gathered inputs (a convolution's
+  windows) in as many ciphertexts as they need, the server multiplies and sums them with a few
+  rotations; ``bsgs``: the client sends its features replicated. Every later affine map is a
+  baby-step/giant-step diagonal product (``m`` plaintext products and about ``2 sqrt(m)``
+  rotations for ``m`` outputs); plaintexts are encoded once per model; Galois keys for a handful
+  of steps.
+* ``"expanded"`` and ``"diagonal"`` (:class:`LatencyProgram`, TenSEAL's vector operations): in
+  the expanded layout the client places input ``idx[r][c]`` (the ``c``-th input that output ``r``
+  reads, a constant 1 for the bias) at slot ``c * rows + r`` of one ciphertext and the server
+  sums the ``chunks`` blocks with ``enc_matmul_plain`` (one extra level); every later layer, and
+  the first one in the diagonal variant, uses TenSEAL's ``mm`` (the diagonal method: one
+  rotation per input). Biases of middle layers are folded into the matrix through a constant-1
+  slot; the exact prime ratios of each rescale are folded into the weights.
+
+The layout lists the rotation steps whose Galois keys the program needs (``galois_steps``); the
+client makes keys for those only (:mod:`securetrain.encrypted.keys`).
 
 Example:
     >>> import torch
@@ -24,12 +28,13 @@ Example:
     >>> from securetrain.encrypted.planner import plan
     >>> cm = compile_model(build_model("he", (1, 8, 8), 10), (1, 8, 8), calibration=torch.rand(4, 1, 8, 8))
     >>> p = plan(cm, "latency")
+    >>> p.variant, p.depth, p.choice.split(":")[0]
+    ('im2col', 3, 'im2col')
     >>> layout = LatencyPacking().layout(cm, p)
-    >>> layout["input"], layout["chunks"], layout["rows"], p.depth
-    ('expanded', 128, 32, 4)
-    >>> layout["galois_steps"][:3]  # keys for these rotations only (not every power of two)
-    [-8, -4, -2]
-    >>> cost = LatencyPacking().cost(cm, p.slots, "expanded")
+    >>> layout["input"], layout["ciphertexts"], layout["rows"], layout["galois_steps"]
+    ('gathered', 1, 32, [1, 4, 16, 32, 64, 128, 256, 512, 1024])
+    >>> old = plan(cm, "latency", variants=("expanded",))
+    >>> cost = LatencyPacking().cost(cm, old.slots, "expanded")
     >>> cost.depth, cost.galois_keys, cost.extra_first_level, cost.rotation_amplification
     (4, True, True, 128.0)
 """
