@@ -45,6 +45,8 @@ class Primitives:
     square_s: float
     rotate_s: float
     decrypt_s: float
+    mul_plain_s: float
+    """A product by a pre-encoded plaintext (SEAL's ``multiply_plain``), plus one addition."""
     ciphertext_bytes: int
     base_context_bytes: int
     galois_key_bytes: int
@@ -88,6 +90,9 @@ def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
     ct = ts.ckks_vector(ctx_one, values).ciphertext()[0]
     out = sealapi.Ciphertext()
     rotate_s = _best(lambda: evaluator.rotate_vector(ct, 1, keys, out))
+    plain = sealapi.Plaintext()
+    sealapi.CKKSEncoder(ctx_one.seal_context().data).encode(values, ct.parms_id(), 2.0**scale_bits, plain)
+    mul_plain_s = _best(lambda: evaluator.multiply_plain(ct, plain, out)) + _best(lambda: evaluator.add(ct, ct, out))
     return Primitives(
         encrypt_s=encrypt_s,
         mul_scalar_s=mul_scalar_s,
@@ -96,6 +101,7 @@ def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
         square_s=square_s,
         rotate_s=rotate_s,
         decrypt_s=decrypt_s,
+        mul_plain_s=mul_plain_s,
         ciphertext_bytes=len(v.serialize()),
         base_context_bytes=len(base),
         galois_key_bytes=max(0, len(with_key) - len(base)),
@@ -125,6 +131,8 @@ class PlanEstimate:
     response_bytes: int
     request_s: float
     operations: dict[str, int]
+    choice: str = ""
+    """Why the planner chose this variant (its estimated cost against the others), if it chose by cost."""
 
     @property
     def per_sample_s(self) -> float:
@@ -146,7 +154,7 @@ class PlanEstimate:
             f"~{self.response_bytes / 1e6:.1f} MB down, ~{self.request_s:.2f} s ({ops})",
             f"estimate              ~{self.per_sample_s * 1e3:.2f} ms per sample, ~{self.total_s:.1f} s for "
             f"{self.samples} samples in {self.requests} requests",
-        ]
+        ] + ([f"choice                {self.choice}"] if self.choice else [])
 
 
 def _latency_ops(program: LatencyProgram, slots: int) -> dict[str, int]:
@@ -167,6 +175,7 @@ def _latency_ops(program: LatencyProgram, slots: int) -> dict[str, int]:
 
 def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | None = None) -> PlanEstimate:
     """Estimate time and sizes for ``samples`` samples under ``em``'s plan (see the module docstring)."""
+    from securetrain.encrypted.bsgs import BSGSProgram
     from securetrain.encrypted.latency import LatencyProgram
     from securetrain.encrypted.throughput import ThroughputProgram
 
@@ -189,6 +198,21 @@ def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | 
         request_bytes = features * p.ciphertext_bytes
         response_bytes = outputs * p.ciphertext_bytes
         keys = 0
+    elif isinstance(em.program, BSGSProgram):
+        structure = em.program.structure
+        ops = structure.operations()
+        per_request = 1
+        cts = ops["input ciphertexts"]
+        request_s = (
+            cts * p.encrypt_s
+            + ops["plain products"] * p.mul_plain_s
+            + ops["rotations"] * (p.rotate_s + p.add_s)
+            + ops["squares"] * p.square_s
+            + p.decrypt_s
+        )
+        request_bytes = cts * p.ciphertext_bytes
+        response_bytes = p.ciphertext_bytes
+        keys = len(structure.galois_steps)
     elif isinstance(em.program, LatencyProgram):
         ops = _latency_ops(em.program, plan.slots)
         per_request = 1
@@ -218,6 +242,7 @@ def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | 
         response_bytes=response_bytes,
         request_s=request_s,
         operations=ops,
+        choice=plan.choice,
     )
 
 

@@ -1,21 +1,25 @@
-"""Latency packing: one sample per ciphertext.
+"""Latency packing: one sample per request, evaluated in place in its slots.
 
-The first affine map uses an *expanded* layout when it fits: the client places input
-``idx[r][c]`` (the ``c``-th input that output ``r`` reads, from the layer's public
-sparsity pattern, with a constant 1 for the bias) at slot ``c * rows + r``; the server
-multiplies by the weights in the same layout and sums the ``chunks`` blocks with
-``log2(chunks)`` rotations (TenSEAL's ``enc_matmul_plain``, whose plaintext multiply
-costs one extra level). The result is replicated with period ``rows`` over all slots,
-which is what the diagonal method (TenSEAL's ``mm``) needs for every later affine map.
-Biases of middle layers are folded into the matrix through a constant-1 slot that each
-layer carries forward (adding a bias vector would only fill the first slots and break
-the replication the next layer relies on); the last layer adds its bias directly.
+Four variants; the planner prices each (operation counts, :mod:`securetrain.encrypted.costmodel`)
+in the smallest ring it fits and takes the cheapest, recording why in ``plan.choice``:
 
-Without the expanded layout (too many outputs for the slots), the client sends its
-features with a constant 1 appended and the first layer also uses the diagonal method.
-As in the throughput packing, the exact prime ratios of each rescale are folded into the
-weights. The layout lists the rotation steps whose Galois keys the program needs
-(``galois_steps``); the client makes keys for those only (:mod:`securetrain.encrypted.keys`).
+* ``"im2col"`` and ``"bsgs"`` (:mod:`securetrain.encrypted.bsgs`): the program runs on SEAL
+  ciphertexts. ``im2col``: the client sends the first layer's gathered inputs (a convolution's
+  windows) in as many ciphertexts as they need, the server multiplies and sums them with a few
+  rotations; ``bsgs``: the client sends its features replicated. Every later affine map is a
+  baby-step/giant-step diagonal product (``m`` plaintext products and about ``2 sqrt(m)``
+  rotations for ``m`` outputs); plaintexts are encoded once per model; Galois keys for a handful
+  of steps.
+* ``"expanded"`` and ``"diagonal"`` (:class:`LatencyProgram`, TenSEAL's vector operations): in
+  the expanded layout the client places input ``idx[r][c]`` (the ``c``-th input that output ``r``
+  reads, a constant 1 for the bias) at slot ``c * rows + r`` of one ciphertext and the server
+  sums the ``chunks`` blocks with ``enc_matmul_plain`` (one extra level); every later layer, and
+  the first one in the diagonal variant, uses TenSEAL's ``mm`` (the diagonal method: one
+  rotation per input). Biases of middle layers are folded into the matrix through a constant-1
+  slot; the exact prime ratios of each rescale are folded into the weights.
+
+The layout lists the rotation steps whose Galois keys the program needs (``galois_steps``); the
+client makes keys for those only (:mod:`securetrain.encrypted.keys`).
 
 Example:
     >>> import torch
@@ -24,12 +28,13 @@ Example:
     >>> from securetrain.encrypted.planner import plan
     >>> cm = compile_model(build_model("he", (1, 8, 8), 10), (1, 8, 8), calibration=torch.rand(4, 1, 8, 8))
     >>> p = plan(cm, "latency")
+    >>> p.variant, p.depth, p.choice.split(":")[0]
+    ('im2col', 3, 'im2col')
     >>> layout = LatencyPacking().layout(cm, p)
-    >>> layout["input"], layout["chunks"], layout["rows"], p.depth
-    ('expanded', 128, 32, 4)
-    >>> layout["galois_steps"][:3]  # keys for these rotations only (not every power of two)
-    [-8, -4, -2]
-    >>> cost = LatencyPacking().cost(cm, p.slots, "expanded")
+    >>> layout["input"], layout["ciphertexts"], layout["rows"], layout["galois_steps"]
+    ('gathered', 1, 32, [1, 4, 16, 32, 64, 128, 256, 512, 1024])
+    >>> old = plan(cm, "latency", variants=("expanded",))
+    >>> cost = LatencyPacking().cost(cm, old.slots, "expanded")
     >>> cost.depth, cost.galois_keys, cost.extra_first_level, cost.rotation_amplification
     (4, True, True, 128.0)
 """
@@ -42,7 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from securetrain.encrypted.keys import keys_for_rotations
+from securetrain.encrypted.bsgs import PAD, BSGSProgram, bsgs_structure, gather_index, pack_gathered, pack_replicated
+from securetrain.encrypted.keys import keys_for_rotations, naf
 from securetrain.encrypted.packing import (
     PACKINGS,
     Group,
@@ -225,15 +231,36 @@ class LatencyProgram(Program):
         return Group(group.samples, out)
 
 
+def _structure_operations(st: _Structure, slots: int) -> tuple[tuple[str, int], ...]:
+    """Operation counts of the TenSEAL-vector program per sample (for the planner's cost model)."""
+    products = rotations = squares = 0
+    for stage in st.stages:
+        if stage[0] == "square":
+            squares += 1
+        elif stage[0] == "expanded":
+            products += 2
+            rotations += int(math.log2(slots // int(stage[2])))
+        else:
+            period = int(stage[1])
+            products += period
+            rotations += sum(len(naf(i)) for i in range(1, period))
+    return (("vector products", products), ("rotations", rotations), ("squares", squares), ("input ciphertexts", 1))
+
+
+_BSGS_FIRST = {"im2col": "im2col", "bsgs": "replicated"}
+
+
 class LatencyPacking(Packing):
-    """One sample per ciphertext (vector packing)."""
+    """One sample per ciphertext (vector packing); see the module docstring for the variants."""
 
     name = "latency"
-    variants = ("expanded", "diagonal")
+    variants = ("im2col", "bsgs", "expanded", "diagonal")
 
     def cost(self, compiled: CompiledModel, slots: int, variant: str) -> LayoutCost:
         if variant not in self.variants:
             return LayoutCost(depth=compiled.depth, galois_keys=True, reason=f"unknown latency variant {variant!r}")
+        if variant in _BSGS_FIRST:
+            return _bsgs_cost(compiled, slots, variant)
         st = _structure(compiled, slots, variant)
         reason = st.reason
         if variant == "diagonal" and compiled.input_size + 1 > slots:
@@ -253,9 +280,12 @@ class LatencyPacking(Packing):
             # method rotates before its rescale, where key-switching noise is negligible.
             rotation_amplification=float(slots // st.rows) if st.expanded else 0.0,
             notes=(note,),
+            operations=_structure_operations(st, slots) if reason is None else (),
         )
 
     def layout(self, compiled: CompiledModel, plan: EncryptionPlan) -> dict[str, Any]:
+        if plan.variant in _BSGS_FIRST:
+            return _bsgs_layout(compiled, plan)
         prog = LatencyProgram(compiled, plan)
         st = prog.structure
         base = {
@@ -278,6 +308,8 @@ class LatencyPacking(Packing):
         return {**base, "input": "replicated", "size": compiled.input_size + 1}
 
     def program(self, compiled: CompiledModel, plan: EncryptionPlan) -> Program:
+        if plan.variant in _BSGS_FIRST:
+            return BSGSProgram(compiled, plan, _BSGS_FIRST[plan.variant])
         return LatencyProgram(compiled, plan)
 
     def encrypt(
@@ -287,7 +319,18 @@ class LatencyPacking(Packing):
 
         groups = []
         feats = int(layout["features"])
-        if layout["input"] == "expanded":
+        slots = int(layout["slots"])
+        if layout["input"] == "gathered":
+            index = np.asarray(layout["index"], dtype=np.int64)
+            per, cts = int(layout["chunks_per_ciphertext"]), int(layout["ciphertexts"])
+            for row in x:
+                parts = pack_gathered(row, index, per, cts, slots)
+                groups.append(Group(1, [ts.ckks_vector(context, v.tolist()) for v in parts]))
+        elif layout["input"] == "tiled":
+            for row in x:
+                tiled = pack_replicated(row, int(layout["period"]), slots)
+                groups.append(Group(1, [ts.ckks_vector(context, tiled.tolist())]))
+        elif layout["input"] == "expanded":
             index = np.asarray(layout["index"], dtype=np.int64)
             index = np.where(index == CONST, feats, np.where(index == ZERO, feats + 1, index))
             reps = int(layout["slots"]) // (int(layout["chunks"]) * int(layout["rows"]))
@@ -322,7 +365,32 @@ class LatencyPacking(Packing):
                 isinstance(steps, list)
                 and all(isinstance(v, int) and not isinstance(v, bool) and 0 < abs(v) < slots for v in steps)
             )
-        if layout.get("input") == "expanded":
+        if layout.get("input") == "gathered":
+            try:
+                index = np.asarray(layout["index"], dtype=np.int64)
+                rows, per, cts = int(layout["rows"]), int(layout["chunks_per_ciphertext"]), int(layout["ciphertexts"])
+            except (KeyError, TypeError, ValueError):
+                ok = False
+            else:
+                ok = ok and (
+                    index.ndim == 2
+                    and index.shape[0] == rows
+                    and 1 <= index.shape[1] <= per * cts
+                    and 1 <= cts <= 4096
+                    and _pow2(rows)
+                    and _pow2(per)
+                    and per * rows <= slots
+                    and int(layout["size"]) == slots
+                    and bool(np.all((index >= PAD) & (index < feats)))
+                )
+        elif layout.get("input") == "tiled":
+            try:
+                period = int(layout["period"])
+            except (KeyError, TypeError, ValueError):
+                ok = False
+            else:
+                ok = ok and _pow2(period) and feats <= period <= slots and int(layout["size"]) == slots
+        elif layout.get("input") == "expanded":
             try:
                 index = np.asarray(layout["index"], dtype=np.int64)
                 chunks, rows = int(layout["chunks"]), int(layout["rows"])
@@ -344,11 +412,68 @@ class LatencyPacking(Packing):
             raise EncryptionError("malformed latency layout in the spec (input, index, size or output_factor)")
 
     def check_group(self, layout: dict[str, Any], group: Group) -> None:
-        if group.samples != 1 or len(group.vectors) != 1:
-            raise EncryptionError("latency packing takes exactly one ciphertext per sample")
-        v = group.vectors[0]
-        if v.size() != int(layout["size"]):
-            raise EncryptionError(f"a latency input ciphertext must hold {layout['size']} values, got {v.size()}")
+        count = int(layout["ciphertexts"]) if layout.get("input") == "gathered" else 1
+        if group.samples != 1 or len(group.vectors) != count:
+            raise EncryptionError(
+                f"this latency layout takes exactly {count} ciphertext{'s' if count > 1 else ''} per sample"
+            )
+        for v in group.vectors:
+            if v.size() != int(layout["size"]):
+                raise EncryptionError(f"a latency input ciphertext must hold {layout['size']} values, got {v.size()}")
+
+
+def _pow2(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def _bsgs_cost(compiled: CompiledModel, slots: int, variant: str) -> LayoutCost:
+    st = bsgs_structure(compiled, slots, _BSGS_FIRST[variant])
+    if st.reason is not None:
+        return LayoutCost(depth=compiled.depth, galois_keys=True, reason=st.reason)
+    affine = [s for s in st.stages if s.kind != "square"]
+    if variant == "im2col":
+        first = st.stages[0]
+        note = (
+            f"first layer from gathered (im2col) inputs: {first.ciphertexts} ciphertext(s) of {first.width} "
+            f"chunks x {first.rows} rows; later layers by baby-step/giant-step diagonals"
+        )
+    else:
+        note = "every layer by baby-step/giant-step diagonals on replicated input"
+    ops = st.operations()
+    return LayoutCost(
+        depth=compiled.depth,
+        galois_keys=bool(st.galois_steps),
+        key_switches=tuple(s.rotations() for s in affine),
+        rescales_per_output=(1,) * len(affine),
+        notes=(note,),
+        operations=tuple(ops.items()),
+    )
+
+
+def _bsgs_layout(compiled: CompiledModel, plan: EncryptionPlan) -> dict[str, Any]:
+    st = bsgs_structure(compiled, plan.slots, _BSGS_FIRST[plan.variant])
+    if st.reason is not None:
+        raise EncryptionError(st.reason)
+    base = {
+        "kind": "latency",
+        "features": compiled.input_size,
+        "outputs": compiled.output_size,
+        "slots": plan.slots,
+        "output_factor": 1.0,
+        "galois_steps": st.galois_steps,
+        "size": plan.slots,
+    }
+    if plan.variant == "im2col":
+        first = st.stages[0]
+        return {
+            **base,
+            "input": "gathered",
+            "rows": first.rows,
+            "chunks_per_ciphertext": first.width,
+            "ciphertexts": first.ciphertexts,
+            "index": gather_index(compiled, st).tolist(),
+        }
+    return {**base, "input": "tiled", "period": st.input_period}
 
 
 PACKINGS.add("latency", LatencyPacking())

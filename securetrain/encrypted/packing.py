@@ -80,6 +80,10 @@ class LayoutCost:
     planner sizes the special prime so that this noise stays below the scale's."""
     notes: tuple[str, ...] = ()
     """Human-readable remarks recorded in the plan."""
+    operations: tuple[tuple[str, int], ...] = ()
+    """Operation counts per request ``(name, count)``, for the planner's choice by estimated cost
+    (:func:`securetrain.encrypted.costmodel.relative_seconds`); empty: no cost model (the planner then
+    takes the first variant that fits)."""
 
     @property
     def fits(self) -> bool:

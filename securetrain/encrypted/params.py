@@ -61,6 +61,8 @@ class EncryptionPlan:
     variant: str = "default"
     security_bits: int = SECURITY_BITS
     notes: tuple[str, ...] = field(default=())
+    choice: str = ""
+    """How the planner chose :attr:`variant` (estimated cost against the alternatives), if it compared them."""
 
     @property
     def slots(self) -> int:
@@ -111,6 +113,7 @@ class EncryptionPlan:
                 variant=str(d.get("variant", "default")),
                 security_bits=int(d.get("security_bits", SECURITY_BITS)),
                 notes=tuple(str(n) for n in d.get("notes", ())),
+                choice=str(d.get("choice", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EncryptionError(f"malformed encryption plan: {exc!r}") from exc

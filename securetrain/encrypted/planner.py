@@ -25,11 +25,14 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from securetrain.encrypted.compiler import Affine, CompiledModel
+from securetrain.encrypted.costmodel import relative_seconds
 from securetrain.encrypted.packing import get_packing
 from securetrain.encrypted.params import (
     MAX_COEFF_BITS_128,
@@ -130,8 +133,14 @@ def plan(
     max_scale_bits: int = 50,
     headroom_bits: int = 2,
     input_bound: float | None = None,
+    variants: Sequence[str] | None = None,
 ) -> EncryptionPlan:
     """The CKKS parameters for ``compiled`` under packing ``mode`` at 128-bit security.
+
+    Each of the packing's ``variants`` (default: all) is laid out in the smallest ring it fits;
+    when the packing counts its operations the variant with the lowest estimated cost
+    (:func:`~securetrain.encrypted.costmodel.relative_seconds`) wins and the plan records why
+    (:attr:`~securetrain.encrypted.params.EncryptionPlan.choice`), else the first that fits.
 
     ``headroom_bits`` of margin are kept above the largest value seen in calibration
     (inputs far outside the calibration range can overflow silently, as in any CKKS
@@ -164,12 +173,22 @@ def plan(
     )
     if not candidates:
         raise EncryptionError(f"max_poly_modulus_degree={max_poly_modulus_degree} is below the smallest ring (4096)")
+    allowed = packing.variants if variants is None else tuple(variants)
+    unknown = [v for v in allowed if v not in packing.variants]
+    if unknown or not allowed:
+        raise EncryptionError(
+            f"{packing.name} packing has no variant {(unknown or [''])[0]!r}; choose from {', '.join(packing.variants)}"
+        )
     reasons: list[str] = []
     depth = None
+    # per variant, the smallest ring it fits in; with operation counts the cheapest variant wins
+    fits: dict[str, tuple[float, EncryptionPlan]] = {}
     for n in candidates:
         slots = n // 2
         limit = MAX_COEFF_BITS_128[n]
-        for variant in packing.variants:
+        for variant in allowed:
+            if variant in fits:
+                continue
             cost = packing.cost(compiled, slots, variant)  # the layout, worked out once per ring and variant
             if cost.reason is not None:
                 reasons.append(f"N={n} ({variant}): {cost.reason}")
@@ -216,7 +235,20 @@ def plan(
                 notes=cost.notes,
             )
             result.check()
-            return result
+            if not cost.operations:  # no cost model: the first variant that fits, in order of preference
+                return result
+            fits[variant] = (relative_seconds(n, depth, dict(cost.operations)), result)
+    if fits:
+        ranked = sorted(fits.items(), key=lambda kv: (kv[1][0], allowed.index(kv[0])))
+        best = ranked[0][1][1]
+        if len(ranked) == 1:
+            return best
+        others = ", ".join(f"{v} ~{c:.3g} s at N={p.poly_modulus_degree}" for v, (c, p) in ranked[1:])
+        choice = (
+            f"{best.variant}: cheapest by estimated cost (~{ranked[0][1][0]:.3g} s per request on the reference "
+            f"machine; {others})"
+        )
+        return dataclasses.replace(best, choice=choice)
     base = compiled.depth
     if depth is None:
         raise EncryptionError(

@@ -59,7 +59,9 @@ def test_encrypt_refuses_a_plan_over_max_seconds_before_encrypting(
     before = (he_run / "report.json").read_bytes()
     assert main(["encrypt", str(he_run), "--mode", "latency", "--samples", "50", "--max-seconds", "0.05"]) == 1
     captured = capsys.readouterr()
-    assert re.search(r"^plan +CKKS latency \(expanded\)", captured.out, re.M)
+    assert re.search(r"^plan +CKKS latency \(im2col\)", captured.out, re.M)
+    # the planner compared the latency variants by estimated cost and says so
+    assert re.search(r"^choice +im2col: cheapest by estimated cost .*bsgs .*expanded .*diagonal", captured.out, re.M)
     assert captured.err.count("\n") == 1
     assert re.search(
         r"refused before encrypting: the latency plan is estimated at \d+ s for 50 samples .* over --max-seconds 0\.05\. "

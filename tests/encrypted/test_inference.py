@@ -59,10 +59,13 @@ def test_encrypted_logits_match_plaintext(models, digits_test, name: str, mode: 
     assert section["galois_keys"] == (mode == "latency")
 
 
-def test_both_latency_variants_are_exercised(models) -> None:
+def test_latency_variants_chosen_by_cost_and_on_request(models) -> None:
     calib = load("digits", "train")[0][:256]
-    assert EncryptedModel.build(models["mlp"], "latency", calibration=calib).plan.variant == "expanded"
-    assert EncryptedModel.build(models["two-conv-cnn"], "latency", calibration=calib).plan.variant == "diagonal"
+    assert EncryptedModel.build(models["mlp"], "latency", calibration=calib).plan.variant == "im2col"
+    only = ("expanded", "diagonal")
+    assert EncryptedModel.build(models["mlp"], "latency", calibration=calib, variants=only).plan.variant == "expanded"
+    two_conv = EncryptedModel.build(models["two-conv-cnn"], "latency", calibration=calib, variants=only)
+    assert two_conv.plan.variant == "diagonal"
 
 
 def roundtrip(model: nn.Module, x: torch.Tensor, mode: str, calibration: torch.Tensor, **kwargs) -> np.ndarray:

@@ -57,7 +57,7 @@ def test_throughput_plan_for_the_he_mlp(he_compiled) -> None:
 
 
 def test_latency_plan_spends_one_more_level_on_the_expanded_layer(he_compiled) -> None:
-    p = plan(he_compiled, "latency")
+    p = plan(he_compiled, "latency", variants=("expanded",))
     assert (p.variant, p.depth, p.galois_keys) == ("expanded", 4, True)
     assert p.total_bits <= 218
 
@@ -121,7 +121,7 @@ def test_without_calibration_an_input_bound_is_needed() -> None:
 
 
 def test_plan_round_trips_and_rejects_tampering(he_compiled) -> None:
-    p = plan(he_compiled, "latency")
+    p = plan(he_compiled, "latency", variants=("expanded",))
     assert EncryptionPlan.from_dict(p.to_dict()) == p
     bad = p.to_dict()
     bad["coeff_mod_bit_sizes"] = [60, 60, 60, 60, 60, 60]
@@ -153,7 +153,7 @@ def test_primes_have_the_requested_sizes() -> None:
 def test_a_packing_prices_a_layout_in_one_frozen_cost(he_compiled) -> None:
     latency = get_packing("latency")
     cost = latency.cost(he_compiled, 4096, "expanded")
-    p = plan(he_compiled, "latency")
+    p = plan(he_compiled, "latency", variants=("expanded",))
     assert cost.fits and (cost.depth, cost.galois_keys, cost.notes) == (p.depth, p.galois_keys, p.notes)
     assert cost.extra_first_level and cost.rotation_amplification > 0
     assert len(cost.key_switches) == len(cost.rescales_per_output) == he_compiled.n_affine

@@ -93,7 +93,8 @@ def test_a_ciphertext_under_other_parameters_is_rejected(em, client, server) -> 
 
 
 def test_a_context_with_other_parameters_or_missing_keys_is_refused(em) -> None:
-    latency = EncryptedModel(em.compiled, plan(em.compiled, "latency"))
+    # the expanded variant spends one more level than throughput: other parameters
+    latency = EncryptedModel(em.compiled, plan(em.compiled, "latency", variants=("expanded",)))
     other = EncryptionClient(latency.spec())
     with pytest.raises(ContextMismatchError, match="the context's encryption parameters differ from this model's plan"):
         InferenceServer(em, other.public_context())
