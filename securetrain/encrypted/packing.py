@@ -78,6 +78,10 @@ class LayoutCost:
     """How many times the noise of one key switch done *after* a rescale is multiplied
     (rotate-and-sum doubles the accumulated noise at every step); 0 if there is none. The
     planner sizes the special prime so that this noise stays below the scale's."""
+    product_widths: tuple[int, ...] = ()
+    """Per affine map: how many slots each plaintext product multiplies (for the error estimate:
+    every slot carries the encoding's rounding times whatever value it holds, zero weights
+    included). Missing entries: the map's input features."""
     notes: tuple[str, ...] = ()
     """Human-readable remarks recorded in the plan."""
     operations: tuple[tuple[str, int], ...] = ()

@@ -75,6 +75,7 @@ def estimate_error(
     special_bits: int | None = None,
     rotation_amplification: float = 0.0,
     rescale_terms: list[int] | None = None,
+    product_widths: list[int] | None = None,
     safety: float = 6.0,
 ) -> float:
     """A heuristic bound on the absolute error of each decrypted output.
@@ -85,7 +86,8 @@ def estimate_error(
     through the chain as random noise: an affine map scales it by the largest L2 norm of a
     row of ``W``, a square by twice the largest value it squares (from the calibration
     data); an output summed from ``k`` separately rescaled products gains ``sqrt(k)`` times
-    the per-operation noise. Key switches done after a rescale add ``N * 3.2 * levels / P`` each (``P`` the
+    the per-operation noise; the weights' rounding enters once per slot a product multiplies
+    (``product_widths``; default the map's input features). Key switches done after a rescale add ``N * 3.2 * levels / P`` each (``P`` the
     special prime), times ``rotation_amplification`` for rotate-and-sum. The result is
     multiplied by ``safety``. An estimate, not a guarantee; the tests compare it with
     measured errors.
@@ -104,12 +106,12 @@ def estimate_error(
         if isinstance(op, Affine):
             ks = switches[affine_idx] if affine_idx < len(switches) else 0
             terms = rescale_terms[affine_idx] if rescale_terms and affine_idx < len(rescale_terms) else 1
+            width = product_widths[affine_idx] if product_widths and affine_idx < len(product_widths) else 0
+            width = max(width, op.in_features)
             w = op.weight
             row_l2 = float(np.sqrt(np.max(np.asarray(w.multiply(w).sum(axis=1)).ravel()))) if w.nnz else 0.0
             delta = (
-                row_l2 * delta
-                + (math.sqrt(max(terms, 1)) + math.sqrt(ks)) * eta
-                + math.sqrt(op.in_features) * prev_max * quant
+                row_l2 * delta + (math.sqrt(max(terms, 1)) + math.sqrt(ks)) * eta + math.sqrt(width) * prev_max * quant
             )
             if extra_first_level and affine_idx == 0:
                 delta += eta + cur_max * quant
@@ -220,6 +222,7 @@ def plan(
                 special_bits=s + extra,
                 rotation_amplification=amp,
                 rescale_terms=list(cost.rescales_per_output),
+                product_widths=list(cost.product_widths),
             )
             result = EncryptionPlan(
                 mode=packing.name,
