@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -306,6 +307,15 @@ class ThroughputPacking(Packing):
                 Group(int(part.shape[0]), [ts.ckks_vector(context, part[:, f].tolist()) for f in range(part.shape[1])])
             )
         return groups
+
+    def encrypt_features(self, context: Any, layout: dict[str, Any], x: np.ndarray) -> Iterator[Any]:
+        """One chunk's ciphertexts, one per feature in order, each made when asked for (streaming)."""
+        import tenseal as ts
+
+        if not 1 <= x.shape[0] <= int(layout["slots"]):
+            raise EncryptionError(f"a chunk holds 1 to {layout['slots']} samples, got {x.shape[0]}")
+        for f in range(x.shape[1]):
+            yield ts.ckks_vector(context, x[:, f].tolist())
 
     def decrypt(self, context: Any, layout: dict[str, Any], groups: list[Group]) -> np.ndarray:
         factors = np.asarray(layout["output_factors"], dtype=np.float64)
