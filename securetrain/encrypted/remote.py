@@ -284,16 +284,22 @@ class RemoteClient:
         outs = [self.client.decrypt(self._infer_stream(arr[s : s + size])) for s in range(0, arr.shape[0], size)]
         return np.concatenate(outs, axis=0)
 
-    def predict(self, x: Any, *, chunk_size: int | None = None) -> np.ndarray:
+    def predict(self, x: Any, *, chunk_size: int | None = None, stream: bool | None = None) -> np.ndarray:
         """Encrypted logits for ``x``, decrypted here.
 
-        The batch is sent in as many requests as it takes to keep each under the server's
+        In throughput mode against a service that streams (``stream=None``: whenever it can) this
+        is :meth:`predict_stream`. Otherwise (``stream=False``, or latency mode) the batch is sent
+        in as many buffered requests as it takes to keep each under the server's
         ``max_body_bytes``: one request is built, sent and decrypted at a time, so memory holds
         one request and one response, not the whole batch's. :class:`PayloadTooLarge` when even
-        one sample's request is over the limit (throughput mode sends one ciphertext per input
-        feature whatever the batch: use latency mode or a server with a larger limit).
+        one sample's request is over the limit (a buffered throughput request carries one
+        ciphertext per input feature whatever the batch: stream it instead).
         """
-        if self.streams:
+        if stream is None:
+            stream = self.streams
+        if stream:
+            if not self.streams:
+                raise EncryptionError("this service does not take streamed requests for mode " + repr(self.mode))
             return self.predict_stream(x, chunk_size=chunk_size)
         rows = int(x.shape[0]) if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim > 1 else None
         limit = self.max_body_bytes
@@ -308,7 +314,7 @@ class RemoteClient:
                     raise PayloadTooLarge(
                         f"a request of {per} sample(s) is {len(request)} bytes, over the server's limit of {limit}; "
                         "fewer samples per request do not make it smaller (in throughput mode a request carries "
-                        "one ciphertext per input feature): use latency mode or a server with a larger limit",
+                        "one ciphertext per input feature): stream it, use latency mode or a server with a larger limit",
                         limit=limit,
                     )
                 last, per = len(request), max(1, min(per - 1, per * limit // len(request)))

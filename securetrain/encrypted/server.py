@@ -304,6 +304,11 @@ class StreamEvaluation:
 
     def finish(self) -> bytes:
         """The response (one group) once every feature's ciphertext has been fed."""
+        expected = int(self.server.model.layout["features"])
+        if self.stream.received != expected:
+            raise WireFormatError(
+                f"the streamed request ended after {self.stream.received} of {expected} input ciphertexts"
+            )
         return self.server.respond([self.stream.finish()])
 
 

@@ -165,14 +165,14 @@ def test_the_remote_client_splits_a_batch_to_stay_under_the_server_limit(tiny) -
         x = torch.rand(6, *SHAPE)
         whole = client.client.encrypt(x, chunk_size=2)
         assert len(whole) > 600_000
-        check(client.predict(x, chunk_size=2), tiny, x)  # sent as several requests, each under the limit
+        check(client.predict(x, chunk_size=2, stream=False), tiny, x)  # several requests, each under the limit
     wide = EncryptedModel.build(  # 16 features: 16 ciphertexts per request (~1.4 MB) whatever the batch
         nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval(), calibration=torch.rand(8, 1, 4, 4), input_shape=(1, 4, 4)
     )
     with start_server(EncryptedInferenceService({"throughput": wide}), max_body_bytes=1_000_000) as srv:
         client = RemoteClient(srv.url)
         with pytest.raises(PayloadTooLarge, match=r"request of \d+ sample\(s\) is \d+ bytes, over the server's limit"):
-            client.predict(torch.rand(3, 1, 4, 4))
+            client.predict(torch.rand(3, 1, 4, 4), stream=False)
 
 
 def test_other_methods_get_405_json_and_unknown_paths_404_json(running) -> None:
