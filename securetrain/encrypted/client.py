@@ -156,8 +156,8 @@ class EncryptionClient:
             }
         )
         try:
-            for vector in packing.encrypt_features(self._context, self.layout, arr):
-                yield encode_frame(vector.serialize())
+            for blob in packing.encrypt_features(self._context, self.layout, arr):
+                yield encode_frame(blob)
         except ValueError as exc:  # TenSEAL/SEAL encoding errors
             raise EncryptionError(f"TenSEAL could not encrypt the inputs: {exc}") from exc
 

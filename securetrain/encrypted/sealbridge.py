@@ -48,7 +48,8 @@ def seal_ciphertext(vector: Any) -> Any:
 
 
 def seal_bytes(ciphertext: Any) -> bytes:
-    """SEAL's own serialisation of ``ciphertext`` (the sealapi binding saves only to a path)."""
+    """SEAL's own serialisation of ``ciphertext`` (a SEAL ciphertext, or the seeded form that
+    symmetric encryption returns; the sealapi binding saves only to a path)."""
     fd, path = tempfile.mkstemp(prefix="securetrain-ct-")
     os.close(fd)
     try:
@@ -61,7 +62,10 @@ def seal_bytes(ciphertext: Any) -> bytes:
 
 def vector_bytes(ciphertext: Any, size: int, scale: float) -> bytes:
     """A serialised TenSEAL ``CKKSVectorProto`` holding ``ciphertext`` with ``size`` values."""
-    data = seal_bytes(ciphertext)
+    return _vector_proto(seal_bytes(ciphertext), size, scale)
+
+
+def _vector_proto(data: bytes, size: int, scale: float) -> bytes:
     size_field = _varint(int(size))
     return b"".join(
         [
@@ -82,6 +86,41 @@ def vector_from_seal(context: Any, ciphertext: Any, size: int) -> Any:
     import tenseal as ts
 
     return ts.ckks_vector_from(context, vector_bytes(ciphertext, size, context.global_scale))
+
+
+class SeededEncryptor:
+    """Encrypts with the secret key (symmetric CKKS) and serialises the seeded form: the second
+    half of a fresh ciphertext is uniformly random, so SEAL stores the seed of its generator
+    instead, and a request is half the size of one encrypted with the public key. The result
+    loads as a TenSEAL vector under the public context, like any other.
+
+    Example:
+        >>> import tenseal as ts
+        >>> ctx = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[40, 30, 40])
+        >>> ctx.global_scale = 2**30
+        >>> blob = SeededEncryptor(ctx).encrypt([0.25, 4.0])
+        >>> len(blob) < 0.6 * len(ts.ckks_vector(ctx, [0.25, 4.0]).serialize())
+        True
+        >>> [round(v, 3) for v in ts.ckks_vector_from(ctx, blob).decrypt()]
+        [0.25, 4.0]
+    """
+
+    def __init__(self, context: Any) -> None:
+        from tenseal import sealapi
+
+        if not context.has_secret_key():
+            raise EncryptionError("symmetric encryption needs the context's secret key (the client's own)")
+        self.sealapi = sealapi
+        self.scale = float(context.global_scale)
+        seal_context = context.seal_context().data
+        self.encoder = sealapi.CKKSEncoder(seal_context)
+        self.encryptor = sealapi.Encryptor(seal_context, context.secret_key().data)
+
+    def encrypt(self, values: list[float]) -> bytes:
+        """A serialised TenSEAL CKKS vector holding ``values``."""
+        pt = self.sealapi.Plaintext()
+        self.encoder.encode([float(v) for v in values], self.scale, pt)
+        return _vector_proto(seal_bytes(self.encryptor.encrypt_symmetric(pt)), len(values), self.scale)
 
 
 class SealTools:
@@ -112,4 +151,4 @@ class SealTools:
         return int(data.parms().coeff_modulus()[-1].value())
 
 
-__all__ = ["SealTools", "seal_bytes", "seal_ciphertext", "vector_bytes", "vector_from_seal"]
+__all__ = ["SealTools", "SeededEncryptor", "seal_bytes", "seal_ciphertext", "vector_bytes", "vector_from_seal"]

@@ -308,14 +308,16 @@ class ThroughputPacking(Packing):
             )
         return groups
 
-    def encrypt_features(self, context: Any, layout: dict[str, Any], x: np.ndarray) -> Iterator[Any]:
-        """One chunk's ciphertexts, one per feature in order, each made when asked for (streaming)."""
-        import tenseal as ts
+    def encrypt_features(self, context: Any, layout: dict[str, Any], x: np.ndarray) -> Iterator[bytes]:
+        """One chunk's serialised ciphertexts, one per feature in order, each made when asked for
+        (streaming); encrypted with the secret key in SEAL's seeded form (half the bytes)."""
+        from securetrain.encrypted.sealbridge import SeededEncryptor
 
         if not 1 <= x.shape[0] <= int(layout["slots"]):
             raise EncryptionError(f"a chunk holds 1 to {layout['slots']} samples, got {x.shape[0]}")
+        encryptor = SeededEncryptor(context)
         for f in range(x.shape[1]):
-            yield ts.ckks_vector(context, x[:, f].tolist())
+            yield encryptor.encrypt(x[:, f].tolist())
 
     def decrypt(self, context: Any, layout: dict[str, Any], groups: list[Group]) -> np.ndarray:
         factors = np.asarray(layout["output_factors"], dtype=np.float64)
