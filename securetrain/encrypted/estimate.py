@@ -48,6 +48,14 @@ class Primitives:
     ciphertext_bytes: int
     base_context_bytes: int
     galois_key_bytes: int
+    mac_s: float = 0.0
+    """SEAL: one ciphertext-times-scalar product added into a partial sum (no rescale)."""
+    rescale_s: float = 0.0
+    """SEAL: one rescale."""
+    seeded_encrypt_s: float = 0.0
+    """One secret-key encryption in SEAL's seeded form, serialised (a streamed request's frame)."""
+    seeded_bytes: int = 0
+    """Bytes of one such frame."""
 
 
 def _best(fn: Any, reps: int = 3) -> float:
@@ -65,6 +73,7 @@ def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
     from tenseal import sealapi
 
     from securetrain.encrypted.keys import public_context_bytes
+    from securetrain.encrypted.sealbridge import SealTools, SeededEncryptor, seal_ciphertext
 
     ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=n, coeff_mod_bit_sizes=list(bits))
     ctx.global_scale = 2.0**scale_bits
@@ -88,6 +97,24 @@ def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
     ct = ts.ckks_vector(ctx_one, values).ciphertext()[0]
     out = sealapi.Ciphertext()
     rotate_s = _best(lambda: evaluator.rotate_vector(ct, 1, keys, out))
+    tools = SealTools(ctx)
+    fresh = seal_ciphertext(v)
+    weight = tools.scalar(0.5, fresh, float(tools.prime(fresh)))
+    acc, tmp = tools.new_ciphertext(), tools.new_ciphertext()
+    tools.evaluator.multiply_plain(fresh, weight, acc)
+
+    def mac() -> None:
+        tools.evaluator.multiply_plain(fresh, weight, tmp)
+        tools.evaluator.add_inplace(acc, tmp)
+
+    def product_and_rescale() -> None:
+        tools.evaluator.multiply_plain(fresh, weight, tmp)
+        tools.evaluator.rescale_to_next_inplace(tmp)
+
+    mac_s = _best(mac)
+    rescale_s = max(0.0, _best(product_and_rescale) - mac_s)
+    seeded = SeededEncryptor(ctx)
+    seeded_encrypt_s = _best(lambda: seeded.encrypt(values))
     return Primitives(
         encrypt_s=encrypt_s,
         mul_scalar_s=mul_scalar_s,
@@ -99,6 +126,10 @@ def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
         ciphertext_bytes=len(v.serialize()),
         base_context_bytes=len(base),
         galois_key_bytes=max(0, len(with_key) - len(base)),
+        mac_s=mac_s,
+        rescale_s=rescale_s,
+        seeded_encrypt_s=seeded_encrypt_s,
+        seeded_bytes=len(seeded.encrypt(values)),
     )
 
 
@@ -125,6 +156,8 @@ class PlanEstimate:
     response_bytes: int
     request_s: float
     operations: dict[str, int]
+    server_memory_bytes: int = 0
+    """Ciphertexts a server holds at once for one request (throughput streams: the open partial sums)."""
 
     @property
     def per_sample_s(self) -> float:
@@ -146,7 +179,11 @@ class PlanEstimate:
             f"~{self.response_bytes / 1e6:.1f} MB down, ~{self.request_s:.2f} s ({ops})",
             f"estimate              ~{self.per_sample_s * 1e3:.2f} ms per sample, ~{self.total_s:.1f} s for "
             f"{self.samples} samples in {self.requests} requests",
-        ]
+        ] + (
+            [f"server memory         ~{self.server_memory_bytes / 1e6:.0f} MB of ciphertexts per request (streamed)"]
+            if self.server_memory_bytes
+            else []
+        )
 
 
 def _latency_ops(program: LatencyProgram, slots: int) -> dict[str, int]:
@@ -174,20 +211,27 @@ def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | 
     p = primitives if primitives is not None else measure_primitives(plan)
     samples = max(1, int(samples))
     outputs = em.compiled.output_size
+    memory = 0
     if isinstance(em.program, ThroughputProgram):
+        prog = em.program
         features = em.compiled.input_size
-        squares = em.program.squares
-        products = em.program.multiplications - squares
-        ops = {"scalar products": products, "squares": squares}
+        ops = {"scalar products": prog.macs, "rescales": prog.rescales, "squares": prog.squares}
         per_request = min(samples, plan.slots)
+        # streamed: seeded encryption on the client, products summed before one rescale on the server
         request_s = (
-            features * p.encrypt_s
-            + products * (p.mul_scalar_s + p.add_s)
-            + squares * p.square_s
+            features * p.seeded_encrypt_s
+            + prog.macs * p.mac_s
+            + prog.rescales * p.rescale_s
+            + prog.squares * p.square_s
             + outputs * p.decrypt_s
         )
-        request_bytes = features * p.ciphertext_bytes
+        request_bytes = features * p.seeded_bytes
         response_bytes = outputs * p.ciphertext_bytes
+        data_primes = len(plan.coeff_mod_bit_sizes) - 1
+        memory = sum(
+            n * 2 * (data_primes - level) * plan.poly_modulus_degree * 8
+            for n, level in zip(prog.peak_open, prog.open_levels)
+        )
         keys = 0
     elif isinstance(em.program, LatencyProgram):
         ops = _latency_ops(em.program, plan.slots)
@@ -218,6 +262,7 @@ def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | 
         response_bytes=response_bytes,
         request_s=request_s,
         operations=ops,
+        server_memory_bytes=memory,
     )
 
 

@@ -100,6 +100,10 @@ class RemoteClient:
         self.client = EncryptionClient(spec)
         self.token: str | None = None
         self.context_id: str | None = None
+        self.bytes_sent = 0
+        """Body bytes of the inference requests sent so far (buffered and streamed)."""
+        self.bytes_received = 0
+        """Bytes of the inference responses received so far."""
         self.register()
 
     # -- transport
@@ -192,6 +196,7 @@ class RemoteClient:
                         )
                     conn.send(b"%x\r\n" % len(piece) + piece + b"\r\n")
                     sent += len(piece)
+                    self.bytes_sent += len(piece)
                     piece = next(it, None)
                 conn.send(b"0\r\n\r\n")
             except (BrokenPipeError, ConnectionResetError):
@@ -234,11 +239,15 @@ class RemoteClient:
 
     # -- inference
     def _infer(self, request: bytes) -> bytes:
+        self.bytes_sent += len(request)
         try:
-            return self._call("POST", "/v1/infer", request, auth=True)
+            reply = self._call("POST", "/v1/infer", request, auth=True)
         except (AuthenticationError, UnknownContextError):  # expired: register the same context again, retry once
             self.register()
-            return self._call("POST", "/v1/infer", request, auth=True)
+            self.bytes_sent += len(request)
+            reply = self._call("POST", "/v1/infer", request, auth=True)
+        self.bytes_received += len(reply)
+        return reply
 
     def _pieces(self, x: Any) -> Iterator[bytes]:
         """The streamed request of one chunk, refused before anything is sent when its first frame
@@ -263,10 +272,12 @@ class RemoteClient:
     def _infer_stream(self, x: Any) -> bytes:
         limit = self.max_stream_bytes
         try:
-            return self._call_stream("/v1/infer/stream", self._pieces(x), limit)
+            reply = self._call_stream("/v1/infer/stream", self._pieces(x), limit)
         except (AuthenticationError, UnknownContextError):  # expired: register the same context again, retry once
             self.register()
-            return self._call_stream("/v1/infer/stream", self._pieces(x), limit)
+            reply = self._call_stream("/v1/infer/stream", self._pieces(x), limit)
+        self.bytes_received += len(reply)
+        return reply
 
     def predict_stream(self, x: Any, *, chunk_size: int | None = None) -> np.ndarray:
         """Encrypted logits for ``x`` (throughput mode), streamed: one request per chunk of at most

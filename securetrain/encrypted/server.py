@@ -248,7 +248,9 @@ class InferenceServer:
         if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= slots:
             raise WireFormatError(f"a streamed chunk holds 1 to {slots} samples, got {samples!r}")
         if features != expected:
-            raise WireFormatError(f"a streamed chunk carries one ciphertext per input feature ({expected}), got {features!r}")
+            raise WireFormatError(
+                f"a streamed chunk carries one ciphertext per input feature ({expected}), got {features!r}"
+            )
         return StreamEvaluation(self, program.open(self.context, samples))
 
     def evaluate(self, request: bytes) -> bytes:

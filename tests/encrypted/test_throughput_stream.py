@@ -12,7 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from securetrain.encrypted import EncryptedInferenceService, EncryptedModel, EncryptionClient, RemoteClient, start_server
+from securetrain.encrypted import (
+    EncryptedInferenceService,
+    EncryptedModel,
+    EncryptionClient,
+    RemoteClient,
+    start_server,
+)
 from securetrain.encrypted.errors import PayloadTooLarge, WireFormatError
 from securetrain.encrypted.server import InferenceServer
 from securetrain.encrypted.throughput import ThroughputStream, _peak_open
