@@ -298,6 +298,12 @@ async def _evaluate_stream(
         return _error_response(
             415, "UnsupportedMediaType", f"Content-Type must be one of {', '.join(ACCEPTED_TYPES)}", close=True
         )
+    named = request.query_params.get("context")
+    if named is not None:  # refused from the headers, before the client sends the body (Expect: 100-continue)
+        try:
+            service.contexts.get(_token(request), named)
+        except Exception as exc:  # noqa: BLE001 (every failure becomes a JSON error; the server keeps serving)
+            return _error_response(_status_for(exc), type(exc).__name__, str(exc), close=True)
     parser = StreamParser()
     evaluation: StreamEvaluation | None = None
     received = 0
@@ -321,6 +327,8 @@ async def _evaluate_stream(
                 raise TimeoutError
             blobs = parser.feed(chunk)
             if evaluation is None and parser.header is not None:
+                if named is not None and parser.header.get("context") != named:
+                    raise WireFormatError("the streamed request's header names another context than its URL")
                 evaluation = await run_in_threadpool(service.open_stream, parser.header, token=_token(request))
             for blob in blobs:
                 assert evaluation is not None  # a frame comes after the header

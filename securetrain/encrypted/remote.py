@@ -185,9 +185,12 @@ class RemoteClient:
                 conn.putheader("Authorization", f"Bearer {self.token}")
             conn.putheader("Content-Type", CONTENT_TYPE)
             conn.putheader("Transfer-Encoding", "chunked")
+            conn.putheader("Expect", "100-continue")
             conn.endheaders()
             try:
-                while piece is not None:
+                go = conn.sock is None or _await_continue(conn.sock, min(self.timeout, _CONTINUE_WAIT_S))
+                # not go: refused from the headers (unknown context, token); the answer is read below
+                while go and piece is not None:
                     if limit is not None and sent + len(piece) > limit:
                         raise PayloadTooLarge(
                             f"the streamed request would exceed the server's limit of {limit} bytes after {sent} "
@@ -198,7 +201,8 @@ class RemoteClient:
                     sent += len(piece)
                     self.bytes_sent += len(piece)
                     piece = next(it, None)
-                conn.send(b"0\r\n\r\n")
+                if go:
+                    conn.send(b"0\r\n\r\n")
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the server answered early (an error): read it below
             resp = conn.getresponse()
@@ -269,13 +273,17 @@ class RemoteClient:
             yield first
         yield from it
 
+    def _stream_path(self) -> str:
+        # the context in the URL too, so the service can refuse an unknown one from the headers
+        return f"/v1/infer/stream?context={urllib.parse.quote(str(self.context_id))}"
+
     def _infer_stream(self, x: Any) -> bytes:
         limit = self.max_stream_bytes
         try:
-            reply = self._call_stream("/v1/infer/stream", self._pieces(x), limit)
+            reply = self._call_stream(self._stream_path(), self._pieces(x), limit)
         except (AuthenticationError, UnknownContextError):  # expired: register the same context again, retry once
             self.register()
-            reply = self._call_stream("/v1/infer/stream", self._pieces(x), limit)
+            reply = self._call_stream(self._stream_path(), self._pieces(x), limit)
         self.bytes_received += len(reply)
         return reply
 
