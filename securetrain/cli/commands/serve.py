@@ -60,7 +60,9 @@ def check_args(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.max_body_mb) and args.max_body_mb > 0) or args.max_body_mb * 2**20 > 2**53:
         raise ConfigurationError(f"--max-body-mb must be a positive number of MiB, e.g. 256, got {args.max_body_mb}")
     if not (math.isfinite(args.max_stream_mb) and args.max_stream_mb > 0) or args.max_stream_mb * 2**20 > 2**53:
-        raise ConfigurationError(f"--max-stream-mb must be a positive number of MiB, e.g. 1024, got {args.max_stream_mb}")
+        raise ConfigurationError(
+            f"--max-stream-mb must be a positive number of MiB, e.g. 1024, got {args.max_stream_mb}"
+        )
     if args.max_contexts < 1:
         raise ConfigurationError(f"--max-contexts must be at least 1, got {args.max_contexts}")
     if args.max_contexts_per_client < 1:
