@@ -121,6 +121,18 @@ def test_remote_client_streams_chunk_by_chunk_and_stays_under_the_stream_limit(s
         client = RemoteClient(srv.url)
         with pytest.raises(PayloadTooLarge, match=r"a streamed chunk takes about \d+ bytes .* stream limit of 5000000"):
             client.predict(x)
+        # a stream that turns out larger than announced stops before the piece that would cross the limit
+        made: list[int] = []
+
+        def pieces():
+            for piece in client.client.encrypt_stream(x[:1]):
+                made.append(len(piece))
+                yield piece
+
+        small = 1_000_000  # a few frames
+        with pytest.raises(PayloadTooLarge, match=r"exceed the server's limit of 1000000 bytes after \d+ bytes"):
+            client._call_stream(client._stream_path(), pieces(), small)
+        assert sum(made[:-1]) <= small < sum(made) and len(made) < 50  # the crossing frame was made, never sent
         # the server refuses a body over its limit itself (413 JSON, connection closed)
         parts = urlsplit(srv.url)
         conn = http.client.HTTPConnection(str(parts.hostname), parts.port, timeout=30)
