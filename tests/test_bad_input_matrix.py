@@ -742,6 +742,12 @@ CLI_CASES = [
         err("serve", r"--max-body-mb must be a positive number of MiB"),
     ),
     cli(
+        "serve-stream-zero",
+        "serve {he} --max-stream-mb 0",
+        2,
+        err("serve", r"--max-stream-mb must be a positive number of MiB, e.g. 1024, got 0.0"),
+    ),
+    cli(
         "serve-contexts-zero",
         "serve {he} --max-contexts 0",
         2,

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,8 @@ from securetrain.encrypted.wire import (
     REQUEST,
     RESPONSE,
     context_fingerprint,
+    encode_frame,
+    encode_stream_head,
     pack_groups,
     spec_fingerprint,
     unpack_groups,
@@ -110,8 +113,7 @@ class EncryptionClient:
         """The context without its secret key: what a server gets."""
         return self._public
 
-    def encrypt(self, x: Any, *, chunk_size: int | None = None) -> bytes:
-        """Encrypt ``x`` (``(B, *input_shape)`` or ``(B, features)``) into a request."""
+    def _checked(self, x: Any) -> np.ndarray:
         arr = _features(x, int(self.layout["features"]))
         limit = 2.0 ** (self.plan.int_bits - 1)
         peak = float(np.max(np.abs(arr)))
@@ -121,12 +123,43 @@ class EncryptionClient:
                 "outside it would overflow silently under CKKS. Ask the server to re-plan with calibration data "
                 "that covers such inputs, or rescale them"
             )
+        return arr
+
+    def encrypt(self, x: Any, *, chunk_size: int | None = None) -> bytes:
+        """Encrypt ``x`` (``(B, *input_shape)`` or ``(B, features)``) into a request."""
+        arr = self._checked(x)
         try:
             groups = self.packing.encrypt(self._context, self.layout, arr, chunk_size=chunk_size)
         except ValueError as exc:  # TenSEAL/SEAL encoding errors
             raise EncryptionError(f"TenSEAL could not encrypt the inputs: {exc}") from exc
         header = {"mode": self.plan.mode, "context": self.context_id, "spec": self.spec_id}
         return pack_groups(REQUEST, header, groups)
+
+    def encrypt_stream(self, x: Any) -> Iterator[bytes]:
+        """One chunk of ``x`` (at most the slot count of samples) as a streamed request (throughput
+        packing): the head, then one frame per input feature, each encrypted only when the
+        iteration reaches it, so the request is never held whole (see :mod:`~securetrain.encrypted.wire`).
+        """
+        from securetrain.encrypted.throughput import ThroughputPacking
+
+        packing = self.packing
+        if not isinstance(packing, ThroughputPacking):
+            raise EncryptionError(f"streamed requests are for the throughput packing, not {self.plan.mode}")
+        arr = self._checked(x)
+        yield encode_stream_head(
+            {
+                "mode": self.plan.mode,
+                "context": self.context_id,
+                "spec": self.spec_id,
+                "samples": int(arr.shape[0]),
+                "features": int(arr.shape[1]),
+            }
+        )
+        try:
+            for blob in packing.encrypt_features(self._context, self.layout, arr):
+                yield encode_frame(blob)
+        except ValueError as exc:  # TenSEAL/SEAL encoding errors
+            raise EncryptionError(f"TenSEAL could not encrypt the inputs: {exc}") from exc
 
     def decrypt(self, response: bytes) -> np.ndarray:
         """Decrypt a response into logits ``(B, outputs)``."""

@@ -50,6 +50,14 @@ class Primitives:
     ciphertext_bytes: int
     base_context_bytes: int
     galois_key_bytes: int
+    mac_s: float = 0.0
+    """SEAL: one ciphertext-times-scalar product added into a partial sum (no rescale)."""
+    rescale_s: float = 0.0
+    """SEAL: one rescale."""
+    seeded_encrypt_s: float = 0.0
+    """One secret-key encryption in SEAL's seeded form, serialised (a streamed request's frame)."""
+    seeded_bytes: int = 0
+    """Bytes of one such frame."""
 
 
 def _best(fn: Any, reps: int = 3) -> float:
@@ -67,6 +75,7 @@ def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
     from tenseal import sealapi
 
     from securetrain.encrypted.keys import public_context_bytes
+    from securetrain.encrypted.sealbridge import SealTools, SeededEncryptor, seal_ciphertext
 
     ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=n, coeff_mod_bit_sizes=list(bits))
     ctx.global_scale = 2.0**scale_bits
@@ -93,6 +102,24 @@ def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
     plain = sealapi.Plaintext()
     sealapi.CKKSEncoder(ctx_one.seal_context().data).encode(values, ct.parms_id(), 2.0**scale_bits, plain)
     mul_plain_s = _best(lambda: evaluator.multiply_plain(ct, plain, out)) + _best(lambda: evaluator.add(ct, ct, out))
+    tools = SealTools(ctx)
+    fresh = seal_ciphertext(v)
+    weight = tools.scalar(0.5, fresh, float(tools.prime(fresh)))
+    acc, tmp = tools.new_ciphertext(), tools.new_ciphertext()
+    tools.evaluator.multiply_plain(fresh, weight, acc)
+
+    def mac() -> None:
+        tools.evaluator.multiply_plain(fresh, weight, tmp)
+        tools.evaluator.add_inplace(acc, tmp)
+
+    def product_and_rescale() -> None:
+        tools.evaluator.multiply_plain(fresh, weight, tmp)
+        tools.evaluator.rescale_to_next_inplace(tmp)
+
+    mac_s = _best(mac)
+    rescale_s = max(0.0, _best(product_and_rescale) - mac_s)
+    seeded = SeededEncryptor(ctx)
+    seeded_encrypt_s = _best(lambda: seeded.encrypt(values))
     return Primitives(
         encrypt_s=encrypt_s,
         mul_scalar_s=mul_scalar_s,
@@ -105,6 +132,10 @@ def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
         ciphertext_bytes=len(v.serialize()),
         base_context_bytes=len(base),
         galois_key_bytes=max(0, len(with_key) - len(base)),
+        mac_s=mac_s,
+        rescale_s=rescale_s,
+        seeded_encrypt_s=seeded_encrypt_s,
+        seeded_bytes=len(seeded.encrypt(values)),
     )
 
 
@@ -133,6 +164,8 @@ class PlanEstimate:
     operations: dict[str, int]
     choice: str = ""
     """Why the planner chose this variant (its estimated cost against the others), if it chose by cost."""
+    server_memory_bytes: int = 0
+    """Ciphertexts a server holds at once for one request (throughput streams: the open partial sums)."""
 
     @property
     def per_sample_s(self) -> float:
@@ -145,16 +178,26 @@ class PlanEstimate:
     def lines(self) -> list[str]:
         """The plan and the estimate, one fact per line (what ``securetrain encrypt`` prints)."""
         ops = ", ".join(f"{k} {v}" for k, v in self.operations.items() if v)
-        return [
-            f"plan                  CKKS {self.mode} ({self.variant}), N={self.poly_modulus_degree}, "
-            f"chain {list(self.coeff_mod_bit_sizes)}, depth {self.depth}",
-            f"keys                  public context ~{self.public_context_bytes / 1e6:.1f} MB "
-            f"({self.galois_keys} Galois keys)",
-            f"per request           {self.samples_per_request} samples, ~{self.request_bytes / 1e6:.1f} MB up, "
-            f"~{self.response_bytes / 1e6:.1f} MB down, ~{self.request_s:.2f} s ({ops})",
-            f"estimate              ~{self.per_sample_s * 1e3:.2f} ms per sample, ~{self.total_s:.1f} s for "
-            f"{self.samples} samples in {self.requests} requests",
-        ] + ([f"choice                {self.choice}"] if self.choice else [])
+        return (
+            [
+                f"plan                  CKKS {self.mode} ({self.variant}), N={self.poly_modulus_degree}, "
+                f"chain {list(self.coeff_mod_bit_sizes)}, depth {self.depth}",
+                f"keys                  public context ~{self.public_context_bytes / 1e6:.1f} MB "
+                f"({self.galois_keys} Galois keys)",
+                f"per request           {self.samples_per_request} samples, ~{self.request_bytes / 1e6:.1f} MB up, "
+                f"~{self.response_bytes / 1e6:.1f} MB down, ~{self.request_s:.2f} s ({ops})",
+                f"estimate              ~{self.per_sample_s * 1e3:.2f} ms per sample, ~{self.total_s:.1f} s for "
+                f"{self.samples} samples in {self.requests} requests",
+            ]
+            + (
+                [
+                    f"server memory         ~{self.server_memory_bytes / 1e6:.0f} MB of ciphertexts per request (streamed)"
+                ]
+                if self.server_memory_bytes
+                else []
+            )
+            + ([f"choice                {self.choice}"] if self.choice else [])
+        )
 
 
 def _latency_ops(program: LatencyProgram, slots: int) -> dict[str, int]:
@@ -183,20 +226,27 @@ def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | 
     p = primitives if primitives is not None else measure_primitives(plan)
     samples = max(1, int(samples))
     outputs = em.compiled.output_size
+    memory = 0
     if isinstance(em.program, ThroughputProgram):
+        prog = em.program
         features = em.compiled.input_size
-        squares = em.program.squares
-        products = em.program.multiplications - squares
-        ops = {"scalar products": products, "squares": squares}
+        ops = {"scalar products": prog.macs, "rescales": prog.rescales, "squares": prog.squares}
         per_request = min(samples, plan.slots)
+        # streamed: seeded encryption on the client, products summed before one rescale on the server
         request_s = (
-            features * p.encrypt_s
-            + products * (p.mul_scalar_s + p.add_s)
-            + squares * p.square_s
+            features * p.seeded_encrypt_s
+            + prog.macs * p.mac_s
+            + prog.rescales * p.rescale_s
+            + prog.squares * p.square_s
             + outputs * p.decrypt_s
         )
-        request_bytes = features * p.ciphertext_bytes
+        request_bytes = features * p.seeded_bytes
         response_bytes = outputs * p.ciphertext_bytes
+        data_primes = len(plan.coeff_mod_bit_sizes) - 1
+        memory = sum(
+            n * 2 * (data_primes - level) * plan.poly_modulus_degree * 8
+            for n, level in zip(prog.peak_open, prog.open_levels)
+        )
         keys = 0
     elif isinstance(em.program, BSGSProgram):
         structure = em.program.structure
@@ -243,6 +293,7 @@ def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | 
         request_s=request_s,
         operations=ops,
         choice=plan.choice,
+        server_memory_bytes=memory,
     )
 
 

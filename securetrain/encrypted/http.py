@@ -12,6 +12,11 @@ Endpoints (errors are JSON ``{"error": type, "message": ...}``; the server keeps
 - ``DELETE /v1/contexts/<context_id>`` (with the token) -> 204
 - ``POST /v1/infer`` (with the token; body: a request from :meth:`EncryptionClient.encrypt`) ->
   response bytes
+- ``POST /v1/infer/stream`` (with the token; body, usually chunked: a streamed request from
+  :meth:`EncryptionClient.encrypt_stream`, one throughput chunk) -> response bytes. Each
+  ciphertext is evaluated as it arrives and dropped, so the server holds only the chunk's open
+  partial sums, whatever the body's size; the body may not exceed ``max_stream_bytes`` (413,
+  the connection closed).
 
 Any other method on these paths gets 405 JSON (with ``Allow``), any other path 404 JSON. Bodies
 must be ``application/octet-stream`` (or ``application/vnd.securetrain.he``) with a
@@ -52,8 +57,8 @@ from securetrain.encrypted.errors import (
     WireFormatError,
 )
 from securetrain.encrypted.remote import RemoteClient
-from securetrain.encrypted.server import EncryptedModel, InferenceServer
-from securetrain.encrypted.wire import CONTENT_TYPE, REQUEST, decode_header
+from securetrain.encrypted.server import EncryptedModel, InferenceServer, StreamEvaluation
+from securetrain.encrypted.wire import CONTENT_TYPE, REQUEST, StreamParser, decode_header
 from securetrain.errors import ConfigurationError, EncryptionError
 
 if TYPE_CHECKING:
@@ -67,6 +72,7 @@ access_logger = logging.getLogger("securetrain.encrypted.access")
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
 DEFAULT_READ_TIMEOUT_S = 30.0
+DEFAULT_MAX_STREAM_BYTES = 2**30
 MIN_UPLOAD_BYTES_PER_S = 256 * 1024
 ACCEPTED_TYPES = ("application/octet-stream", CONTENT_TYPE)
 
@@ -89,6 +95,7 @@ class EncryptedInferenceService:
         max_bytes_per_client: int = 2**30,
         context_ttl_s: float = DEFAULT_TTL_S,
         max_concurrent: int = 2,
+        max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not models:
@@ -98,6 +105,9 @@ class EncryptedInferenceService:
                 raise ConfigurationError(f"model registered as {mode!r} was planned for {em.plan.mode!r}")
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or max_concurrent < 1:
             raise ConfigurationError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
+        if isinstance(max_stream_bytes, bool) or not isinstance(max_stream_bytes, int) or max_stream_bytes < 1:
+            raise ConfigurationError(f"max_stream_bytes must be a positive whole number, got {max_stream_bytes!r}")
+        self.max_stream_bytes = max_stream_bytes
         self.models = dict(models)
         self.contexts: ContextStore[InferenceServer] = ContextStore(
             max_contexts=max_contexts,
@@ -125,6 +135,8 @@ class EncryptedInferenceService:
                 "max_contexts_per_client": store.max_contexts_per_client,
                 "max_bytes_per_client": store.max_bytes_per_client,
                 "context_ttl_s": store.ttl_s,
+                "streams": "throughput" in self.models,
+                "max_stream_bytes": self.max_stream_bytes,
             },
         }
 
@@ -157,6 +169,24 @@ class EncryptedInferenceService:
         server = self.contexts.get(token, ctx_id)
         with self._slots:
             return server.evaluate(request)
+
+    def open_stream(self, header: dict[str, Any], *, token: str | None) -> StreamEvaluation:
+        """Start a streamed request (its parsed header) under the context it names; takes one of the
+        ``max_concurrent`` evaluation slots, which :meth:`end_stream` gives back."""
+        ctx_id = header.get("context")
+        if not isinstance(ctx_id, str):
+            raise WireFormatError("the request header names no context")
+        server = self.contexts.get(token, ctx_id)
+        self._slots.acquire()
+        try:
+            return server.open_stream(header)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def end_stream(self) -> None:
+        """Give back the evaluation slot of a stream :meth:`open_stream` started."""
+        self._slots.release()
 
     def delete(self, context_id: str, *, token: str | None) -> None:
         """Forget a context of the client of ``token``."""
@@ -246,6 +276,82 @@ async def _read_body(request: Request, limit: int, read_timeout: float) -> bytes
     if received != n:
         return _error_response(400, "BadRequest", f"body ended after {received} of {n} bytes", close=True)
     return b"".join(parts)
+
+
+async def _evaluate_stream(
+    request: Request, service: EncryptedInferenceService, read_timeout: float
+) -> bytes | Response:
+    """Read a streamed request piece by piece, evaluating each ciphertext as it arrives; the
+    response bytes, or the error response to send (which closes the connection)."""
+    import anyio
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
+
+    limit = service.max_stream_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return _error_response(
+            413, "PayloadTooLarge", f"body of {length} bytes exceeds the stream limit of {limit} bytes", close=True
+        )
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ACCEPTED_TYPES:
+        return _error_response(
+            415, "UnsupportedMediaType", f"Content-Type must be one of {', '.join(ACCEPTED_TYPES)}", close=True
+        )
+    named = request.query_params.get("context")
+    if named is not None:  # refused from the headers, before the client sends the body (Expect: 100-continue)
+        try:
+            service.contexts.get(_token(request), named)
+        except Exception as exc:  # noqa: BLE001 (every failure becomes a JSON error; the server keeps serving)
+            return _error_response(_status_for(exc), type(exc).__name__, str(exc), close=True)
+    parser = StreamParser()
+    evaluation: StreamEvaluation | None = None
+    received = 0
+    waited = 0.0
+    stream = request.stream().__aiter__()
+    try:
+        while True:
+            start = time.monotonic()
+            with anyio.fail_after(read_timeout):
+                try:
+                    chunk = await stream.__anext__()
+                except StopAsyncIteration:
+                    break
+            waited += time.monotonic() - start  # time spent waiting for the client, not evaluating
+            received += len(chunk)
+            if received > limit:
+                return _error_response(
+                    413, "PayloadTooLarge", f"the streamed body exceeds the limit of {limit} bytes", close=True
+                )
+            if waited > read_timeout + received / MIN_UPLOAD_BYTES_PER_S:
+                raise TimeoutError
+            blobs = parser.feed(chunk)
+            if evaluation is None and parser.header is not None:
+                if named is not None and parser.header.get("context") != named:
+                    raise WireFormatError("the streamed request's header names another context than its URL")
+                evaluation = await run_in_threadpool(service.open_stream, parser.header, token=_token(request))
+            for blob in blobs:
+                assert evaluation is not None  # a frame comes after the header
+                await run_in_threadpool(evaluation.feed, blob)
+        if evaluation is None or parser.pending:
+            raise WireFormatError(f"the streamed request ended early ({received} bytes, {parser.frames} frames)")
+        return await run_in_threadpool(evaluation.finish)
+    except TimeoutError:
+        err = RequestTimeoutError(
+            f"the streamed body stalled after {received} bytes (read timeout {read_timeout:g} s); connection released"
+        )
+        return _error_response(408, type(err).__name__, str(err), close=True)
+    except ClientDisconnect:
+        return _error_response(400, "BadRequest", f"client left after {received} bytes", close=True)
+    except Exception as exc:  # noqa: BLE001 (every failure becomes a JSON error; the server keeps serving)
+        status = _status_for(exc)
+        if status == 500:
+            logger.error("internal error while serving %s", request.url.path, exc_info=exc)
+            return _error_response(500, "InternalError", "internal server error", close=True)
+        return _error_response(status, type(exc).__name__, str(exc), close=True)
+    finally:
+        if evaluation is not None:
+            service.end_stream()
 
 
 class _AccessLog:
@@ -362,6 +468,12 @@ def make_app(
             return fail(exc, request.url.path)
         return PlainResponse(reply, media_type=CONTENT_TYPE)
 
+    async def infer_stream(request: Request) -> Response:
+        reply = await _evaluate_stream(request, service, read_timeout_s)
+        if not isinstance(reply, bytes):
+            return reply
+        return PlainResponse(reply, media_type=CONTENT_TYPE)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)  # registered for HTTPException only
         if exc.status_code == 405:
@@ -384,6 +496,7 @@ def make_app(
         Route("/v1/contexts", contexts, methods=["POST"]),
         Route("/v1/contexts/{context_id}", delete_context, methods=["DELETE"]),
         Route("/v1/infer", infer, methods=["POST"]),
+        Route("/v1/infer/stream", infer_stream, methods=["POST"]),
     ]
     app: Starlette = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     return _AccessLog(app)

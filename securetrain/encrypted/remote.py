@@ -26,6 +26,7 @@ import select
 import socket
 import time
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -93,10 +94,16 @@ class RemoteClient:
         info = json.loads(self._call("GET", "/v1/info"))
         limits = info.get("limits", {}) if isinstance(info, dict) else {}
         self.max_body_bytes: int | None = limits.get("max_body_bytes") if isinstance(limits, dict) else None
+        self.max_stream_bytes: int | None = limits.get("max_stream_bytes") if isinstance(limits, dict) else None
+        self.streams = bool(isinstance(limits, dict) and limits.get("streams")) and mode == "throughput"
         spec = json.loads(self._call("GET", f"/v1/spec?mode={urllib.parse.quote(mode)}"))
         self.client = EncryptionClient(spec)
         self.token: str | None = None
         self.context_id: str | None = None
+        self.bytes_sent = 0
+        """Body bytes of the inference requests sent so far (buffered and streamed)."""
+        self.bytes_received = 0
+        """Bytes of the inference responses received so far."""
         self.register()
 
     # -- transport
@@ -144,6 +151,9 @@ class RemoteClient:
             raise EncryptionError(f"cannot reach the service at {self.url} ({method} {path}): {exc}") from exc
         finally:
             conn.close()
+        return self._checked(method, path, status, payload)
+
+    def _checked(self, method: str, path: str, status: int, payload: bytes) -> bytes:
         if status >= 400:
             try:
                 err = json.loads(payload)
@@ -158,6 +168,53 @@ class RemoteClient:
                 raise typed(text)
             raise EncryptionError(text)
         return payload
+
+    def _call_stream(self, path: str, pieces: Iterator[bytes], limit: int | None) -> bytes:
+        """POST ``pieces`` with chunked transfer encoding, never sending more than ``limit`` bytes.
+
+        The first piece is made before connecting; a piece that would take the body over
+        ``limit`` is not sent (:class:`PayloadTooLarge`, the connection dropped).
+        """
+        it = iter(pieces)
+        piece: bytes | None = next(it, None)
+        conn = self._connection()
+        sent = 0
+        try:
+            conn.putrequest("POST", path, skip_accept_encoding=True)
+            if self.token:
+                conn.putheader("Authorization", f"Bearer {self.token}")
+            conn.putheader("Content-Type", CONTENT_TYPE)
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.putheader("Expect", "100-continue")
+            conn.endheaders()
+            try:
+                go = conn.sock is None or _await_continue(conn.sock, min(self.timeout, _CONTINUE_WAIT_S))
+                # not go: refused from the headers (unknown context, token); the answer is read below
+                while go and piece is not None:
+                    if limit is not None and sent + len(piece) > limit:
+                        raise PayloadTooLarge(
+                            f"the streamed request would exceed the server's limit of {limit} bytes after {sent} "
+                            "bytes; nothing more was sent",
+                            limit=limit,
+                        )
+                    conn.send(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                    sent += len(piece)
+                    self.bytes_sent += len(piece)
+                    piece = next(it, None)
+                if go:
+                    conn.send(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered early (an error): read it below
+            resp = conn.getresponse()
+            payload = resp.read()
+            status = resp.status
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, ServiceError):
+                raise
+            raise EncryptionError(f"cannot reach the service at {self.url} (POST {path}): {exc}") from exc
+        finally:
+            conn.close()
+        return self._checked("POST", path, status, payload)
 
     # -- contexts
     def register(self) -> str:
@@ -186,21 +243,83 @@ class RemoteClient:
 
     # -- inference
     def _infer(self, request: bytes) -> bytes:
+        self.bytes_sent += len(request)
         try:
-            return self._call("POST", "/v1/infer", request, auth=True)
+            reply = self._call("POST", "/v1/infer", request, auth=True)
         except (AuthenticationError, UnknownContextError):  # expired: register the same context again, retry once
             self.register()
-            return self._call("POST", "/v1/infer", request, auth=True)
+            self.bytes_sent += len(request)
+            reply = self._call("POST", "/v1/infer", request, auth=True)
+        self.bytes_received += len(reply)
+        return reply
 
-    def predict(self, x: Any, *, chunk_size: int | None = None) -> np.ndarray:
+    def _pieces(self, x: Any) -> Iterator[bytes]:
+        """The streamed request of one chunk, refused before anything is sent when its first frame
+        shows that the whole would not fit the server's stream limit."""
+        it = self.client.encrypt_stream(x)
+        head = next(it)
+        first = next(it, None)
+        limit = self.max_stream_bytes
+        features = int(self.client.layout["features"])
+        if first is not None and limit is not None and len(head) + features * len(first) > limit:
+            raise PayloadTooLarge(
+                f"a streamed chunk takes about {len(head) + features * len(first)} bytes ({features} ciphertexts of "
+                f"{len(first)} bytes), over the server's stream limit of {limit}; fewer samples per chunk do not make "
+                "it smaller: ask for a server with a larger --max-stream-mb",
+                limit=limit,
+            )
+        yield head
+        if first is not None:
+            yield first
+        yield from it
+
+    def _stream_path(self) -> str:
+        # the context in the URL too, so the service can refuse an unknown one from the headers
+        return f"/v1/infer/stream?context={urllib.parse.quote(str(self.context_id))}"
+
+    def _infer_stream(self, x: Any) -> bytes:
+        limit = self.max_stream_bytes
+        try:
+            reply = self._call_stream(self._stream_path(), self._pieces(x), limit)
+        except (AuthenticationError, UnknownContextError):  # expired: register the same context again, retry once
+            self.register()
+            reply = self._call_stream(self._stream_path(), self._pieces(x), limit)
+        self.bytes_received += len(reply)
+        return reply
+
+    def predict_stream(self, x: Any, *, chunk_size: int | None = None) -> np.ndarray:
+        """Encrypted logits for ``x`` (throughput mode), streamed: one request per chunk of at most
+        ``chunk_size`` (default: the slot count) samples, each encrypted, sent and evaluated one
+        ciphertext at a time, so neither side holds a chunk's request; only the small response of
+        one chunk is held at once. Memory on this side: the inputs, one ciphertext, one response.
+        """
+        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        slots = int(self.client.layout["slots"])
+        size = slots if chunk_size is None else int(chunk_size)
+        if not 1 <= size <= slots:
+            raise EncryptionError(f"chunk_size must be between 1 and the slot count {slots}, got {chunk_size}")
+        if arr.ndim < 2 or arr.shape[0] < 1:
+            raise EncryptionError(f"inputs must be a batch (B, ...), got shape {tuple(arr.shape)}")
+        outs = [self.client.decrypt(self._infer_stream(arr[s : s + size])) for s in range(0, arr.shape[0], size)]
+        return np.concatenate(outs, axis=0)
+
+    def predict(self, x: Any, *, chunk_size: int | None = None, stream: bool | None = None) -> np.ndarray:
         """Encrypted logits for ``x``, decrypted here.
 
-        The batch is sent in as many requests as it takes to keep each under the server's
+        In throughput mode against a service that streams (``stream=None``: whenever it can) this
+        is :meth:`predict_stream`. Otherwise (``stream=False``, or latency mode) the batch is sent
+        in as many buffered requests as it takes to keep each under the server's
         ``max_body_bytes``: one request is built, sent and decrypted at a time, so memory holds
         one request and one response, not the whole batch's. :class:`PayloadTooLarge` when even
-        one sample's request is over the limit (throughput mode sends one ciphertext per input
-        feature whatever the batch: use latency mode or a server with a larger limit).
+        one sample's request is over the limit (a buffered throughput request carries one
+        ciphertext per input feature whatever the batch: stream it instead).
         """
+        if stream is None:
+            stream = self.streams
+        if stream:
+            if not self.streams:
+                raise EncryptionError("this service does not take streamed requests for mode " + repr(self.mode))
+            return self.predict_stream(x, chunk_size=chunk_size)
         rows = int(x.shape[0]) if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim > 1 else None
         limit = self.max_body_bytes
         if rows is None or limit is None:
@@ -214,7 +333,7 @@ class RemoteClient:
                     raise PayloadTooLarge(
                         f"a request of {per} sample(s) is {len(request)} bytes, over the server's limit of {limit}; "
                         "fewer samples per request do not make it smaller (in throughput mode a request carries "
-                        "one ciphertext per input feature): use latency mode or a server with a larger limit",
+                        "one ciphertext per input feature): stream it, use latency mode or a server with a larger limit",
                         limit=limit,
                     )
                 last, per = len(request), max(1, min(per - 1, per * limit // len(request)))

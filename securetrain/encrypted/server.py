@@ -25,10 +25,11 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from securetrain.encrypted.errors import (
 )
 from securetrain.encrypted.keys import check_rotation_keys
 from securetrain.encrypted.packing import (
+    Group,
     Packing,
     Program,
     fresh_level_check,
@@ -53,12 +55,16 @@ from securetrain.encrypted.wire import (
     REQUEST,
     RESPONSE,
     context_fingerprint,
+    load_vector,
     pack_groups,
     spec_fingerprint,
     unpack_groups,
 )
 from securetrain.errors import EncryptionError
 from securetrain.modes import unwrap
+
+if TYPE_CHECKING:
+    from securetrain.encrypted.throughput import ThroughputStream
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +213,14 @@ class InferenceServer:
     def open_request(self, request: bytes) -> list[Any]:
         """Parse and check a request; the loaded groups of ciphertexts."""
         header, groups = unpack_groups(request, self.context, expect_kind=REQUEST)
+        self._check_header(header)
+        for gi, g in enumerate(groups):
+            self.model.packing.check_group(self.model.layout, g)
+            for vi, v in enumerate(g.vectors):
+                fresh_level_check(v, self.model.plan.depth, self.model.plan.scale, f"ciphertext {vi} of group {gi}")
+        return groups
+
+    def _check_header(self, header: dict[str, Any]) -> None:
         if header.get("context") != self.context_id:
             raise ContextMismatchError(
                 f"the request's ciphertexts were made under context {str(header.get('context'))[:12]}..., but this "
@@ -220,28 +234,84 @@ class InferenceServer:
             raise WireFormatError(
                 f"request mode {header.get('mode')!r} differs from the server's {self.model.plan.mode!r}"
             )
-        for gi, g in enumerate(groups):
-            self.model.packing.check_group(self.model.layout, g)
-            for vi, v in enumerate(g.vectors):
-                fresh_level_check(v, self.model.plan.depth, self.model.plan.scale, f"ciphertext {vi} of group {gi}")
-        return groups
+
+    def open_stream(self, header: dict[str, Any]) -> StreamEvaluation:
+        """Start evaluating a streamed request (throughput packing) from its header."""
+        from securetrain.encrypted.throughput import ThroughputProgram
+
+        self._check_header(header)
+        program = self.model.program
+        if not isinstance(program, ThroughputProgram):
+            raise WireFormatError(f"streamed requests are for the throughput packing, not {self.model.plan.mode}")
+        samples, features = header.get("samples"), header.get("features")
+        slots, expected = int(self.model.layout["slots"]), int(self.model.layout["features"])
+        if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= slots:
+            raise WireFormatError(f"a streamed chunk holds 1 to {slots} samples, got {samples!r}")
+        if features != expected:
+            raise WireFormatError(
+                f"a streamed chunk carries one ciphertext per input feature ({expected}), got {features!r}"
+            )
+        return StreamEvaluation(self, program.open(self.context, samples))
 
     def evaluate(self, request: bytes) -> bytes:
         """Evaluate a request (bytes) and return the response (bytes)."""
         groups = self.open_request(request)
         results = []
         for g in groups:
-            try:
+            with _level_errors(self.model.plan.depth):
                 results.append(self.model.program.run(self.context, g))
-            except ValueError as exc:
-                if "scale out of bounds" in str(exc) or "end of modulus switching chain" in str(exc):
-                    raise EncryptionError(
-                        "the evaluation ran out of modulus levels; the plan does not match the model "
-                        f"(depth {self.model.plan.depth}); re-plan with securetrain.encrypted.plan"
-                    ) from exc
-                raise
+        return self.respond(results)
+
+    def respond(self, groups: list[Group]) -> bytes:
+        """The response message for result groups."""
         header = {"mode": self.model.plan.mode, "context": self.context_id, "spec": self.model.spec_id}
-        return pack_groups(RESPONSE, header, results)
+        return pack_groups(RESPONSE, header, groups)
 
 
-__all__ = ["SPEC_FORMAT", "EncryptedModel", "InferenceServer", "load_public_context"]
+@contextmanager
+def _level_errors(depth: int) -> Iterator[None]:
+    try:
+        yield
+    except ValueError as exc:
+        if "scale out of bounds" in str(exc) or "end of modulus switching chain" in str(exc):
+            raise EncryptionError(
+                "the evaluation ran out of modulus levels; the plan does not match the model "
+                f"(depth {depth}); re-plan with securetrain.encrypted.plan"
+            ) from exc
+        raise
+
+
+class StreamEvaluation:
+    """One streamed chunk on the server: :meth:`feed` each ciphertext blob, then :meth:`finish`.
+
+    Each blob is loaded, checked (size, level, scale) and folded into the chunk's partial sums
+    at once; nothing but the open partial sums stays in memory.
+    """
+
+    def __init__(self, server: InferenceServer, stream: ThroughputStream) -> None:
+        self.server = server
+        self.stream = stream
+
+    def feed(self, blob: bytes) -> None:
+        plan = self.server.model.plan
+        vector = load_vector(blob, self.server.context)
+        index = self.stream.received
+        if vector.size() != self.stream.samples:
+            raise EncryptionError(
+                f"ciphertext {index} holds {vector.size()} values, the chunk has {self.stream.samples} samples"
+            )
+        fresh_level_check(vector, plan.depth, plan.scale, f"ciphertext {index}")
+        with _level_errors(plan.depth):
+            self.stream.feed(vector)
+
+    def finish(self) -> bytes:
+        """The response (one group) once every feature's ciphertext has been fed."""
+        expected = int(self.server.model.layout["features"])
+        if self.stream.received != expected:
+            raise WireFormatError(
+                f"the streamed request ended after {self.stream.received} of {expected} input ciphertexts"
+            )
+        return self.server.respond([self.stream.finish()])
+
+
+__all__ = ["SPEC_FORMAT", "EncryptedModel", "InferenceServer", "StreamEvaluation", "load_public_context"]

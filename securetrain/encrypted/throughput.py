@@ -8,9 +8,12 @@ context carries no Galois keys. Batches larger than the slot count are split int
 chunks. Outputs that do not depend on the input (rows of zeros) are computed in
 plaintext and encrypted by the server with the public key.
 
-TenSEAL resets a ciphertext's scale to the global scale after each rescale although the
-prime it divided by is not exactly ``2^s``; the program folds the exact prime ratios into
-the weights, so the result is exact up to CKKS noise at any scale.
+The server program runs on SEAL's evaluator (``tenseal.sealapi``), not on TenSEAL's vector
+operations: products are summed before one rescale per output (TenSEAL would rescale every
+product: a rescale costs several times a product) and the program streams, taking the input
+ciphertexts one at a time and holding only the partial sums still open
+(:class:`ThroughputStream`). SEAL tracks each ciphertext's exact scale; weights are encoded at
+the scale that brings every layer's outputs back to the plan's, so outputs decode exactly.
 
 Example:
     >>> import numpy as np, torch
@@ -28,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,9 +47,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class _AffineStage:
-    # per output: (indices of ciphertext inputs, compensated weights) and the plaintext constant
-    terms: list[tuple[np.ndarray, np.ndarray]]
-    const: np.ndarray
+    # per ciphertext input of the stage: the outputs it feeds and the weights (CSC columns)
+    columns: list[tuple[np.ndarray, np.ndarray]]
+    counts: np.ndarray  # per output: how many ciphertext terms it sums (0: a plaintext constant)
+    const: np.ndarray  # per output: the plaintext constant added before the rescale
 
 
 @dataclass
@@ -54,80 +59,201 @@ class _SquareStage:
 
 
 class ThroughputProgram(Program):
-    """The server side of the throughput packing for one model and plan."""
+    """The server side of the throughput packing for one model and plan.
+
+    Evaluation streams: :meth:`open` returns a :class:`ThroughputStream` that takes the input
+    ciphertexts one at a time, in feature order, and keeps only the partial sums still open (see
+    :attr:`peak_open`), so a server never holds a whole request's ciphertexts.
+    """
 
     def __init__(self, compiled: CompiledModel, plan: EncryptionPlan) -> None:
         # compiler imports torch: imported when a model is laid out, not with the package
         from securetrain.encrypted.compiler import Affine
 
-        scale = plan.scale
-        primes = plan.rescale_primes()
+        self.scale = plan.scale
+        min_prime = min(plan.rescale_primes()[: max(plan.depth, 1)])
         is_ct = np.ones(compiled.input_size, dtype=bool)
         const_val = np.zeros(compiled.input_size)
-        factor = 1.0  # decoded ciphertext value = factor * true value
-        level = 0
+        # when each stage value is complete, in units of "inputs received" (for the memory bound)
+        ready = np.arange(compiled.input_size, dtype=np.int64)
         self.stages: list[_AffineStage | _SquareStage] = []
-        self.multiplications = 0  # ciphertext products of all kinds (scalar products and squares)
+        self.macs = 0  # ciphertext-times-scalar products summed into partial sums
         self.squares = 0
+        self.rescales = 0
+        self.peak_open: list[int] = []  # per affine stage: most partial sums open at once
+        self.open_levels: list[int] = []  # per affine stage: rescales done before it (its ciphertexts' level)
+        level = 0
         for op in compiled.ops:
             if isinstance(op, Affine):
-                ratio = primes[level] / scale / factor
                 w = op.weight.tocsr()
-                terms: list[tuple[np.ndarray, np.ndarray]] = []
                 consts = op.bias.astype(np.float64).copy()
+                rows: list[np.ndarray] = []
+                cols: list[np.ndarray] = []
+                vals: list[np.ndarray] = []
+                counts = np.zeros(op.out_features, dtype=np.int64)
+                first = np.full(op.out_features, np.iinfo(np.int64).max)
+                last = np.full(op.out_features, -1)
                 for j in range(op.out_features):
                     idx = w.indices[w.indptr[j] : w.indptr[j + 1]]
-                    val = w.data[w.indptr[j] : w.indptr[j + 1]]
+                    val = w.data[w.indptr[j] : w.indptr[j + 1]].astype(np.float64)
                     cmask = ~is_ct[idx]
                     consts[j] += float(np.dot(val[cmask], const_val[idx[cmask]]))
-                    ci, cv = idx[~cmask], val[~cmask] * ratio
-                    keep = (
-                        np.abs(cv) * scale >= 0.5
-                    )  # a weight that encodes to zero would make a transparent ciphertext
-                    terms.append((ci[keep].astype(np.int64), cv[keep].astype(np.float64)))
-                self.multiplications += sum(len(t[0]) for t in terms)
-                new_ct = np.array([len(t[0]) > 0 for t in terms], dtype=bool)
-                self.stages.append(_AffineStage(terms, consts))
-                is_ct, const_val, factor = new_ct, np.where(new_ct, 0.0, consts), 1.0
+                    ci, cv = idx[~cmask], val[~cmask]
+                    # a weight that encodes to zero would make a transparent ciphertext: below 1/q it is dropped
+                    keep = np.abs(cv) * min_prime >= 1.0
+                    ci, cv = ci[keep].astype(np.int64), cv[keep]
+                    counts[j] = len(ci)
+                    if len(ci):
+                        first[j], last[j] = int(ready[ci].min()), int(ready[ci].max())
+                    rows.append(np.full(len(ci), j, dtype=np.int64))
+                    cols.append(ci)
+                    vals.append(cv)
+                all_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+                all_cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+                all_vals = np.concatenate(vals) if vals else np.zeros(0)
+                order = np.lexsort((all_rows, all_cols))
+                all_rows, all_cols, all_vals = all_rows[order], all_cols[order], all_vals[order]
+                bounds = np.searchsorted(all_cols, np.arange(len(is_ct) + 1))
+                columns = [
+                    (all_rows[bounds[i] : bounds[i + 1]], all_vals[bounds[i] : bounds[i + 1]])
+                    for i in range(len(is_ct))
+                ]
+                self.macs += int(counts.sum())
+                new_ct = counts > 0
+                self.rescales += int(new_ct.sum())
+                self.peak_open.append(_peak_open(first[new_ct], last[new_ct]))
+                self.open_levels.append(level)
+                self.stages.append(_AffineStage(columns, counts, consts))
+                is_ct, const_val = new_ct, np.where(new_ct, 0.0, consts)
+                ready = np.where(new_ct, last, -1)
                 level += 1
             else:
                 self.stages.append(_SquareStage(op.size))
-                self.multiplications += int(is_ct.sum())
                 self.squares += int(is_ct.sum())
                 const_val = const_val * const_val
-                factor = factor * factor * scale / primes[level]
                 level += 1
+        self.multiplications = self.macs + self.squares  # kept for callers counting all products
         self.output_is_ct = is_ct
         self.output_const = const_val
-        self.output_factors = [factor if c else 1.0 for c in is_ct]
+        # SEAL tracks each ciphertext's exact scale, so outputs decode to the values themselves
+        self.output_factors = [1.0] * len(is_ct)
         self.levels = level
 
+    def open(self, context: Any, samples: int) -> ThroughputStream:
+        """A stream evaluating one chunk of ``samples`` samples under (public) ``context``."""
+        return ThroughputStream(self, context, samples)
+
     def run(self, context: Any, group: Group) -> Group:
+        stream = self.open(context, group.samples)
+        for vector in group.vectors:
+            stream.feed(vector)
+        return stream.finish()
+
+
+def _peak_open(first: np.ndarray, last: np.ndarray) -> int:
+    """Most intervals ``[first, last]`` open at one time (partial sums a stream holds at once)."""
+    if not len(first):
+        return 0
+    events = np.concatenate([np.stack([first, np.ones_like(first)], 1), np.stack([last + 1, -np.ones_like(last)], 1)])
+    events = events[np.lexsort((events[:, 1], events[:, 0]))]  # a close before an open at the same time
+    return int(np.cumsum(events[:, 1]).max())
+
+
+class ThroughputStream:
+    """One chunk's evaluation, fed input ciphertexts in feature order (see :class:`ThroughputProgram`).
+
+    Every product of a ciphertext and a weight is added, unrescaled, into its output's partial
+    sum; a partial sum is rescaled once, when its last term has arrived, and passed straight on
+    (squared, relinearised and rescaled; then into the next layer's partial sums). Weights are
+    encoded at ``prime * scale / input scale``, so every layer's outputs come back to the plan's
+    scale and SEAL's exact scale bookkeeping needs no correction.
+    """
+
+    def __init__(self, program: ThroughputProgram, context: Any, samples: int) -> None:
+        from securetrain.encrypted.sealbridge import SealTools
+
+        self.program = program
+        self.context = context
+        self.samples = int(samples)
+        self.tools = SealTools(context)
+        self.partial: list[dict[int, Any]] = [{} for _ in program.stages]
+        self.left = [s.counts.copy() if isinstance(s, _AffineStage) else np.zeros(0) for s in program.stages]
+        self.outputs: dict[int, Any] = {}
+        self.received = 0
+        self._tmp = self.tools.new_ciphertext()
+
+    @property
+    def open_sums(self) -> int:
+        """Partial sums held right now (each one ciphertext)."""
+        return sum(len(p) for p in self.partial)
+
+    def feed(self, vector: Any) -> None:
+        """Take the next input feature's ciphertext (a TenSEAL vector)."""
+        from securetrain.encrypted.sealbridge import seal_ciphertext
+
+        first = self.program.stages[0]
+        n_inputs = len(first.columns) if isinstance(first, _AffineStage) else first.size
+        if self.received >= n_inputs:
+            raise EncryptionError(f"the chunk already holds all {n_inputs} input ciphertexts")
+        index = self.received
+        self.received += 1
+        self._push(0, index, seal_ciphertext(vector))
+
+    def _push(self, k: int, index: int, ct: Any) -> None:
+        stages = self.program.stages
+        if k == len(stages):
+            self.outputs[index] = ct
+            return
+        stage = stages[k]
+        ev, tools = self.tools.evaluator, self.tools
+        if isinstance(stage, _SquareStage):
+            ev.square_inplace(ct)
+            ev.relinearize_inplace(ct, tools.relin_keys)
+            ev.rescale_to_next_inplace(ct)
+            self._push(k + 1, index, ct)
+            return
+        outs, wts = stage.columns[index]
+        if not len(outs):
+            return
+        prime = tools.prime(ct)
+        w_scale = prime * self.program.scale / float(ct.scale)
+        partial, left = self.partial[k], self.left[k]
+        for j, w in zip(outs.tolist(), wts.tolist()):
+            pt = tools.scalar(w, ct, w_scale)
+            acc = partial.get(j)
+            if acc is None:
+                acc = tools.new_ciphertext()
+                ev.multiply_plain(ct, pt, acc)
+                partial[j] = acc
+            else:
+                ev.multiply_plain(ct, pt, self._tmp)
+                ev.add_inplace(acc, self._tmp)
+            left[j] -= 1
+            if left[j] == 0:
+                del partial[j]
+                c = float(stage.const[j])
+                if c != 0.0:
+                    ev.add_plain_inplace(acc, tools.scalar(c, acc, float(acc.scale)))
+                ev.rescale_to_next_inplace(acc)
+                self._push(k + 1, j, acc)
+
+    def finish(self) -> Group:
+        """The chunk's output ciphertexts (TenSEAL vectors), once every input has been fed."""
         import tenseal as ts
 
-        xs: list[Any] = list(group.vectors)
-        for stage in self.stages:
-            if isinstance(stage, _SquareStage):
-                xs = [v.square_() if not isinstance(v, float) else v * v for v in xs]
-                continue
-            out: list[Any] = []
-            for (idx, wts), c in zip(stage.terms, stage.const):
-                acc = None
-                for i, w in zip(idx.tolist(), wts.tolist()):
-                    term = xs[i] * w
-                    if acc is None:
-                        acc = term
-                    else:
-                        acc += term
-                if acc is None:
-                    out.append(float(c))
-                else:
-                    if c != 0.0:
-                        acc += float(c)
-                    out.append(acc)
-            xs = out
-        result = [v if not isinstance(v, float) else ts.ckks_vector(context, [v] * group.samples) for v in xs]
-        return Group(group.samples, result)
+        from securetrain.encrypted.sealbridge import vector_from_seal
+
+        first = self.program.stages[0]
+        n_inputs = len(first.columns) if isinstance(first, _AffineStage) else first.size
+        if self.received != n_inputs:
+            raise EncryptionError(f"the chunk ended after {self.received} of {n_inputs} input ciphertexts")
+        result = []
+        for j, (is_ct, c) in enumerate(zip(self.program.output_is_ct, self.program.output_const)):
+            if is_ct:
+                result.append(vector_from_seal(self.context, self.outputs.pop(j), self.samples))
+            else:
+                result.append(ts.ckks_vector(self.context, [float(c)] * self.samples))
+        return Group(self.samples, result)
 
 
 class ThroughputPacking(Packing):
@@ -142,7 +268,8 @@ class ThroughputPacking(Packing):
         return LayoutCost(
             depth=compiled.depth,
             galois_keys=False,
-            # every ciphertext-times-scalar is rescaled on its own before the sum
+            # the error bound counts every product as separately rescaled (TenSEAL's way); the program
+            # rescales once per output, so the bound is conservative
             rescales_per_output=tuple(
                 int(np.max(np.diff(op.weight.indptr))) if op.weight.nnz else 0
                 for op in compiled.ops
@@ -180,6 +307,17 @@ class ThroughputPacking(Packing):
                 Group(int(part.shape[0]), [ts.ckks_vector(context, part[:, f].tolist()) for f in range(part.shape[1])])
             )
         return groups
+
+    def encrypt_features(self, context: Any, layout: dict[str, Any], x: np.ndarray) -> Iterator[bytes]:
+        """One chunk's serialised ciphertexts, one per feature in order, each made when asked for
+        (streaming); encrypted with the secret key in SEAL's seeded form (half the bytes)."""
+        from securetrain.encrypted.sealbridge import SeededEncryptor
+
+        if not 1 <= x.shape[0] <= int(layout["slots"]):
+            raise EncryptionError(f"a chunk holds 1 to {layout['slots']} samples, got {x.shape[0]}")
+        encryptor = SeededEncryptor(context)
+        for f in range(x.shape[1]):
+            yield encryptor.encrypt(x[:, f].tolist())
 
     def decrypt(self, context: Any, layout: dict[str, Any], groups: list[Group]) -> np.ndarray:
         factors = np.asarray(layout["output_factors"], dtype=np.float64)

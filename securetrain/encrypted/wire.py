@@ -5,6 +5,11 @@
     b"STHE" | version (1 byte) | kind (1 byte: 1 request, 2 response)
     | header length (4 bytes, big endian) | header (UTF-8 JSON) | ciphertext blobs
 
+A *streamed* request (kind 3) carries one chunk of the throughput packing without announcing
+its size: the same prefix and header (``samples`` and ``features`` instead of ``groups`` and
+``sizes``), then one frame per input feature, each a 4-byte big-endian length and a ciphertext
+blob. :class:`StreamParser` reads it piece by piece, so neither side holds the whole body.
+
 The header names the packing ``mode``, the ``context`` fingerprint (SHA-256 of the public
 context bytes the ciphertexts were made under), the ``spec`` fingerprint (model and
 plan), the ``groups`` (samples and ciphertext count of each) and the byte ``sizes`` of
@@ -32,9 +37,12 @@ MAGIC = b"STHE"
 VERSION = 1
 REQUEST = 1
 RESPONSE = 2
+STREAM = 3
+MAX_FRAME_BYTES = 64 << 20
 MAX_HEADER_BYTES = 1 << 20
 MAX_BLOBS = 1 << 20
 _PREFIX = struct.Struct(">4sBBI")
+_FRAME = struct.Struct(">I")
 CONTENT_TYPE = "application/vnd.securetrain.he"
 
 
@@ -62,6 +70,99 @@ def encode_message(kind: int, header: dict[str, Any], blobs: list[bytes]) -> byt
     if len(raw) > MAX_HEADER_BYTES:
         raise WireFormatError(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}; send fewer groups per request")
     return b"".join([_PREFIX.pack(MAGIC, VERSION, kind, len(raw)), raw, *blobs])
+
+
+def encode_stream_head(header: dict[str, Any]) -> bytes:
+    """The prefix and header of a streamed request; frames (:func:`encode_frame`) follow."""
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    if len(raw) > MAX_HEADER_BYTES:
+        raise WireFormatError(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
+    return _PREFIX.pack(MAGIC, VERSION, STREAM, len(raw)) + raw
+
+
+def encode_frame(blob: bytes) -> bytes:
+    """One frame of a streamed request: the blob's length (4 bytes, big endian), then the blob."""
+    if not 0 < len(blob) <= MAX_FRAME_BYTES:
+        raise WireFormatError(f"a frame holds 1 to {MAX_FRAME_BYTES} bytes, got {len(blob)}")
+    return _FRAME.pack(len(blob)) + blob
+
+
+class StreamParser:
+    """Incremental reader of a streamed request: :meth:`feed` bytes as they arrive, get back the
+    header (once) and every complete frame's blob; only an incomplete frame is buffered.
+
+    Example:
+        >>> data = encode_stream_head({"samples": 2, "features": 2}) + encode_frame(b"ab") + encode_frame(b"c")
+        >>> parser = StreamParser()
+        >>> parser.feed(data[:9]), parser.header
+        ([], None)
+        >>> parser.feed(data[9:]), parser.header["features"], parser.frames
+        ([b'ab', b'c'], 2, 2)
+    """
+
+    def __init__(self, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self.header: dict[str, Any] | None = None
+        self.frames = 0
+        self._max_frame = max_frame_bytes
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        blobs: list[bytes] = []
+        while True:
+            if self.header is None:
+                if len(self._buf) < _PREFIX.size:
+                    return blobs
+                magic, version, kind, hlen = _PREFIX.unpack(bytes(self._buf[: _PREFIX.size]))
+                if magic != MAGIC:
+                    raise WireFormatError(f"not a securetrain HE message (bad magic bytes {bytes(magic)!r})")
+                if version != VERSION:
+                    raise WireFormatError(f"unsupported message version {version}; this library speaks {VERSION}")
+                if kind != STREAM:
+                    raise WireFormatError(f"expected a streamed request, got message kind {kind}")
+                if hlen > MAX_HEADER_BYTES:
+                    raise WireFormatError(f"streamed request header length {hlen} is out of range")
+                if len(self._buf) < _PREFIX.size + hlen:
+                    return blobs
+                try:
+                    header = json.loads(bytes(self._buf[_PREFIX.size : _PREFIX.size + hlen]).decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise WireFormatError(f"streamed request header is not valid JSON ({exc})") from exc
+                if not isinstance(header, dict):
+                    raise WireFormatError("streamed request header must be a JSON object")
+                self.header = header
+                del self._buf[: _PREFIX.size + hlen]
+                continue
+            if len(self._buf) < _FRAME.size:
+                return blobs
+            (size,) = _FRAME.unpack(bytes(self._buf[: _FRAME.size]))
+            if not 0 < size <= self._max_frame:
+                raise WireFormatError(f"a frame announces {size} bytes; frames hold 1 to {self._max_frame}")
+            if len(self._buf) < _FRAME.size + size:
+                return blobs
+            blobs.append(bytes(self._buf[_FRAME.size : _FRAME.size + size]))
+            del self._buf[: _FRAME.size + size]
+            self.frames += 1
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame (or header) held."""
+        return len(self._buf)
+
+
+def load_vector(blob: bytes, context: Any) -> Any:
+    """A ciphertext blob loaded as a TenSEAL CKKS vector under ``context`` (typed errors)."""
+    import tenseal as ts
+
+    try:
+        return ts.ckks_vector_from(context, blob)
+    except RuntimeError as exc:  # SEAL: "ciphertext data is invalid" (other parameters)
+        raise ContextMismatchError(
+            f"a ciphertext does not belong to this context's encryption parameters ({exc}); it was made "
+            "under another context"
+        ) from exc
+    except (ValueError, TypeError) as exc:  # protobuf parse failure
+        raise WireFormatError(f"a ciphertext blob is not a serialised CKKS vector ({exc})") from exc
 
 
 def decode_header(data: bytes, *, expect_kind: int) -> tuple[dict[str, Any], int]:
@@ -125,8 +226,6 @@ def pack_groups(kind: int, header: dict[str, Any], groups: list[Group]) -> bytes
 
 def unpack_groups(data: bytes, context: Any, *, expect_kind: int) -> tuple[dict[str, Any], list[Group]]:
     """Parse a message and load its ciphertexts under ``context``."""
-    import tenseal as ts
-
     header, blobs = decode_message(data, expect_kind=expect_kind)
     desc = header.get("groups")
     if (
@@ -143,19 +242,7 @@ def unpack_groups(data: bytes, context: Any, *, expect_kind: int) -> tuple[dict[
     groups = []
     it = iter(blobs)
     for samples, count in desc:
-        vectors = []
-        for _ in range(count):
-            blob = next(it)
-            try:
-                vectors.append(ts.ckks_vector_from(context, blob))
-            except RuntimeError as exc:  # SEAL: "ciphertext data is invalid" (other parameters)
-                raise ContextMismatchError(
-                    f"a ciphertext does not belong to this context's encryption parameters ({exc}); it was made "
-                    "under another context"
-                ) from exc
-            except (ValueError, TypeError) as exc:  # protobuf parse failure
-                raise WireFormatError(f"a ciphertext blob is not a serialised CKKS vector ({exc})") from exc
-        groups.append(Group(samples, vectors))
+        groups.append(Group(samples, [load_vector(next(it), context) for _ in range(count)]))
     return header, groups
 
 
@@ -167,13 +254,19 @@ __getattr__ = deprecated_aliases(__name__, _DEPRECATED)
 __all__ = [
     "CONTENT_TYPE",
     "MAGIC",
+    "MAX_FRAME_BYTES",
     "REQUEST",
     "RESPONSE",
+    "STREAM",
     "VERSION",
+    "StreamParser",
     "context_fingerprint",
     "decode_header",
     "decode_message",
+    "encode_frame",
     "encode_message",
+    "encode_stream_head",
+    "load_vector",
     "pack_groups",
     "spec_fingerprint",
     "unpack_groups",

@@ -165,14 +165,14 @@ def test_the_remote_client_splits_a_batch_to_stay_under_the_server_limit(tiny) -
         x = torch.rand(6, *SHAPE)
         whole = client.client.encrypt(x, chunk_size=2)
         assert len(whole) > 600_000
-        check(client.predict(x, chunk_size=2), tiny, x)  # sent as several requests, each under the limit
+        check(client.predict(x, chunk_size=2, stream=False), tiny, x)  # several requests, each under the limit
     wide = EncryptedModel.build(  # 16 features: 16 ciphertexts per request (~1.4 MB) whatever the batch
         nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval(), calibration=torch.rand(8, 1, 4, 4), input_shape=(1, 4, 4)
     )
     with start_server(EncryptedInferenceService({"throughput": wide}), max_body_bytes=1_000_000) as srv:
         client = RemoteClient(srv.url)
         with pytest.raises(PayloadTooLarge, match=r"request of \d+ sample\(s\) is \d+ bytes, over the server's limit"):
-            client.predict(torch.rand(3, 1, 4, 4))
+            client.predict(torch.rand(3, 1, 4, 4), stream=False)
 
 
 def test_other_methods_get_405_json_and_unknown_paths_404_json(running) -> None:
@@ -284,7 +284,9 @@ def test_the_remote_client_registers_again_when_its_context_expired(tiny) -> Non
         assert service.contexts.usage()["contexts"] == 0
         with pytest.raises(AuthenticationError):
             service.infer(client.client.encrypt(x), token=old_token)
-        check(client.predict(x), tiny, x)
+        check(client.predict(x), tiny, x)  # streamed: refused from the headers, registered again, retried
+        now[0] += 61
+        check(client.predict(x, stream=False), tiny, x)  # the same for a buffered request
         assert client.token != old_token and service.contexts.usage() == {
             "clients": 1,
             "contexts": 1,
@@ -297,7 +299,8 @@ def test_the_remote_client_registers_again_when_its_context_expired(tiny) -> Non
 def test_every_request_is_logged_without_the_token(running, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="securetrain.encrypted.access"):
         client = RemoteClient(running.url)
-        client.predict(torch.rand(1, *SHAPE))
+        client.predict(torch.rand(1, *SHAPE), stream=False)
+        client.predict(torch.rand(1, *SHAPE))  # streamed
         assert_alive(running.url)
         deadline = time.monotonic() + 5
         while not any("GET /healthz 200" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
@@ -305,6 +308,7 @@ def test_every_request_is_logged_without_the_token(running, caplog: pytest.LogCa
     lines = [r.getMessage() for r in caplog.records if r.name == "securetrain.encrypted.access"]
     assert any("POST /v1/contexts 201" in line for line in lines)
     assert any("POST /v1/infer 200" in line for line in lines)
+    assert any("POST /v1/infer/stream 200" in line for line in lines)
     assert any("GET /healthz 200" in line for line in lines)
     assert client.token is not None and not any(client.token in line for line in lines)
 
@@ -315,6 +319,7 @@ def test_info_reports_the_modes_and_limits(running) -> None:
     assert status == 200 and info["modes"] == ["throughput"]
     assert info["limits"]["max_body_bytes"] == MAX_BODY and info["limits"]["read_timeout_s"] == READ_TIMEOUT
     assert info["limits"]["max_contexts_per_client"] == 4
+    assert info["limits"]["streams"] is True and info["limits"]["max_stream_bytes"] == 2**30
 
 
 def test_the_python_client_reports_server_errors(running) -> None:

@@ -27,6 +27,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=8000, help="port to bind (0: any free port)")
     p.add_argument("--mode", choices=("both", "throughput", "latency"), default="both", help="packings to serve")
     p.add_argument("--max-body-mb", type=float, default=256.0, help="largest request body accepted, in MiB")
+    p.add_argument(
+        "--max-stream-mb",
+        type=float,
+        default=1024.0,
+        help="largest streamed throughput request, in MiB (evaluated as it arrives, never held whole)",
+    )
     p.add_argument("--max-contexts", type=int, default=64, help="contexts kept in memory, all clients together")
     p.add_argument("--max-contexts-per-client", type=int, default=4, help="contexts one client (token) may hold")
     p.add_argument(
@@ -53,6 +59,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigurationError(f"--port must be in 0..65535 (0: any free port), got {args.port}") from None
     if not (math.isfinite(args.max_body_mb) and args.max_body_mb > 0) or args.max_body_mb * 2**20 > 2**53:
         raise ConfigurationError(f"--max-body-mb must be a positive number of MiB, e.g. 256, got {args.max_body_mb}")
+    if not (math.isfinite(args.max_stream_mb) and args.max_stream_mb > 0) or args.max_stream_mb * 2**20 > 2**53:
+        raise ConfigurationError(
+            f"--max-stream-mb must be a positive number of MiB, e.g. 1024, got {args.max_stream_mb}"
+        )
     if args.max_contexts < 1:
         raise ConfigurationError(f"--max-contexts must be at least 1, got {args.max_contexts}")
     if args.max_contexts_per_client < 1:
@@ -74,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         "max_contexts_per_client": args.max_contexts_per_client,
         "max_bytes_per_client": max(1, int(args.max_client_mb * 2**20)),
         "context_ttl_s": args.context_ttl,
+        "max_stream_bytes": max(1, int(args.max_stream_mb * 2**20)),
     }
     service = build_service_from_run(args.dir, modes, service_options=options, model=args.model, data=args.data)
     server, sock = make_server(
