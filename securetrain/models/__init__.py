@@ -30,6 +30,7 @@ from securetrain.models.cnn import CNN
 from securetrain.models.he import HECNN, HEMLP, HEMNIST, Square
 from securetrain.models.mlp import MLP
 from securetrain.models.resnet import SmallResNet
+from securetrain.models.scatternet import ScatterNet
 from securetrain.models.sequence import LSTMClassifier, TransformerClassifier
 from securetrain.registry import Registry
 from securetrain.specs import accepted_keywords, check_signature, import_spec, parse_spec
@@ -40,6 +41,7 @@ MODELS: Registry[ModelFactory] = Registry("model", entry_point_group="securetrai
 MODELS.add("mlp", MLP)
 MODELS.add("cnn", CNN)
 MODELS.add("resnet", SmallResNet)
+MODELS.add("scatter", ScatterNet)
 MODELS.add("lstm", LSTMClassifier)
 MODELS.add("transformer", TransformerClassifier)
 MODELS.add("he", HEMLP)
@@ -167,6 +169,7 @@ __all__ = [
     "LSTMClassifier",
     "MLP",
     "MODELS",
+    "ScatterNet",
     "SmallResNet",
     "Square",
     "TransformerClassifier",
