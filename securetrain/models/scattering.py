@@ -18,7 +18,7 @@ front of small private models: its features cost no privacy budget (nothing is l
 from data) and make the trained part small.
 
 An input of ``C`` channels and size ``H x W`` gives ``C * K`` channels of size
-``ceil(H / 2**J) x ceil(W / 2**J)``, with ``K = 1 + J*L + L*L*J*(J-1)/2`` at order 2
+``floor(H / 2**J) x floor(W / 2**J)``, with ``K = 1 + J*L + L*L*J*(J-1)/2`` at order 2
 (``1 + J*L`` at order 1): 81 channels of 7x7 for 28x28 MNIST at ``J=2``.
 
 Example:
@@ -107,8 +107,8 @@ def crop_spectrum(f_hat: torch.Tensor, k: int) -> torch.Tensor:
 class Scattering2D(nn.Module):
     """The scattering transform of images of size ``shape`` (``(H, W)``), ``J`` scales, ``L`` angles.
 
-    Takes ``(B, H, W)`` or ``(B, C, H, W)`` and returns ``(B, C * paths, ceil(H/2**J),
-    ceil(W/2**J))``, the coefficients ordered as Kymatio orders them (order 0, then order 1
+    Takes ``(B, H, W)`` or ``(B, C, H, W)`` and returns ``(B, C * paths, floor(H/2**J),
+    floor(W/2**J))``, the coefficients ordered as Kymatio orders them (order 0, then order 1
     by scale and angle, then order 2). Each wavelet modulus is computed at the resolution
     its wavelet's band allows (``2**-j``), as in Kymatio. The filters are buffers that are
     not saved with the model (they are rebuilt from the options); nothing is trained.
@@ -143,7 +143,7 @@ class Scattering2D(nn.Module):
             self.register_buffer(f"psi_hat_{res}", crop_spectrum(psi_hat, 2**res).float(), persistent=False)
             self.register_buffer(f"phi_hat_{res}", crop_spectrum(phi_hat, 2**res).float(), persistent=False)
         self.paths = scattering_paths(J, L, self.order)
-        self.out_size = (-(-H // step), -(-W // step))
+        self.out_size = (H // step, W // step)
 
     def _psi(self, res: int, j: int) -> torch.Tensor:
         """The ``L`` wavelets of scale ``j`` at resolution ``2**-res``."""
@@ -151,7 +151,9 @@ class Scattering2D(nn.Module):
 
     def _low(self, u_hat: torch.Tensor, res: int) -> torch.Tensor:
         """Low-pass ``u`` (given in Fourier at resolution ``2**-res``), subsample to ``2**-J``, drop the border."""
-        s = torch.fft.ifft2(periodize(u_hat * self.get_buffer(f"phi_hat_{res}"), 2 ** (self.J - res))).real
+        s: torch.Tensor = torch.fft.ifft2(
+            periodize(u_hat * self.get_buffer(f"phi_hat_{res}"), 2 ** (self.J - res))
+        ).real
         return s[..., 1:-1, 1:-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
