@@ -94,7 +94,7 @@ def check_model_options(name: str, kwargs: dict[str, Any]) -> None:
         >>> check_model_options("cnn", {"nosuch": 1})
         Traceback (most recent call last):
         ...
-        securetrain.errors.ConfigurationError: model 'cnn' has no option 'nosuch'; its options are: channels, hidden, activation
+        securetrain.errors.ConfigurationError: model 'cnn' has no option 'nosuch'; its options are: channels, hidden, activation, norm_groups, weight_standardization
     """
     factory = get_model_factory(name)
     for key in _SET_BY_DATA:
