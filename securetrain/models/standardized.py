@@ -14,7 +14,7 @@ Example:
     >>> import torch
     >>> from securetrain.models.standardized import WSConv2d, standardize_weight
     >>> conv = WSConv2d(1, 4, 3, padding=1)
-    >>> w = standardize_weight(conv.weight, conv.eps)
+    >>> w = standardize_weight(torch.randn(4, 1, 3, 3, generator=torch.Generator().manual_seed(0)), conv.eps)
     >>> bool(w.flatten(1).mean(1).abs().max() < 1e-6), bool((w.flatten(1).var(1, unbiased=False) - 1).abs().max() < 1e-3)
     (True, True)
     >>> conv(torch.zeros(2, 1, 8, 8)).shape
