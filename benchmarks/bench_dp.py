@@ -55,7 +55,7 @@ from defenses.privacy import DifferentialPrivacy, recommended  # noqa: E402
 from defenses.privacy.memory import cpu_peak_bytes  # noqa: E402
 from securetrain import data  # noqa: E402
 from securetrain.io import atomic_write_json  # noqa: E402
-from securetrain.models import build_model  # noqa: E402
+from securetrain.models import ScatterNet, build_model  # noqa: E402
 from securetrain.training import TrainConfig, evaluate, fit, protect  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "dp.json"
@@ -451,18 +451,51 @@ def run_command_ratio(epochs: int, reps: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- accuracy
 
 
+_FEATURES: dict[tuple[str, str], dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+
+def _front_end_features(name: str, model: torch.nn.Module, key: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed scattering front-end's output on every split of ``name``, computed once per front-end."""
+    if (name, key) not in _FEATURES:
+        out = {}
+        for split in ("train", "validation", "test"):
+            x, y = data.load(name, split)
+            with torch.no_grad():
+                out[split] = (torch.cat([model.scattering(x[i : i + 500]) for i in range(0, len(x), 500)]), y)
+        _FEATURES[(name, key)] = out
+    return _FEATURES[(name, key)]
+
+
 def _train_accuracy(
-    name: str, overrides: dict[str, Any], seed: int, privacy: dict[str, Any] | None, split: str = "test"
+    name: str,
+    overrides: dict[str, Any],
+    seed: int,
+    privacy: dict[str, Any] | None,
+    split: str = "test",
+    front_end_once: bool = False,
 ) -> dict[str, Any]:
-    """Train on ``train`` (watching ``validation``), then evaluate ``split`` once, at the end."""
+    """Train on ``train`` (watching ``validation``), then evaluate ``split`` once, at the end.
+
+    ``front_end_once`` (``scatter`` models only): compute the fixed scattering front-end once
+    per split and train the model's trained part (its GroupNorm and head) on its output. The
+    front-end has no parameters and no randomness, so this trains the same model with the
+    same initialisation, sampling and noise; it only skips recomputing the transform every epoch.
+    """
     info = data.get_info(name)
-    tr, va = data.load(name, "train"), data.load(name, "validation")
     cfg = TrainConfig(data=name, progress=False, seed=seed, **{k: v for k, v in overrides.items() if k != "data"})
     torch.manual_seed(seed)
     model = build_model(cfg.resolved_model(), info.input_shape, info.num_classes, **cfg.model_kwargs)
+    if front_end_once and isinstance(model, ScatterNet):
+        feats = _front_end_features(name, model, json.dumps(model.scattering.extra_repr()))
+        model = torch.nn.Sequential(model.norm, model.head)
+        tr, va, te = feats["train"], feats["validation"], feats[split]
+        bounds = None
+    else:
+        tr, va, te = data.load(name, "train"), data.load(name, "validation"), data.load(name, split)
+        bounds = info.bounds
     defenses = [DifferentialPrivacy(**privacy)] if privacy else []
-    r = fit(model, tr, va, cfg, defenses, num_classes=info.num_classes, bounds=info.bounds)
-    out = {"accuracy": evaluate(r.model, *data.load(name, split))["accuracy"]}
+    r = fit(model, tr, va, cfg, defenses, num_classes=info.num_classes, bounds=bounds)
+    out = {"accuracy": evaluate(r.model, *te)["accuracy"]}
     if privacy:
         sec = r.sections["privacy"]
         out.update(
@@ -508,7 +541,12 @@ def _std(xs: list[float]) -> float:
 
 
 def run_accuracy(
-    epsilons: list[float], seeds: int, dpl_seeds: int, only: list[str] | None = None, split: str = "test"
+    epsilons: list[float],
+    seeds: int,
+    dpl_seeds: int,
+    only: list[str] | None = None,
+    split: str = "test",
+    front_end_once: bool = False,
 ) -> dict[str, Any]:
     """Private (the recommended recipes) against non-private accuracy on ``split`` (the test split, once per run)."""
     out: dict[str, Any] = {}
@@ -517,7 +555,10 @@ def run_accuracy(
             continue
         label = f"{name}/{model}"
         rows = []
-        base = [_train_accuracy(name, NON_PRIVATE[(name, model)], s, None, split)["accuracy"] for s in range(seeds)]
+        base = [
+            _train_accuracy(name, NON_PRIVATE[(name, model)], s, None, split, front_end_once)["accuracy"]
+            for s in range(seeds)
+        ]
         rows.append(
             {
                 "method": "non-private",
@@ -532,7 +573,7 @@ def run_accuracy(
         for eps in epsilons:
             rec = recommended(name, model, epsilon=eps)
             privacy = {"epsilon": rec.epsilon, **rec.settings}
-            runs = [_train_accuracy(name, dict(rec.train), s, privacy, split) for s in range(seeds)]
+            runs = [_train_accuracy(name, dict(rec.train), s, privacy, split, front_end_once) for s in range(seeds)]
             accs = [r["accuracy"] for r in runs]
             row = {
                 "method": "DP-SGD (securetrain)",
@@ -763,6 +804,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     p.add_argument("--epsilons", default="1,3,8")
     p.add_argument("--seeds", type=int, default=3, help="seeds per accuracy figure")
+    p.add_argument(
+        "--front-end-once",
+        action="store_true",
+        help="accuracy part, scatter models: compute the fixed scattering once per split (same model, faster)",
+    )
     p.add_argument("--dpl-seeds", type=int, default=20, help="seeds per diffprivlib figure")
     p.add_argument(
         "--tune",
@@ -822,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("accuracy", "all"):
         eps = [float(e) for e in args.epsilons.split(",")]
         only = args.only.split(",") if args.only else None
-        accuracy = run_accuracy(eps, args.seeds, args.dpl_seeds, only)
+        accuracy = run_accuracy(eps, args.seeds, args.dpl_seeds, only, front_end_once=args.front_end_once)
         results["accuracy"] = {**(results.get("accuracy") or {}), **accuracy} if only else accuracy
     if args.part in ("command", "all"):
         cmd = run_command_ratio(args.command_epochs, args.reps)
