@@ -57,3 +57,13 @@ def test_private_training_reloads_and_is_accounted_like_the_plain_cnn(tmp_path, 
     for key in ("epsilon", "noise_multiplier", "sample_rate", "steps", "valid"):
         assert privacy[model][key] == privacy["plain-cnn"][key], key
     assert privacy[model]["valid"] is True and privacy[model]["grad_sample_mode"] == "bk"
+
+
+def test_the_scatternet_example_runs():
+    import runpy
+    from pathlib import Path
+
+    module = runpy.run_path(str(Path(__file__).resolve().parents[2] / "examples" / "private_scatternet.py"))
+    out = module["main"](epochs=2)
+    assert out["scatter"]["epsilon"] == out["cnn"]["epsilon"] <= 3.0  # same schedule, same accounting
+    assert out["scatter"]["validation_accuracy"] > 0.6  # the head learns in two private epochs
