@@ -24,4 +24,6 @@ echo "setup: installing dependencies into .venv (first run: a few minutes)" >&2
 # the tests' peer attacks (extra "peers"): without their declared dependencies, since PyPI's
 # torchvision does not import beside torch 2.13.0 (APGD, FAB, Square, AutoAttack need only torch)
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps torchattacks
+# the reference scattering transform (extra "peers"); its 2-d part needs only numpy, scipy and torch
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps kymatio
 echo "$want" > "$stamp"

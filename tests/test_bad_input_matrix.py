@@ -1039,7 +1039,7 @@ API_CASES = [
         "model-unknown-options",
         lambda t: _model(t, "cnn", (1, 8, 8), 2, a=1, b=2),
         ConfigurationError,
-        r"^model 'cnn' has no options 'a', 'b'; its options are: channels, hidden, activation$",
+        r"^model 'cnn' has no options 'a', 'b'; its options are: channels, hidden, activation, norm_groups, weight_standardization$",
     ),
     api(
         "model-empty-channels",

@@ -17,6 +17,7 @@ ZOO_DATA = {
     "he": "digits",
     "he-cnn": "digits",
     "he-mnist": "digits",
+    "scatter": "digits",
 }
 
 

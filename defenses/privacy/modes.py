@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from defenses.privacy import layers as _layers  # noqa: F401  (registers bk handlers of the zoo's own layers)
 from defenses.privacy.engines import ENGINES, EngineUnsupported, make_engine
 from defenses.privacy.engines.base import Engine, first_tensor
 from securetrain.errors import ModelError

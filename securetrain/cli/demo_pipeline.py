@@ -92,7 +92,7 @@ def run_demo(opts: DemoOptions) -> Report:
 
     # TrainConfig keyword arguments, like the presets' "train" and the recipes' train settings
     base: dict[str, Any] = {"data": DATA, "model": "cnn", "seed": opts.seed, "progress": opts.progress}
-    dp = dp_recommended(DATA, epsilon=opts.epsilon)
+    dp = dp_recommended(DATA, "cnn", epsilon=opts.epsilon)  # the CNN: all four models share an architecture
     dp_train = {k: v for k, v in dp.train.items() if k != "data"}
     adv = adv_recommended(private=False, epsilon=opts.adv_eps)
     adv_dp = adv_recommended(private=True, epsilon=opts.adv_eps)

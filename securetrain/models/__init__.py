@@ -30,6 +30,7 @@ from securetrain.models.cnn import CNN
 from securetrain.models.he import HECNN, HEMLP, HEMNIST, Square
 from securetrain.models.mlp import MLP
 from securetrain.models.resnet import SmallResNet
+from securetrain.models.scatternet import ScatterNet
 from securetrain.models.sequence import LSTMClassifier, TransformerClassifier
 from securetrain.registry import Registry
 from securetrain.specs import accepted_keywords, check_signature, import_spec, parse_spec
@@ -40,6 +41,7 @@ MODELS: Registry[ModelFactory] = Registry("model", entry_point_group="securetrai
 MODELS.add("mlp", MLP)
 MODELS.add("cnn", CNN)
 MODELS.add("resnet", SmallResNet)
+MODELS.add("scatter", ScatterNet)
 MODELS.add("lstm", LSTMClassifier)
 MODELS.add("transformer", TransformerClassifier)
 MODELS.add("he", HEMLP)
@@ -92,7 +94,7 @@ def check_model_options(name: str, kwargs: dict[str, Any]) -> None:
         >>> check_model_options("cnn", {"nosuch": 1})
         Traceback (most recent call last):
         ...
-        securetrain.errors.ConfigurationError: model 'cnn' has no option 'nosuch'; its options are: channels, hidden, activation
+        securetrain.errors.ConfigurationError: model 'cnn' has no option 'nosuch'; its options are: channels, hidden, activation, norm_groups, weight_standardization
     """
     factory = get_model_factory(name)
     for key in _SET_BY_DATA:
@@ -167,6 +169,7 @@ __all__ = [
     "LSTMClassifier",
     "MLP",
     "MODELS",
+    "ScatterNet",
     "SmallResNet",
     "Square",
     "TransformerClassifier",

@@ -240,7 +240,7 @@ def test_recommended_recipes_are_complete_and_usable():
     ):
         recommended("imagenet")
     with pytest.raises(
-        KeyError, match="unknown model with a recommended recipe for 'digits' 'lstm'; choose one of: cnn, mlp"
+        KeyError, match="unknown model with a recommended recipe for 'digits' 'lstm'; choose one of: cnn, mlp, scatter"
     ):
         recommended("digits", model="lstm")
 

@@ -227,7 +227,8 @@ def recipe_record(recipe: Recipe | None) -> dict[str, Any] | None:
 def recipe_line(recipe: Recipe, config: TrainConfig, defenses: list[Defense]) -> str:
     """The stderr line saying which recipe ``--dp`` used, and what ran after the flags' overrides."""
     dp = next((d.config() for d in defenses if d.name == recipe.defense_name), {})
-    settings = ", ".join(f"{k}={dp[k]}" for k in ("epsilon", "max_grad_norm", "delta", "accountant") if k in dp)
+    keys = ("epsilon", "max_grad_norm", "delta", "accountant", "ema_decay")
+    settings = ", ".join(f"{k}={dp[k]}" for k in keys if dp.get(k) is not None)
     return (
         f"recipe: the recommended private recipe for {config.data}/{config.resolved_model()} "
         f"(flags given override it): epochs={config.epochs}, batch_size={config.batch_size}, "

@@ -1,0 +1,49 @@
+"""A private ScatterNet next to a private CNN, both with their recommended recipes.
+
+The ScatterNet (``--model scatter``) puts a fixed wavelet scattering transform in front of a
+small trained head (Tramer and Boneh 2021): the transform costs no privacy budget, the
+trained part is small, and at the same epsilon it is several points more accurate than a
+private CNN. Both runs are accounted identically; the printed epsilons are the spent ones.
+
+Run it:  python examples/private_scatternet.py [--epochs N]   (default: the recipes' epochs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+import securetrain
+from defenses.privacy import recommended
+from securetrain.training import evaluate
+
+
+def main(epochs: int | None = None, epsilon: float = 3.0) -> dict[str, dict[str, float]]:
+    x_val, y_val = securetrain.data.load("digits", "validation")
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in ("scatter", "cnn"):
+            rec = recommended("digits", model, epsilon=epsilon)  # the data set's recipe for this model
+            overrides = {"progress": False, **({"epochs": epochs} if epochs else {})}
+            result = securetrain.train(
+                rec.train_config(**overrides), Path(tmp) / model, [rec.defense()], write_html=False
+            )
+            reloaded = securetrain.load_model(Path(tmp) / model)  # the fixed front-end is rebuilt from the options
+            privacy = result.report.privacy
+            assert privacy is not None
+            out[model] = {
+                "validation_accuracy": evaluate(reloaded, x_val, y_val)["accuracy"],
+                "epsilon": privacy["epsilon"],
+            }
+    return out
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=None)
+    torch.set_num_threads(1)  # these models are tiny: one thread is fastest on a shared machine
+    print(json.dumps(main(p.parse_args().epochs), indent=2))
