@@ -460,3 +460,33 @@ def test_bk_mixes_calls_formed_during_backward_and_calls_kept_for_ghost_norms():
     flat_ref = torch.cat([r.flatten(1) for r in ref.values()], 1)
     torch.testing.assert_close(psg.sq_norms().sqrt(), flat_ref.norm(dim=1), rtol=1e-4, atol=1e-6)
     engine.detach()
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 2 * 4 * 36, 2**18])
+def test_bk_group_norm_statistics_in_chunks_of_samples_match_each_sample_alone(monkeypatch, chunk_elements):
+    """GroupNorm's per-group statistics are computed on chunks of samples (one sample, two of
+    five, all): every chunking gives each sample's own gradients, on 4-d and 2-d inputs."""
+    from defenses.privacy.engines.bk import norm
+
+    monkeypatch.setattr(norm, "STATS_CHUNK_ELEMENTS", chunk_elements)
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 6), nn.GroupNorm(3, 6)
+    )
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+        model[5].bias.uniform_(-1, 1)
+    model.double()  # float64: the comparison is not about float32 rounding
+    x, y = torch.rand(5, 1, 8, 8, dtype=torch.float64) * 3 + 1, torch.randint(0, 6, (5,))
+    ref = reference_grads(model, x, y)
+    engine = BKEngine()
+    wrapped = engine.attach(model)
+    F.cross_entropy(wrapped(x), y).backward()
+    try:
+        got = engine.collect().materialize()
+        names = {id(p): n for n, p in model.named_parameters()}
+        assert {"1.weight", "1.bias", "5.weight", "5.bias"} <= {names[id(p)] for p in got}
+        for p, g in got.items():
+            torch.testing.assert_close(g, ref[names[id(p)]], rtol=1e-4, atol=1e-6)
+    finally:
+        engine.detach()
