@@ -490,3 +490,37 @@ def test_bk_group_norm_statistics_in_chunks_of_samples_match_each_sample_alone(m
             torch.testing.assert_close(g, ref[names[id(p)]], rtol=1e-4, atol=1e-6)
     finally:
         engine.detach()
+
+
+def test_bk_drops_the_input_of_a_layer_formed_during_backward():
+    """Conv and norm inputs are freed once their per-sample gradients are formed; a second
+    backward pass through a retained graph adds to them while the graph still holds the input
+    (GroupNorm saves it) and is refused, naming the layer, where nothing does (the conv)."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(6, 4), nn.GroupNorm(2, 4), nn.Tanh(), nn.Linear(4, 3))
+    x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+    ref = reference_grads(model, x, y)
+    engine = BKEngine()
+    wrapped = engine.attach(model)
+    loss = F.cross_entropy(wrapped(x), y)
+    loss.backward(retain_graph=True)
+    assert all(cap.activation is None for cap in engine._captures if cap.reduced is not None)
+    assert any(cap.reduced is not None for cap in engine._captures)
+    loss.backward()
+    try:
+        got = engine.collect().materialize()
+        for p in (model[1].weight, model[1].bias):
+            torch.testing.assert_close(got[p], 2 * ref["1." + ("weight" if p is model[1].weight else "bias")])
+    finally:
+        engine.detach()
+
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 36, 3))
+    engine = BKEngine()
+    wrapped = engine.attach(conv)
+    loss = F.cross_entropy(wrapped(torch.rand(4, 1, 8, 8)), torch.tensor([0, 1, 2, 0]))
+    loss.backward(retain_graph=True)
+    try:
+        with pytest.raises(EngineUnsupported, match=r"0 when the first backward pass.*retain_graph=True"):
+            loss.backward()
+    finally:
+        engine.detach()
