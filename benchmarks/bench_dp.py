@@ -396,6 +396,118 @@ def run_speed_table(shapes: list[str], batches: list[int] | None, steps: int, th
     return rows
 
 
+# --------------------------------------------------------------------------- step profile (--profile)
+
+
+def _timed(obj: Any, name: str, key: str, acc: dict[str, float]) -> None:
+    """Instrument one method of one object the benchmark owns: its CPU time is added to ``acc[key]``."""
+    inner = getattr(obj, name)
+
+    def call(*a: Any, **k: Any) -> Any:
+        c = time.thread_time()
+        try:
+            return inner(*a, **k)
+        finally:
+            acc[key] = acc.get(key, 0.0) + time.thread_time() - c
+
+    setattr(obj, name, call)
+
+
+def _profile_worker(conn: Any, system: str, model_name: str, shape: tuple[int, ...], batch: int, steps: int) -> None:
+    """Median CPU time of each phase of a step (and minor page faults), in its own process, one thread."""
+    import resource
+
+    torch.set_num_threads(1)
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((max(batch, 512), *shape), generator=g)
+    y = torch.randint(0, 10, (x.shape[0],), generator=g)
+    xb, yb = x[:batch], y[:batch]
+    torch.manual_seed(0)
+    model = build_model(model_name, shape, 10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    acc: dict[str, float] = {}
+
+    def clock(key: str, fn: Any) -> Any:
+        c = time.thread_time()
+        out = fn()
+        acc[key] = acc.get(key, 0.0) + time.thread_time() - c
+        return out
+
+    if system == "plain":
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss = clock("forward", lambda: F.cross_entropy(model(xb), yb))
+            clock("backward", loss.backward)
+            clock("optimizer step (Adam)", opt.step)
+
+    else:
+        dp = DifferentialPrivacy(noise_multiplier=1.0, max_grad_norm=1.0, accountant="rdp", seed=0)
+        session = protect(model, opt, DataLoader(TensorDataset(x, y), batch_size=batch), [dp]).__enter__()
+        o = session.optimizer
+        _timed(o.engine, "collect", "engine.collect (blocks)", acc)
+        _timed(o, "inspect", "validity monitor", acc)
+        _timed(o, "accumulate", "per-sample norms + clipped sum", acc)
+        _timed(o, "add_noise", "noise (one flat draw) + average", acc)
+        _timed(o.original_optimizer, "step", "optimizer step (Adam)", acc)
+        _timed(o, "on_release", "accountant (record)", acc)
+
+        def step() -> None:
+            clock("zero_grad + budget check", lambda: (o.zero_grad(set_to_none=True), session.can_step()))
+            loss = clock("forward", lambda: session.loss(xb, yb))
+            clock("backward (+ per-sample gradients)", loss.backward)
+            clock("session.step (all of the DP step)", session.step)
+
+    for _ in range(3):
+        step()
+    rows: dict[str, list[float]] = {}
+    totals, faults = [], []
+    for _ in range(steps):
+        acc.clear()
+        f0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        c = time.thread_time()
+        step()
+        totals.append(time.thread_time() - c)
+        faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - f0)
+        for k, v in acc.items():
+            rows.setdefault(k, []).append(v)
+    conn.send(
+        {
+            "step_ms": round(statistics.median(totals) * 1e3, 2),
+            "page_faults": int(statistics.median(faults)),
+            "phases_ms": {k: round(statistics.median(v) * 1e3, 3) for k, v in rows.items()},
+        }
+    )
+    conn.close()
+
+
+def run_profile(model_name: str, shape_text: str, batch: int, steps: int) -> dict[str, Any]:
+    """Where a DP step's time goes, phase by phase, next to a plain step (each in its own process)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    shape = parse_shape(shape_text)
+    out: dict[str, Any] = {"model": model_name, "input": shape_text, "batch": batch, "steps": steps}
+    for system in ("plain", "ours"):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_profile_worker, args=(child, system, model_name, shape, batch, steps))
+        proc.start()
+        out[system] = parent.recv()
+        proc.join()
+    plain = out["plain"]["step_ms"]
+    print(f"{model_name}, {shape_text}, batch {batch}: median CPU ms of {steps} steps, one thread")
+    for system in ("plain", "ours"):
+        r = out[system]
+        print(
+            f"  {system}: step {r['step_ms']:.1f} ms ({r['step_ms'] / plain:.2f}x plain), {r['page_faults']} page faults"
+        )
+        for k, v in r["phases_ms"].items():
+            print(f"    {k:38s} {v:9.2f} ms")
+    return out
+
+
 # --------------------------------------------------------------------------- whole command
 
 
@@ -800,6 +912,12 @@ def main(argv: list[str] | None = None) -> int:
         help="speed part: the table of DP step / plain step on inputs of this shape (3x32x32, 1x28x28), "
         "ours against Opacus's hooks and ghost clipping, each system in its own process",
     )
+    p.add_argument(
+        "--profile",
+        default=None,
+        help="speed part: the CPU time of each phase of a DP step of this zoo model (with --shape and --batch), "
+        "next to a plain step",
+    )
     p.add_argument("--steps", type=int, default=None, help="timed steps per case (60; 8 for --shape)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     p.add_argument("--epsilons", default="1,3,8")
@@ -843,11 +961,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             previous = json.loads(out_path.read_text())
             results.update(
-                {k: v for k, v in previous.items() if k in ("speed", "speed_table", "epoch", "accuracy", "command")}
+                {
+                    k: v
+                    for k, v in previous.items()
+                    if k in ("speed", "speed_table", "speed_profile", "epoch", "accuracy", "command")
+                }
             )
         except json.JSONDecodeError:
             pass
-    if args.part == "speed" and args.shape:
+    if args.part == "speed" and args.profile:
+        shape_text = (args.shape or ["3x32x32"])[0]
+        results["speed_profile"] = run_profile(args.profile, shape_text, (args.batch or [64])[0], args.steps or 10)
+    elif args.part == "speed" and args.shape:
         results["speed_table"] = run_speed_table(args.shape, args.batch, args.steps or 8, args.threads)
     elif args.part in ("speed", "all"):
         args.batch, args.steps = args.batch or [64], args.steps or 60

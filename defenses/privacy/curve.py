@@ -74,6 +74,7 @@ def sweep(
     for forbidden in ("epsilon", "noise_multiplier"):
         if forbidden in kwargs:
             raise PrivacyError(f"privacy= must not set {forbidden!r}: the sweep sets the target epsilon of each run")
+    DifferentialPrivacy(epsilon=eps_list[0], **kwargs)  # bad settings are refused before any training
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

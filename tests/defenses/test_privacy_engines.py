@@ -460,3 +460,67 @@ def test_bk_mixes_calls_formed_during_backward_and_calls_kept_for_ghost_norms():
     flat_ref = torch.cat([r.flatten(1) for r in ref.values()], 1)
     torch.testing.assert_close(psg.sq_norms().sqrt(), flat_ref.norm(dim=1), rtol=1e-4, atol=1e-6)
     engine.detach()
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 2 * 4 * 36, 2**18])
+def test_bk_group_norm_statistics_in_chunks_of_samples_match_each_sample_alone(monkeypatch, chunk_elements):
+    """GroupNorm's per-group statistics are computed on chunks of samples (one sample, two of
+    five, all): every chunking gives each sample's own gradients, on 4-d and 2-d inputs."""
+    from defenses.privacy.engines.bk import norm
+
+    monkeypatch.setattr(norm, "STATS_CHUNK_ELEMENTS", chunk_elements)
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 6), nn.GroupNorm(3, 6)
+    )
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+        model[5].bias.uniform_(-1, 1)
+    model.double()  # float64: the comparison is not about float32 rounding
+    x, y = torch.rand(5, 1, 8, 8, dtype=torch.float64) * 3 + 1, torch.randint(0, 6, (5,))
+    ref = reference_grads(model, x, y)
+    engine = BKEngine()
+    wrapped = engine.attach(model)
+    F.cross_entropy(wrapped(x), y).backward()
+    try:
+        got = engine.collect().materialize()
+        names = {id(p): n for n, p in model.named_parameters()}
+        assert {"1.weight", "1.bias", "5.weight", "5.bias"} <= {names[id(p)] for p in got}
+        for p, g in got.items():
+            torch.testing.assert_close(g, ref[names[id(p)]], rtol=1e-4, atol=1e-6)
+    finally:
+        engine.detach()
+
+
+def test_bk_drops_the_input_of_a_layer_formed_during_backward():
+    """Conv and norm inputs are freed once their per-sample gradients are formed; a second
+    backward pass through a retained graph adds to them while the graph still holds the input
+    (GroupNorm saves it) and is refused, naming the layer, where nothing does (the conv)."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(6, 4), nn.GroupNorm(2, 4), nn.Tanh(), nn.Linear(4, 3))
+    x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+    ref = reference_grads(model, x, y)
+    engine = BKEngine()
+    wrapped = engine.attach(model)
+    loss = F.cross_entropy(wrapped(x), y)
+    loss.backward(retain_graph=True)
+    assert all(cap.activation is None for cap in engine._captures if cap.reduced is not None)
+    assert any(cap.reduced is not None for cap in engine._captures)
+    loss.backward()
+    try:
+        got = engine.collect().materialize()
+        for p in (model[1].weight, model[1].bias):
+            torch.testing.assert_close(got[p], 2 * ref["1." + ("weight" if p is model[1].weight else "bias")])
+    finally:
+        engine.detach()
+
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 36, 3))
+    engine = BKEngine()
+    wrapped = engine.attach(conv)
+    loss = F.cross_entropy(wrapped(torch.rand(4, 1, 8, 8)), torch.tensor([0, 1, 2, 0]))
+    loss.backward(retain_graph=True)
+    try:
+        with pytest.raises(EngineUnsupported, match=r"0 when the first backward pass.*retain_graph=True"):
+            loss.backward()
+    finally:
+        engine.detach()

@@ -158,3 +158,32 @@ def test_a_killed_and_resumed_run_with_a_memory_budget_ends_as_an_uninterrupted_
     assert b["epsilon"] == a["epsilon"] and b["steps"] == a["steps"]
     for p, q in zip(full.model.parameters(), resumed.model.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+
+
+def test_sweep_picks_each_runs_physical_batch_from_the_budget(tmp_path, capsys):
+    """``securetrain sweep --max-memory-mb``: every private run measures its step and records the
+    chosen batch; contradicting or bad budgets are refused before any run is trained."""
+    import json
+
+    from securetrain.cli.main import main
+
+    argv = ["sweep", "--data", "breast_cancer", "--model-kwargs", "{}", "--epochs", "1", "--no-progress"]
+    argv += ["--no-baseline", "--no-html", "--accountant", "rdp", "--epsilons", "4", "--max-memory-mb", "1"]
+    assert main([*argv, "--out", str(tmp_path / "sweep")]) == 0
+    capsys.readouterr()
+    report = json.loads((tmp_path / "sweep" / "epsilon_4" / "report.json").read_text())
+    privacy = report["privacy"]
+    assert privacy["max_memory_mb"] == 1.0
+    fixed, per_sample = privacy["memory_fixed_mb"], privacy["memory_per_sample_mb"]
+    chosen = privacy["physical_batch_size"]
+    assert chosen >= 1 and fixed + chosen * per_sample <= (1 - SAFETY) * 1.0
+    assert fixed + (chosen + 1) * per_sample > (1 - SAFETY) * 1.0  # the largest that fits
+
+    for extra, message in [
+        (["--physical-batch-size", "8"], "give max_memory_mb or physical_batch_size, not both"),
+        (["--max-memory-mb", "nan"], "max_memory_mb"),
+    ]:
+        out = tmp_path / f"bad{len(extra[0])}"
+        assert main([*argv, *extra, "--out", str(out)]) != 0
+        assert message in capsys.readouterr().err
+        assert not (out / "epsilon_4").exists()  # refused before training

@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--physical-batch-size", type=int, default=None, help="split Poisson batches into chunks of at most this size"
     )
     p.add_argument(
+        "--max-memory-mb",
+        type=float,
+        default=None,
+        help="memory budget (MB) of one private step: each run's physical batch is the largest whose measured "
+        "peak step memory fits (instead of --physical-batch-size)",
+    )
+    p.add_argument(
         "--recommended",
         action="store_true",
         help="use the tuned private settings of defenses.privacy.recommended(DATA) (batch size, epochs, optimizer, "
@@ -89,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         privacy["delta"] = args.delta
     if args.physical_batch_size is not None:
         privacy["physical_batch_size"] = args.physical_batch_size
+    if args.max_memory_mb is not None:
+        privacy["max_memory_mb"] = args.max_memory_mb
     result = sweep(
         private,
         _epsilons(args.epsilons),

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -129,7 +130,7 @@ class BKEngine(Engine):
                     return None
                 # parameters are off and the input needs no gradient: the output starts the backward pass
                 output = replaced = grad_source(output, self._anchor)
-            capture = Capture(layer, layer.prepare(a), tap.group, self.policy, self.max_bytes)
+            capture = Capture(layer, layer.prepare(a), tap.group, self.policy, self.max_bytes, source=weakref.ref(a))
             output.register_hook(capture.add_grad)
             self._captures.append(capture)
             return replaced
