@@ -9,7 +9,8 @@ same seed, run right after it (interleaved, so both see the same machine load). 
 split is evaluated once per run, at the end.
 
     python benchmarks/bench_augmult.py --data digits --ks 1,4,8 --seeds 2 --threads 1
-    python benchmarks/bench_augmult.py --data mnist-5k --ks 1,4 --seeds 1 --threads 1
+    python benchmarks/bench_augmult.py --data mnist-5k --ks 1,4 --seeds 1 --threads 1 --physical-batch-size 128
+    python benchmarks/bench_augmult.py --part steps --data digits --ks 1,4,8   # CPU per step, interleaved
 
 Figures are saved in ``benchmarks/results/augmult.json``.
 """
@@ -36,10 +37,12 @@ from defenses.privacy import DifferentialPrivacy, recommended  # noqa: E402
 from securetrain import data  # noqa: E402
 from securetrain.io import atomic_write_json  # noqa: E402
 from securetrain.models import build_model  # noqa: E402
-from securetrain.training import TrainConfig, evaluate, fit  # noqa: E402
+from securetrain.training import TrainConfig, evaluate, fit, protect  # noqa: E402
 
 
-def train_once(name: str, model_name: str | None, k: int, augment: str | None, seed: int) -> dict[str, Any]:
+def train_once(
+    name: str, model_name: str | None, k: int, augment: str | None, seed: int, physical: int | None = None
+) -> dict[str, Any]:
     """One private run of the recipe with ``augmult=k``: accuracies, privacy figures, CPU and wall time."""
     rec = recommended(name, model_name)
     info = data.get_info(name)
@@ -48,6 +51,8 @@ def train_once(name: str, model_name: str | None, k: int, augment: str | None, s
     torch.manual_seed(seed)
     model = build_model(cfg.resolved_model(), info.input_shape, info.num_classes, **cfg.model_kwargs)
     extra: dict[str, Any] = {"augmult": k} if k > 1 else {}
+    if physical is not None:
+        extra["physical_batch_size"] = physical
     if augment is not None and k > 1:
         extra["augment"] = augment
     dp = DifferentialPrivacy(epsilon=rec.epsilon, **rec.settings, **extra)
@@ -71,6 +76,48 @@ def train_once(name: str, model_name: str | None, k: int, augment: str | None, s
     }
 
 
+def step_times(name: str, model_name: str | None, ks: list[int], rounds: int, steps: int) -> dict[int, float]:
+    """Median CPU seconds of one private step of the recipe's model and batch, for each ``K``, interleaved.
+
+    Each round runs ``steps`` steps (after one warm-up step) for every ``K`` in turn, on the same
+    Poisson batches (same seed), with a fixed noise multiplier (no calibration in the timing).
+    """
+    rec = recommended(name, model_name)
+    info = data.get_info(name)
+    x, y = data.load(name, "train")
+    per_k: dict[int, list[float]] = {k: [] for k in ks}
+    for _ in range(rounds):
+        for k in ks:
+            torch.manual_seed(0)
+            model = build_model(rec.train["model"], info.input_shape, info.num_classes, **rec.train["model_kwargs"])
+            opt = torch.optim.Adam(model.parameters(), lr=rec.train["lr"])
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.TensorDataset(x, y), batch_size=rec.train["batch_size"]
+            )
+            dp = DifferentialPrivacy(
+                noise_multiplier=1.0,
+                max_grad_norm=rec.settings["max_grad_norm"],
+                accountant="rdp",
+                seed=1,
+                epochs=steps + 1,
+                augmult=k,
+            )
+            with protect(model, opt, loader, [dp]) as session:
+                done = 0
+                t0 = 0.0
+                for xb, yb in session.train_loader:
+                    if done == 1:
+                        t0 = time.process_time()
+                    session.optimizer.zero_grad()
+                    session.loss(xb, yb).backward()
+                    session.step()
+                    done += 1
+                    if done == steps + 1:
+                        break
+                per_k[k].append((time.process_time() - t0) / steps)
+    return {k: statistics.median(v) for k, v in per_k.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="digits")
@@ -78,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ks", default="1,4", help="comma-separated K; 1 is the baseline")
     ap.add_argument("--augment", default=None, help="augmentation name (default: by image size)")
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--physical-batch-size", type=int, default=None, help="bounds memory (samples per chunk)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--part", choices=("accuracy", "steps"), default="accuracy")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "augmult.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -87,10 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     ks = [int(k) for k in args.ks.split(",")]
     if 1 not in ks:
         ks = [1, *ks]
+    if args.part == "steps":
+        times = step_times(args.data, args.model, ks, rounds=3, steps=5)
+        for k, t in times.items():
+            print(f"STEP {args.data} K={k}: {1000 * t:.1f} ms CPU per step, x{t / times[1]:.2f} of K=1", flush=True)
+        out = Path(args.out)
+        previous = json.loads(out.read_text()) if out.exists() else {}
+        previous[f"{args.data}/steps"] = {
+            "threads": args.threads,
+            "cpu_s_per_step": {str(k): t for k, t in times.items()},
+        }
+        atomic_write_json(out, previous)
+        return 0
     runs: list[dict[str, Any]] = []
     for seed in range(args.seeds):
         for k in ks:  # interleaved: every K of a seed runs back to back
-            row = train_once(args.data, args.model, k, args.augment, seed)
+            row = train_once(args.data, args.model, k, args.augment, seed, args.physical_batch_size)
             runs.append(row)
             print(
                 f"{args.data} K={k} seed={seed} val {row['validation_accuracy']:.4f} test {row['test_accuracy']:.4f} "

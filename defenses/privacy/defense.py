@@ -64,7 +64,7 @@ from torch.utils.data import (
 )
 
 from defenses.privacy.augment import default_augmentation, make_augmentation
-from defenses.privacy.augmult import AugmentedViews
+from defenses.privacy.augmult import VIEWS_ORDER, AugmentedViews
 from defenses.privacy.budget import HistoryEntry, PrivacyBudget
 from defenses.privacy.cli import OPTION as PRIVACY_OPTION
 from defenses.privacy.compat import make_compatible, rebuild_optimizer
@@ -72,7 +72,7 @@ from defenses.privacy.config import PrivacyConfig
 from defenses.privacy.ema import ParameterAverage
 from defenses.privacy.engines.base import Engine
 from defenses.privacy.memory import MemoryFit, measure_step_memory
-from defenses.privacy.modes import EngineChoice, select_engine
+from defenses.privacy.modes import AUTO_ORDER, EngineChoice, select_engine
 from defenses.privacy.optimizer import DPSGDOptimizer
 from defenses.privacy.report import privacy_section
 from defenses.privacy.sampling import CountingLoader, PoissonBatches
@@ -417,7 +417,8 @@ class DifferentialPrivacy(Defense):
 
         example = _example(dataset)
         self.views = self._augmented_views(example, seed)
-        choice = select_engine(model, settings.grad_sample_mode, example)
+        order = VIEWS_ORDER if settings.augmult > 1 else AUTO_ORDER
+        choice = select_engine(model, settings.grad_sample_mode, example, order=order)
         self.engine_choice = choice
         if not choice.verified:
             self._note(session, f"the {choice.name} engine could not be verified on this model (no example input)")

@@ -79,7 +79,7 @@ def test_identical_views_give_the_per_sample_gradients_without_augmult(engine_na
         torch.testing.assert_close(copies[name], g, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("engine_name", ["bk", "hooks", "vmap"])
+@pytest.mark.parametrize("engine_name", ["bk", "hooks", "ew", "vmap"])
 def test_distinct_views_give_the_mean_of_the_view_gradients_computed_one_at_a_time(engine_name):
     x, y = _digits(6)
     k = 3
@@ -160,6 +160,7 @@ def test_augmult_is_accounted_as_the_same_run_without_it():
     assert views["valid"] and not views["warnings"]
     assert view_batches == plain_batches  # the same Poisson batches of samples
     assert (views["augmult"], views["augment"]) == (4, "shift1")
+    assert views["grad_sample_mode"] == "ew" and plain["grad_sample_mode"] == "bk"  # auto's order for views
     assert (plain["augmult"], plain["augment"]) == (1, None)
     assert "augment_rng" in dp.state_dict() and dp.config()["augmult"] == 4
 
