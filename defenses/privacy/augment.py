@@ -119,12 +119,13 @@ class RandomShift(Augmentation):
         if s == 0:
             out = x.clone()
         else:
-            padded = torch.nn.functional.pad(x, (s, s, s, s))
+            c, wp = x.shape[1], w + 2 * s
+            padded = torch.nn.functional.pad(x, (s, s, s, s)).reshape(n, c, -1)
             rows = torch.arange(h, device=x.device)[None, :] + offsets[:, :1]  # (n, h)
             cols = torch.arange(w, device=x.device)[None, :] + offsets[:, 1:]  # (n, w)
-            index = torch.arange(n, device=x.device)[:, None, None]
-            out = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-            out = out.contiguous()
+            flat = (rows[:, :, None] * wp + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+            # a gather keeps the standard (N, C, H, W) strides: ExpandedWeights' convolutions need them
+            out = torch.gather(padded, 2, flat).view(n, c, h, w)
         if flips is not None:
             out = torch.where(flips[:, None, None, None], out.flip(-1), out)
         return out

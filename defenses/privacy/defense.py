@@ -137,8 +137,8 @@ class DifferentialPrivacy(Defense):
         augmult: augmentation multiplicity (De et al. 2022): train on ``augmult`` augmented
             views of every sample and average their gradients into the sample's gradient
             before clipping (:mod:`defenses.privacy.augmult`). The sample stays the privacy
-            unit: sample rate, noise and epsilon are those of ``augmult=1``; a step costs about
-            ``augmult`` times the compute. ``physical_batch_size`` still counts samples.
+            unit: sample rate, noise and epsilon are those of ``augmult=1``; a step costs at
+            least ``augmult`` times the compute. ``physical_batch_size`` still counts samples.
         augment: the registered augmentation of the views
             (:data:`~defenses.privacy.augment.AUGMENTATIONS`); default: a random translation
             sized to the images (``shift1`` for 8x8, ``shift2`` for 28x28). Data that is not
