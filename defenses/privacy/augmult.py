@@ -78,6 +78,8 @@ class AugmentedViews:
                 f"the augmentation {type(self.augmentation).__name__} changed the shape of the rows from "
                 f"{tuple(rows.shape)} to {tuple(out.shape)}; an augmentation must keep each sample's shape"
             )
+        if out.stride() != _standard_strides(out.shape):  # e.g. a permuted result; ExpandedWeights needs them
+            out = out.clone(memory_format=torch.contiguous_format)
         return out
 
     def loss(self, loss_fn: LossFn, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -93,6 +95,16 @@ class AugmentedViews:
                 f"got {tuple(losses.shape)}; use reduction='none'"
             )
         return losses.view(x.shape[0], k).mean(1)
+
+
+def _standard_strides(shape: torch.Size) -> tuple[int, ...]:
+    """The strides of a freshly allocated (row-major) tensor of ``shape``."""
+    strides: list[int] = []
+    step = 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(int(size), 1)
+    return tuple(reversed(strides))
 
 
 class AveragedViews(PerSampleGrads):

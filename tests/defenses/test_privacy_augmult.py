@@ -272,6 +272,13 @@ def test_shifted_rows_keep_the_standard_memory_layout():
     for name in ("shift2", "flip-shift4"):
         out = AUGMENTATIONS.get(name)()(x, torch.Generator().manual_seed(0))
         assert out.stride() == torch.empty(out.shape).stride(), name
+
+    class Permuted(Augmentation):  # a user's augmentation whose result has other strides
+        def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            return x.permute(0, 2, 3, 1).clone().permute(0, 3, 1, 2)
+
+    rows = AugmentedViews(2, Permuted(), torch.Generator()).expand(x)
+    assert rows.stride() == torch.empty(rows.shape).stride() and torch.equal(rows, x.repeat_interleave(2, 0))
     engine = make_engine("ew")
     model = engine.attach(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 26 * 26, 2)))
     F.cross_entropy(model(AUGMENTATIONS.get("shift2")()(x, torch.Generator())), torch.tensor([0, 1, 0])).backward()
