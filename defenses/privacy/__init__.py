@@ -8,6 +8,7 @@ Public API (imported lazily; ``import defenses.privacy`` is cheap):
 * :func:`make_compatible` - replace BatchNorm/LSTM/attention layers in place, or refuse
 * :func:`declare_forward_passes` - a hand-written loop's extra hooked passes of the same samples
 * :func:`recommended` - the recipe (a :class:`~defenses.recipe.Recipe`) for a data set and model
+* :data:`AUGMENTATIONS` / :class:`Augmentation` - augmentations of the views of ``augmult``
 * :func:`sweep` - train at several epsilons and return the privacy-utility curve
 * accounting helpers: :func:`epsilon`, :func:`calibrate_noise`, :func:`max_steps`
 
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from defenses.privacy.accounting import calibrate_noise, epsilon, max_steps
+    from defenses.privacy.augment import AUGMENTATIONS, Augmentation
     from defenses.privacy.budget import PrivacyBudget
     from defenses.privacy.compat import make_compatible
     from defenses.privacy.config import PrivacyConfig
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from defenses.privacy.validity import declare_forward_passes
 
 _LAZY = {
+    "AUGMENTATIONS": "defenses.privacy.augment",
+    "Augmentation": "defenses.privacy.augment",
     "DifferentialPrivacy": "defenses.privacy.defense",
     "PrivacyConfig": "defenses.privacy.config",
     "PrivacyBudget": "defenses.privacy.budget",
@@ -48,6 +52,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "AUGMENTATIONS",
+    "Augmentation",
     "DifferentialPrivacy",
     "PrivacyBudget",
     "PrivacyConfig",

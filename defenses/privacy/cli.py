@@ -21,7 +21,17 @@ from typing import Any
 ACCOUNTANT_CHOICES = ("prv", "rdp", "gdp")
 MODE_CHOICES = ("auto", "bk", "ghost", "hooks", "functorch", "ew", "vmap")
 
-_DP_ONLY = ("epsilon", "delta", "noise_multiplier", "max_epsilon", "physical_batch_size", "ema_decay", "max_memory_mb")
+_DP_ONLY = (
+    "epsilon",
+    "delta",
+    "noise_multiplier",
+    "max_epsilon",
+    "physical_batch_size",
+    "ema_decay",
+    "max_memory_mb",
+    "augmult",
+    "augment",
+)
 GENERIC_CLIP = 1.0
 """The clipping norm without a flag or a recipe."""
 
@@ -83,6 +93,21 @@ class PrivacyOption:
             help="give the model the exponential moving average of its private iterates at the end "
             "(post-processing: no privacy cost), e.g. 0.999",
         )
+        g.add_argument(
+            "--augmult",
+            type=int,
+            default=None,
+            metavar="K",
+            help="augmentation multiplicity: K augmented views of each sample, their gradients averaged before "
+            "clipping (same epsilon; about K times the compute per step; default 1)",
+        )
+        g.add_argument(
+            "--augment",
+            default=None,
+            metavar="NAME",
+            help="augmentation of the views: shift1, shift2, shift4, flip-shift4, identity or a registered name "
+            "(default: a translation sized to the images; non-image data needs one)",
+        )
 
     def build(self, args: argparse.Namespace) -> Any:
         """A ``DifferentialPrivacy`` defense when ``--dp`` was given, else ``None``."""
@@ -116,6 +141,8 @@ class PrivacyOption:
             max_memory_mb=args.max_memory_mb,
             grad_sample_mode=args.grad_sample_mode,
             ema_decay=pick("ema_decay", None),
+            augmult=pick("augmult", 1),
+            augment=pick("augment", None),
         )
 
 

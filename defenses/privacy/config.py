@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from defenses.privacy import accounting
+from defenses.privacy.augment import AUGMENTATIONS
 from defenses.privacy.engines import ENGINES
 from securetrain.errors import ConfigurationError, PrivacyError
 from securetrain.validation import check_delta, check_number, check_positive
@@ -81,7 +82,10 @@ class PrivacyConfig:
     ``grad_sample_mode``: ``auto`` or an engine name; ``epochs`` / ``steps``: the planned
     length; ``batch_size``: expected logical batch; ``seed``; ``fix_model``; ``ema_decay``:
     decay of the exponential moving average of the parameters that replaces them at the end
-    (post-processing: no privacy cost; ``None``: no average).
+    (post-processing: no privacy cost; ``None``: no average); ``augmult``: augmented views per
+    sample whose gradients are averaged before clipping (1: none); ``augment``: the registered
+    augmentation of those views (``None``: the default for the data's image size, see
+    :mod:`defenses.privacy.augment`).
     """
 
     epsilon: float | None = None
@@ -100,6 +104,8 @@ class PrivacyConfig:
     fix_model: bool = True
     ema_decay: float | None = None
     max_memory_mb: float | None = None
+    augmult: int = 1
+    augment: str | None = None
 
     def __post_init__(self) -> None:
         epsilon = _optional_positive("epsilon", self.epsilon, "a target epsilon is a positive number such as 1, 3 or 8")
@@ -154,7 +160,23 @@ class PrivacyConfig:
             raise PrivacyError(
                 "max_memory_mb needs poisson_sampling=True (it picks the physical batch of Poisson batches)"
             )
+        augmult = _optional_count("augmult", self.augmult)
+        if augmult is None:
+            raise PrivacyError("augmult must be at least 1, got None; 1 means one view per sample (no multiplicity)")
+        if self.augment is not None:
+            if not isinstance(self.augment, str):
+                raise PrivacyError(
+                    f"augment must be the name of a registered augmentation, got {self.augment!r}; register it in "
+                    "defenses.privacy.AUGMENTATIONS first"
+                )
+            AUGMENTATIONS.get(self.augment)
+        if augmult > 1 and max_memory is not None:
+            raise ConfigurationError(
+                "max_memory_mb does not measure augmentation multiplicity (K views per sample); give "
+                "physical_batch_size instead (it counts samples, each of augmult rows)"
+            )
         converted: dict[str, Any] = {
+            "augmult": augmult,
             "max_memory_mb": max_memory,
             "ema_decay": ema,
             "epsilon": epsilon,

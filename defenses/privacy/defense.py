@@ -63,6 +63,8 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from defenses.privacy.augment import default_augmentation, make_augmentation
+from defenses.privacy.augmult import VIEWS_ORDER, AugmentedViews
 from defenses.privacy.budget import HistoryEntry, PrivacyBudget
 from defenses.privacy.cli import OPTION as PRIVACY_OPTION
 from defenses.privacy.compat import make_compatible, rebuild_optimizer
@@ -70,7 +72,7 @@ from defenses.privacy.config import PrivacyConfig
 from defenses.privacy.ema import ParameterAverage
 from defenses.privacy.engines.base import Engine
 from defenses.privacy.memory import MemoryFit, measure_step_memory
-from defenses.privacy.modes import EngineChoice, select_engine
+from defenses.privacy.modes import AUTO_ORDER, EngineChoice, select_engine
 from defenses.privacy.optimizer import DPSGDOptimizer
 from defenses.privacy.report import privacy_section
 from defenses.privacy.sampling import CountingLoader, PoissonBatches
@@ -132,6 +134,16 @@ class DifferentialPrivacy(Defense):
             ``min(decay, (1 + t) / (10 + t))``) and give the model the average when training
             ends (:mod:`defenses.privacy.ema`). Post-processing of the released iterates: the
             epsilon is the same; the per-epoch test figures are those of the raw iterates.
+        augmult: augmentation multiplicity (De et al. 2022): train on ``augmult`` augmented
+            views of every sample and average their gradients into the sample's gradient
+            before clipping (:mod:`defenses.privacy.augmult`). The sample stays the privacy
+            unit: sample rate, noise and epsilon are those of ``augmult=1``; a step costs at
+            least ``augmult`` times the compute. ``physical_batch_size`` still counts samples.
+        augment: the registered augmentation of the views
+            (:data:`~defenses.privacy.augment.AUGMENTATIONS`); default: a random translation
+            sized to the images (``shift1`` for 8x8, ``shift2`` for 28x28). Data that is not
+            images is refused unless one is named. Given with ``augmult=1``, each sample is
+            trained on one augmented view.
 
     The settings are validated once into :attr:`settings` (a frozen
     :class:`~defenses.privacy.config.PrivacyConfig`); after ``setup`` the run's
@@ -163,6 +175,8 @@ class DifferentialPrivacy(Defense):
         fix_model: bool = True,
         ema_decay: float | None = None,
         max_memory_mb: float | None = None,
+        augmult: int = 1,
+        augment: str | None = None,
     ) -> None:
         self.settings = PrivacyConfig(
             epsilon=epsilon,
@@ -181,6 +195,8 @@ class DifferentialPrivacy(Defense):
             fix_model=fix_model,
             ema_decay=ema_decay,
             max_memory_mb=max_memory_mb,
+            augmult=augmult,
+            augment=augment,
         )
         self.gradient_canaries: GradientCanaries | None = None
         self._reset_state()
@@ -208,6 +224,9 @@ class DifferentialPrivacy(Defense):
         self._averaged_steps = 0
         self.memory_fit: MemoryFit | None = None
         self._fitted_physical_batch: int | None = None
+        self.views: AugmentedViews | None = None
+        self.augment_name: str | None = None
+        self.augment_generator: torch.Generator | None = None
 
     # ------------------------------------------------------------------ settings (read-only)
 
@@ -396,7 +415,10 @@ class DifferentialPrivacy(Defense):
         dataset = _map_style_dataset(loader)
         new_loader = self._wrap_loader(session, loader, dataset, schedule)
 
-        choice = select_engine(model, settings.grad_sample_mode, _example(dataset))
+        example = _example(dataset)
+        self.views = self._augmented_views(example, seed)
+        order = VIEWS_ORDER if settings.augmult > 1 else AUTO_ORDER
+        choice = select_engine(model, settings.grad_sample_mode, example, order=order)
         self.engine_choice = choice
         if not choice.verified:
             self._note(session, f"the {choice.name} engine could not be verified on this model (no example input)")
@@ -418,6 +440,7 @@ class DifferentialPrivacy(Defense):
                 budget=self._budget_reason,
                 on_release=self._on_release,
                 canaries=self.gradient_canaries,
+                views=settings.augmult,
             )
         except BaseException:
             choice.engine.detach()  # leave the user's model as it was
@@ -445,6 +468,33 @@ class DifferentialPrivacy(Defense):
             choice.name,
             budget.budget_steps,
         )
+
+    def _augmented_views(
+        self, example: torch.Tensor | dict[str, torch.Tensor] | None, seed: int
+    ) -> AugmentedViews | None:
+        """The views of augmentation multiplicity (``None``: neither ``augmult`` nor ``augment`` given)."""
+        settings = self.settings
+        if settings.augmult == 1 and settings.augment is None:
+            return None
+        if isinstance(example, Mapping):
+            raise PrivacyError(
+                "augmult augments tensor inputs, and this data set's inputs are keyword inputs "
+                f"({', '.join(sorted(example))}); leave augmult and augment out"
+            )
+        name = settings.augment
+        if name is None:
+            if example is None:
+                raise PrivacyError(
+                    "augmult needs an augmentation, and the data's sample shape cannot be read to choose one "
+                    "(no map-style data set); name one with augment="
+                )
+            name = default_augmentation(tuple(example.shape[1:]))
+        augmentation = make_augmentation(name)
+        if example is not None:
+            augmentation.check(tuple(example.shape[1:]))
+        self.augment_name = name
+        self.augment_generator = torch.Generator().manual_seed(seed + 2)
+        return AugmentedViews(settings.augmult, augmentation, self.augment_generator)
 
     def _fit_physical_batch(
         self,
@@ -525,13 +575,20 @@ class DifferentialPrivacy(Defense):
     # ------------------------------------------------------------------ during training
 
     def wrap_loss(self, loss_fn: LossFn) -> LossFn:
-        """The loss below, after a check that the model is in training mode (see :data:`EVAL_MODE`)."""
+        """The loss below, after a check that the model is in training mode (see :data:`EVAL_MODE`).
+
+        With ``augmult`` / ``augment``, while gradients are recorded, each sample's loss is the
+        mean over its augmented views (:class:`~defenses.privacy.augmult.AugmentedViews`).
+        """
 
         def private_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             plain = self.plain_model
             hooked = getattr(model, "hooks_enabled", True)
             if torch.is_grad_enabled() and hooked and not (model.training and (plain is None or plain.training)):
                 self._in_eval_mode()
+            views = self.views
+            if views is not None and torch.is_grad_enabled():
+                return views.loss(loss_fn, model, x, y)
             return loss_fn(model, x, y)
 
         return private_loss
@@ -642,6 +699,7 @@ class DifferentialPrivacy(Defense):
             "accountant": self.accountant,
             "sampler_rng": self.sampler_generator.get_state() if self.sampler_generator is not None else None,
             "noise_rng": self.noise_generator.get_state() if self.noise_generator is not None else None,
+            **({"augment_rng": self.augment_generator.get_state()} if self.augment_generator is not None else {}),
             "monitor": self.monitor.state_dict(),
             "stopped_by_budget": self.stopped_by_budget,
             "logical_steps": self.optimizer.logical_steps if self.optimizer is not None else 0,
@@ -669,6 +727,8 @@ class DifferentialPrivacy(Defense):
             self.sampler_generator.set_state(state["sampler_rng"])
         if state.get("noise_rng") is not None and self.noise_generator is not None:
             self.noise_generator.set_state(state["noise_rng"])
+        if state.get("augment_rng") is not None and self.augment_generator is not None:
+            self.augment_generator.set_state(state["augment_rng"])
         self.monitor.load_state_dict(state.get("monitor", {}))
         self.stopped_by_budget = bool(state.get("stopped_by_budget", False))
         saved_physical = state.get("physical_batch_size")
@@ -719,6 +779,8 @@ class DifferentialPrivacy(Defense):
             engine_name=self.engine_name,
             model_changes=self.model_changes,
         )
+        section["augmult"] = self.settings.augmult
+        section["augment"] = self.augment_name if self.views is not None else None
         if self.settings.max_memory_mb is not None:
             section["physical_batch_size"] = self.physical_batch_size
             section["max_memory_mb"] = self.settings.max_memory_mb

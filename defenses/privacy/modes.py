@@ -218,20 +218,25 @@ def verify_engine(
     return None
 
 
-def select_engine(model: nn.Module, mode: str, example: Any) -> EngineChoice:
+def select_engine(model: nn.Module, mode: str, example: Any, *, order: tuple[str, ...] = AUTO_ORDER) -> EngineChoice:
     """The engine for ``mode`` (``auto`` or a name of :data:`~defenses.privacy.engines.ENGINES`).
 
     ``example``: a sample or batch of inputs (for the verification); ``None`` skips it
-    (``EngineChoice.verified`` is then ``False``).
+    (``EngineChoice.verified`` is then ``False``). ``order``: the engines ``auto`` tries, in
+    order (augmentation multiplicity, which reads every per-sample gradient, has its own).
     """
     if mode != "auto":
         ENGINES.get(mode)  # unknown names: UnknownNameError listing the choices
     x = probe_inputs(example) if example is not None else None
     names = {id(p): n for n, p in model.named_parameters()}
     if x is None:
-        name = "bk" if mode == "auto" and not _bk_unsupported(model) else ("hooks" if mode == "auto" else mode)
+        first = order[0] if order else "bk"
+        if mode == "auto":
+            name = first if first != "bk" or not _bk_unsupported(model) else "hooks"
+        else:
+            name = mode
         return EngineChoice(make_engine(name), name, verified=False)
-    candidates = AUTO_ORDER if mode == "auto" else (mode,)
+    candidates = order if mode == "auto" else (mode,)
     tried: dict[str, str] = {}
     for name in candidates:
         for options in VARIANTS.get(name, ({},)):

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from defenses.privacy.augmult import AveragedViews
 from defenses.privacy.canary import WithDiracRows
 from defenses.privacy.engines.base import Engine, PerSampleGrads
 from securetrain.errors import PrivacyBudgetExhausted
@@ -58,7 +59,9 @@ class DPSGDOptimizer:
     :class:`~securetrain.errors.PrivacyBudgetExhausted` instead of releasing anything.
     ``on_release(self)`` runs after each noisy step (the accountant). ``canaries`` (audits
     only, :mod:`securetrain.training.canaries`) replace the gradients of canary rows by Dirac
-    canaries before clipping.
+    canaries before clipping. ``views`` > 1 (augmentation multiplicity,
+    :mod:`defenses.privacy.augmult`): the engine's gradients are of ``views`` consecutive rows
+    per sample, averaged into the sample's gradient before anything else sees them.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class DPSGDOptimizer:
         budget: Callable[[int], str | None] | None = None,
         on_release: Callable[[DPSGDOptimizer], None] | None = None,
         canaries: GradientCanaries | None = None,
+        views: int = 1,
     ) -> None:
         self.original_optimizer: torch.optim.Optimizer = optimizer
         self.noise_multiplier: float = float(noise_multiplier)
@@ -85,6 +89,7 @@ class DPSGDOptimizer:
         self.budget = budget
         self.on_release = on_release
         self.skip_next = False
+        self.views = int(views)
         self.draws_noise = True
         """False on every rank but one of a distributed run: the noise is drawn once per global step."""
         self.logical_steps = 0
@@ -152,6 +157,8 @@ class DPSGDOptimizer:
     def clip_and_accumulate(self) -> None:
         """Clip this physical batch's per-sample gradients and add them to the running sum."""
         psg = self.engine.collect()
+        if self.views > 1 and psg.batch_size > 0:
+            psg = AveragedViews(psg, self.views)
         if self.inspect is not None:
             self.inspect(psg)
         if self.canaries is not None:
