@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from defenses.privacy.engines.bk import Block, Call, Layer, PerSampleBlock, register_layer
+from defenses.privacy.engines.bk import Block, Call, Layer, register_layer
 from defenses.privacy.engines.bk.blocks import ParamGrads
 from defenses.privacy.engines.bk.chooser import Policy
 from securetrain.models.standardized import WSConv2d, standardize_weight_vjp
@@ -57,11 +57,7 @@ class WSConvLayer(Layer[WSConv2d]):
         return res
 
     def block(self, calls: Sequence[Call], policy: Policy, max_bytes: int) -> Block:
-        grads: ParamGrads = {}
-        for a, g in calls:
-            for p, t in self.reduce(a, g, policy, max_bytes).items():
-                grads[p] = grads[p] + t if p in grads else t
-        return PerSampleBlock(grads)
+        return self.reduced_block(calls, policy, max_bytes)
 
 
 __all__ = ["WSConvLayer"]

@@ -24,19 +24,8 @@ import struct
 import tempfile
 from typing import Any
 
+from securetrain.encrypted.keys import _varint
 from securetrain.errors import EncryptionError
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def seal_ciphertext(vector: Any) -> Any:

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from defenses.privacy.engines.bk.blocks.base import Block, Call, ParamGrads
+from defenses.privacy.engines.bk.blocks.per_sample import PerSampleBlock
 from defenses.privacy.engines.bk.chooser import Policy
 from defenses.privacy.engines.bk.workspace import Workspace
 
@@ -67,6 +68,18 @@ class Layer(ABC, Generic[M]):
     @abstractmethod
     def block(self, calls: Sequence[Call], policy: Policy, max_bytes: int) -> Block:
         """Combine every call of the module in one group of samples."""
+
+    def reduced_block(self, calls: Sequence[Call], policy: Policy, max_bytes: int) -> Block:
+        """A :meth:`block` for layers whose :meth:`reduce` always forms per-sample gradients: every
+        call's gradients, summed per parameter, in one :class:`PerSampleBlock`."""
+        grads: ParamGrads = {}
+        for a, g in calls:
+            reduced = self.reduce(a, g, policy, max_bytes, force=True)
+            if reduced is None:
+                raise TypeError(f"{type(self).__name__}.reduce must form per-sample gradients when forced")
+            for p, t in reduced.items():
+                grads[p] = grads[p] + t if p in grads else t
+        return PerSampleBlock(grads)
 
     def reduce(
         self, a: torch.Tensor, g: torch.Tensor, policy: Policy, max_bytes: int, *, force: bool = False

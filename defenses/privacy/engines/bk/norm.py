@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses.privacy.engines.bk.blocks import Block, Call, ParamGrads, PerSampleBlock
+from defenses.privacy.engines.bk.blocks import Block, Call, ParamGrads
 from defenses.privacy.engines.bk.chooser import Policy
 from defenses.privacy.engines.bk.layer import Layer
 from defenses.privacy.engines.bk.registry import register_layer
@@ -78,11 +78,7 @@ class AffineNormLayer(Layer[N]):
         return res
 
     def block(self, calls: Sequence[Call], policy: Policy, max_bytes: int) -> Block:
-        grads: ParamGrads = {}
-        for a, g in calls:
-            for p, t in self.reduce(a, g, policy, max_bytes).items():
-                grads[p] = grads[p] + t if p in grads else t
-        return PerSampleBlock(grads)
+        return self.reduced_block(calls, policy, max_bytes)
 
 
 @register_layer(nn.LayerNorm)
