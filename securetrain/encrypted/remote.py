@@ -26,7 +26,7 @@ import select
 import socket
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -113,9 +113,25 @@ class RemoteClient:
             return http.client.HTTPSConnection(str(host), port, timeout=self.timeout)
         return http.client.HTTPConnection(str(host), port, timeout=self.timeout)
 
-    def _call(self, method: str, path: str, body: bytes | None = None, *, auth: bool = False) -> bytes:
+    def _exchange(self, method: str, path: str, send: Callable[[http.client.HTTPConnection], None]) -> bytes:
+        """One request on a fresh connection: ``send`` writes it, then the answer is read and checked;
+        a transport failure becomes :class:`EncryptionError` naming the service and the request."""
         conn = self._connection()
         try:
+            send(conn)
+            resp = conn.getresponse()
+            payload = resp.read()
+            status = resp.status
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, ServiceError):
+                raise
+            raise EncryptionError(f"cannot reach the service at {self.url} ({method} {path}): {exc}") from exc
+        finally:
+            conn.close()
+        return self._checked(method, path, status, payload)
+
+    def _call(self, method: str, path: str, body: bytes | None = None, *, auth: bool = False) -> bytes:
+        def send(conn: http.client.HTTPConnection) -> None:
             conn.putrequest(method, path, skip_accept_encoding=True)
             if auth and self.token:
                 conn.putheader("Authorization", f"Bearer {self.token}")
@@ -142,16 +158,8 @@ class RemoteClient:
                     raise EncryptionError(
                         f"the server closed the connection while {method} {path} was sending {len(body)} bytes ({exc})"
                     ) from exc
-            resp = conn.getresponse()
-            payload = resp.read()
-            status = resp.status
-        except (OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, ServiceError):
-                raise
-            raise EncryptionError(f"cannot reach the service at {self.url} ({method} {path}): {exc}") from exc
-        finally:
-            conn.close()
-        return self._checked(method, path, status, payload)
+
+        return self._exchange(method, path, send)
 
     def _checked(self, method: str, path: str, status: int, payload: bytes) -> bytes:
         if status >= 400:
@@ -177,9 +185,10 @@ class RemoteClient:
         """
         it = iter(pieces)
         piece: bytes | None = next(it, None)
-        conn = self._connection()
-        sent = 0
-        try:
+
+        def send(conn: http.client.HTTPConnection) -> None:
+            nonlocal piece
+            sent = 0
             conn.putrequest("POST", path, skip_accept_encoding=True)
             if self.token:
                 conn.putheader("Authorization", f"Bearer {self.token}")
@@ -205,16 +214,8 @@ class RemoteClient:
                     conn.send(b"0\r\n\r\n")
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the server answered early (an error): read it below
-            resp = conn.getresponse()
-            payload = resp.read()
-            status = resp.status
-        except (OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, ServiceError):
-                raise
-            raise EncryptionError(f"cannot reach the service at {self.url} (POST {path}): {exc}") from exc
-        finally:
-            conn.close()
-        return self._checked("POST", path, status, payload)
+
+        return self._exchange("POST", path, send)
 
     # -- contexts
     def register(self) -> str:
