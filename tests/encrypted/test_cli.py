@@ -71,6 +71,22 @@ def test_encrypt_refuses_a_plan_over_max_seconds_before_encrypting(
     assert (he_run / "report.json").read_bytes() == before  # nothing was encrypted or written
 
 
+def test_encrypt_variant_forces_the_packing_variant_and_refuses_an_unknown_one(
+    he_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = (he_run / "report.json").read_bytes()
+    argv = ["encrypt", str(he_run), "--mode", "latency", "--samples", "50", "--max-seconds", "0.05"]
+    assert main([*argv, "--variant", "bsgs"]) == 1  # planned with the forced variant, then refused on time
+    captured = capsys.readouterr()
+    assert re.search(r"^plan +CKKS latency \(bsgs\)", captured.out, re.M)
+    assert not re.search(r"^choice", captured.out, re.M)  # no comparison: the user chose
+    assert main([*argv, "--variant", "lola"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "--variant 'lola' is not a latency variant; choose one of im2col, bsgs, expanded, diagonal" in captured.err
+    assert (he_run / "report.json").read_bytes() == before
+
+
 def test_encrypt_in_latency_mode(he_run: Path) -> None:
     assert main(["encrypt", str(he_run), "--mode", "latency", "--samples", "2", "--no-html"]) == 0
     sec = encrypted_section(he_run)

@@ -57,6 +57,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=600.0,
         help="refuse up front a plan whose estimated encrypted-inference time exceeds this",
     )
+    p.add_argument(
+        "--variant",
+        default=None,
+        help="use this packing variant instead of the planner's cheapest (latency: im2col, bsgs, expanded, diagonal)",
+    )
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     add_spec_arguments(p)
     add_output_arguments(p)
@@ -71,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
 
     if not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
         raise ConfigurationError(f"--max-seconds must be a positive number of seconds, got {args.max_seconds}")
+    if args.variant is not None:
+        from securetrain.encrypted.packing import get_packing
+
+        known = get_packing(args.mode).variants
+        if args.variant not in known:
+            raise ConfigurationError(
+                f"--variant {args.variant!r} is not a {args.mode} variant; choose one of {', '.join(known)}"
+            )
 
     with lock_run_for_update(args.dir, command="encrypt"):  # refused before encrypting if not writable or busy
         return _encrypt(args)
@@ -125,6 +138,7 @@ def _encrypt(args: argparse.Namespace) -> int:
         input_shape=shape,
         min_scale_bits=args.min_scale_bits,
         max_poly_modulus_degree=args.max_poly_modulus_degree,
+        variants=None if args.variant is None else (args.variant,),
     )
     estimate = estimate_plan(em, samples)
     if not is_quiet(args):  # under --json the plan is a log line on stderr: stdout stays one JSON object
