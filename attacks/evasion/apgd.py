@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from attacks.evasion.base import Attack, AttackContext
+from attacks.evasion.base import Attack, AttackContext, Try, retry_unfooled
 from attacks.evasion.losses import LOSSES, LossFn, expected_loss_and_input_grad, targeted_dlr
 from attacks.evasion.norms import Norm, normalize_step, project
 from attacks.evasion.registry import register_attack
@@ -167,19 +167,17 @@ class _APGDBase(Attack):
         epsilons: Sequence[float],
         ctx: AttackContext,
     ) -> list[torch.Tensor]:
-        out = []
-        for eps in epsilons:
-            best = inputs.clone()
-            found = torch.zeros(inputs.shape[0], dtype=torch.bool, device=inputs.device)
-            for loss_fn in self.runs(model, inputs, labels, ctx):
-                idx = (~found).nonzero().flatten()
-                if idx.numel() == 0:
-                    break
+        def one_run(eps: float, loss_fn: LossFn) -> Try:
+            def attempt(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 x_best, first, f = self._ascend(model, inputs[idx], labels[idx], eps, ctx, _restrict(loss_fn, idx))
-                best[idx] = torch.where(f.reshape(-1, *([1] * (inputs.dim() - 1))), first, x_best)
-                found[idx] = f
-            out.append(best)
-        return out
+                return torch.where(f.reshape(-1, *([1] * (inputs.dim() - 1))), first, x_best), f
+
+            return attempt
+
+        # the runs (losses, targets) are derived afresh for every epsilon
+        return retry_unfooled(
+            inputs, epsilons, lambda eps: [one_run(eps, fn) for fn in self.runs(model, inputs, labels, ctx)]
+        )
 
     def generate(
         self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, epsilon: float, ctx: AttackContext

@@ -32,7 +32,7 @@ import logging
 import numbers
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeGuard, final
@@ -353,6 +353,39 @@ def attacking(model: nn.Module, seed: int | None = None) -> Iterator[nn.Module]:
         net = unwrap(model)
         with frozen_parameters(model), seeded(seed, model_device(model)):
             yield net
+
+
+Try = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""One try of an attack on the samples ``idx`` not yet fooled: ``(candidates, fooled)`` for them."""
+
+
+def retry_unfooled(
+    inputs: torch.Tensor, epsilons: Sequence[float], tries: Callable[[float], Iterable[Try]]
+) -> list[torch.Tensor]:
+    """Per epsilon, run ``tries(eps)`` in turn, each only on the samples no earlier try fooled.
+
+    A sample keeps the candidate of the last try that ran on it: the fooling one, or the last
+    failure. The tries stop early once every sample is fooled (restarts, targets, draws).
+
+    Example:
+        >>> import torch
+        >>> x = torch.zeros(3, 2)
+        >>> def nudge(idx):  # fools sample 0 only
+        ...     return x[idx] + 1, idx == 0
+        >>> [a[:, 0].tolist() for a in retry_unfooled(x, [0.1], lambda eps: [nudge, nudge])]
+        [[1.0, 1.0, 1.0]]
+    """
+    out = []
+    for eps in epsilons:
+        best = inputs.clone()
+        found = torch.zeros(inputs.shape[0], dtype=torch.bool, device=inputs.device)
+        for attempt in tries(eps):
+            idx = (~found).nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            best[idx], found[idx] = attempt(idx)
+        out.append(best)
+    return out
 
 
 def check_epsilons(epsilons: float | Sequence[float]) -> list[float]:

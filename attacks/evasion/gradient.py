@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attacks.evasion.base import Attack, AttackContext
+from attacks.evasion.base import Attack, AttackContext, Try, retry_unfooled
 from attacks.evasion.losses import LOSSES, LossFn, loss_and_input_grad
 from attacks.evasion.norms import normalize_step, project, random_in_ball
 from attacks.evasion.registry import register_attack
@@ -107,26 +107,22 @@ class _GradientAscent(Attack):
         ctx: AttackContext,
     ) -> list[torch.Tensor]:
         losses = self.losses()
-        out = []
-        for eps in epsilons:
-            best = inputs.clone()
-            found = torch.zeros(inputs.shape[0], dtype=torch.bool, device=inputs.device)
-            for restart in range(self._n_restarts()):
-                idx = (~found).nonzero().flatten()
-                if idx.numel() == 0:
-                    break
+
+        def restart(eps: float, loss_fn: LossFn) -> Try:
+            def attempt(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 xs, ys = inputs[idx], labels[idx]
-                loss_fn = losses[restart % len(losses)]
                 last, b, f = self._ascend(model, xs, ys, eps, ctx, loss_fn, track=True)
                 with torch.no_grad():
                     final_hit = (model(last).argmax(1) != ys) & ~f
                 b[final_hit] = last[final_hit]
                 f |= final_hit
                 b[~f] = last[~f]
-                best[idx] = b
-                found[idx] = f
-            out.append(best)
-        return out
+                return b, f
+
+            return attempt
+
+        n = self._n_restarts()
+        return retry_unfooled(inputs, epsilons, lambda eps: [restart(eps, losses[r % len(losses)]) for r in range(n)])
 
     def generate(
         self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, epsilon: float, ctx: AttackContext

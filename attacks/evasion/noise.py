@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attacks.evasion.base import Attack, AttackContext
+from attacks.evasion.base import Attack, AttackContext, Try, retry_unfooled
 from attacks.evasion.norms import random_in_ball, random_on_sphere
 from attacks.evasion.registry import register_attack
 from securetrain.errors import AttackError
@@ -51,22 +51,17 @@ class _Noise(Attack):
         ctx: AttackContext,
     ) -> list[torch.Tensor]:
         lo, hi = ctx.bounds
-        out = []
-        for eps in epsilons:
-            best = inputs.clone()
-            found = torch.zeros(inputs.shape[0], dtype=torch.bool, device=inputs.device)
-            for _ in range(self.draws):
-                idx = (~found).nonzero().flatten()
-                if idx.numel() == 0:
-                    break
+
+        def draw(eps: float) -> Try:
+            def attempt(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 xs = inputs[idx]
                 cand = (xs + self.sample(xs, eps)).clamp_(lo, hi)
                 with torch.no_grad():
-                    hit = model(cand).argmax(1) != labels[idx]
-                best[idx] = cand  # a failed sample keeps its last draw; a fooled one is frozen below
-                found[idx] = hit
-            out.append(best)
-        return out
+                    return cand, model(cand).argmax(1) != labels[idx]
+
+            return attempt
+
+        return retry_unfooled(inputs, epsilons, lambda eps: [draw(eps)] * self.draws)
 
 
 @register_attack

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attacks.evasion.base import Attack, AttackContext
+from attacks.evasion.base import Attack, AttackContext, Try, retry_unfooled
 from attacks.evasion.losses import margin
 from attacks.evasion.registry import register_attack
 from securetrain.errors import AttackError
@@ -98,19 +98,10 @@ class Square(Attack):
         epsilons: Sequence[float],
         ctx: AttackContext,
     ) -> list[torch.Tensor]:
-        out = []
-        for eps in epsilons:
-            best = inputs.clone()
-            found = torch.zeros(inputs.shape[0], dtype=torch.bool, device=inputs.device)
-            for _ in range(self.restarts):
-                idx = (~found).nonzero().flatten()
-                if idx.numel() == 0:
-                    break
-                adv, f = self._search(model, inputs[idx], labels[idx], eps, ctx)
-                best[idx] = adv
-                found[idx] = f
-            out.append(best)
-        return out
+        def search(eps: float) -> Try:
+            return lambda idx: self._search(model, inputs[idx], labels[idx], eps, ctx)
+
+        return retry_unfooled(inputs, epsilons, lambda eps: [search(eps)] * self.restarts)
 
     def _search(
         self, net: nn.Module, x0: torch.Tensor, y: torch.Tensor, eps: float, ctx: AttackContext
