@@ -280,6 +280,12 @@ CLI_CASES = [
     cli("nproc-zero", TRAIN + " --nproc 0", 2, err("train", r"--nproc must be a whole number of processes >= 1")),
     cli("dp-flag-without-dp", TRAIN + " --epsilon 3", 2, err("train", r"--epsilon only apply with --dp")),
     cli("dp-epsilon-negative", TRAIN + " --dp --epsilon -1", 1, err("train", r"epsilon must be positive, got -1.0")),
+    cli(
+        "dp-augmult-huge",
+        TRAIN + " --dp --augmult 1000000",
+        1,
+        err("train", r"augmult must be at most 256 views per sample, got 1000000"),
+    ),
     cli("adv-eps-huge", TRAIN + " --adversarial pgd --adv-eps 1e308", 2, err("train", r"adversarial epsilon 1e\+308")),
     cli(
         "model-does-not-fit",

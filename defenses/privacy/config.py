@@ -33,6 +33,10 @@ from defenses.privacy.engines import ENGINES
 from securetrain.errors import ConfigurationError, PrivacyError
 from securetrain.validation import check_delta, check_number, check_positive
 
+MAX_AUGMULT = 256
+"""The most augmented views per sample (De et al. 2022 used up to 32): each physical batch holds
+``augmult`` rows per sample, so a larger factor only exhausts memory."""
+
 
 def _positive(what: str, value: object, hint: str) -> float:
     f = check_number(what, value, error=PrivacyError)
@@ -163,6 +167,11 @@ class PrivacyConfig:
         augmult = _optional_count("augmult", self.augmult)
         if augmult is None:
             raise PrivacyError("augmult must be at least 1, got None; 1 means one view per sample (no multiplicity)")
+        if augmult > MAX_AUGMULT:
+            raise PrivacyError(
+                f"augmult must be at most {MAX_AUGMULT} views per sample, got {augmult}: every physical batch holds "
+                "augmult rows per sample (De et al. 2022 used up to 32)"
+            )
         if self.augment is not None:
             if not isinstance(self.augment, str):
                 raise PrivacyError(

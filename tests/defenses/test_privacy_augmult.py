@@ -251,6 +251,8 @@ def test_data_that_is_not_images_needs_a_named_augmentation():
 def test_bad_settings_are_refused():
     with pytest.raises(PrivacyError, match="augmult must be at least 1, got 0"):
         DifferentialPrivacy(epsilon=1.0, augmult=0)
+    with pytest.raises(PrivacyError, match="augmult must be at most 256 views per sample, got 1000000"):
+        DifferentialPrivacy(epsilon=1.0, augmult=1_000_000)  # would ask for tens of GB, not a typed error
     with pytest.raises(UnknownNameError, match="shift1"):
         DifferentialPrivacy(epsilon=1.0, augmult=2, augment="rotate")
     with pytest.raises(ConfigurationError, match="max_memory_mb does not measure augmentation multiplicity"):
