@@ -58,6 +58,16 @@ class Primitives:
     """One secret-key encryption in SEAL's seeded form, serialised (a streamed request's frame)."""
     seeded_bytes: int = 0
     """Bytes of one such frame."""
+    full_encrypt_s: float = 0.0
+    """One secret-key encryption with both polynomials, serialised (a frame the fused residue program reads)."""
+    residue_term_s: float = 0.0
+    """Residues: one input ciphertext times one weight inside a matrix product, all primes."""
+    residue_square_s: float = 0.0
+    """Residues: one ciphertext squared (three polynomials), all primes."""
+    relin_s: float = 0.0
+    """SEAL: one relinearisation at the top level."""
+    full_bytes: int = 0
+    """Bytes of one complete secret-key frame."""
 
 
 def _best(fn: Any, reps: int = 3) -> float:
@@ -120,6 +130,12 @@ def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
     rescale_s = max(0.0, _best(product_and_rescale) - mac_s)
     seeded = SeededEncryptor(ctx)
     seeded_encrypt_s = _best(lambda: seeded.encrypt(values))
+    full_encrypt_s = _best(lambda: seeded.encrypt_complete(values))
+    residue_term_s, residue_square_s = _residue_costs(ctx)
+    big = tools.new_ciphertext()
+    tools.evaluator.square(fresh, big)
+    relin_out = tools.new_ciphertext()
+    relin_s = _best(lambda: tools.evaluator.relinearize(big, tools.relin_keys, relin_out))
     return Primitives(
         encrypt_s=encrypt_s,
         mul_scalar_s=mul_scalar_s,
@@ -136,7 +152,41 @@ def _measure(n: int, bits: tuple[int, ...], scale_bits: int) -> Primitives:
         rescale_s=rescale_s,
         seeded_encrypt_s=seeded_encrypt_s,
         seeded_bytes=len(seeded.encrypt(values)),
+        full_encrypt_s=full_encrypt_s,
+        full_bytes=len(seeded.encrypt_complete(values)),
+        residue_term_s=residue_term_s,
+        residue_square_s=residue_square_s,
+        relin_s=relin_s,
     )
+
+
+def _residue_costs(ctx: Any) -> tuple[float, float]:
+    """Seconds per input-ciphertext-times-weight term of a residue matrix product (a 64 x 64
+    block, all primes, float64 limbs) and per residue square of one ciphertext."""
+    from securetrain.encrypted import rns
+
+    data = ctx.seal_context().data
+    top = data.get_context_data(data.first_parms_id())
+    primes = [int(m.value()) for m in top.parms().coeff_modulus()]
+    n = int(top.parms().poly_modulus_degree())
+    rng = np.random.default_rng(0)
+    block = 64
+    w = rng.integers(-(2**18), 2**18, size=(block, block)).astype(np.float64)
+    x = rng.integers(0, primes[-1], size=(block, 2 * n), dtype=np.uint64)
+    plans = [rns.LimbPlan.for_modulus(q, 2**18, 845) for q in primes]
+
+    def products() -> None:
+        for q, lp in zip(primes, plans):
+            parts = rns.split_limbs(x, lp)
+            rns.join_limbs([w @ part for part in parts], q, lp)
+
+    c = x[:1]
+
+    def squares() -> None:
+        for q in primes:
+            rns.square(c[:, :n], c[:, n:], q)
+
+    return _best(products, reps=2) / (block * block), _best(squares)
 
 
 def measure_primitives(plan: EncryptionPlan) -> Primitives:
@@ -219,6 +269,7 @@ def _latency_ops(program: LatencyProgram, slots: int) -> dict[str, int]:
 def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | None = None) -> PlanEstimate:
     """Estimate time and sizes for ``samples`` samples under ``em``'s plan (see the module docstring)."""
     from securetrain.encrypted.bsgs import BSGSProgram
+    from securetrain.encrypted.fused import FusedProgram
     from securetrain.encrypted.latency import LatencyProgram
     from securetrain.encrypted.throughput import ThroughputProgram
 
@@ -227,7 +278,34 @@ def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | 
     samples = max(1, int(samples))
     outputs = em.compiled.output_size
     memory = 0
-    if isinstance(em.program, ThroughputProgram):
+    fused = FusedProgram.build(em.compiled, plan) if isinstance(em.program, ThroughputProgram) else None
+    if fused is not None:
+        terms = fused.cost_terms()
+        tail = fused.tail_program
+        features = em.compiled.input_size
+        ops = {
+            **terms,
+            "scalar products": tail.macs,
+            "rescales": 3 * fused.widths[2] + tail.rescales,
+            "squares": tail.squares,
+        }
+        per_request = min(samples, plan.slots)
+        # streamed: complete secret-key frames; the first three steps on residues, the rest on SEAL's evaluator
+        request_s = (
+            features * p.full_encrypt_s
+            + (terms["step-1 terms"] + 1.5 * terms["step-3 terms"]) * p.residue_term_s
+            + terms["residue squares"] * p.residue_square_s
+            + terms["loaded into SEAL"] * (3 * p.rescale_s + p.relin_s)
+            + tail.macs * p.mac_s
+            + tail.rescales * p.rescale_s
+            + tail.squares * p.square_s
+            + outputs * p.decrypt_s
+        )
+        request_bytes = features * p.full_bytes
+        response_bytes = outputs * p.ciphertext_bytes
+        memory = fused.memory_bytes()
+        keys = 0
+    elif isinstance(em.program, ThroughputProgram):
         prog = em.program
         features = em.compiled.input_size
         ops = {"scalar products": prog.macs, "rescales": prog.rescales, "squares": prog.squares}

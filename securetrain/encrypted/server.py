@@ -55,7 +55,6 @@ from securetrain.encrypted.wire import (
     REQUEST,
     RESPONSE,
     context_fingerprint,
-    load_vector,
     pack_groups,
     spec_fingerprint,
     unpack_groups,
@@ -64,7 +63,7 @@ from securetrain.errors import EncryptionError
 from securetrain.modes import unwrap
 
 if TYPE_CHECKING:
-    from securetrain.encrypted.throughput import ThroughputStream
+    from securetrain.encrypted.throughput import BlobStream
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +250,7 @@ class InferenceServer:
             raise WireFormatError(
                 f"a streamed chunk carries one ciphertext per input feature ({expected}), got {features!r}"
             )
-        return StreamEvaluation(self, program.open(self.context, samples))
+        return StreamEvaluation(self, program.open_blobs(self.context, samples))
 
     def evaluate(self, request: bytes) -> bytes:
         """Evaluate a request (bytes) and return the response (bytes)."""
@@ -288,21 +287,13 @@ class StreamEvaluation:
     at once; nothing but the open partial sums stays in memory.
     """
 
-    def __init__(self, server: InferenceServer, stream: ThroughputStream) -> None:
+    def __init__(self, server: InferenceServer, stream: BlobStream) -> None:
         self.server = server
         self.stream = stream
 
     def feed(self, blob: bytes) -> None:
-        plan = self.server.model.plan
-        vector = load_vector(blob, self.server.context)
-        index = self.stream.received
-        if vector.size() != self.stream.samples:
-            raise EncryptionError(
-                f"ciphertext {index} holds {vector.size()} values, the chunk has {self.stream.samples} samples"
-            )
-        fresh_level_check(vector, plan.depth, plan.scale, f"ciphertext {index}")
-        with _level_errors(plan.depth):
-            self.stream.feed(vector)
+        with _level_errors(self.server.model.plan.depth):
+            self.stream.feed_blob(blob)
 
     def finish(self) -> bytes:
         """The response (one group) once every feature's ciphertext has been fed."""

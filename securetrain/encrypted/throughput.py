@@ -42,6 +42,7 @@ from securetrain.errors import EncryptionError
 
 if TYPE_CHECKING:
     from securetrain.encrypted.compiler import CompiledModel
+    from securetrain.encrypted.fused import FusedProgram
     from securetrain.encrypted.params import EncryptionPlan
 
 
@@ -66,24 +67,38 @@ class ThroughputProgram(Program):
     :attr:`peak_open`), so a server never holds a whole request's ciphertexts.
     """
 
-    def __init__(self, compiled: CompiledModel, plan: EncryptionPlan) -> None:
+    def __init__(
+        self,
+        compiled: CompiledModel,
+        plan: EncryptionPlan,
+        *,
+        start: int = 0,
+        inputs: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         # compiler imports torch: imported when a model is laid out, not with the package
         from securetrain.encrypted.compiler import Affine
 
         self.scale = plan.scale
+        self.plan = plan
+        self.compiled = compiled
+        self._fused: list[FusedProgram | None] | None = None  # built when a stream of blobs first opens
         min_prime = min(plan.rescale_primes()[: max(plan.depth, 1)])
-        is_ct = np.ones(compiled.input_size, dtype=bool)
-        const_val = np.zeros(compiled.input_size)
+        if inputs is None:  # the whole model, every input a ciphertext
+            is_ct = np.ones(compiled.input_size, dtype=bool)
+            const_val = np.zeros(compiled.input_size)
+        else:  # the model from op ``start`` on: which of its inputs are ciphertexts, the others' values
+            is_ct, const_val = inputs[0].astype(bool), inputs[1].astype(np.float64)
+        self.input_is_ct = is_ct.copy()
         # when each stage value is complete, in units of "inputs received" (for the memory bound)
-        ready = np.arange(compiled.input_size, dtype=np.int64)
+        ready = np.arange(len(is_ct), dtype=np.int64)
         self.stages: list[_AffineStage | _SquareStage] = []
         self.macs = 0  # ciphertext-times-scalar products summed into partial sums
         self.squares = 0
         self.rescales = 0
         self.peak_open: list[int] = []  # per affine stage: most partial sums open at once
         self.open_levels: list[int] = []  # per affine stage: rescales done before it (its ciphertexts' level)
-        level = 0
-        for op in compiled.ops:
+        level = start
+        for op in compiled.ops[start:]:
             if isinstance(op, Affine):
                 w = op.weight.tocsr()
                 consts = op.bias.astype(np.float64).copy()
@@ -143,6 +158,19 @@ class ThroughputProgram(Program):
         """A stream evaluating one chunk of ``samples`` samples under (public) ``context``."""
         return ThroughputStream(self, context, samples)
 
+    def open_blobs(self, context: Any, samples: int) -> BlobStream:
+        """A stream taking one chunk's serialised ciphertexts (a streamed request's frames): the
+        fused residue program (:mod:`securetrain.encrypted.fused`) where this model and plan allow
+        it, else this program on SEAL's evaluator."""
+        if self._fused is None:
+            from securetrain.encrypted.fused import FusedProgram
+
+            self._fused = [FusedProgram.build(self.compiled, self.plan)]
+        fused = self._fused[0]
+        if fused is not None:
+            return fused.open(context, samples)
+        return _SealBlobStream(self.open(context, samples))
+
     def run(self, context: Any, group: Group) -> Group:
         stream = self.open(context, group.samples)
         for vector in group.vectors:
@@ -191,13 +219,18 @@ class ThroughputStream:
         """Take the next input feature's ciphertext (a TenSEAL vector)."""
         from securetrain.encrypted.sealbridge import seal_ciphertext
 
-        first = self.program.stages[0]
-        n_inputs = len(first.columns) if isinstance(first, _AffineStage) else first.size
+        self.feed_seal(self.received, seal_ciphertext(vector))
+
+    def feed_seal(self, index: int, ciphertext: Any) -> None:
+        """Take input ``index``'s ciphertext (a SEAL ciphertext, consumed); inputs come in order,
+        the plaintext ones (see :attr:`ThroughputProgram.input_is_ct`) skipped."""
+        n_inputs = int(self.program.input_is_ct.sum())
         if self.received >= n_inputs:
             raise EncryptionError(f"the chunk already holds all {n_inputs} input ciphertexts")
-        index = self.received
+        if not 0 <= index < len(self.program.input_is_ct) or not self.program.input_is_ct[index]:
+            raise EncryptionError(f"input {index} is not a ciphertext input of this program")
         self.received += 1
-        self._push(0, index, seal_ciphertext(vector))
+        self._push(0, index, ciphertext)
 
     def _push(self, k: int, index: int, ct: Any) -> None:
         stages = self.program.stages
@@ -243,8 +276,7 @@ class ThroughputStream:
 
         from securetrain.encrypted.sealbridge import vector_from_seal
 
-        first = self.program.stages[0]
-        n_inputs = len(first.columns) if isinstance(first, _AffineStage) else first.size
+        n_inputs = int(self.program.input_is_ct.sum())
         if self.received != n_inputs:
             raise EncryptionError(f"the chunk ended after {self.received} of {n_inputs} input ciphertexts")
         result = []
@@ -254,6 +286,55 @@ class ThroughputStream:
             else:
                 result.append(ts.ckks_vector(self.context, [float(c)] * self.samples))
         return Group(self.samples, result)
+
+
+class BlobStream:
+    """One streamed chunk's evaluation, fed serialised ciphertexts (bytes) in feature order."""
+
+    samples: int
+    received: int
+
+    def feed_blob(self, blob: bytes) -> None:
+        """Check and take the next input feature's serialised ciphertext."""
+        raise NotImplementedError
+
+    def finish(self) -> Group:
+        """The chunk's output ciphertexts (TenSEAL vectors), once every input has been fed."""
+        raise NotImplementedError
+
+
+class _SealBlobStream(BlobStream):
+    """A :class:`ThroughputStream` fed blobs: each loaded as a TenSEAL vector and checked."""
+
+    def __init__(self, stream: ThroughputStream) -> None:
+        self.stream = stream
+        self.samples = stream.samples
+
+    @property
+    def received(self) -> int:  # type: ignore[override]
+        return self.stream.received
+
+    @property
+    def open_sums(self) -> int:
+        """Partial sums the SEAL program holds right now."""
+        return self.stream.open_sums
+
+    def feed_blob(self, blob: bytes) -> None:
+        from securetrain.encrypted.packing import fresh_level_check
+        from securetrain.encrypted.wire import load_vector
+
+        plan = self.stream.program.plan
+        vector = load_vector(blob, self.stream.context)
+        index = self.stream.received
+        if vector.size() != self.samples:
+            raise EncryptionError(
+                f"ciphertext {index} holds {vector.size()} values, the chunk has {self.samples} samples"
+            )
+        fresh_level_check(vector, plan.depth, plan.scale, f"ciphertext {index}")
+        self.stream.feed(vector)
+
+    def finish(self) -> Group:
+        return self.stream.finish()
 
 
 class ThroughputPacking(Packing):
@@ -279,6 +360,8 @@ class ThroughputPacking(Packing):
         )
 
     def layout(self, compiled: CompiledModel, plan: EncryptionPlan) -> dict[str, Any]:
+        from securetrain.encrypted.fused import FusedProgram
+
         prog = ThroughputProgram(compiled, plan)
         return {
             "kind": self.name,
@@ -286,6 +369,9 @@ class ThroughputPacking(Packing):
             "outputs": compiled.output_size,
             "slots": plan.slots,
             "output_factors": prog.output_factors,
+            # streamed frames: complete ciphertexts where the server runs the fused
+            # residue program, else SEAL's seeded form (half the bytes)
+            "frames": "full" if FusedProgram.build(compiled, plan) is not None else "seeded",
         }
 
     def program(self, compiled: CompiledModel, plan: EncryptionPlan) -> Program:
@@ -310,12 +396,18 @@ class ThroughputPacking(Packing):
 
     def encrypt_features(self, context: Any, layout: dict[str, Any], x: np.ndarray) -> Iterator[bytes]:
         """One chunk's serialised ciphertexts, one per feature in order, each made when asked for
-        (streaming); encrypted with the secret key in SEAL's seeded form (half the bytes)."""
+        (streaming), encrypted with the secret key: complete where the layout's ``frames`` is ``"full"``
+        (the server computes on their residues, see :mod:`securetrain.encrypted.fused`), else in
+        SEAL's seeded form (half the bytes)."""
         from securetrain.encrypted.sealbridge import SeededEncryptor
 
         if not 1 <= x.shape[0] <= int(layout["slots"]):
             raise EncryptionError(f"a chunk holds 1 to {layout['slots']} samples, got {x.shape[0]}")
         encryptor = SeededEncryptor(context)
+        if layout.get("frames", "seeded") == "full":
+            for f in range(x.shape[1]):
+                yield encryptor.encrypt_complete(x[:, f].tolist())
+            return
         for f in range(x.shape[1]):
             yield encryptor.encrypt(x[:, f].tolist())
 
@@ -340,6 +432,8 @@ class ThroughputPacking(Packing):
             or not all(isinstance(f, (int, float)) and np.isfinite(f) and f != 0 for f in factors)
         ):
             raise EncryptionError("malformed throughput layout in the spec (output_factors)")
+        if layout.get("frames", "seeded") not in ("seeded", "full"):
+            raise EncryptionError(f"malformed throughput layout in the spec (frames {layout.get('frames')!r})")
 
     def check_group(self, layout: dict[str, Any], group: Group) -> None:
         if not 1 <= group.samples <= int(layout["slots"]):
