@@ -60,7 +60,9 @@ if TYPE_CHECKING:
     from securetrain.encrypted.compiler import CompiledModel
     from securetrain.encrypted.params import EncryptionPlan
 
-GROUP = 64  # step-1 outputs computed per matrix product
+ROW_COST = 64  # reading one input ciphertext into a product, in outputs' worth of arithmetic
+STEP3_BATCH = 128  # squared step-1 outputs held before they are multiplied into step 3's sums
+WINDOW_SLACK = 32  # extra input rows in the window buffer (fewer compactions)
 MAX_PARTIAL_BYTES = 1 << 30  # the partial sums of step 3 held at once; above it SEAL's program runs instead
 
 
@@ -77,8 +79,7 @@ class _Weights:
     out1: np.ndarray  # indices of step 1's ciphertext outputs
     out3: np.ndarray  # indices of step 3's ciphertext outputs
     const3: np.ndarray  # per step-3 output: its value where it is a plaintext constant
-    first: np.ndarray  # per step-1 ciphertext output: its first input
-    last: np.ndarray  # per step-1 ciphertext output: its last input
+    groups: _Groups  # over the rows of ``w1``
 
 
 class FusedProgram:
@@ -95,8 +96,10 @@ class FusedProgram:
         self.a1, self.a2 = a1, a2
         self.widths = (compiled.input_size, a1.out_features, a2.out_features)
         self._cache: dict[tuple[int, ...], _Weights] = {}
-        self.window = _window(a1.weight)
-        self.terms1 = _block_terms(a1.weight)
+        groups = _plan_groups(a1.weight)
+        self.window = groups.window
+        self.terms1 = groups.terms
+        self.largest_group = max((len(m) for m in groups.members), default=1)
         self.tail_program = ThroughputProgram(
             compiled, plan, start=3, inputs=(np.ones(a2.out_features, dtype=bool), np.zeros(a2.out_features))
         )
@@ -114,9 +117,11 @@ class FusedProgram:
 
     def memory_bytes(self) -> int:
         """Bytes of residues one stream holds at most: the input window (two float64 limbs per
-        residue), step 3's unreduced sums (two limbs, three polynomials) and one group's squares."""
+        residue), step 3's unreduced sums (two limbs, three polynomials), the squares waiting for
+        step 3 and one group's products."""
         words = (len(self.plan.coeff_mod_bit_sizes) - 1) * self.plan.poly_modulus_degree
-        return 8 * words * (2 * 2 * 2 * self.window + 2 * 3 * self.widths[2] + 3 * GROUP)
+        held = 3 * (STEP3_BATCH + self.largest_group) + 2 * 2 * self.largest_group
+        return 8 * words * (2 * 2 * (self.window + WINDOW_SLACK) + 2 * 3 * self.widths[2] + held)
 
     @classmethod
     def build(cls, compiled: CompiledModel, plan: EncryptionPlan) -> FusedProgram | None:
@@ -170,20 +175,17 @@ class FusedProgram:
         out3 = np.flatnonzero(has)
         const3 = np.where(has, 0.0, b2_all)
         w1_rows = w1_int[out1]
-        first = np.array([w1_rows.indices[w1_rows.indptr[i] : w1_rows.indptr[i + 1]].min() for i in range(len(out1))])
-        last = np.array([w1_rows.indices[w1_rows.indptr[i] : w1_rows.indptr[i + 1]].max() for i in range(len(out1))])
         return _Weights(
             s1=s1,
             s2=s2,
-            w1=w1_rows.tocsc(),
+            w1=w1_rows.tocsr(),
             w2=w2_int[out3],
             b1=b1_all[out1],
             b2=b2_all[out3],
             out1=out1,
             out3=out3,
             const3=const3,
-            first=first.astype(np.int64),
-            last=last.astype(np.int64),
+            groups=_plan_groups(w1_rows),
         )
 
     def tail(self, weights: _Weights) -> ThroughputProgram:
@@ -201,9 +203,9 @@ class FusedStream(BlobStream):
     """One chunk through :class:`FusedProgram`: :meth:`feed_blob` each input's serialised
     ciphertext in feature order, then :meth:`finish`.
 
-    Inputs are kept (as float64 limbs) only while an unfinished step-1 output still needs them;
-    a step-1 output is computed once, from all its inputs, when its last one has arrived, a
-    group of :data:`GROUP` at a time, squared and multiplied into step 3's sums, which
+    Inputs are kept (as float64 limbs) only while a step-1 group still to be computed reads them;
+    a group of step-1 outputs is computed once, from all its inputs, when its last one has
+    arrived (see :func:`_plan_groups`), squared and multiplied into step 3's sums, which
     accumulate unreduced (exact: the limb widths allow every term) until :meth:`finish`.
     """
 
@@ -225,25 +227,23 @@ class FusedStream(BlobStream):
             raise EncryptionError("the context's levels do not match the plan")
         w = self.w = program.weights(self.primes, float(program.plan.scale))
         n3 = len(w.out3)
-        span = int((w.last - w.first).max()) + 1 if len(w.first) else 1
-        self._limbs1 = [rns.LimbPlan.for_modulus(q, _max_abs(w.w1.data), span + GROUP) for q in self.primes]
+        widest = int((w.groups.last - w.groups.first).max()) + 1 if len(w.groups.last) else 1
+        self._limbs1 = [rns.LimbPlan.for_modulus(q, _max_abs(w.w1.data), widest) for q in self.primes]
         self._limbs2 = [rns.LimbPlan.for_modulus(q, _max_abs(w.w2), max(len(w.out1), 1)) for q in self.primes]
-        self._w1 = w.w1.tocsr()
-        # the inputs' limbs, per prime: rows base .. base + count - 1 of a window that slides
-        self._window = max(program.window, 1)
-        self._inputs = [
-            np.zeros((2 * self._window, lp.limbs * 2 * self.degree), dtype=np.float64) for lp in self._limbs1
-        ]
+        # the inputs' limbs, per prime: inputs base .. base + count - 1, compacted when full
+        rows = w.groups.window + WINDOW_SLACK
+        self._inputs = [np.zeros((rows, lp.limbs * 2 * self.degree), dtype=np.float64) for lp in self._limbs1]
         self._base = 0
         self._count = 0
         self._partial3 = [
             [np.zeros((n3, 3 * self.degree), dtype=np.float64) for _ in range(lp.limbs)] for lp in self._limbs2
         ]
-        self._order = np.argsort(w.last, kind="stable")
-        self._done = 0  # step-1 outputs finished, in order of their last input
-        self._ready: list[int] = []
+        self._next_group = 0
+        self._squares: list[tuple[np.ndarray, np.ndarray]] = []  # step-1 outputs squared, not yet in step 3
+        self._held_squares = 0
         self.input_scale: float | None = None
         self.version = (4, 1)  # SEAL's serialisation version, taken from the inputs
+        self.peak_held = 0  # most inputs held at once
 
     def feed_blob(self, blob: bytes) -> None:
         from securetrain.encrypted.sealformat import SeededCiphertext, check_residues, read_vector
@@ -271,20 +271,17 @@ class FusedStream(BlobStream):
             self.input_scale, self.version = raw.scale, raw.version
         self._store(raw.data)
         self.received += 1
-        last = self.received - 1
-        w = self.w
-        while self._done < len(self._order) and w.last[self._order[self._done]] <= last:
-            self._ready.append(int(self._order[self._done]))
-            self._done += 1
-        if len(self._ready) >= GROUP or (self._ready and self.received == self.program.widths[0]):
-            self._finish_step1(self._ready)
-            self._ready = []
+        groups = self.w.groups
+        while self._next_group < len(groups.last) and groups.last[self._next_group] < self.received:
+            self._finish_group(self._next_group)
+            self._next_group += 1
 
     def _store(self, data: np.ndarray) -> None:
-        """Append one input's limbs to the window, first dropping inputs no unfinished output needs."""
+        """Append one input's limbs, first dropping the inputs no group still to come reads."""
+        groups = self.w.groups
         if self._count == self._inputs[0].shape[0]:
-            pending = [*self._ready, *self._order[self._done :].tolist()]
-            keep_from = int(self.w.first[pending].min()) if pending else self._base + self._count
+            pending = groups.first[self._next_group :]
+            keep_from = int(pending.min()) if len(pending) else self._base + self._count
             drop = keep_from - self._base
             if drop <= 0:
                 raise EncryptionError("the fused program's input window is too small (a bug)")
@@ -297,6 +294,7 @@ class FusedStream(BlobStream):
             parts = rns.split_limbs(data[:, level, :].reshape(-1), self._limbs1[level])
             self._inputs[level][row] = np.concatenate(parts)
         self._count += 1
+        self.peak_held = max(self.peak_held, self._count)
 
     def _expand_seeded(self, blob: bytes) -> Any:
         """A seeded ciphertext, expanded by SEAL and read back (slow: SEAL re-serialises it)."""
@@ -305,31 +303,43 @@ class FusedStream(BlobStream):
 
         return read_vector(load_vector(blob, self.context).serialize())
 
-    def _finish_step1(self, ready: list[int]) -> None:
+    def _finish_group(self, k: int) -> None:
         w = self.w
         assert self.input_scale is not None
         scale1 = self.input_scale * w.s1
-        lo = int(w.first[ready].min())
-        hi = int(w.last[ready].max()) + 1
-        sub = self._w1[ready][:, lo:hi].toarray().astype(np.float64)
-        n = len(ready)
+        members = w.groups.members[k]
+        lo, hi = int(w.groups.first[k]), int(w.groups.last[k]) + 1
+        sub = w.w1[members][:, lo:hi].toarray().astype(np.float64)
+        n = len(members)
         sq = np.empty((n, 3, len(self.primes), self.degree), dtype=np.uint64)
         for level, q in enumerate(self.primes):
             lp = self._limbs1[level]
-            block = self._inputs[level][lo - self._base : hi - self._base]
-            prod = sub @ block  # n x (limbs * 2N)
-            parts = [prod[:, i * 2 * self.degree : (i + 1) * 2 * self.degree] for i in range(lp.limbs)]
-            y = rns.join_limbs([np.ascontiguousarray(part) for part in parts], q, lp).reshape(n, 2, self.degree)
-            bias = np.array([rns.constant_residue(w.b1[r], scale1, q) for r in ready], dtype=np.uint64)
+            prod = sub @ self._inputs[level][lo - self._base : hi - self._base]  # n x (limbs * 2N)
+            width = 2 * self.degree
+            parts = [np.ascontiguousarray(prod[:, i * width : (i + 1) * width]) for i in range(lp.limbs)]
+            y = rns.join_limbs(parts, q, lp).reshape(n, 2, self.degree)
+            bias = np.array([rns.constant_residue(w.b1[r], scale1, q) for r in members], dtype=np.uint64)
             c0 = y[:, 0, :]
             c0 += bias[:, None]
             c0 -= (c0 >= np.uint64(q)) * np.uint64(q)
             s0, s1, s2 = rns.square(c0, y[:, 1, :], q)
             sq[:, 0, level, :], sq[:, 1, level, :], sq[:, 2, level, :] = s0, s1, s2
-        weights = w.w2[:, ready].astype(np.float64)
+        self._squares.append((members, sq))
+        self._held_squares += n
+        if self._held_squares >= STEP3_BATCH:
+            self._flush_squares()
+
+    def _flush_squares(self) -> None:
+        """Multiply the held squares into step 3's sums (one product per prime and limb: a sum over
+        few terms would read and write all of step 3's sums for little arithmetic)."""
+        if not self._squares:
+            return
+        members = np.concatenate([m for m, _ in self._squares])
+        sq = np.concatenate([q for _, q in self._squares])
+        self._squares, self._held_squares = [], 0
+        weights = self.w.w2[:, members].astype(np.float64)
         for level in range(len(self.primes)):
-            lp = self._limbs2[level]
-            pieces = rns.split_limbs(sq[:, :, level, :].reshape(n, -1), lp)
+            pieces = rns.split_limbs(sq[:, :, level, :].reshape(len(members), -1), self._limbs2[level])
             for acc, piece in zip(self._partial3[level], pieces):
                 acc += weights @ piece
 
@@ -341,7 +351,8 @@ class FusedStream(BlobStream):
         n_in = self.program.widths[0]
         if self.received != n_in:
             raise EncryptionError(f"the chunk ended after {self.received} of {n_in} input ciphertexts")
-        assert self.input_scale is not None and not self._ready and self._done == len(self._order)
+        assert self.input_scale is not None and self._next_group == len(self.w.groups.last)
+        self._flush_squares()
         w = self.w
         scale3 = (self.input_scale * w.s1) ** 2 * w.s2
         tail = ThroughputStream(self.program.tail(w), self.context, self.samples)
@@ -371,38 +382,47 @@ class FusedStream(BlobStream):
         return tail.finish()
 
 
-def _window(weight: Any) -> int:
-    """Most inputs held at once: at input ``t``, those from the smallest first input among the
-    outputs not yet finished (in order of their last input, :data:`GROUP` late at most)."""
-    w = weight.tocsr()
-    counts = np.diff(w.indptr)
-    rows = np.flatnonzero(counts > 0)
-    if not len(rows):
-        return 1
-    first = np.minimum.reduceat(w.indices, w.indptr[rows])
-    last = np.maximum.reduceat(w.indices, w.indptr[rows])
-    order = np.argsort(last, kind="stable")
-    # the earliest first input among outputs finished at or after each position (suffix minimum)
-    suffix = np.minimum.accumulate(first[order][::-1])[::-1]
-    lagged = suffix[np.maximum(np.arange(len(order)) - GROUP, 0)]
-    return int((last[order] - lagged).max()) + 1
+@dataclass(frozen=True)
+class _Groups:
+    """How step 1's outputs are computed: in groups of consecutive outputs (in order of their last
+    input), each one dense product over the contiguous span of inputs its outputs read (BLAS reads
+    the span in place; gathering only the inputs used measured slower for convolutions)."""
+
+    members: list[np.ndarray]  # per group: row positions in the weight matrix
+    first: np.ndarray  # per group: its first input
+    last: np.ndarray  # per group: its last input (non-decreasing)
+    window: int  # most inputs held at once
+    terms: int  # sum over groups of outputs x inputs spanned
 
 
-def _block_terms(weight: Any) -> int:
-    """Terms of step 1's dense blocks: per group of :data:`GROUP` outputs (in order of their last
-    input), the group's size times the span of inputs it reads."""
+def _plan_groups(weight: Any) -> _Groups:
+    """Groups for a sparse weight matrix: the group size, among powers of two, that minimises the
+    products' terms plus a cost per input read (:data:`ROW_COST` outputs' worth)."""
     w = weight.tocsr()
     rows = np.flatnonzero(np.diff(w.indptr) > 0)
     if not len(rows):
-        return 0
+        return _Groups([], np.zeros(0, np.int64), np.zeros(0, np.int64), 1, 0)
     first = np.minimum.reduceat(w.indices, w.indptr[rows])
     last = np.maximum.reduceat(w.indices, w.indptr[rows])
-    order = np.argsort(last, kind="stable")
-    total = 0
-    for start in range(0, len(order), GROUP):
-        group = order[start : start + GROUP]
-        total += len(group) * int(last[group].max() - first[group].min() + 1)
-    return total
+    sort = np.argsort(last, kind="stable")
+    order, first, last = rows[sort], first[sort], last[sort]
+    best: tuple[int, int] | None = None
+    for size in sorted({16, 32, 64, 128, 256, len(order)}):
+        spans = [int(last[i : i + size].max() - first[i : i + size].min() + 1) for i in range(0, len(order), size)]
+        cost = sum(sp * (min(size, len(order) - i * size) + ROW_COST) for i, sp in enumerate(spans))
+        if best is None or cost < best[0]:
+            best = (cost, size)
+    assert best is not None
+    size = best[1]
+    members = [order[i : i + size] for i in range(0, len(order), size)]
+    g_first = np.array([int(first[i : i + size].min()) for i in range(0, len(order), size)], dtype=np.int64)
+    g_last = np.array([int(last[i : i + size].max()) for i in range(0, len(order), size)], dtype=np.int64)
+    # before group k is computed (its last input just in), the inputs from the earliest first
+    # input of groups k.. on are held
+    suffix = np.minimum.accumulate(g_first[::-1])[::-1]
+    window = int((g_last - suffix).max()) + 1
+    terms = sum(len(m) * int(b - a + 1) for m, a, b in zip(members, g_first, g_last))
+    return _Groups(members, g_first, g_last, window, terms)
 
 
 def _max_abs(values: Any) -> int:
@@ -410,4 +430,4 @@ def _max_abs(values: Any) -> int:
     return int(np.abs(arr).max()) if arr.size else 1
 
 
-__all__ = ["GROUP", "FusedProgram", "FusedStream"]
+__all__ = ["FusedProgram", "FusedStream"]

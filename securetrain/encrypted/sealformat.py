@@ -135,9 +135,12 @@ def _decompress(mode: int, body: memoryview, limit: int) -> bytes:
         import zstandard
 
         try:
-            # read at most one byte past the limit, whatever size the frame's header claims
-            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)) as reader:
-                out = reader.read(limit + 1)
+            declared = zstandard.frame_content_size(body)
+            if 0 <= declared <= limit:  # the frame states its size: one call, that much allocated
+                out = zstandard.ZstdDecompressor().decompress(body, max_output_size=limit)
+            else:  # unknown or too large: read at most one byte past the limit
+                with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)) as reader:
+                    out = reader.read(limit + 1)
         except zstandard.ZstdError as exc:
             raise WireFormatError(f"a ciphertext's zstd body does not decompress ({exc})") from exc
         if len(out) > limit:
