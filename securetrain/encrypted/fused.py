@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from securetrain.encrypted import rns
+from securetrain.encrypted.fusable import fusable
 from securetrain.encrypted.packing import Group
 from securetrain.encrypted.throughput import BlobStream, ThroughputProgram, ThroughputStream
 from securetrain.errors import EncryptionError
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
 ROW_COST = 64  # reading one input ciphertext into a product, in outputs' worth of arithmetic
 STEP3_BATCH = 128  # squared step-1 outputs held before they are multiplied into step 3's sums
 WINDOW_SLACK = 32  # extra input rows in the window buffer (fewer compactions)
-MAX_PARTIAL_BYTES = 1 << 30  # the partial sums of step 3 held at once; above it SEAL's program runs instead
 
 
 @dataclass(frozen=True)
@@ -125,28 +125,9 @@ class FusedProgram:
 
     @classmethod
     def build(cls, compiled: CompiledModel, plan: EncryptionPlan) -> FusedProgram | None:
-        """The fused program for ``compiled`` under ``plan``, or ``None`` if it does not apply:
-        the program must begin affine, square, affine with three levels to spend on them, every
-        prime below 2^51, room in the top level's modulus for the unrescaled products, and step
-        3's partial sums within :data:`MAX_PARTIAL_BYTES`."""
-        from securetrain.encrypted.compiler import Affine, SquareOp
-
-        ops = compiled.ops
-        if plan.mode != "throughput" or len(ops) < 3 or plan.depth < 3:
-            return None
-        if not (isinstance(ops[0], Affine) and isinstance(ops[1], SquareOp) and isinstance(ops[2], Affine)):
-            return None
-        bits = list(plan.coeff_mod_bit_sizes)
-        data_bits = bits[:-1]  # the last is the special prime
-        if max(bits) >= rns.MAX_MODULUS_BITS or len(data_bits) < 4:
-            return None
-        # unrescaled, the products reach D * p1 p2 p3; the top level must hold them with the values
-        if plan.scale_bits + sum(data_bits[-3:]) + plan.int_bits + 2 >= sum(data_bits):
-            return None
-        partial = ops[2].out_features * 3 * len(data_bits) * plan.poly_modulus_degree * 8
-        if partial > MAX_PARTIAL_BYTES:
-            return None
-        return cls(compiled, plan)
+        """The fused program for ``compiled`` under ``plan``, or ``None`` where it does not apply
+        (see :func:`securetrain.encrypted.fusable.fusable`)."""
+        return cls(compiled, plan) if fusable(compiled, plan) else None
 
     def weights(self, primes: list[int], input_scale: float) -> _Weights:
         """The integer weights for a context's top-level ``primes`` (cached)."""
@@ -316,7 +297,7 @@ class FusedStream(BlobStream):
             lp = self._limbs1[level]
             prod = sub @ self._inputs[level][lo - self._base : hi - self._base]  # n x (limbs * 2N)
             width = 2 * self.degree
-            parts = [np.ascontiguousarray(prod[:, i * width : (i + 1) * width]) for i in range(lp.limbs)]
+            parts = [prod[:, i * width : (i + 1) * width] for i in range(lp.limbs)]
             y = rns.join_limbs(parts, q, lp).reshape(n, 2, self.degree)
             bias = np.array([rns.constant_residue(w.b1[r], scale1, q) for r in members], dtype=np.uint64)
             c0 = y[:, 0, :]

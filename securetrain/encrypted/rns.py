@@ -77,11 +77,12 @@ def _fix_signed(r: np.ndarray, q: int) -> np.ndarray:
 
 
 def reduce_float(v: np.ndarray, q: int) -> np.ndarray:
-    """``v mod q`` in place for float64 integers ``|v| < 2^52`` (the result in ``[0, q)``)."""
+    """``v mod q`` in place for float64 integers with ``|v| + q <= 2^53`` (so that the quotient
+    times ``q`` is exact); the result in ``[0, q)``."""
     k = v * (1.0 / float(q))
     np.floor(k, out=k)
     k *= float(q)
-    v -= k  # now in (-q, 2q)
+    v -= k  # now in (-q, 2q): the quotient's estimate is off by at most one
     np.add(v, float(q), out=v, where=v < 0)
     np.subtract(v, float(q), out=v, where=v >= float(q))
     return v
@@ -138,11 +139,12 @@ def split_limbs(x: np.ndarray, limbs: LimbPlan) -> list[np.ndarray]:
 def join_limbs(parts: list[np.ndarray], q: int, limbs: LimbPlan) -> np.ndarray:
     """``sum_i parts[i] * 2^(i bits) mod q`` for float64 integer partial sums ``|parts[i]| < 2^52``
     (consumed), as unsigned residues."""
-    if int(q).bit_length() + limbs.bits <= _EXACT:  # Horner's rule stays exact in float64
+    if int(q).bit_length() + limbs.bits < _EXACT - 1:  # Horner's rule stays exact in float64
         acc = reduce_float(parts[-1], q)
         for part in reversed(parts[:-1]):
+            # acc * 2^bits + part stays below 2^(bits(q) + bits) + 2^52 < 2^53 - q: exact
             acc *= float(1 << limbs.bits)
-            acc += reduce_float(part, q)
+            acc += part
             reduce_float(acc, q)
         return acc.astype(np.uint64)
     out: np.ndarray | None = None

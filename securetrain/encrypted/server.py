@@ -41,6 +41,7 @@ from securetrain.encrypted.errors import (
     PublicContextError,
     WireFormatError,
 )
+from securetrain.encrypted.fused import FusedProgram
 from securetrain.encrypted.keys import check_rotation_keys
 from securetrain.encrypted.packing import (
     Group,
@@ -82,6 +83,8 @@ class EncryptedModel:
         self.packing.check_plan(self.plan)
         self.program: Program = self.packing.program(self.compiled, self.plan)
         self.layout: dict[str, Any] = self.packing.layout(self.compiled, self.plan)
+        # streamed throughput chunks: the first layers on residues where the model and plan allow
+        self.fused: FusedProgram | None = FusedProgram.build(self.compiled, self.plan)
         self._spec = {
             "format": SPEC_FORMAT,
             "model": self.compiled.name,
@@ -236,7 +239,7 @@ class InferenceServer:
 
     def open_stream(self, header: dict[str, Any]) -> StreamEvaluation:
         """Start evaluating a streamed request (throughput packing) from its header."""
-        from securetrain.encrypted.throughput import ThroughputProgram
+        from securetrain.encrypted.throughput import SealBlobStream, ThroughputProgram
 
         self._check_header(header)
         program = self.model.program
@@ -250,7 +253,13 @@ class InferenceServer:
             raise WireFormatError(
                 f"a streamed chunk carries one ciphertext per input feature ({expected}), got {features!r}"
             )
-        return StreamEvaluation(self, program.open_blobs(self.context, samples))
+        fused = self.model.fused
+        stream = (
+            fused.open(self.context, samples)
+            if fused is not None
+            else SealBlobStream(program.open(self.context, samples))
+        )
+        return StreamEvaluation(self, stream)
 
     def evaluate(self, request: bytes) -> bytes:
         """Evaluate a request (bytes) and return the response (bytes)."""

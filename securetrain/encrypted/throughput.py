@@ -42,7 +42,6 @@ from securetrain.errors import EncryptionError
 
 if TYPE_CHECKING:
     from securetrain.encrypted.compiler import CompiledModel
-    from securetrain.encrypted.fused import FusedProgram
     from securetrain.encrypted.params import EncryptionPlan
 
 
@@ -81,7 +80,6 @@ class ThroughputProgram(Program):
         self.scale = plan.scale
         self.plan = plan
         self.compiled = compiled
-        self._fused: list[FusedProgram | None] | None = None  # built when a stream of blobs first opens
         min_prime = min(plan.rescale_primes()[: max(plan.depth, 1)])
         if inputs is None:  # the whole model, every input a ciphertext
             is_ct = np.ones(compiled.input_size, dtype=bool)
@@ -157,19 +155,6 @@ class ThroughputProgram(Program):
     def open(self, context: Any, samples: int) -> ThroughputStream:
         """A stream evaluating one chunk of ``samples`` samples under (public) ``context``."""
         return ThroughputStream(self, context, samples)
-
-    def open_blobs(self, context: Any, samples: int) -> BlobStream:
-        """A stream taking one chunk's serialised ciphertexts (a streamed request's frames): the
-        fused residue program (:mod:`securetrain.encrypted.fused`) where this model and plan allow
-        it, else this program on SEAL's evaluator."""
-        if self._fused is None:
-            from securetrain.encrypted.fused import FusedProgram
-
-            self._fused = [FusedProgram.build(self.compiled, self.plan)]
-        fused = self._fused[0]
-        if fused is not None:
-            return fused.open(context, samples)
-        return _SealBlobStream(self.open(context, samples))
 
     def run(self, context: Any, group: Group) -> Group:
         stream = self.open(context, group.samples)
@@ -303,7 +288,7 @@ class BlobStream:
         raise NotImplementedError
 
 
-class _SealBlobStream(BlobStream):
+class SealBlobStream(BlobStream):
     """A :class:`ThroughputStream` fed blobs: each loaded as a TenSEAL vector and checked."""
 
     def __init__(self, stream: ThroughputStream) -> None:
@@ -360,7 +345,7 @@ class ThroughputPacking(Packing):
         )
 
     def layout(self, compiled: CompiledModel, plan: EncryptionPlan) -> dict[str, Any]:
-        from securetrain.encrypted.fused import FusedProgram
+        from securetrain.encrypted.fusable import fusable
 
         prog = ThroughputProgram(compiled, plan)
         return {
@@ -371,7 +356,7 @@ class ThroughputPacking(Packing):
             "output_factors": prog.output_factors,
             # streamed frames: complete ciphertexts where the server runs the fused
             # residue program, else SEAL's seeded form (half the bytes)
-            "frames": "full" if FusedProgram.build(compiled, plan) is not None else "seeded",
+            "frames": "full" if fusable(compiled, plan) else "seeded",
         }
 
     def program(self, compiled: CompiledModel, plan: EncryptionPlan) -> Program:
@@ -449,4 +434,4 @@ class ThroughputPacking(Packing):
 
 PACKINGS.add("throughput", ThroughputPacking())
 
-__all__ = ["ThroughputPacking", "ThroughputProgram"]
+__all__ = ["BlobStream", "SealBlobStream", "ThroughputPacking", "ThroughputProgram", "ThroughputStream"]

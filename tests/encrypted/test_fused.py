@@ -26,7 +26,7 @@ from securetrain.encrypted.sealformat import (
     vector_blob,
 )
 from securetrain.encrypted.server import EncryptedModel, InferenceServer
-from securetrain.encrypted.throughput import _SealBlobStream
+from securetrain.encrypted.throughput import SealBlobStream
 from securetrain.encrypted.wire import StreamParser
 from securetrain.errors import EncryptionError
 from securetrain.models.he import Square
@@ -191,7 +191,7 @@ def test_shallow_models_keep_seal_programs_and_seeded_frames() -> None:
     client = EncryptionClient(em.spec())
     server = InferenceServer(em, client.public_context())
     evaluation = _stream(em, client, server, torch.rand(2, *SHAPE))
-    assert isinstance(evaluation.stream, _SealBlobStream)
+    assert isinstance(evaluation.stream, SealBlobStream)
 
 
 def test_the_estimate_counts_the_fused_program(deep_cnn) -> None:

@@ -21,7 +21,7 @@ from securetrain.encrypted import (
 )
 from securetrain.encrypted.errors import PayloadTooLarge, WireFormatError
 from securetrain.encrypted.server import InferenceServer
-from securetrain.encrypted.throughput import _peak_open, _SealBlobStream
+from securetrain.encrypted.throughput import SealBlobStream, _peak_open
 from securetrain.encrypted.wire import CONTENT_TYPE, StreamParser, encode_frame, encode_stream_head
 from securetrain.models.he import Square
 
@@ -59,7 +59,7 @@ def test_streamed_evaluation_matches_plaintext_and_holds_only_open_partial_sums(
     assert parser.header is not None
     evaluation = server.open_stream(parser.header)
     stream = evaluation.stream
-    assert isinstance(stream, _SealBlobStream)  # conv, square, dense: too shallow for the fused program
+    assert isinstance(stream, SealBlobStream)  # conv, square, dense: too shallow for the fused program
     most = 0
     for frame in frames:
         (blob,) = parser.feed(frame)
