@@ -52,10 +52,10 @@ PUBLIC = "mnist-5k"
 PRIVATE = "digits"
 THRESHOLD = 0.3
 MAX_WIDTH = 28
-PRETRAIN = {"batch_size": 64, "epochs": 15, "optimizer": "adam", "lr": 0.01}
+PRETRAIN: dict[str, Any] = {"batch_size": 64, "epochs": 15, "optimizer": "adam", "lr": 0.01}
 """Non-private pretraining on the public images."""
 
-NON_PRIVATE = {
+NON_PRIVATE: dict[str, dict[str, Any]] = {
     "scatter": {"model": "scatter", "batch_size": 64, "epochs": 20, "optimizer": "adam", "lr": 0.01},
     "cnn": {"model": "cnn", "batch_size": 64, "epochs": 10, "optimizer": "adam", "lr": 0.01},
 }
