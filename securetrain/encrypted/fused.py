@@ -99,6 +99,7 @@ class FusedProgram:
         groups = _plan_groups(a1.weight)
         self.window = groups.window
         self.terms1 = groups.terms
+        self.span = int((groups.last - groups.first).max()) + 1 if len(groups.last) else 1
         self.largest_group = max((len(m) for m in groups.members), default=1)
         self.tail_program = ThroughputProgram(
             compiled, plan, start=3, inputs=(np.ones(a2.out_features, dtype=bool), np.zeros(a2.out_features))
@@ -139,8 +140,14 @@ class FusedProgram:
     def _weights(self, primes: list[int], input_scale: float) -> _Weights:
         p1, p2, p3 = primes[-1], primes[-2], primes[-3]
         target = float(self.plan.scale) * p1 * p2 * p3 / (input_scale * input_scale)
-        s1 = s2 = target ** (1.0 / 3.0)
         w1 = self.a1.weight.tocsr().astype(np.float64)
+        s1, s2 = _split_scale(
+            target,
+            primes,
+            (_max_abs(w1.data) or 1.0, _max_abs(self.a2.weight.data) or 1.0),
+            (self.span, self.widths[1]),
+            (self.terms1, 1.5 * self.widths[1] * self.widths[2]),
+        )
         w1_int = w1.copy()
         w1_int.data = np.rint(w1_int.data * s1)
         w1_int.eliminate_zeros()
@@ -209,8 +216,8 @@ class FusedStream(BlobStream):
         w = self.w = program.weights(self.primes, float(program.plan.scale))
         n3 = len(w.out3)
         widest = int((w.groups.last - w.groups.first).max()) + 1 if len(w.groups.last) else 1
-        self._limbs1 = [rns.LimbPlan.for_modulus(q, _max_abs(w.w1.data), widest) for q in self.primes]
-        self._limbs2 = [rns.LimbPlan.for_modulus(q, _max_abs(w.w2), max(len(w.out1), 1)) for q in self.primes]
+        self._limbs1 = [rns.LimbPlan.for_modulus(q, int(_max_abs(w.w1.data)), widest) for q in self.primes]
+        self._limbs2 = [rns.LimbPlan.for_modulus(q, int(_max_abs(w.w2)), max(len(w.out1), 1)) for q in self.primes]
         # the inputs' limbs, per prime: inputs base .. base + count - 1, compacted when full
         rows = w.groups.window + WINDOW_SLACK
         self._inputs = [np.zeros((rows, lp.limbs * 2 * self.degree), dtype=np.float64) for lp in self._limbs1]
@@ -406,9 +413,42 @@ def _plan_groups(weight: Any) -> _Groups:
     return _Groups(members, g_first, g_last, window, terms)
 
 
-def _max_abs(values: Any) -> int:
-    arr = np.asarray(values)
-    return int(np.abs(arr).max()) if arr.size else 1
+def _max_abs(values: Any) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.abs(arr).max()) if arr.size else 0.0
+
+
+MIN_SCALE_BITS = 17.0  # weights rounded at 2^-18 or finer (he-mnist: logit errors ~4e-4 at worst)
+
+
+def _split_scale(
+    target: float, primes: list[int], max_weight: tuple[float, float], terms: tuple[int, int], work: tuple[float, float]
+) -> tuple[float, float]:
+    """``(s1, s2)`` with ``s1^2 s2 = target``: the split whose limb counts make the least work
+    (``work``: each step's terms), both scales at least 2^:data:`MIN_SCALE_BITS`; among equals
+    the most even. Narrower weights let a prime's residues go into a product as one limb."""
+    log_t = float(np.log2(target))
+    best: tuple[float, float, float] | None = None  # (work, -evenness, log2 s1)
+    for e1 in np.arange(MIN_SCALE_BITS, log_t / 2.0 + 1e-9, 0.125):
+        e2 = log_t - 2.0 * e1
+        if e2 < MIN_SCALE_BITS:
+            break
+        try:
+            cost = 0.0
+            for q in primes:
+                l1 = rns.LimbPlan.for_modulus(q, int(np.ceil(max_weight[0] * 2.0**e1)) + 1, terms[0])
+                l2 = rns.LimbPlan.for_modulus(q, int(np.ceil(max_weight[1] * 2.0**e2)) + 1, terms[1])
+                cost += l1.limbs * work[0] + l2.limbs * work[1]
+        except EncryptionError:
+            continue
+        key = (cost, -min(e1, e2), float(e1))
+        if best is None or key < best:
+            best = key
+    if best is None:  # no split keeps both scales that fine: the even one
+        e1 = log_t / 3.0
+        return 2.0**e1, target / 2.0 ** (2.0 * e1)
+    e1 = best[2]
+    return 2.0**e1, target / 2.0 ** (2.0 * e1)
 
 
 __all__ = ["FusedProgram", "FusedStream"]
