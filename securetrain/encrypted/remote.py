@@ -43,6 +43,7 @@ from securetrain.encrypted.errors import (
     ServiceFullError,
     UnknownContextError,
 )
+from securetrain.encrypted.prefetch import Prefetch
 from securetrain.encrypted.wire import CONTENT_TYPE
 from securetrain.errors import ConfigurationError, EncryptionError
 
@@ -78,6 +79,9 @@ def _await_continue(sock: socket.socket, wait: float) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.005)  # a partial status line: wait for the rest
+
+
+PREFETCH_BYTES = 64 << 20  # encrypted frames made ahead of the socket in a streamed request
 
 
 class RemoteClient:
@@ -281,18 +285,24 @@ class RemoteClient:
     def _infer_stream(self, x: Any) -> bytes:
         limit = self.max_stream_bytes
         try:
-            reply = self._call_stream(self._stream_path(), self._pieces(x), limit)
+            reply = self._send_prefetched(x, limit)
         except (AuthenticationError, UnknownContextError):  # expired: register the same context again, retry once
             self.register()
-            reply = self._call_stream(self._stream_path(), self._pieces(x), limit)
+            reply = self._send_prefetched(x, limit)
         self.bytes_received += len(reply)
         return reply
+
+    def _send_prefetched(self, x: Any, limit: int | None) -> bytes:
+        # ciphertexts are encrypted ahead (up to PREFETCH_BYTES) while a send waits on the server
+        with Prefetch(self._pieces(x), max_bytes=PREFETCH_BYTES) as pieces:
+            return self._call_stream(self._stream_path(), pieces, limit)
 
     def predict_stream(self, x: Any, *, chunk_size: int | None = None) -> np.ndarray:
         """Encrypted logits for ``x`` (throughput mode), streamed: one request per chunk of at most
         ``chunk_size`` (default: the slot count) samples, each encrypted, sent and evaluated one
         ciphertext at a time, so neither side holds a chunk's request; only the small response of
-        one chunk is held at once. Memory on this side: the inputs, one ciphertext, one response.
+        one chunk is held at once. Memory on this side: the inputs, the ciphertexts encrypted ahead
+        while the server computes (at most :data:`PREFETCH_BYTES`), one response.
         """
         arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         slots = int(self.client.layout["slots"])
