@@ -203,3 +203,30 @@ def test_the_estimate_counts_the_fused_program(deep_cnn) -> None:
     assert est.request_bytes == 49 * primitives.full_bytes  # complete frames: both polynomials
     assert primitives.full_bytes > 1.5 * primitives.seeded_bytes
     assert est.server_memory_bytes > 0 and est.request_s > 0
+
+
+def test_a_wide_input_slides_its_window_and_constant_outputs_fold_into_the_next_layer() -> None:
+    """12x12 inputs: the held inputs are fewer than the features (the window is compacted while
+    the chunk streams); one convolution channel and one dense row are all zeros, so their outputs
+    are plaintext constants folded into the next layer."""
+    torch.manual_seed(1)
+    shape = (1, 12, 12)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, stride=2), Square(), nn.Flatten(), nn.Linear(75, 5), Square(), nn.Linear(5, 3)
+    ).eval()
+    with torch.no_grad():
+        model[0].weight[1].zero_()  # channel 1: its outputs are its bias, a constant
+        model[3].weight[2].zero_()  # dense row 2: a constant too
+    em = EncryptedModel.build(model, "throughput", calibration=torch.rand(32, *shape), input_shape=shape)
+    assert em.fused is not None and em.fused.window < 144
+    client = EncryptionClient(em.spec())
+    server = InferenceServer(em, client.public_context())
+    x = torch.rand(3, *shape)
+    evaluation = _stream(em, client, server, x)
+    stream = evaluation.stream
+    assert isinstance(stream, FusedStream)
+    out = client.decrypt(evaluation.finish())
+    assert stream.peak_held < 144
+    assert len(stream.w.out1) == 50 and len(stream.w.out3) == 4
+    ref = model(x).detach().numpy()
+    assert np.abs(out - ref).max() < em.plan.estimated_error
