@@ -234,13 +234,13 @@ class FusedStream(BlobStream):
         self.peak_held = 0  # most inputs held at once
 
     def feed_blob(self, blob: bytes) -> None:
-        from securetrain.encrypted.sealformat import SeededCiphertext, check_residues, read_vector
+        from securetrain.encrypted.sealformat import SeededCiphertext, check_residues, ciphertext_bytes, read_vector
 
         index = self.received
         if index >= self.program.widths[0]:
             raise EncryptionError(f"the chunk already holds all {self.program.widths[0]} input ciphertexts")
-        try:
-            raw = read_vector(blob)
+        try:  # nothing larger than a fresh ciphertext of this context is inflated
+            raw = read_vector(blob, max_bytes=ciphertext_bytes(2, len(self.primes), self.degree))
         except SeededCiphertext:
             raw = self._expand_seeded(blob)
         if raw.values != self.samples:

@@ -158,6 +158,11 @@ def _decompress(mode: int, body: memoryview, limit: int) -> bytes:
     raise WireFormatError(f"a ciphertext uses an unknown compression mode ({mode})")
 
 
+def ciphertext_bytes(size: int, primes: int, degree: int) -> int:
+    """Bytes of an uncompressed serialised ciphertext body of this shape (members and residues)."""
+    return _MEMBERS.size + _HEADER.size + 8 + 8 * size * primes * degree
+
+
 def read_seal_ciphertext(
     seal: bytes | memoryview, *, max_bytes: int = MAX_POLYS * MAX_PRIMES * MAX_DEGREE * 8 + 4096
 ) -> tuple[tuple[int, int, int, int], float, np.ndarray, tuple[int, int]]:
@@ -196,11 +201,15 @@ def read_seal_ciphertext(
     return (p0, p1, p2, p3), float(scale), data, (major, minor)
 
 
-def read_vector(blob: bytes) -> RawCiphertext:
+def read_vector(blob: bytes, *, max_bytes: int | None = None) -> RawCiphertext:
     """The one ciphertext of a serialised TenSEAL CKKS vector (residues not yet checked against
-    the primes: see :func:`check_residues`)."""
+    the primes: see :func:`check_residues`); ``max_bytes`` caps its decompressed size (default:
+    the largest ciphertext SEAL allows)."""
     values, seal, proto_scale = _proto_fields(blob)
-    parms_id, scale, data, version = read_seal_ciphertext(seal)
+    if max_bytes is None:
+        parms_id, scale, data, version = read_seal_ciphertext(seal)
+    else:
+        parms_id, scale, data, version = read_seal_ciphertext(seal, max_bytes=max_bytes)
     if not np.isclose(scale, proto_scale, rtol=1e-12):
         raise WireFormatError("a ciphertext blob's scale disagrees with its ciphertext's")
     return RawCiphertext(parms_id=parms_id, scale=scale, data=data, values=int(values), version=version)
@@ -254,6 +263,7 @@ __all__ = [
     "RawCiphertext",
     "SeededCiphertext",
     "check_residues",
+    "ciphertext_bytes",
     "read_seal_ciphertext",
     "read_vector",
     "seal_ciphertext_bytes",

@@ -178,6 +178,10 @@ def test_the_fused_stream_refuses_wrong_inputs(deep_cnn) -> None:
     low.global_scale = 2**30
     with pytest.raises(EncryptionError, match="top level"):
         evaluation.feed(SeededEncryptor(low).encrypt_complete([0.5] * 4))
+    big = ts.context(ts.SCHEME_TYPE.CKKS, 16384, coeff_mod_bit_sizes=[60, 40, 40, 40, 40, 40, 40, 60])
+    big.global_scale = 2**40
+    with pytest.raises(WireFormatError, match="inflates beyond"):  # refused before it is decompressed whole
+        evaluation.feed(SeededEncryptor(big).encrypt_complete([0.5] * 4))
     evaluation.feed(blob)
     with pytest.raises(EncryptionError, match="ended after 1 of 49"):
         evaluation.finish()
