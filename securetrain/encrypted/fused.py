@@ -52,7 +52,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from securetrain.encrypted import rns
-from securetrain.encrypted.fusable import fusable
+from securetrain.encrypted.fusable import (
+    STEP3_BATCH,
+    WINDOW_SLACK,
+    StepOneGroups,
+    fusable,
+    plan_groups,
+    stream_bytes,
+)
 from securetrain.encrypted.packing import Group
 from securetrain.encrypted.throughput import BlobStream, ThroughputProgram, ThroughputStream
 from securetrain.errors import EncryptionError
@@ -60,10 +67,6 @@ from securetrain.errors import EncryptionError
 if TYPE_CHECKING:
     from securetrain.encrypted.compiler import CompiledModel
     from securetrain.encrypted.params import EncryptionPlan
-
-ROW_COST = 64  # reading one input ciphertext into a product, in outputs' worth of arithmetic
-STEP3_BATCH = 128  # squared step-1 outputs held before they are multiplied into step 3's sums
-WINDOW_SLACK = 32  # extra input rows in the window buffer (fewer compactions)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class _Weights:
     out1: np.ndarray  # indices of step 1's ciphertext outputs
     out3: np.ndarray  # indices of step 3's ciphertext outputs
     const3: np.ndarray  # per step-3 output: its value where it is a plaintext constant
-    groups: _Groups  # over the rows of ``w1``
+    groups: StepOneGroups  # over the rows of ``w1``
 
 
 class FusedProgram:
@@ -96,7 +99,7 @@ class FusedProgram:
         self.a1, self.a2 = a1, a2
         self.widths = (compiled.input_size, a1.out_features, a2.out_features)
         self._cache: dict[tuple[int, ...], _Weights] = {}
-        groups = _plan_groups(a1.weight)
+        groups = plan_groups(a1.weight)
         self.window = groups.window
         self.terms1 = groups.terms
         self.span = int((groups.last - groups.first).max()) + 1 if len(groups.last) else 1
@@ -117,12 +120,8 @@ class FusedProgram:
         }
 
     def memory_bytes(self) -> int:
-        """Bytes of residues one stream holds at most: the input window (two float64 limbs per
-        residue), step 3's unreduced sums (two limbs, three polynomials), the squares waiting for
-        step 3 and one group's products."""
-        words = (len(self.plan.coeff_mod_bit_sizes) - 1) * self.plan.poly_modulus_degree
-        held = 3 * (STEP3_BATCH + self.largest_group) + 2 * 2 * self.largest_group
-        return 8 * words * (2 * 2 * (self.window + WINDOW_SLACK) + 2 * 3 * self.widths[2] + held)
+        """Bytes of residues one stream holds at most (see :func:`securetrain.encrypted.fusable.stream_bytes`)."""
+        return stream_bytes(self.plan, self.window, self.largest_group, self.widths[2])
 
     @classmethod
     def build(cls, compiled: CompiledModel, plan: EncryptionPlan) -> FusedProgram | None:
@@ -173,7 +172,7 @@ class FusedProgram:
             out1=out1,
             out3=out3,
             const3=const3,
-            groups=_plan_groups(w1_rows),
+            groups=plan_groups(w1_rows),
         )
 
     def tail(self, weights: _Weights) -> ThroughputProgram:
@@ -193,7 +192,7 @@ class FusedStream(BlobStream):
 
     Inputs are kept (as float64 limbs) only while a step-1 group still to be computed reads them;
     a group of step-1 outputs is computed once, from all its inputs, when its last one has
-    arrived (see :func:`_plan_groups`), squared and multiplied into step 3's sums, which
+    arrived (see :func:`plan_groups`), squared and multiplied into step 3's sums, which
     accumulate unreduced (exact: the limb widths allow every term) until :meth:`finish`.
     """
 
@@ -368,49 +367,6 @@ class FusedStream(BlobStream):
                 ev.rescale_to_next_inplace(ct)
             tail.feed_seal(out, ct)
         return tail.finish()
-
-
-@dataclass(frozen=True)
-class _Groups:
-    """How step 1's outputs are computed: in groups of consecutive outputs (in order of their last
-    input), each one dense product over the contiguous span of inputs its outputs read (BLAS reads
-    the span in place; gathering only the inputs used measured slower for convolutions)."""
-
-    members: list[np.ndarray]  # per group: row positions in the weight matrix
-    first: np.ndarray  # per group: its first input
-    last: np.ndarray  # per group: its last input (non-decreasing)
-    window: int  # most inputs held at once
-    terms: int  # sum over groups of outputs x inputs spanned
-
-
-def _plan_groups(weight: Any) -> _Groups:
-    """Groups for a sparse weight matrix: the group size, among powers of two, that minimises the
-    products' terms plus a cost per input read (:data:`ROW_COST` outputs' worth)."""
-    w = weight.tocsr()
-    rows = np.flatnonzero(np.diff(w.indptr) > 0)
-    if not len(rows):
-        return _Groups([], np.zeros(0, np.int64), np.zeros(0, np.int64), 1, 0)
-    first = np.minimum.reduceat(w.indices, w.indptr[rows])
-    last = np.maximum.reduceat(w.indices, w.indptr[rows])
-    sort = np.argsort(last, kind="stable")
-    order, first, last = rows[sort], first[sort], last[sort]
-    best: tuple[int, int] | None = None
-    for size in sorted({16, 32, 64, 128, 256, len(order)}):
-        spans = [int(last[i : i + size].max() - first[i : i + size].min() + 1) for i in range(0, len(order), size)]
-        cost = sum(sp * (min(size, len(order) - i * size) + ROW_COST) for i, sp in enumerate(spans))
-        if best is None or cost < best[0]:
-            best = (cost, size)
-    assert best is not None
-    size = best[1]
-    members = [order[i : i + size] for i in range(0, len(order), size)]
-    g_first = np.array([int(first[i : i + size].min()) for i in range(0, len(order), size)], dtype=np.int64)
-    g_last = np.array([int(last[i : i + size].max()) for i in range(0, len(order), size)], dtype=np.int64)
-    # before group k is computed (its last input just in), the inputs from the earliest first
-    # input of groups k.. on are held
-    suffix = np.minimum.accumulate(g_first[::-1])[::-1]
-    window = int((g_last - suffix).max()) + 1
-    terms = sum(len(m) * int(b - a + 1) for m, a, b in zip(members, g_first, g_last))
-    return _Groups(members, g_first, g_last, window, terms)
 
 
 def _max_abs(values: Any) -> float:

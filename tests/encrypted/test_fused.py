@@ -234,3 +234,20 @@ def test_a_wide_input_slides_its_window_and_constant_outputs_fold_into_the_next_
     assert len(stream.w.out1) == 50 and len(stream.w.out3) == 4
     ref = model(x).detach().numpy()
     assert np.abs(out - ref).max() < em.plan.estimated_error
+
+
+def test_a_dense_first_layer_over_many_inputs_keeps_the_streaming_seal_program() -> None:
+    """A dense first layer reads every input, so a fused stream would hold them all (2304 here):
+    over the memory bound, the SEAL program (which holds only partial sums) runs instead."""
+    from securetrain.encrypted.compiler import compile_model
+    from securetrain.encrypted.fusable import MAX_STREAM_BYTES, fusable, plan_groups, stream_bytes
+    from securetrain.encrypted.planner import plan
+
+    torch.manual_seed(0)
+    shape = (1, 48, 48)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2304, 8), Square(), nn.Linear(8, 4), Square(), nn.Linear(4, 3))
+    compiled = compile_model(model.eval(), shape, calibration=torch.rand(8, *shape))
+    p = plan(compiled, "throughput")
+    groups = plan_groups(compiled.ops[0].weight)
+    assert groups.window == 2304
+    assert stream_bytes(p, groups.window, 8, 4) > MAX_STREAM_BYTES and not fusable(compiled, p)
