@@ -54,17 +54,8 @@ def mulmod(a: np.ndarray, b: np.ndarray | int, q: int) -> np.ndarray:
     and the quotient times ``q`` are formed exactly modulo 2^64, and the difference, which lies
     in ``(-q, 2q)``, is brought into ``[0, q)``.
     """
-    check_modulus(q)
     b_arr = np.asarray(b, dtype=np.uint64)
-    est = a.astype(np.float64)
-    est *= b_arr.astype(np.float64)
-    est *= 1.0 / float(q)
-    np.floor(est, out=est)
-    quotient = est.astype(np.uint64)
-    quotient *= np.uint64(q)
-    r = a * b_arr
-    r -= quotient
-    return _fix_signed(r.view(np.int64), q).view(np.uint64)
+    return _mulmod_known(a, a.astype(np.float64), b_arr, b_arr.astype(np.float64), q)
 
 
 def _fix_signed(r: np.ndarray, q: int) -> np.ndarray:
@@ -175,8 +166,24 @@ def mod_matmul(w: np.ndarray, x: np.ndarray, q: int, limbs: LimbPlan) -> np.ndar
 def square(c0: np.ndarray, c1: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The three polynomials of ``(c0 + c1 s)^2`` before relinearisation, residues modulo ``q``:
     ``(c0^2, 2 c0 c1, c1^2)``."""
-    cross = mulmod(c0, c1, q)
-    return mulmod(c0, c0, q), addmod(cross, cross.copy(), q), mulmod(c1, c1, q)
+    f0, f1 = c0.astype(np.float64), c1.astype(np.float64)
+    cross = _mulmod_known(c0, f0, c1, f1, q)
+    cross += cross
+    cross -= np.where(cross >= np.uint64(q), np.uint64(q), np.uint64(0))
+    return _mulmod_known(c0, f0, c0, f0, q), cross, _mulmod_known(c1, f1, c1, f1, q)
+
+
+def _mulmod_known(a: np.ndarray, af: np.ndarray, b: np.ndarray, bf: np.ndarray, q: int) -> np.ndarray:
+    """:func:`mulmod` for residues whose float64 copies ``af, bf`` are already at hand."""
+    check_modulus(q)
+    est = af * bf
+    est *= 1.0 / float(q)
+    np.floor(est, out=est)
+    quotient = est.astype(np.uint64)
+    quotient *= np.uint64(q)
+    r = a * b
+    r -= quotient
+    return _fix_signed(r.view(np.int64), q).view(np.uint64)
 
 
 def constant_residue(value: float, scale: float, q: int) -> int:
