@@ -10,6 +10,9 @@ median CPU time of the (single) torch thread, which other jobs on a shared machi
 inflate the way they inflate wall-clock time (reported too). Memory is the peak of
 the running sum of allocations recorded by ``torch.profiler(profile_memory=True)`` during
 one step.
+With ``--device cuda`` (the ``--shape`` table only) a step's time is the wall-clock time
+between ``torch.cuda.synchronize()`` calls around it and memory is
+``torch.cuda.max_memory_allocated`` during the step above what was allocated before it.
 
 Accuracy: test accuracy at epsilon 1, 3, 8 (delta 1e-5, prv accountant, the settings of
 ``defenses.privacy.recommended``) against non-private training, digits CNN and breast-cancer
