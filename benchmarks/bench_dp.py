@@ -348,13 +348,14 @@ def speed_table_row(
     infos: dict[str, dict[str, Any]] = {}
     started: dict[str, Any] = {}
     try:
-        for system in TABLE_SYSTEMS:  # all start at once; each answers when set up and warmed up
+        # on the CPU one set-up at a time (they would share the cores); on a GPU all start at once
+        for system in TABLE_SYSTEMS:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_table_worker, args=(child, system, model_name, shape, batch, threads, device))
             proc.start()
-            started[system] = (proc, parent)
-        for system, (proc, parent) in started.items():
-            info = parent.recv()
+            started[system] = (proc, parent, parent.recv() if device == "cpu" else None)
+        for system, (proc, parent, ready) in started.items():
+            info = ready if ready is not None else parent.recv()  # each answers when set up and warmed up
             infos[system] = info
             if "error" not in info:
                 workers[system] = (proc, parent)
@@ -370,9 +371,16 @@ def speed_table_row(
             conn.send("memory")
             memory[system] = conn.recv()
     finally:
-        for proc, conn in workers.values():
-            conn.send("stop")
-            proc.join()
+        for proc, conn, _ in started.values():  # every started process, also one a failure left waiting
+            if proc.is_alive():
+                try:
+                    conn.send("stop")
+                except OSError:  # its end of the pipe is gone: it ended
+                    pass
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
     plain = statistics.median(times["plain"])
     row: dict[str, Any] = {
         "model": model_name,
