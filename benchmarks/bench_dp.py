@@ -10,6 +10,9 @@ median CPU time of the (single) torch thread, which other jobs on a shared machi
 inflate the way they inflate wall-clock time (reported too). Memory is the peak of
 the running sum of allocations recorded by ``torch.profiler(profile_memory=True)`` during
 one step.
+With ``--device cuda`` (the ``--shape`` table only) a step's time is the wall-clock time
+between ``torch.cuda.synchronize()`` calls around it and memory is
+``torch.cuda.max_memory_allocated`` during the step above what was allocated before it.
 
 Accuracy: test accuracy at epsilon 1, 3, 8 (delta 1e-5, prv accountant, the settings of
 ``defenses.privacy.recommended``) against non-private training, digits CNN and breast-cancer
@@ -19,6 +22,7 @@ same epsilons (pure epsilon-DP, delta 0), when diffprivlib is installed.
     python benchmarks/bench_dp.py                 # both parts, default sizes (a few minutes)
     python benchmarks/bench_dp.py --part speed --batch 64 256
     python benchmarks/bench_dp.py --part speed --shape 3x32x32 1x28x28   # ours vs Opacus hooks/ghost
+    python benchmarks/bench_dp.py --part speed --shape 3x32x32 1x28x28 --device cuda --batch 64 256 1024
     python benchmarks/bench_dp.py --part accuracy --seeds 3
     python benchmarks/bench_dp.py --tune digits --epsilon 3   # the grid behind recommended(), on validation
     python benchmarks/bench_dp.py --part accuracy --only mnist-5k/cnn --epsilons 3
@@ -52,8 +56,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from defenses.privacy import DifferentialPrivacy, recommended  # noqa: E402
-from defenses.privacy.memory import cpu_peak_bytes  # noqa: E402
+from defenses.privacy.memory import cpu_peak_bytes, cuda_peak_bytes  # noqa: E402
 from securetrain import data  # noqa: E402
+from securetrain.devices import resolve_device  # noqa: E402
+from securetrain.errors import ConfigurationError  # noqa: E402
 from securetrain.io import atomic_write_json  # noqa: E402
 from securetrain.models import ScatterNet, build_model  # noqa: E402
 from securetrain.training import TrainConfig, evaluate, fit, protect  # noqa: E402
@@ -212,20 +218,51 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def _table_worker(conn: Any, system: str, model_name: str, shape: tuple[int, ...], batch: int, threads: int) -> None:
-    """One system in its own process (its own heap, as in training): set up, then time steps on request."""
+class _Clock:
+    """A step's time: the thread's CPU time on the CPU; on a GPU, wall-clock time between two
+    ``torch.cuda.synchronize`` calls (the step's kernels finished), so queued work is counted."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+
+    def time(self, fn: Any) -> float:
+        if not self.cuda:
+            c = time.thread_time()
+            fn()
+            return time.thread_time() - c
+        torch.cuda.synchronize(self.device)
+        c = time.perf_counter()
+        fn()
+        torch.cuda.synchronize(self.device)
+        return time.perf_counter() - c
+
+    def peak(self, fn: Any) -> int:
+        """Peak memory a step adds: CPU allocations, or ``torch.cuda.max_memory_allocated`` (reset first)."""
+        return cuda_peak_bytes(fn, self.device) if self.cuda else _peak_bytes(fn)
+
+
+def _table_worker(
+    conn: Any, system: str, model_name: str, shape: tuple[int, ...], batch: int, threads: int, device_name: str
+) -> None:
+    """One system in its own process (its own heap, as in training): set up, then time steps on request.
+
+    The data set stays on the CPU (as in training); the model and the timed batch are on ``device_name``.
+    """
     import torch.nn.functional as F
     from torch import nn
 
     torch.set_num_threads(threads)
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
+    device = torch.device(device_name)
+    clock = _Clock(device)
     g = torch.Generator().manual_seed(0)
     x = torch.rand((max(batch, 512), *shape), generator=g)
     y = torch.randint(0, 10, (x.shape[0],), generator=g)
-    xb, yb = x[:batch], y[:batch]
+    xb, yb = x[:batch].to(device), y[:batch].to(device)
     torch.manual_seed(0)
-    model = build_model(model_name, shape, 10)
+    model = build_model(model_name, shape, 10).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(x, y), batch_size=batch)
     info: dict[str, Any] = {"system": system}
@@ -246,10 +283,8 @@ def _table_worker(conn: Any, system: str, model_name: str, shape: tuple[int, ...
         info["engine"] = dp.engine_name
 
         def verify() -> None:  # timed after the warm-up steps: one-time start-up costs are not the check's
-            probe = build_model(model_name, shape, 10)
-            c = time.thread_time()
-            select_engine(probe, "auto", x[:1])
-            info["verify_s"] = time.thread_time() - c
+            probe = build_model(model_name, shape, 10).to(device)
+            info["verify_s"] = clock.time(lambda: select_engine(probe, "auto", x[:1]))
 
         def step() -> None:
             session.optimizer.zero_grad(set_to_none=True)
@@ -280,7 +315,7 @@ def _table_worker(conn: Any, system: str, model_name: str, shape: tuple[int, ...
             dp_opt.step()
 
     try:
-        for _ in range(3):
+        for _ in range(3 if device.type == "cpu" else 10):  # on a GPU also cuDNN's and the allocator's first calls
             step()
         if verify is not None:
             verify()
@@ -288,33 +323,39 @@ def _table_worker(conn: Any, system: str, model_name: str, shape: tuple[int, ...
         conn.send({**info, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"})
         conn.close()
         return
+    if device.type == "cuda":
+        info["device"] = torch.cuda.get_device_name(device)
     conn.send(info)
     while True:
         cmd = conn.recv()
         if cmd == "step":
-            c = time.thread_time()
-            step()
-            conn.send(time.thread_time() - c)
+            conn.send(clock.time(step))
         elif cmd == "memory":
-            conn.send(_peak_bytes(step))
+            conn.send(clock.peak(step))
         else:
             break
     conn.close()
 
 
-def speed_table_row(model_name: str, shape: tuple[int, ...], batch: int, steps: int, threads: int) -> dict[str, Any]:
+def speed_table_row(
+    model_name: str, shape: tuple[int, ...], batch: int, steps: int, threads: int, device: str = "cpu"
+) -> dict[str, Any]:
     """One row of the table: every system in its own process, steps interleaved round-robin."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     workers: dict[str, Any] = {}
     infos: dict[str, dict[str, Any]] = {}
+    started: dict[str, Any] = {}
     try:
+        # on the CPU one set-up at a time (they would share the cores); on a GPU all start at once
         for system in TABLE_SYSTEMS:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_table_worker, args=(child, system, model_name, shape, batch, threads))
+            proc = ctx.Process(target=_table_worker, args=(child, system, model_name, shape, batch, threads, device))
             proc.start()
-            info = parent.recv()
+            started[system] = (proc, parent, parent.recv() if device == "cpu" else None)
+        for system, (proc, parent, ready) in started.items():
+            info = ready if ready is not None else parent.recv()  # each answers when set up and warmed up
             infos[system] = info
             if "error" not in info:
                 workers[system] = (proc, parent)
@@ -330,15 +371,23 @@ def speed_table_row(model_name: str, shape: tuple[int, ...], batch: int, steps: 
             conn.send("memory")
             memory[system] = conn.recv()
     finally:
-        for proc, conn in workers.values():
-            conn.send("stop")
-            proc.join()
+        for proc, conn, _ in started.values():  # every started process, also one a failure left waiting
+            if proc.is_alive():
+                try:
+                    conn.send("stop")
+                except OSError:  # its end of the pipe is gone: it ended
+                    pass
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
     plain = statistics.median(times["plain"])
     row: dict[str, Any] = {
         "model": model_name,
         "input": "x".join(map(str, shape)),
         "batch": batch,
         "steps": steps,
+        "device": infos["plain"].get("device", "cpu"),
         "plain_ms": round(plain * 1e3, 2),
         "plain_peak_mib": round(memory["plain"] / 2**20, 2),
     }
@@ -367,12 +416,16 @@ def _cell(r: dict[str, Any]) -> str:
     return f"{r['time_ratio']:.2f}x ({r['memory_ratio']:.2f}x mem)"
 
 
-def run_speed_table(shapes: list[str], batches: list[int] | None, steps: int, threads: int) -> list[dict[str, Any]]:
+def run_speed_table(
+    shapes: list[str], batches: list[int] | None, steps: int, threads: int, device: str = "cpu"
+) -> list[dict[str, Any]]:
     """The table of the issue: per shape, its rows (or every zoo cnn/resnet at ``batches``)."""
     rows = []
+    timer = "CPU time" if device == "cpu" else f"wall-clock time between torch.cuda.synchronize() calls on {device}"
+    memory = "peak step memory" if device == "cpu" else "torch.cuda.max_memory_allocated during a step above before it"
     print(
-        f"DP step / plain step: median CPU time of {steps} interleaved steps, {threads} thread(s), each system in its "
-        "own process; (peak step memory / plain)"
+        f"DP step / plain step: median {timer} of {steps} interleaved steps, {threads} thread(s), each system in its "
+        f"own process; ({memory} / plain)"
     )
     print(
         "| model, input, batch | plain ms | ours (auto) | Opacus hooks | Opacus ghost | ours: verification |\n"
@@ -384,7 +437,7 @@ def run_speed_table(shapes: list[str], batches: list[int] | None, steps: int, th
         if batches:
             cases = [(m, b) for m in dict.fromkeys(m for m, _ in cases) for b in batches]
         for model_name, batch in cases:
-            r = speed_table_row(model_name, shape, batch, steps, threads)
+            r = speed_table_row(model_name, shape, batch, steps, threads, device)
             rows.append(r)
             ours = r["ours"]
             verify = f"{ours['verify_steps']:.2f} steps" if "verify_steps" in ours else "n/a"
@@ -945,7 +998,13 @@ def main(argv: list[str] | None = None) -> int:
         help="speed part: the CPU time of each phase of a DP step of this zoo model (with --shape and --batch), "
         "next to a plain step",
     )
-    p.add_argument("--steps", type=int, default=None, help="timed steps per case (60; 8 for --shape)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="speed part with --shape: cpu (CPU time of the thread) or cuda/cuda:N (wall-clock time between "
+        "torch.cuda.synchronize() calls, memory from torch.cuda.max_memory_allocated)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="timed steps per case (60; 8 for --shape, 30 on cuda)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     p.add_argument("--epsilons", default="1,3,8")
     p.add_argument("--seeds", type=int, default=3, help="seeds per accuracy figure")
@@ -964,6 +1023,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epsilon", type=float, default=3.0, help="epsilon for --tune")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except ConfigurationError as exc:
+        raise SystemExit(f"bench_dp: {exc}") from None
+    if device.type != "cpu" and not (args.part == "speed" and args.shape and not args.profile):
+        raise SystemExit("bench_dp: --device cuda applies to the speed table only (--part speed --shape ...)")
     logging.disable(logging.WARNING)
     for msg in (
         "Full backward hook is firing",
@@ -992,7 +1057,8 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     k: v
                     for k, v in previous.items()
-                    if k in ("speed", "speed_table", "speed_profile", "epoch", "accuracy", "command")
+                    if k
+                    in ("speed", "speed_table", "speed_table_cuda", "speed_profile", "epoch", "accuracy", "command")
                 }
             )
         except json.JSONDecodeError:
@@ -1001,7 +1067,15 @@ def main(argv: list[str] | None = None) -> int:
         shape_text = (args.shape or ["3x32x32"])[0]
         results["speed_profile"] = run_profile(args.profile, shape_text, (args.batch or [64])[0], args.steps or 10)
     elif args.part == "speed" and args.shape:
-        results["speed_table"] = run_speed_table(args.shape, args.batch, args.steps or 8, args.threads)
+        if device.type == "cpu":
+            results["speed_table"] = run_speed_table(args.shape, args.batch, args.steps or 8, args.threads)
+        else:
+            results["speed_table_cuda"] = {
+                "device": torch.cuda.get_device_name(device),
+                "torch": torch.__version__,
+                "cuda": torch.version.cuda,
+                "rows": run_speed_table(args.shape, args.batch, args.steps or 30, args.threads, str(device)),
+            }
     elif args.part in ("speed", "all"):
         args.batch, args.steps = args.batch or [64], args.steps or 60
         print(

@@ -93,7 +93,10 @@ def cpu_peak_bytes(fn: Callable[[], None]) -> int:
     return peak
 
 
-def _cuda_peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
+def cuda_peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
+    """Peak CUDA memory that ``fn`` allocates on ``device`` above what was allocated before it ran
+    (``torch.cuda.max_memory_allocated``, its peak statistics reset first; the GPU counterpart of
+    :func:`cpu_peak_bytes`)."""
     torch.cuda.synchronize(device)
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -145,7 +148,7 @@ def step_peak_mb(wrapped: nn.Module, engine: Engine, dataset: Dataset[Any], size
 
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            peak = _cuda_peak_bytes(step, device) if device.type == "cuda" else cpu_peak_bytes(step)
+            peak = cuda_peak_bytes(step, device) if device.type == "cuda" else cpu_peak_bytes(step)
     finally:
         engine.clear()
         for p, g in zip(params, saved_grads):

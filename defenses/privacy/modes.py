@@ -78,6 +78,25 @@ def probe_inputs(example: Any, batch: int = PROBE_BATCH) -> Any:
     return _probe_tensor(x, batch)
 
 
+def on_model_device(x: Any, model: nn.Module) -> Any:
+    """``x`` (a tensor or a mapping of tensors) on the device of ``model``'s first parameter.
+
+    A model without parameters leaves ``x`` where it is.
+
+    Example:
+        >>> on_model_device(torch.zeros(2, 3), nn.Linear(3, 1).to("meta")).device
+        device(type='meta')
+        >>> on_model_device({"ids": torch.zeros(2, 3)}, nn.Linear(3, 1).to("meta"))["ids"].device
+        device(type='meta')
+    """
+    device = next((p.device for p in model.parameters()), None)
+    if device is None:
+        return x
+    if isinstance(x, Mapping):
+        return {k: v.to(device) for k, v in x.items()}
+    return x.to(device)
+
+
 def _probe_tensor(x: torch.Tensor, batch: int) -> torch.Tensor:
     sample = x[0] if x.dim() > 0 and x.shape[0] >= 1 else x
     g = torch.Generator().manual_seed(1234)
@@ -228,6 +247,8 @@ def select_engine(model: nn.Module, mode: str, example: Any, *, order: tuple[str
     if mode != "auto":
         ENGINES.get(mode)  # unknown names: UnknownNameError listing the choices
     x = probe_inputs(example) if example is not None else None
+    if x is not None:
+        x = on_model_device(x, model)  # a data set on the CPU, a model on a GPU: the probe follows the model
     names = {id(p): n for n, p in model.named_parameters()}
     if x is None:
         first = order[0] if order else "bk"

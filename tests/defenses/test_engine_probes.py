@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defenses.privacy.engines import make_engine
-from defenses.privacy.modes import probe_inputs, select_engine, verify_engine
+from defenses.privacy.modes import on_model_device, probe_inputs, select_engine, verify_engine
 
 
 class FunctionalDropout(nn.Module):
@@ -64,3 +64,13 @@ def test_vmap_does_not_claim_the_batch_gradient_while_dropout_is_active() -> Non
         assert all(implied[p] is not None for p in model.parameters())
     finally:
         engine.detach()
+
+
+def test_the_probe_batch_follows_the_model_device() -> None:
+    # a data set on the CPU and a model elsewhere (a GPU in training; the meta device here): the
+    # verification's probe batch is moved to the model, tensors and mappings of tensors alike
+    model = nn.Linear(3, 2).to("meta")
+    assert on_model_device(torch.zeros(4, 3), model).device.type == "meta"
+    moved = on_model_device({"a": torch.zeros(4, 3), "b": torch.ones(4)}, model)
+    assert {k: v.device.type for k, v in moved.items()} == {"a": "meta", "b": "meta"}
+    assert on_model_device(torch.zeros(2), nn.ReLU()).device.type == "cpu"  # no parameters: left where it is

@@ -71,7 +71,7 @@ class BKEngine(Engine):
         self.policy = check_policy(policy)
         self.max_bytes = int(max_bytes)
         self.skip_param_grads = bool(skip_param_grads)
-        self._anchor = torch.zeros((), requires_grad=True)  # see grad_source
+        self._anchors: dict[torch.device, torch.Tensor] = {}  # one per device (see grad_source)
         self._captures: list[Capture] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._layers: list[Layer[Any]] = []
@@ -112,6 +112,13 @@ class BKEngine(Engine):
             self._handles.append(m.register_forward_hook(self._make_hook(layer)))
         return wrapper
 
+    def _anchor(self, device: torch.device) -> torch.Tensor:
+        """The scalar that :func:`grad_source` ties an output on ``device`` to (made once per device)."""
+        anchor = self._anchors.get(device)
+        if anchor is None:
+            anchor = self._anchors[device] = torch.zeros((), device=device, requires_grad=True)
+        return anchor
+
     def _make_hook(self, layer: Layer[Any]) -> Callable[[nn.Module, tuple[Any, ...], Any], torch.Tensor | None]:
         """The forward hook recording ``layer``'s calls (batched, on the per-sample path) as captures."""
 
@@ -129,7 +136,7 @@ class BKEngine(Engine):
                 if not self.skip_param_grads or not output.is_floating_point():
                     return None
                 # parameters are off and the input needs no gradient: the output starts the backward pass
-                output = replaced = grad_source(output, self._anchor)
+                output = replaced = grad_source(output, self._anchor(output.device))
             capture = Capture(layer, layer.prepare(a), tap.group, self.policy, self.max_bytes, source=weakref.ref(a))
             output.register_hook(capture.add_grad)
             self._captures.append(capture)

@@ -58,7 +58,8 @@ class BKGrads(PerSampleGrads):
             for blk in grp.blocks:
                 raw = plus(raw, blk.sq_norms())
             if raw is None:
-                raw = torch.zeros(grp.batch)
+                ref = self._params[0] if self._params else None
+                raw = torch.zeros(grp.batch, device=ref.device if ref is not None else None)
             parts.append(raw * float(grp.batch * grp.batch))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
