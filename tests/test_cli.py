@@ -12,7 +12,7 @@ from securetrain.cli.main import main
 
 def test_train_then_report_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--data", "digits", "--model", "cnn", "--epochs", "2", "--out", str(out), "--seed", "1"]) == 0
+    assert main(["train", "--data", "digits", "--model", "cnn", "--epochs", "1", "--out", str(out), "--seed", "1"]) == 0
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "report.html" in printed
     for name in (
@@ -46,12 +46,15 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "no report at" in capsys.readouterr().err
 
 
-def test_help_explains_every_option():
-    proc = subprocess.run(
-        [sys.executable, "-m", "securetrain.cli.main", "train", "--help"], capture_output=True, text=True, check=True
-    )
+def test_help_explains_every_option(capsys):
+    # in this process (`python -m securetrain.cli.main` is run by the end-to-end tests of the
+    # distributed launcher and the defense registry): the same parser, without a second interpreter
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
     for flag in ("--data", "--model", "--epochs", "--out", "--seed", "--resume", "--lr", "--batch-size"):
-        assert flag in proc.stdout
+        assert flag in printed
 
 
 def test_importing_the_package_is_cheap():
@@ -63,7 +66,8 @@ def test_importing_the_package_is_cheap():
 @pytest.mark.slow
 def test_demo_small_budget_writes_every_section(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["--threads", "1", "demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    # one epoch per model (the sections, not the accuracy, are checked here)
+    assert main(["--threads", "1", "demo", "--quick", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
     assert "report:" in capsys.readouterr().out
     rep = json.loads((out / "report.json").read_text())
     assert rep["schema"] == "securetrain.report/1"

@@ -195,9 +195,13 @@ def test_adversarial_runs_rebuild_their_recipe_for_shadow_models(tmp_path, metho
 # the CLI path once, on the heaviest combination (every method x DP is covered above through the recipe)
 @pytest.mark.parametrize("flags", [["--adversarial", "trades", "--dp", "--accountant", "rdp"]], ids=["trades+dp"])
 def test_cli_membership_audit_works_on_adversarial_runs(tmp_path, flags):
+    from securetrain.cli.main import main
+
     run = tmp_path / "run"
     base = [sys.executable, "-m", "securetrain.cli.main"]
-    train = base + [
+    # training through the CLI in this process; the audit in a fresh one, which has only the run
+    # directory to rebuild the defenses from
+    train = [
         "train",
         "--data",
         "breast_cancer",
@@ -215,7 +219,7 @@ def test_cli_membership_audit_works_on_adversarial_runs(tmp_path, flags):
         train += ["--epsilon", "3"]
     if "trades" in flags:
         train += ["--adv-steps", "1"]
-    subprocess.run(train, check=True, capture_output=True, text=True, timeout=600)
+    assert main(train) == 0
     audit = subprocess.run(
         base
         + [

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import pytest
 import torch
 
-from attacks.audit import audit_dp_sgd
+from attacks.audit import DPAuditResult, audit_dp_sgd
 from attacks.audit.gaussian import gaussian_epsilon_lower_bound, gdp_delta, gdp_epsilon
 from attacks.membership import TrainingRecipe
 from securetrain.errors import AttackError
@@ -62,11 +64,17 @@ def test_correct_implementation_is_not_flagged(seed):
     assert result.mechanism.steps == result.steps
 
 
-@pytest.mark.parametrize("bug", sorted(BUGS))
-def test_planted_bug_is_flagged(bug):
+@cache
+def audit_of_planted_bug(bug: str) -> DPAuditResult:
+    """The audit of the run with planted ``bug`` (computed once: two tests read the same audit; the result is frozen)."""
     cls = BUGS[bug]
     with DEFENSES.temporarily(cls.name, cls):
-        result = audit_dp_sgd(audit_recipe(cls.name), canaries=CANARIES, train=audit_data(0), seed=0)
+        return audit_dp_sgd(audit_recipe(cls.name), canaries=CANARIES, train=audit_data(0), seed=0)
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+def test_planted_bug_is_flagged(bug):
+    result = audit_of_planted_bug(bug)
     assert result.claimed_epsilon < 5.5
     assert result.violated, result.explanation
     assert result.epsilon_lower_bound > result.claimed_epsilon
@@ -78,9 +86,7 @@ def test_a_refuted_claim_marks_the_report_not_valid():
     from attacks.audit import merge_into_membership
     from securetrain.report import Report
 
-    cls = BUGS["half-noise"]
-    with DEFENSES.temporarily(cls.name, cls):
-        result = audit_dp_sgd(audit_recipe(cls.name), canaries=CANARIES, train=audit_data(0), seed=0)
+    result = audit_of_planted_bug("half-noise")
     report = Report(
         data={},
         model={},
