@@ -26,6 +26,7 @@ same epsilons (pure epsilon-DP, delta 0), when diffprivlib is installed.
     python benchmarks/bench_dp.py --part accuracy --seeds 3
     python benchmarks/bench_dp.py --tune digits --epsilon 3   # the grid behind recommended(), on validation
     python benchmarks/bench_dp.py --part accuracy --only mnist-5k/cnn --epsilons 3
+    python benchmarks/bench_dp.py --part accuracy --refit --only digits/scatter,digits/cnn   # final refit
     python benchmarks/bench_dp.py --part command --reps 3    # whole `securetrain train` DP/plain
 
 Figures are ratios against a baseline measured in the same run and are saved in
@@ -638,8 +639,13 @@ def _train_accuracy(
     privacy: dict[str, Any] | None,
     split: str = "test",
     front_end_once: bool = False,
+    refit: bool = False,
 ) -> dict[str, Any]:
     """Train on ``train`` (watching ``validation``), then evaluate ``split`` once, at the end.
+
+    ``refit``: the final refit instead: train on ``train+validation`` (watching nothing), then
+    evaluate ``split`` once. Under DP the recipe's epsilon, batch and epochs stay; the noise is
+    calibrated for the larger data set's sampling rate and step count.
 
     ``front_end_once`` (``scatter`` models only): compute the fixed scattering front-end once
     per split and train the model's trained part (its GroupNorm and head) on its output. The
@@ -654,16 +660,22 @@ def _train_accuracy(
         feats = _front_end_features(name, model, json.dumps(model.scattering.extra_repr()))
         model = torch.nn.Sequential(model.norm, model.head)
         tr, va, te = feats["train"], feats["validation"], feats[split]
+        if refit:
+            tr = (torch.cat([tr[0], va[0]]), torch.cat([tr[1], va[1]]))  # the order of train+validation
         bounds = None
     else:
         tr, va, te = data.load(name, "train"), data.load(name, "validation"), data.load(name, split)
+        if refit:
+            tr = data.load(name, "train+validation")
         bounds = info.bounds
+    watch = None if refit else va
     defenses = [DifferentialPrivacy(**privacy)] if privacy else []
-    r = fit(model, tr, va, cfg, defenses, num_classes=info.num_classes, bounds=bounds)
-    out = {"accuracy": evaluate(r.model, *te)["accuracy"]}
+    r = fit(model, tr, watch, cfg, defenses, num_classes=info.num_classes, bounds=bounds)
+    out = {"accuracy": evaluate(r.model, *te)["accuracy"], "train_samples": len(tr[1])}
     if privacy:
         sec = r.sections["privacy"]
         out.update(
+            sample_rate=sec["sample_rate"],
             epsilon_spent=sec["epsilon"],
             valid=sec["valid"],
             steps=sec["steps"],
@@ -712,16 +724,23 @@ def run_accuracy(
     only: list[str] | None = None,
     split: str = "test",
     front_end_once: bool = False,
+    refit: bool = False,
 ) -> dict[str, Any]:
-    """Private (the recommended recipes) against non-private accuracy on ``split`` (the test split, once per run)."""
+    """Private (the recommended recipes) against non-private accuracy on ``split`` (the test split, once per run).
+
+    ``refit``: every model, private and non-private, is trained on ``train+validation`` (the
+    final refit after tuning on validation); the rows are saved under ``DATA/MODEL refit``.
+    """
     out: dict[str, Any] = {}
     for name, model in NON_PRIVATE:
         if only and f"{name}/{model}" not in only:
             continue
-        label = f"{name}/{model}"
+        if refit and "validation" not in data.get_info(name).splits:
+            continue
+        label = f"{name}/{model}" + (" refit" if refit else "")
         rows = []
         base = [
-            _train_accuracy(name, NON_PRIVATE[(name, model)], s, None, split, front_end_once)["accuracy"]
+            _train_accuracy(name, NON_PRIVATE[(name, model)], s, None, split, front_end_once, refit)["accuracy"]
             for s in range(seeds)
         ]
         rows.append(
@@ -738,7 +757,9 @@ def run_accuracy(
         for eps in epsilons:
             rec = recommended(name, model, epsilon=eps)
             privacy = {"epsilon": rec.epsilon, **rec.settings}
-            runs = [_train_accuracy(name, dict(rec.train), s, privacy, split, front_end_once) for s in range(seeds)]
+            runs = [
+                _train_accuracy(name, dict(rec.train), s, privacy, split, front_end_once, refit) for s in range(seeds)
+            ]
             accs = [r["accuracy"] for r in runs]
             row = {
                 "method": "DP-SGD (securetrain)",
@@ -748,6 +769,10 @@ def run_accuracy(
                 "std": _std(accs),
                 "gap_to_non_private": _mean(base) - _mean(accs),
                 "epsilon_spent_max": max(r["epsilon_spent"] for r in runs),
+                "train_samples": runs[0]["train_samples"],
+                "sample_rate": runs[0]["sample_rate"],
+                "steps": runs[0]["steps"],
+                "noise_multiplier": runs[0]["noise_multiplier"],
                 "valid": all(r["valid"] for r in runs),
                 "runs": accs,
                 "settings": {"train": dict(rec.train), "privacy": privacy},
@@ -755,7 +780,9 @@ def run_accuracy(
             rows.append(row)
             print(
                 f"{label:22s} DP-SGD eps {eps:<5g}     acc {row['accuracy']:.4f} +- {row['std']:.4f}  "
-                f"(gap {row['gap_to_non_private']:+.4f}, spent <= {row['epsilon_spent_max']:.3f}, valid {row['valid']})",
+                f"(gap {row['gap_to_non_private']:+.4f}, spent <= {row['epsilon_spent_max']:.3f}, valid {row['valid']}, "
+                f"n {row['train_samples']}, q {row['sample_rate']:.4f}, steps {row['steps']}, "
+                f"sigma {row['noise_multiplier']:.3f})",
                 flush=True,
             )
         if name == "breast_cancer":
@@ -1013,6 +1040,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="accuracy part, scatter models: compute the fixed scattering once per split (same model, faster)",
     )
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        help="accuracy part: the final refit: train every model (private and not) on train+validation, evaluate "
+        "test once; saved as 'DATA/MODEL refit' beside the train-only rows (data sets without validation skipped)",
+    )
     p.add_argument("--dpl-seeds", type=int, default=20, help="seeds per diffprivlib figure")
     p.add_argument(
         "--tune",
@@ -1095,8 +1128,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("accuracy", "all"):
         eps = [float(e) for e in args.epsilons.split(",")]
         only = args.only.split(",") if args.only else None
-        accuracy = run_accuracy(eps, args.seeds, args.dpl_seeds, only, front_end_once=args.front_end_once)
-        results["accuracy"] = {**(results.get("accuracy") or {}), **accuracy} if only else accuracy
+        accuracy = run_accuracy(
+            eps, args.seeds, args.dpl_seeds, only, front_end_once=args.front_end_once, refit=args.refit
+        )
+        merge = only or args.refit  # a partial or refit run keeps the other rows
+        results["accuracy"] = {**(results.get("accuracy") or {}), **accuracy} if merge else accuracy
     if args.part in ("command", "all"):
         cmd = run_command_ratio(args.command_epochs, args.reps)
         results["command"] = cmd

@@ -113,7 +113,7 @@ def train(
         resolve_device(config.device)  # e.g. cuda asked for on a machine without a GPU
     source = resolve_data(config.data, config.data_root)  # a spec is imported here (the user gave it)
     info = source.info()
-    train_xy = source.load("train")
+    train_xy = source.load(config.train_split)
     test_xy = source.load("test")
     torch.manual_seed(config.seed)
     model_name = (config.model or info.default_model) if model is None else type(model).__name__

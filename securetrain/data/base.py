@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from securetrain.data.splits import TRAIN_AND_VALIDATION
 from securetrain.errors import ConfigurationError
 from securetrain.registry import Registry
 
@@ -74,13 +75,44 @@ def load(
     """Load ``split`` of data set ``name`` as ``(x: float32 Tensor, y: int64 Tensor)``.
 
     ``split``: one of the data set's ``DatasetInfo.splits`` (``train``, ``test``, and for the
-    embedded data sets ``validation``). Splits are fixed and seeded: the same call always
-    returns the same tensors.
+    embedded data sets ``validation``), or ``"train+validation"`` where the data set has a
+    ``validation`` split: ``train`` followed by ``validation``, in that fixed order (for the
+    final refit once hyper-parameters are chosen; it never overlaps ``test``). Splits are fixed
+    and seeded: the same call always returns the same tensors.
+
+    Example:
+        >>> x, y = load("digits", split="train+validation")
+        >>> len(y), bool((y[:1200] == load("digits", split="train")[1]).all())
+        (1400, True)
     """
     entry = DATASETS.get(name)
+    if split == TRAIN_AND_VALIDATION:
+        return load_train_and_validation(name, entry.info.splits, lambda part: load(name, part, root))
     if split not in entry.info.splits:
         raise ConfigurationError(
             f"data set {name!r} has no split {split!r}; choose one of: {', '.join(entry.info.splits)}"
         )
     x, y = entry.loader(split, Path(root) if root is not None else None)
     return x.float().contiguous(), y.long().contiguous()
+
+
+def load_train_and_validation(
+    name: str, splits: tuple[str, ...], load_split: Callable[[str], tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``train`` then ``validation`` of data set ``name`` (whose splits are ``splits``), concatenated.
+
+    Raises :class:`~securetrain.errors.ConfigurationError` when ``name`` has no ``validation`` split.
+    """
+    check_has_validation(name, splits)
+    (x_tr, y_tr), (x_va, y_va) = load_split("train"), load_split("validation")
+    return torch.cat([x_tr, x_va]).contiguous(), torch.cat([y_tr, y_va]).contiguous()
+
+
+def check_has_validation(name: str, splits: tuple[str, ...]) -> None:
+    """Refuse (:class:`~securetrain.errors.ConfigurationError`) ``train+validation`` for data set ``name``
+    when its ``splits`` have no ``validation``."""
+    if "validation" not in splits:
+        raise ConfigurationError(
+            f"data set {name!r} has no validation split, so there is no {TRAIN_AND_VALIDATION!r} to refit on; "
+            f"train on 'train' (its splits: {', '.join(splits)})"
+        )

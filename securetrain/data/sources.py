@@ -44,9 +44,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from securetrain.data.base import DATASETS, SPLITS, DatasetInfo, get_info
+from securetrain.data.base import DATASETS, SPLITS, DatasetInfo, get_info, load_train_and_validation
 from securetrain.data.base import load as load_registered
 from securetrain.data.npz import npz_path, read_npz
+from securetrain.data.splits import TRAIN_AND_VALIDATION
 from securetrain.data.validate import validate_batch
 from securetrain.errors import ConfigurationError, DataError, SecureTrainError, UnknownNameError
 from securetrain.registry import Registry
@@ -219,9 +220,22 @@ class DataSource:
     _info: DatasetInfo | None = field(default=None, repr=False)
 
     def load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Split ``"train"`` or ``"test"`` as ``(x: float32, y: int64)`` (loaded once, then cached)."""
+        """Split ``"train"`` or ``"test"`` as ``(x: float32, y: int64)`` (loaded once, then cached).
+
+        ``"train+validation"`` (a registered data set with a ``validation`` split only; any other
+        is refused with :class:`~securetrain.errors.ConfigurationError`): ``train`` followed by
+        ``validation``, the final refit's training set.
+        """
+        if split == TRAIN_AND_VALIDATION:
+            if split not in self._splits:
+                splits = self.registered.splits if self.registered is not None else SPLITS
+                self._splits[split] = load_train_and_validation(self.name, splits, self.loader)
+            return self._splits[split]
         if split not in SPLITS:
-            raise ConfigurationError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+            raise ConfigurationError(
+                f"unknown split {split!r}; choose one of: {', '.join(SPLITS)} (or {TRAIN_AND_VALIDATION!r} "
+                "for a registered data set with a validation split)"
+            )
         if split not in self._splits:
             self._splits[split] = self.loader(split)
         return self._splits[split]

@@ -22,6 +22,15 @@ Split = tuple[np.ndarray, np.ndarray]
 EMBEDDED_SPLITS = ("train", "validation", "test")
 """The splits every embedded data set has (disjoint; together, the whole data set)."""
 
+TRAIN_AND_VALIDATION = "train+validation"
+"""A derived split: ``train`` followed by ``validation`` (in that fixed order), for the final refit.
+
+Choose hyper-parameters on ``validation`` first; then train the chosen recipe once more on this
+split and evaluate ``test`` once. Only data sets with a ``validation`` split have it."""
+
+TRAIN_SPLITS = ("train", TRAIN_AND_VALIDATION)
+"""The splits a model may be trained on (``test`` never)."""
+
 
 def three_way_split(x: np.ndarray, y: np.ndarray, *, validation: int, test: int, seed: int) -> dict[str, Split]:
     """Disjoint stratified ``train`` / ``validation`` / ``test`` parts of ``(x, y)``.
@@ -36,4 +45,4 @@ def three_way_split(x: np.ndarray, y: np.ndarray, *, validation: int, test: int,
     return {"train": (x_tr, y_tr), "validation": (x_va, y_va), "test": (x_te, y_te)}
 
 
-__all__ = ["EMBEDDED_SPLITS", "Split", "three_way_split"]
+__all__ = ["EMBEDDED_SPLITS", "TRAIN_AND_VALIDATION", "TRAIN_SPLITS", "Split", "three_way_split"]

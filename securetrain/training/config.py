@@ -52,6 +52,11 @@ class TrainConfig:
     device: str | None = None
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (see :mod:`securetrain.devices`); ``None`` leaves the
     model where it is (:func:`~securetrain.training.fit`) or on the CPU (:func:`securetrain.train`)."""
+    train_split: str = "train"
+    """The split :func:`securetrain.train` trains on: ``train`` (default) or ``train+validation``
+    (the final refit, once hyper-parameters were chosen on ``validation``; data sets with a
+    ``validation`` split only). Under differential privacy the privacy unit stays one sample and
+    the accountant works with this split's size."""
 
     def __post_init__(self) -> None:
         if int(self.epochs) < 1:
@@ -67,6 +72,13 @@ class TrainConfig:
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigurationError(f"{what} must be a finite number >= 0, got {getattr(self, what)}")
         OPTIMIZERS.get(self.optimizer)
+        from securetrain.data.splits import TRAIN_SPLITS
+
+        if self.train_split not in TRAIN_SPLITS:
+            raise ConfigurationError(
+                f"train_split must be one of {', '.join(TRAIN_SPLITS)}, got {self.train_split!r} "
+                "(a model is never trained on test)"
+            )
         if self.device is not None:
             from securetrain.devices import check_device_name
 

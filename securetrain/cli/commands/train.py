@@ -64,6 +64,7 @@ _RECIPE = "; with train --dp: the recommended recipe's"
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``train`` and ``sweep``."""
     from securetrain.data import DATASETS
+    from securetrain.data.splits import TRAIN_SPLITS
     from securetrain.models import MODELS
     from securetrain.training import OPTIMIZERS
 
@@ -75,6 +76,13 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         "(x_train, y_train, x_test, y_test)",
     )
     p.add_argument("--data-root", default=None, help="folder with local data files (mnist, cifar10)")
+    p.add_argument(
+        "--train-split",
+        choices=TRAIN_SPLITS,
+        default="train",
+        help="split to train on: train, or train+validation for the final refit once settings were chosen on "
+        "validation (data sets with a validation split; with --dp the noise is calibrated for its size)",
+    )
     p.add_argument(
         "--model",
         default=None,
@@ -137,12 +145,18 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
         progress=show_progress(args),
         data_root=args.data_root,
         device=args.device,
+        train_split=args.train_split,
     )
     from securetrain.data import DATASETS, get_info
+    from securetrain.data.splits import TRAIN_AND_VALIDATION
     from securetrain.models import check_model_options
 
     # a bad option fails before anything is written (or any worker starts); data named by import path
     # or file is not loaded here just to learn its default model: train() checks the options then
+    if config.data in DATASETS and config.train_split == TRAIN_AND_VALIDATION:
+        from securetrain.data.base import check_has_validation
+
+        check_has_validation(config.data, get_info(config.data).splits)  # refused before anything starts
     if config.model is not None or config.data in DATASETS:
         check_model_options(config.model or get_info(config.data).default_model, kwargs)
     elif ":" not in config.data:
