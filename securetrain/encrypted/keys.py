@@ -82,11 +82,11 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+def _read_varint(data: bytes, pos: int, error: type[Exception] = PublicContextError) -> tuple[int, int]:
     shift = result = 0
     while True:
         if pos >= len(data) or shift > 63:
-            raise PublicContextError("malformed serialised context (bad varint)")
+            raise error("malformed serialised message (bad varint)")
         b = data[pos]
         pos += 1
         result |= (b & 0x7F) << shift

@@ -20,11 +20,10 @@ Example:
 from __future__ import annotations
 
 import os
-import struct
 import tempfile
 from typing import Any
 
-from securetrain.encrypted.keys import _varint
+from securetrain.encrypted.sealformat import vector_proto
 from securetrain.errors import EncryptionError
 
 
@@ -51,23 +50,7 @@ def seal_bytes(ciphertext: Any) -> bytes:
 
 def vector_bytes(ciphertext: Any, size: int, scale: float) -> bytes:
     """A serialised TenSEAL ``CKKSVectorProto`` holding ``ciphertext`` with ``size`` values."""
-    return _vector_proto(seal_bytes(ciphertext), size, scale)
-
-
-def _vector_proto(data: bytes, size: int, scale: float) -> bytes:
-    size_field = _varint(int(size))
-    return b"".join(
-        [
-            b"\x0a",  # field 1 (size), packed
-            _varint(len(size_field)),
-            size_field,
-            b"\x12",  # field 2 (ciphertext), bytes
-            _varint(len(data)),
-            data,
-            b"\x19",  # field 3 (scale), double
-            struct.pack("<d", float(scale)),
-        ]
-    )
+    return vector_proto(seal_bytes(ciphertext), size, scale)
 
 
 def vector_from_seal(context: Any, ciphertext: Any, size: int) -> Any:
@@ -109,7 +92,7 @@ class SeededEncryptor:
         """A serialised TenSEAL CKKS vector holding ``values``."""
         pt = self.sealapi.Plaintext()
         self.encoder.encode([float(v) for v in values], self.scale, pt)
-        return _vector_proto(seal_bytes(self.encryptor.encrypt_symmetric(pt)), len(values), self.scale)
+        return vector_proto(seal_bytes(self.encryptor.encrypt_symmetric(pt)), len(values), self.scale)
 
     def encrypt_complete(self, values: list[float]) -> bytes:
         """Like :meth:`encrypt`, but both polynomials written out (twice the bytes): the form a

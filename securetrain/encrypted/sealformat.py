@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from securetrain.encrypted.errors import WireFormatError
+from securetrain.encrypted.keys import _read_varint
+from securetrain.encrypted.keys import _varint as _write_varint
 
 SEAL_MAGIC = 0xA15E
 _HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, major, minor, compression, reserved, total size
@@ -66,25 +68,25 @@ class RawCiphertext:
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise WireFormatError("a ciphertext blob is not a serialised CKKS vector (bad varint)")
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
+    return _read_varint(data, pos, WireFormatError)
 
 
-def _write_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+def vector_proto(seal: bytes, values: int, scale: float) -> bytes:
+    """A serialised TenSEAL ``CKKSVectorProto``: ``values`` slots used, SEAL's serialised
+    ciphertext ``seal``, the scale."""
+    size_field = _write_varint(int(values))
+    return b"".join(
+        [
+            b"\x0a",  # field 1 (size), packed
+            _write_varint(len(size_field)),
+            size_field,
+            b"\x12",  # field 2 (ciphertext), bytes
+            _write_varint(len(seal)),
+            seal,
+            b"\x19",  # field 3 (scale), double
+            struct.pack("<d", float(scale)),
+        ]
+    )
 
 
 def _proto_fields(blob: bytes) -> tuple[int, memoryview, float]:
@@ -243,20 +245,7 @@ def seal_ciphertext_bytes(raw: RawCiphertext) -> bytes:
 
 def vector_blob(raw: RawCiphertext) -> bytes:
     """A serialised TenSEAL CKKS vector holding ``raw`` (uncompressed)."""
-    seal = seal_ciphertext_bytes(raw)
-    size_field = _write_varint(int(raw.values))
-    return b"".join(
-        [
-            b"\x0a",
-            _write_varint(len(size_field)),
-            size_field,
-            b"\x12",
-            _write_varint(len(seal)),
-            seal,
-            b"\x19",
-            struct.pack("<d", float(raw.scale)),
-        ]
-    )
+    return vector_proto(seal_ciphertext_bytes(raw), raw.values, raw.scale)
 
 
 __all__ = [
@@ -268,4 +257,5 @@ __all__ = [
     "read_vector",
     "seal_ciphertext_bytes",
     "vector_blob",
+    "vector_proto",
 ]
