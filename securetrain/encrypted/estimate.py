@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from securetrain.encrypted.latency import LatencyProgram
     from securetrain.encrypted.params import EncryptionPlan
     from securetrain.encrypted.server import EncryptedModel
+    from securetrain.encrypted.throughput import ThroughputProgram
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,12 @@ def _latency_ops(program: LatencyProgram, slots: int) -> dict[str, int]:
     return ops
 
 
+def _seal_program_s(program: ThroughputProgram, p: Primitives) -> float:
+    """Seconds of a throughput program on SEAL's evaluator: unrescaled products added into partial
+    sums, one rescale per output, squares (relinearised and rescaled)."""
+    return program.macs * p.mac_s + program.rescales * p.rescale_s + program.squares * p.square_s
+
+
 def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | None = None) -> PlanEstimate:
     """Estimate time and sizes for ``samples`` samples under ``em``'s plan (see the module docstring)."""
     from securetrain.encrypted.bsgs import BSGSProgram
@@ -296,9 +303,7 @@ def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | 
             + (terms["step-1 terms"] + 1.5 * terms["step-3 terms"]) * p.residue_term_s
             + terms["residue squares"] * p.residue_square_s
             + terms["loaded into SEAL"] * (3 * p.rescale_s + p.relin_s)
-            + tail.macs * p.mac_s
-            + tail.rescales * p.rescale_s
-            + tail.squares * p.square_s
+            + _seal_program_s(tail, p)
             + outputs * p.decrypt_s
         )
         request_bytes = features * p.full_bytes
@@ -311,13 +316,7 @@ def estimate_plan(em: EncryptedModel, samples: int, *, primitives: Primitives | 
         ops = {"scalar products": prog.macs, "rescales": prog.rescales, "squares": prog.squares}
         per_request = min(samples, plan.slots)
         # streamed: seeded encryption on the client, products summed before one rescale on the server
-        request_s = (
-            features * p.seeded_encrypt_s
-            + prog.macs * p.mac_s
-            + prog.rescales * p.rescale_s
-            + prog.squares * p.square_s
-            + outputs * p.decrypt_s
-        )
+        request_s = features * p.seeded_encrypt_s + _seal_program_s(prog, p) + outputs * p.decrypt_s
         request_bytes = features * p.seeded_bytes
         response_bytes = outputs * p.ciphertext_bytes
         data_primes = len(plan.coeff_mod_bit_sizes) - 1
