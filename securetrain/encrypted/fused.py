@@ -92,8 +92,11 @@ class FusedProgram:
     def __init__(self, compiled: CompiledModel, plan: EncryptionPlan) -> None:
         from securetrain.encrypted.compiler import Affine
 
+        if not fusable(compiled, plan):
+            raise EncryptionError("this model and plan cannot run fused (see fusable); use FusedProgram.build")
         a1, a2 = compiled.ops[0], compiled.ops[2]
-        assert isinstance(a1, Affine) and isinstance(a2, Affine)
+        if not (isinstance(a1, Affine) and isinstance(a2, Affine)):  # fusable checked it; for the type checker
+            raise EncryptionError("the fused program needs affine steps 1 and 3")
         self.compiled = compiled
         self.plan = plan
         self.a1, self.a2 = a1, a2

@@ -251,3 +251,11 @@ def test_a_dense_first_layer_over_many_inputs_keeps_the_streaming_seal_program()
     groups = plan_groups(compiled.ops[0].weight)
     assert groups.window == 2304
     assert stream_bytes(p, groups.window, 8, 4) > MAX_STREAM_BYTES and not fusable(compiled, p)
+
+
+def test_a_model_that_cannot_fuse_is_refused_by_the_constructor() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), Square(), nn.Flatten(), nn.Linear(18, 3)).eval()
+    em = EncryptedModel.build(model, "throughput", calibration=torch.rand(8, *SHAPE), input_shape=SHAPE)
+    with pytest.raises(EncryptionError, match="cannot run fused"):
+        FusedProgram(em.compiled, em.plan)
