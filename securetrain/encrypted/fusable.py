@@ -52,8 +52,7 @@ def fusable(compiled: CompiledModel, plan: EncryptionPlan) -> bool:
     if plan.scale_bits + sum(data_bits[-3:]) + plan.int_bits + 2 >= sum(data_bits):
         return False
     groups = plan_groups(ops[0].weight)
-    largest = max((len(m) for m in groups.members), default=1)
-    return stream_bytes(plan, groups.window, largest, ops[2].out_features) <= MAX_STREAM_BYTES
+    return stream_bytes(plan, groups.window, groups.largest, ops[2].out_features) <= MAX_STREAM_BYTES
 
 
 def stream_bytes(plan: EncryptionPlan, window: int, group: int, outputs: int) -> int:
@@ -76,6 +75,16 @@ class StepOneGroups:
     last: np.ndarray  # per group: its last input (non-decreasing)
     window: int  # most inputs held at once
     terms: int  # sum over groups of outputs x inputs spanned
+
+    @property
+    def span(self) -> int:
+        """Most inputs one group's product reads (the terms of its sums)."""
+        return int((self.last - self.first).max()) + 1 if len(self.last) else 1
+
+    @property
+    def largest(self) -> int:
+        """Most outputs in one group."""
+        return max((len(m) for m in self.members), default=1)
 
 
 def plan_groups(weight: Any) -> StepOneGroups:

@@ -37,7 +37,7 @@ Example:
     >>> from securetrain.encrypted.planner import plan
     >>> cm = compile_model(build_model("he-mnist", (1, 28, 28), 10), (1, 28, 28), calibration=torch.rand(4, 1, 28, 28))
     >>> fused = FusedProgram.build(cm, plan(cm, "throughput"))
-    >>> fused.widths, fused.window < 784     # a convolution holds only the inputs its open windows read
+    >>> fused.widths, fused.groups.window < 784     # a convolution holds only the inputs its open windows read
     ((784, 845, 100), True)
     >>> small = compile_model(build_model("he", (1, 8, 8), 10), (1, 8, 8), calibration=torch.rand(4, 1, 8, 8))
     >>> FusedProgram.build(small, plan(small, "throughput")) is None   # too few levels to skip two rescales
@@ -102,11 +102,7 @@ class FusedProgram:
         self.a1, self.a2 = a1, a2
         self.widths = (compiled.input_size, a1.out_features, a2.out_features)
         self._cache: dict[tuple[int, ...], _Weights] = {}
-        groups = plan_groups(a1.weight)
-        self.window = groups.window
-        self.terms1 = groups.terms
-        self.span = int((groups.last - groups.first).max()) + 1 if len(groups.last) else 1
-        self.largest_group = max((len(m) for m in groups.members), default=1)
+        self.groups = plan_groups(a1.weight)  # on the float weights: for the estimate and the scale split
         self.tail_program = ThroughputProgram(
             compiled, plan, start=3, inputs=(np.ones(a2.out_features, dtype=bool), np.zeros(a2.out_features))
         )
@@ -116,7 +112,7 @@ class FusedProgram:
         step-1 and step-3 products (dense blocks; step 3's have three polynomials), squares on
         residues, ciphertexts loaded into SEAL (each rescaled three times and relinearised once)."""
         return {
-            "step-1 terms": self.terms1,
+            "step-1 terms": self.groups.terms,
             "step-3 terms": self.widths[1] * self.widths[2],
             "residue squares": self.widths[1],
             "loaded into SEAL": self.widths[2],
@@ -124,7 +120,7 @@ class FusedProgram:
 
     def memory_bytes(self) -> int:
         """Bytes of residues one stream holds at most (see :func:`securetrain.encrypted.fusable.stream_bytes`)."""
-        return stream_bytes(self.plan, self.window, self.largest_group, self.widths[2])
+        return stream_bytes(self.plan, self.groups.window, self.groups.largest, self.widths[2])
 
     @classmethod
     def build(cls, compiled: CompiledModel, plan: EncryptionPlan) -> FusedProgram | None:
@@ -147,8 +143,8 @@ class FusedProgram:
             target,
             primes,
             (_max_abs(w1.data) or 1.0, _max_abs(self.a2.weight.data) or 1.0),
-            (self.span, self.widths[1]),
-            (self.terms1, 1.5 * self.widths[1] * self.widths[2]),
+            (self.groups.span, self.widths[1]),
+            (self.groups.terms, 1.5 * self.widths[1] * self.widths[2]),
         )
         w1_int = w1.copy()
         w1_int.data = np.rint(w1_int.data * s1)
@@ -217,8 +213,7 @@ class FusedStream(BlobStream):
             raise EncryptionError("the context's levels do not match the plan")
         w = self.w = program.weights(self.primes, float(program.plan.scale))
         n3 = len(w.out3)
-        widest = int((w.groups.last - w.groups.first).max()) + 1 if len(w.groups.last) else 1
-        self._limbs1 = [rns.LimbPlan.for_modulus(q, int(_max_abs(w.w1.data)), widest) for q in self.primes]
+        self._limbs1 = [rns.LimbPlan.for_modulus(q, int(_max_abs(w.w1.data)), w.groups.span) for q in self.primes]
         self._limbs2 = [rns.LimbPlan.for_modulus(q, int(_max_abs(w.w2)), max(len(w.out1), 1)) for q in self.primes]
         # the inputs' limbs, per prime: inputs base .. base + count - 1, compacted when full
         rows = w.groups.window + WINDOW_SLACK
@@ -309,9 +304,7 @@ class FusedStream(BlobStream):
             parts = [prod[:, i * width : (i + 1) * width] for i in range(lp.limbs)]
             y = rns.join_limbs(parts, q, lp).reshape(n, 2, self.degree)
             bias = np.array([rns.constant_residue(w.b1[r], scale1, q) for r in members], dtype=np.uint64)
-            c0 = y[:, 0, :]
-            c0 += bias[:, None]
-            c0 -= (c0 >= np.uint64(q)) * np.uint64(q)
+            c0 = rns.addmod(y[:, 0, :], bias[:, None], q)
             s0, s1, s2 = rns.square(c0, y[:, 1, :], q)
             sq[:, 0, level, :], sq[:, 1, level, :], sq[:, 2, level, :] = s0, s1, s2
         self._squares.append((members, sq))
@@ -354,9 +347,7 @@ class FusedStream(BlobStream):
                 n3, 3, self.degree
             )
             bias = np.array([rns.constant_residue(b, scale3, q) for b in w.b2], dtype=np.uint64)
-            c0 = z[:, 0, level, :]
-            c0 += bias[:, None]
-            c0 -= (c0 >= np.uint64(q)) * np.uint64(q)
+            rns.addmod(z[:, 0, level, :], bias[:, None], q)
         self._partial3 = []
         for k, out in enumerate(w.out3.tolist()):
             raw = RawCiphertext(

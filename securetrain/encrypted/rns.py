@@ -168,9 +168,7 @@ def square(c0: np.ndarray, c1: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarr
     ``(c0^2, 2 c0 c1, c1^2)``."""
     f0, f1 = c0.astype(np.float64), c1.astype(np.float64)
     cross = _mulmod_known(c0, f0, c1, f1, q)
-    cross += cross
-    cross -= np.where(cross >= np.uint64(q), np.uint64(q), np.uint64(0))
-    return _mulmod_known(c0, f0, c0, f0, q), cross, _mulmod_known(c1, f1, c1, f1, q)
+    return _mulmod_known(c0, f0, c0, f0, q), addmod(cross, cross, q), _mulmod_known(c1, f1, c1, f1, q)
 
 
 def _mulmod_known(a: np.ndarray, af: np.ndarray, b: np.ndarray, bf: np.ndarray, q: int) -> np.ndarray:

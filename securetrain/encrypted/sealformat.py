@@ -48,6 +48,14 @@ MAX_DEGREE = 1 << 16
 MAX_PRIMES = 64
 
 
+def _array_bytes(words: int) -> int:
+    """Bytes of SEAL's serialised array of ``words`` 64-bit words (its header, count and words)."""
+    return _HEADER.size + 8 + 8 * words
+
+
+MAX_CIPHERTEXT_BYTES = _MEMBERS.size + _array_bytes(MAX_POLYS * MAX_PRIMES * MAX_DEGREE)
+
+
 class SeededCiphertext(WireFormatError):
     """The ciphertext is in SEAL's seeded form: only SEAL can expand it."""
 
@@ -61,10 +69,6 @@ class RawCiphertext:
     data: np.ndarray
     values: int  # how many slots the TenSEAL vector uses
     version: tuple[int, int] = (4, 1)
-
-    @property
-    def size(self) -> int:
-        return int(self.data.shape[0])
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -162,11 +166,11 @@ def _decompress(mode: int, body: memoryview, limit: int) -> bytes:
 
 def ciphertext_bytes(size: int, primes: int, degree: int) -> int:
     """Bytes of an uncompressed serialised ciphertext body of this shape (members and residues)."""
-    return _MEMBERS.size + _HEADER.size + 8 + 8 * size * primes * degree
+    return _MEMBERS.size + _array_bytes(size * primes * degree)
 
 
 def read_seal_ciphertext(
-    seal: bytes | memoryview, *, max_bytes: int = MAX_POLYS * MAX_PRIMES * MAX_DEGREE * 8 + 4096
+    seal: bytes | memoryview, *, max_bytes: int = MAX_CIPHERTEXT_BYTES
 ) -> tuple[tuple[int, int, int, int], float, np.ndarray, tuple[int, int]]:
     """``(parms_id, scale, residues, version)`` of SEAL's serialised ciphertext ``seal``."""
     view = memoryview(seal)
@@ -176,7 +180,7 @@ def read_seal_ciphertext(
     if magic != SEAL_MAGIC or hsize != _HEADER.size or total != len(view):
         raise WireFormatError("a ciphertext is not SEAL's serialisation (bad header)")
     raw = _decompress(mode, view[_HEADER.size :], max_bytes)
-    if len(raw) < _MEMBERS.size + _HEADER.size + 8:
+    if len(raw) < _MEMBERS.size + _array_bytes(0):
         raise WireFormatError("a ciphertext's body is truncated")
     p0, p1, p2, p3, ntt, size, degree, primes, scale, _ = _MEMBERS.unpack_from(raw, 0)
     if ntt != 1:
@@ -190,28 +194,25 @@ def read_seal_ciphertext(
     pos = _MEMBERS.size
     magic2, hsize2, _, _, mode2, _, total2 = _HEADER.unpack_from(raw, pos)
     count = size * primes * degree
-    if magic2 == SEAL_MAGIC and total2 == _HEADER.size + 8 + 8 * (count // size) and len(raw) > pos + total2:
+    if magic2 == SEAL_MAGIC and total2 == _array_bytes(count // size) and len(raw) > pos + total2:
         # SEAL's seeded form: the first polynomial, then the seed of the second
         raise SeededCiphertext("the ciphertext is in SEAL's seeded form")
-    if magic2 != SEAL_MAGIC or hsize2 != _HEADER.size or mode2 != _COMPR_NONE or total2 != _HEADER.size + 8 + 8 * count:
+    if magic2 != SEAL_MAGIC or hsize2 != _HEADER.size or mode2 != _COMPR_NONE or total2 != _array_bytes(count):
         raise WireFormatError("a ciphertext's residues are not SEAL's serialised array")
     (n_words,) = struct.unpack_from("<Q", raw, pos + _HEADER.size)
-    start = pos + _HEADER.size + 8
-    if n_words != count or len(raw) != start + 8 * count:
+    start = pos + _array_bytes(0)
+    if n_words != count or len(raw) != pos + _array_bytes(count):
         raise WireFormatError("a ciphertext's residue count does not match its shape")
     data = np.frombuffer(raw, dtype="<u8", count=count, offset=start).reshape(size, primes, degree).copy()
     return (p0, p1, p2, p3), float(scale), data, (major, minor)
 
 
-def read_vector(blob: bytes, *, max_bytes: int | None = None) -> RawCiphertext:
+def read_vector(blob: bytes, *, max_bytes: int = MAX_CIPHERTEXT_BYTES) -> RawCiphertext:
     """The one ciphertext of a serialised TenSEAL CKKS vector (residues not yet checked against
     the primes: see :func:`check_residues`); ``max_bytes`` caps its decompressed size (default:
-    the largest ciphertext SEAL allows)."""
+    the largest ciphertext this module reads)."""
     values, seal, proto_scale = _proto_fields(blob)
-    if max_bytes is None:
-        parms_id, scale, data, version = read_seal_ciphertext(seal)
-    else:
-        parms_id, scale, data, version = read_seal_ciphertext(seal, max_bytes=max_bytes)
+    parms_id, scale, data, version = read_seal_ciphertext(seal, max_bytes=max_bytes)
     if not np.isclose(scale, proto_scale, rtol=1e-12):
         raise WireFormatError("a ciphertext blob's scale disagrees with its ciphertext's")
     return RawCiphertext(parms_id=parms_id, scale=scale, data=data, values=int(values), version=version)
@@ -232,9 +233,7 @@ def seal_ciphertext_bytes(raw: RawCiphertext) -> bytes:
     """SEAL's serialisation of ``raw``, uncompressed."""
     size, primes, degree = raw.data.shape
     count = size * primes * degree
-    array = _HEADER.pack(
-        SEAL_MAGIC, _HEADER.size, raw.version[0], raw.version[1], _COMPR_NONE, 0, _HEADER.size + 8 + 8 * count
-    )
+    array = _HEADER.pack(SEAL_MAGIC, _HEADER.size, raw.version[0], raw.version[1], _COMPR_NONE, 0, _array_bytes(count))
     members = _MEMBERS.pack(*raw.parms_id, 1, size, degree, primes, raw.scale, 1)
     body = b"".join([members, array, struct.pack("<Q", count), np.ascontiguousarray(raw.data, dtype="<u8").tobytes()])
     head = _HEADER.pack(

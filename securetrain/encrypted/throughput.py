@@ -87,6 +87,7 @@ class ThroughputProgram(Program):
         else:  # the model from op ``start`` on: which of its inputs are ciphertexts, the others' values
             is_ct, const_val = inputs[0].astype(bool), inputs[1].astype(np.float64)
         self.input_is_ct = is_ct.copy()
+        self.ct_inputs = int(is_ct.sum())  # inputs a stream is fed (the others are plaintext constants)
         # when each stage value is complete, in units of "inputs received" (for the memory bound)
         ready = np.arange(len(is_ct), dtype=np.int64)
         self.stages: list[_AffineStage | _SquareStage] = []
@@ -209,7 +210,7 @@ class ThroughputStream:
     def feed_seal(self, index: int, ciphertext: Any) -> None:
         """Take input ``index``'s ciphertext (a SEAL ciphertext, consumed); inputs come in order,
         the plaintext ones (see :attr:`ThroughputProgram.input_is_ct`) skipped."""
-        n_inputs = int(self.program.input_is_ct.sum())
+        n_inputs = self.program.ct_inputs
         if self.received >= n_inputs:
             raise EncryptionError(f"the chunk already holds all {n_inputs} input ciphertexts")
         if not 0 <= index < len(self.program.input_is_ct) or not self.program.input_is_ct[index]:
@@ -261,7 +262,7 @@ class ThroughputStream:
 
         from securetrain.encrypted.sealbridge import vector_from_seal
 
-        n_inputs = int(self.program.input_is_ct.sum())
+        n_inputs = self.program.ct_inputs
         if self.received != n_inputs:
             raise EncryptionError(f"the chunk ended after {self.received} of {n_inputs} input ciphertexts")
         result = []

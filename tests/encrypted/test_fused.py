@@ -222,7 +222,7 @@ def test_a_wide_input_slides_its_window_and_constant_outputs_fold_into_the_next_
         model[0].weight[1].zero_()  # channel 1: its outputs are its bias, a constant
         model[3].weight[2].zero_()  # dense row 2: a constant too
     em = EncryptedModel.build(model, "throughput", calibration=torch.rand(32, *shape), input_shape=shape)
-    assert em.fused is not None and em.fused.window < 144
+    assert em.fused is not None and em.fused.groups.window < 144
     client = EncryptionClient(em.spec())
     server = InferenceServer(em, client.public_context())
     x = torch.rand(3, *shape)
