@@ -87,6 +87,14 @@ def encode_frame(blob: bytes) -> bytes:
     return _FRAME.pack(len(blob)) + blob
 
 
+def _check_prefix(magic: bytes, version: int) -> None:
+    """Raise unless a message's prefix has our magic bytes and version."""
+    if magic != MAGIC:
+        raise WireFormatError(f"not a securetrain HE message (bad magic bytes {bytes(magic)!r})")
+    if version != VERSION:
+        raise WireFormatError(f"unsupported message version {version}; this library speaks version {VERSION}")
+
+
 class StreamParser:
     """Incremental reader of a streamed request: :meth:`feed` bytes as they arrive, get back the
     header (once) and every complete frame's blob; only an incomplete frame is buffered.
@@ -114,10 +122,7 @@ class StreamParser:
                 if len(self._buf) < _PREFIX.size:
                     return blobs
                 magic, version, kind, hlen = _PREFIX.unpack(bytes(self._buf[: _PREFIX.size]))
-                if magic != MAGIC:
-                    raise WireFormatError(f"not a securetrain HE message (bad magic bytes {bytes(magic)!r})")
-                if version != VERSION:
-                    raise WireFormatError(f"unsupported message version {version}; this library speaks {VERSION}")
+                _check_prefix(magic, version)
                 if kind != STREAM:
                     raise WireFormatError(f"expected a streamed request, got message kind {kind}")
                 if hlen > MAX_HEADER_BYTES:
@@ -174,10 +179,7 @@ def decode_header(data: bytes, *, expect_kind: int) -> tuple[dict[str, Any], int
     if len(view) < _PREFIX.size:
         raise WireFormatError(f"{what} is too short ({len(view)} bytes) to be a securetrain HE message")
     magic, version, kind, hlen = _PREFIX.unpack(view[: _PREFIX.size])
-    if magic != MAGIC:
-        raise WireFormatError(f"not a securetrain HE message (bad magic bytes {bytes(magic)!r})")
-    if version != VERSION:
-        raise WireFormatError(f"unsupported message version {version}; this library speaks version {VERSION}")
+    _check_prefix(magic, version)
     if kind != expect_kind:
         raise WireFormatError(f"expected a {what}, got message kind {kind}")
     if hlen > MAX_HEADER_BYTES or _PREFIX.size + hlen > len(view):
