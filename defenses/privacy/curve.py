@@ -141,11 +141,13 @@ def sweep(
 
 
 def _validation_accuracy(model: Any, config: TrainConfig) -> float | None:
-    """Accuracy of ``model`` on the data set's validation split (``None``: it has none)."""
+    """Accuracy of ``model`` on the data set's validation split (``None``: it has none, or the
+    model was trained on it, ``train+validation``, so it is no held-out figure)."""
     from securetrain import data
+    from securetrain.data.splits import TRAIN_AND_VALIDATION
     from securetrain.training import evaluate
 
-    if "validation" not in data.get_info(config.data).splits:
+    if config.train_split == TRAIN_AND_VALIDATION or "validation" not in data.get_info(config.data).splits:
         return None
     x, y = data.load(config.data, "validation", root=config.data_root)
     return float(evaluate(model, x, y, config.eval_batch_size)["accuracy"])

@@ -187,6 +187,19 @@ def test_sweep_points_carry_the_validation_accuracy(tmp_path):
     assert result.report.extra["sweep"]["non_private_validation_accuracy"] is None
 
 
+def test_a_sweep_refit_on_train_and_validation_reports_no_validation_accuracy(tmp_path):
+    """Trained on the validation split, its accuracy there is no held-out figure: none is reported."""
+    from defenses.privacy import sweep
+    from securetrain.training import TrainConfig
+
+    cfg = TrainConfig(data="breast_cancer", epochs=1, progress=False, train_split="train+validation")
+    result = sweep(cfg, [2.0], tmp_path, privacy={"accountant": "rdp"}, write_html=False)
+    (point,) = result.points
+    assert point["validation_accuracy"] is None
+    assert result.report.extra["sweep"]["non_private_validation_accuracy"] is None
+    assert point["accuracy"] is not None  # the test figure is still there
+
+
 def test_model_options_given_override_the_recipe_ones():
     import argparse
 
