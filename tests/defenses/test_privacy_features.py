@@ -67,3 +67,7 @@ def test_the_scatternet_example_runs():
     out = module["main"](epochs=2)
     assert out["scatter"]["epsilon"] == out["cnn"]["epsilon"] <= 3.0  # same schedule, same accounting
     assert out["scatter"]["validation_accuracy"] > 0.6  # the head learns in two private epochs
+    (refit,) = [name for name in out if name.endswith(" refit")]
+    # refit on train+validation (1400 samples instead of 1200) at the same epsilon
+    assert out[refit]["epsilon"] <= 3.0
+    assert out[refit]["sample_rate"] * 1400 == pytest.approx(out["scatter"]["sample_rate"] * 1200)

@@ -23,3 +23,4 @@ def test_encrypted_inference_example_runs(tmp_path: Path) -> None:
     assert "server cannot decrypt: this context holds no secret key" in proc.stdout
     assert "argmax agreement 1.000" in proc.stdout
     assert "over HTTP (http://127.0.0.1:" in proc.stdout
+    assert "server on the fused residue program: argmax agreement 1.000" in proc.stdout
