@@ -58,6 +58,7 @@ from securetrain.runwrite import (
 from securetrain.specs import is_import_spec
 from securetrain.training import CHECKPOINT_NAME, Callback, Defense, TrainConfig, TrainResult, fit
 from securetrain.training.loop import evaluate_across_ranks
+from securetrain.training.pretrain import check_pretraining
 
 _WRITTEN = (CONFIG_NAME, WEIGHTS_NAME, CHECKPOINT_NAME, "report.json", "report.md", "report.html")
 
@@ -126,6 +127,7 @@ def train(
             raise ModelError(f"model {model_name!r} on data {info.name!r}: {exc}") from None
     else:
         model_source = "object"  # the caller's own module: not rebuildable from the run directory
+    check_pretraining(model, config, info, info.input_shape, info.num_classes)  # before anything is written
     if ctx.device.type != "cpu":
         model = model.to(ctx.device)
     run_config = {

@@ -48,6 +48,15 @@ _RETIRED = ".{name}.retired-"
 RESUME_TRAIN_KEYS = ("batch_size", "optimizer", "lr", "momentum", "weight_decay", "seed")
 """Training settings that must not change on resume (``epochs`` may grow: that is what resuming is for)."""
 
+_LATER_TRAIN_KEYS: dict[str, Any] = {
+    "train_split": "train",
+    "pretrain": None,
+    "pretrain_epochs": 15,
+    "pretrain_lr": 1e-2,
+    "trainable": None,
+}
+"""Training settings added after the first runs were written, with the value those runs had."""
+
 
 def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
     """``out_dir`` as a path that can hold a run directory; :class:`ConfigurationError` otherwise."""
@@ -114,10 +123,11 @@ def check_same_run(existing: RunDir, new_config: Mapping[str, Any]) -> None:
     diffs += _differences(old_model, new_model, ("name", "kwargs"), "model")
     old_train, new_train = old.get("train") or {}, new_config.get("train") or {}
     diffs += _differences(old_train, new_train, RESUME_TRAIN_KEYS, "training")
-    # runs written before train_split existed trained on "train"
-    old_split, new_split = old_train.get("train_split", "train"), new_train.get("train_split", "train")
-    if old_split != new_split:
-        diffs.append(f"training train_split: {old_split!r} in the run, {new_split!r} now")
+    # runs written before these settings existed had their defaults
+    for key, default in _LATER_TRAIN_KEYS.items():
+        old_value, new_value = old_train.get(key, default), new_train.get(key, default)
+        if old_value != new_value:
+            diffs.append(f"training {key}: {old_value!r} in the run, {new_value!r} now")
     old_defenses = list(old.get("defenses") or [])
     new_defenses = list(new_config.get("defenses") or [])
     if old_defenses != new_defenses:

@@ -779,6 +779,9 @@ class DifferentialPrivacy(Defense):
             engine_name=self.engine_name,
             model_changes=self.model_changes,
         )
+        pretraining = session.plan.pretraining
+        if pretraining is not None:
+            section["pretraining"] = pretraining.to_dict()
         section["augmult"] = self.settings.augmult
         section["augment"] = self.augment_name if self.views is not None else None
         if self.settings.max_memory_mb is not None:

@@ -28,6 +28,7 @@ from securetrain.data import cifar as _cifar  # noqa: F401  (registration)
 from securetrain.data import embedded as _embedded  # noqa: F401  (registration)
 from securetrain.data import idx as _idx  # noqa: F401  (registration)
 from securetrain.data import mnist5k as _mnist5k  # noqa: F401  (registration)
+from securetrain.data import mnist8x8 as _mnist8x8  # noqa: F401  (registration)
 from securetrain.data import synthetic as _synthetic  # noqa: F401  (registration)
 from securetrain.data.base import DATASETS, DatasetInfo, get_info, load, register_dataset
 from securetrain.data.sources import DATASET_PLUGINS, DataSource, declare_data, resolve_data

@@ -36,6 +36,14 @@ class DatasetInfo:
     local_files: bool = False
     extra: dict[str, object] = field(default_factory=dict)
     splits: tuple[str, ...] = SPLITS
+    origin: str = ""
+    """Where the samples come from, when that is not this data set alone: data sets of one origin share
+    samples (``mnist-5k-8x8`` is ``mnist-5k`` re-drawn), so one may never serve as public data for the
+    other. Empty: the data set is its own origin (see :meth:`source`)."""
+
+    def source(self) -> str:
+        """The origin of the samples: ``origin``, or the data set's own name."""
+        return self.origin or self.name
 
 
 Loader = Callable[[str, "Path | None"], tuple[torch.Tensor, torch.Tensor]]

@@ -71,9 +71,14 @@ def _splits() -> dict[str, Split]:
     return three_way_split(x, y, validation=VALIDATION_SIZE, test=TEST_SIZE, seed=SPLIT_SEED)
 
 
-def _load(split: str, root: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split (``train``, ``validation`` or ``test``) as fresh tensors."""
     x, y = _splits()[split]
     return torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
+
+
+def _load(split: str, root: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_split(split)
 
 
 register_dataset(

@@ -200,6 +200,8 @@ class PrivacySection(Section):
     target_epsilon: float | None = None
     validity_checks: list[str] | None = None
     violated_by_audit: bool | None = None
+    pretraining: dict[str, Any] | None = None
+    """Public pretraining and frozen parameters before the private training (``Pretraining.to_dict()``)."""
 
     def explain(self) -> list[str]:
         out = []
@@ -217,6 +219,13 @@ class PrivacySection(Section):
             f"{_g(self.noise_multiplier)}, per-sample clipping norm {_g(self.max_grad_norm)}, sample rate "
             f"{_g(self.sample_rate)} and {_g(self.steps)} steps."
         )
+        public = (self.pretraining or {}).get("data")
+        if public:
+            out.append(
+                f"Before its private training the model was pretrained without privacy on the public data set "
+                f"{public}: epsilon covers the private training set only; the public data is not protected "
+                "(the guarantee assumes it is public and shares no sample with the private set)."
+            )
         verdict = "valid" if self.valid else "NOT valid"
         out.append(
             f"'{verdict}': during training every step was checked against the accountant's assumptions "

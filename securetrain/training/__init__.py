@@ -23,7 +23,7 @@ from securetrain.training.defense import (
 )
 from securetrain.training.evaluate import evaluate, predict_logits
 from securetrain.training.loop import CHECKPOINT_NAME, TrainResult, fit
-from securetrain.training.plan import RunPlan
+from securetrain.training.plan import Pretraining, RunPlan
 from securetrain.training.protocols import PrivateOptimizer
 from securetrain.training.session import Callback, TrainingSession, protect
 
@@ -41,6 +41,7 @@ __all__ = [
     "GradientCanaries",
     "LossFn",
     "PrivateOptimizer",
+    "Pretraining",
     "RunPlan",
     "TrainConfig",
     "TrainResult",

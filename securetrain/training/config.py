@@ -57,6 +57,19 @@ class TrainConfig:
     (the final refit, once hyper-parameters were chosen on ``validation``; data sets with a
     ``validation`` split only). Under differential privacy the privacy unit stays one sample and
     the accountant works with this split's size."""
+    pretrain: str | None = None
+    """Public data to pretrain the model on, without privacy, before training on ``data`` (a data set
+    name, e.g. ``mnist-5k-8x8`` for ``digits``; ``None``: no pretraining). See
+    :mod:`securetrain.training.pretrain`: the public set must be another data set (another origin)
+    with the same input shape and classes; under differential privacy the guarantee covers ``data``
+    and pretraining spends none of it (the public data is not protected)."""
+    pretrain_epochs: int = 15
+    """Epochs of pretraining (batch 64, Adam at ``pretrain_lr``)."""
+    pretrain_lr: float = 1e-2
+    """Adam's learning rate for pretraining."""
+    trainable: list[str] | None = None
+    """Names of the parameters trained on ``data``, as prefixes (e.g. ``["head."]``: the head only, the
+    pretrained features frozen); ``None``: all. A prefix that names no parameter is refused."""
 
     def __post_init__(self) -> None:
         if int(self.epochs) < 1:
@@ -79,10 +92,37 @@ class TrainConfig:
                 f"train_split must be one of {', '.join(TRAIN_SPLITS)}, got {self.train_split!r} "
                 "(a model is never trained on test)"
             )
+        self._check_pretraining()
         if self.device is not None:
             from securetrain.devices import check_device_name
 
             check_device_name(self.device)
+
+    def _check_pretraining(self) -> None:
+        if self.pretrain is not None:
+            if not isinstance(self.pretrain, str) or not self.pretrain:
+                raise ConfigurationError(f"pretrain must be a data set name or None, got {self.pretrain!r}")
+            if self.pretrain == self.data:
+                raise ConfigurationError(
+                    f"pretrain names the training data itself ({self.data!r}): pretraining runs without privacy, "
+                    "so it must use other, public data (e.g. mnist-5k-8x8 for digits)"
+                )
+        if int(self.pretrain_epochs) < 1:
+            raise ConfigurationError(f"pretrain_epochs must be at least 1, got {self.pretrain_epochs}")
+        if not (math.isfinite(float(self.pretrain_lr)) and float(self.pretrain_lr) > 0):
+            raise ConfigurationError(f"pretrain_lr must be a finite positive number, got {self.pretrain_lr}")
+        if self.trainable is not None:
+            if (
+                isinstance(self.trainable, str)
+                or not isinstance(self.trainable, (list, tuple))
+                or not self.trainable
+                or not all(isinstance(t, str) and t for t in self.trainable)
+            ):
+                raise ConfigurationError(
+                    f"trainable must be a non-empty list of parameter-name prefixes (e.g. ['head.']), got "
+                    f"{self.trainable!r}"
+                )
+            self.trainable = list(self.trainable)
 
     def resolved_model(self) -> str:
         """The model name, defaulting to the data set's default model (for data named by an import

@@ -37,13 +37,26 @@ from securetrain.modes import unwrap
 from securetrain.training.config import TrainConfig
 from securetrain.training.defense import Defense, DefenseStack
 from securetrain.training.evaluate import evaluate, predict_logits
-from securetrain.training.plan import RunPlan
+from securetrain.training.plan import Pretraining, RunPlan
+from securetrain.training.pretrain import pretrain, public_source, trainable_parameters
 from securetrain.training.session import Callback, TrainingSession
 
 log = logging.getLogger("securetrain")
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
-_RESUME_KEYS = ("data", "model", "model_kwargs", "batch_size", "optimizer", "lr", "seed")
+_RESUME_KEYS = (
+    "data",
+    "model",
+    "model_kwargs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "seed",
+    "pretrain",
+    "pretrain_epochs",
+    "pretrain_lr",
+    "trainable",
+)
 
 
 @dataclass
@@ -114,7 +127,56 @@ def fit(
     if test is not None:
         validate_batch(test[0], test[1], n_classes, bounds, what="test data")
     check_model_fits(model, tuple(x_tr.shape[1:]), n_classes)
+    if data_info is None and config.data in DATASETS:
+        data_info = get_info(config.data)  # the configured data set describes the tensors
+    public = public_source(config, data_info, tuple(x_tr.shape[1:]), n_classes) if config.pretrain is not None else None
+    samples = pretrain(model, config, public) if public is not None else 0  # before anything is seeded below
+    with trainable_parameters(model, config.trainable) as (trained, total):
+        described = None
+        if public is not None or config.trainable is not None:
+            described = Pretraining(
+                data=public.info().name if public is not None else None,
+                samples=samples,
+                epochs=int(config.pretrain_epochs) if public is not None else 0,
+                trainable=tuple(config.trainable) if config.trainable is not None else None,
+                trained_parameters=trained,
+                total_parameters=total,
+            )
+        return _fit(
+            model,
+            (x_tr, y_tr),
+            test,
+            config,
+            defenses,
+            n_classes=n_classes,
+            bounds=bounds,
+            data_info=data_info,
+            pretraining=described,
+            checkpoint_path=checkpoint_path,
+            resume=resume,
+            callbacks=callbacks,
+            ctx=ctx,
+        )
 
+
+def _fit(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor] | None,
+    config: TrainConfig,
+    defenses: Sequence[Defense],
+    *,
+    n_classes: int,
+    bounds: tuple[float, float] | None,
+    data_info: DatasetInfo | None,
+    pretraining: Pretraining | None,
+    checkpoint_path: str | Path | None,
+    resume: bool,
+    callbacks: Sequence[Callback],
+    ctx: DistributedContext,
+) -> TrainResult:
+    """:func:`fit` once the data is checked and the model pretrained and partly frozen."""
+    x_tr, y_tr = train
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     dataset = TensorDataset(x_tr, y_tr)
@@ -131,8 +193,6 @@ def fit(
         loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
     optimizer = config.make_optimizer(model.parameters())
     stack = DefenseStack(list(defenses))
-    if data_info is None and config.data in DATASETS:
-        data_info = get_info(config.data)  # the configured data set describes the tensors
     plan = RunPlan(
         epochs=int(config.epochs),
         # tuple() keeps a caller's list working; RunPlan checks it is a (lower, upper) pair
@@ -143,6 +203,7 @@ def fit(
         seed=int(config.seed),
         dataset_size=int(x_tr.shape[0]),
         batch_size=int(config.batch_size),
+        pretraining=pretraining,
     )
     session = TrainingSession(
         model=model, optimizer=optimizer, train_loader=loader, defenses=stack, plan=plan, generator=generator

@@ -24,6 +24,55 @@ from securetrain.validation import check_bounds, check_count
 
 
 @dataclass(frozen=True)
+class Pretraining:
+    """What happened to the model before a run's private training: public pretraining and frozen parameters.
+
+    Attributes:
+        data: the public data set the model was pretrained on, without privacy (``None``: not pretrained).
+        samples: number of public samples pretrained on.
+        epochs: epochs of pretraining.
+        trainable: the parameter-name prefixes trained in the run (``None``: all parameters).
+        trained_parameters: number of parameters the run trains.
+        total_parameters: number of parameters of the model.
+
+    Example:
+        >>> Pretraining(data="mnist-5k-8x8", samples=4000, epochs=15, trainable=("head.",),
+        ...             trained_parameters=8906, total_parameters=13706).describe()
+        'pretrained without privacy on public data mnist-5k-8x8 (4000 samples, 15 epochs); trained here: head.* (8906 of 13706 parameters)'
+    """
+
+    data: str | None
+    samples: int
+    epochs: int
+    trainable: tuple[str, ...] | None
+    trained_parameters: int
+    total_parameters: int
+
+    def describe(self) -> str:
+        """One sentence: the public pretraining and what the run trains."""
+        parts = []
+        if self.data is not None:
+            parts.append(
+                f"pretrained without privacy on public data {self.data} ({self.samples} samples, {self.epochs} epochs)"
+            )
+        if self.trainable is not None:
+            names = ", ".join(f"{t}*" for t in self.trainable)
+            parts.append(f"trained here: {names} ({self.trained_parameters} of {self.total_parameters} parameters)")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form (for reports)."""
+        return {
+            "data": self.data,
+            "samples": self.samples,
+            "epochs": self.epochs,
+            "trainable": list(self.trainable) if self.trainable is not None else None,
+            "trained_parameters": self.trained_parameters,
+            "total_parameters": self.total_parameters,
+        }
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """The planned shape of a run, fixed before training starts.
 
@@ -37,6 +86,7 @@ class RunPlan:
         seed: the run's seed (defenses derive their own generators from it).
         dataset_size: number of training samples, if known.
         batch_size: the loop's (expected) batch size, if known.
+        pretraining: public pretraining and frozen parameters before this run (``None``: neither).
     """
 
     epochs: int | None = None
@@ -46,6 +96,7 @@ class RunPlan:
     seed: int | None = None
     dataset_size: int | None = None
     batch_size: int | None = None
+    pretraining: Pretraining | None = None
 
     def __post_init__(self) -> None:
         for what in ("epochs", "steps", "dataset_size", "batch_size"):
@@ -58,4 +109,4 @@ class RunPlan:
             object.__setattr__(self, "bounds", check_bounds(self.bounds))
 
 
-__all__ = ["RunPlan"]
+__all__ = ["Pretraining", "RunPlan"]

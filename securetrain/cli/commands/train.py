@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run, _train_parser=p)
 
 
-GENERIC: dict[str, Any] = {"epochs": 5, "batch_size": 64, "optimizer": "adam", "lr": 1e-2}
+GENERIC: dict[str, Any] = {"epochs": 5, "batch_size": 64, "optimizer": "adam", "lr": 1e-2, "pretrain_epochs": 15}
 """Training settings used when neither a flag nor a recipe gives them."""
 
 _RECIPE = "; with train --dp: the recommended recipe's"
@@ -108,9 +108,47 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         help=f"optimizer: {', '.join(OPTIMIZERS.names())} (default {GENERIC['optimizer']}){_RECIPE}",
     )
     p.add_argument("--lr", type=float, default=None, help=f"learning rate (default {GENERIC['lr']}){_RECIPE}")
+    p.add_argument(
+        "--pretrain",
+        default=None,
+        metavar="DATA",
+        help="public data set to pretrain the model on, without privacy, before training on --data (e.g. "
+        "mnist-5k-8x8 for digits: another data set, same input shape and classes; epsilon covers --data only), "
+        f"or none (default none){_RECIPE}",
+    )
+    p.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=None,
+        help=f"epochs of pretraining (default {GENERIC['pretrain_epochs']})",
+    )
+    p.add_argument(
+        "--trainable",
+        default=None,
+        metavar="PREFIXES",
+        help="train only the parameters whose names start with one of these comma-separated prefixes (e.g. "
+        f"head. : the head of a pretrained model), or all (default all){_RECIPE}",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (data order, initialisation, noise)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_device_argument(p, "train")
+
+
+def _pretrain_from_args(args: argparse.Namespace, from_recipe: dict[str, Any]) -> dict[str, Any]:
+    """The pretraining settings: ``--pretrain``/``--pretrain-epochs``/``--trainable``, else the recipe's."""
+    given = getattr(args, "pretrain", None)
+    pretrain = from_recipe.get("pretrain") if given is None else (None if given.lower() == "none" else given)
+    prefixes = getattr(args, "trainable", None)
+    if prefixes is None:
+        trainable = from_recipe.get("trainable")
+    elif prefixes.strip().lower() == "all":
+        trainable = None
+    else:
+        trainable = [t.strip() for t in prefixes.split(",") if t.strip()] or prefixes
+    epochs = getattr(args, "pretrain_epochs", None)
+    if epochs is None:
+        epochs = from_recipe.get("pretrain_epochs", GENERIC["pretrain_epochs"])
+    return {"pretrain": pretrain, "pretrain_epochs": epochs, "trainable": trainable}
 
 
 def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> TrainConfig:
@@ -146,6 +184,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
         data_root=args.data_root,
         device=args.device,
         train_split=args.train_split,
+        **_pretrain_from_args(args, from_recipe),
     )
     from securetrain.data import DATASETS, get_info
     from securetrain.data.splits import TRAIN_AND_VALIDATION
@@ -243,10 +282,12 @@ def recipe_line(recipe: Recipe, config: TrainConfig, defenses: list[Defense]) ->
     dp = next((d.config() for d in defenses if d.name == recipe.defense_name), {})
     keys = ("epsilon", "max_grad_norm", "delta", "accountant", "ema_decay")
     settings = ", ".join(f"{k}={dp[k]}" for k in keys if dp.get(k) is not None)
+    public = f", pretrain={config.pretrain} ({config.pretrain_epochs} epochs, public)" if config.pretrain else ""
+    trainable = f", trainable={','.join(config.trainable)}" if config.trainable else ""
     return (
         f"recipe: the recommended private recipe for {config.data}/{config.resolved_model()} "
         f"(flags given override it): epochs={config.epochs}, batch_size={config.batch_size}, "
-        f"optimizer={config.optimizer}, lr={config.lr:g}, {settings}\n"
+        f"optimizer={config.optimizer}, lr={config.lr:g}{public}{trainable}, {settings}\n"
     )
 
 

@@ -1,0 +1,158 @@
+"""Public-data pretraining and frozen parameters: what :func:`~securetrain.training.fit` does first.
+
+A standard way to make a private model better (Tramer & Boneh 2021; De et al. 2022): train it
+first, **without privacy**, on *public* data of the same kind, then train it on the private data
+with DP-SGD, often only its last layers. The privacy guarantee is about the private training set
+only, and pretraining never reads it: the epsilon of the private training is the same with and
+without pretraining. What pretraining needs, and what this module checks before anything runs:
+
+* the public data is another data set, of another origin (``mnist-5k-8x8`` is ``mnist-5k``
+  redrawn, so neither is public data for the other; see ``DatasetInfo.origin``): a data set
+  never pretrains a model for itself;
+* it has the private data's input shape and classes (the same model is trained on both).
+
+Whether the public data is really public, and really disjoint from the private data, is the
+user's claim (for your own data sets the origin check only sees names); the report names it.
+
+``TrainConfig.trainable`` (parameter-name prefixes) freezes every other parameter for the run
+(``requires_grad`` off; restored when the run ends): with pretrained features, training only
+the head under DP puts the noise on fewer parameters.
+
+Example:
+    >>> import torch
+    >>> from securetrain.models import build_model
+    >>> from securetrain.training import TrainConfig
+    >>> from securetrain.training.pretrain import trainable_parameters
+    >>> model = build_model("cnn", (1, 8, 8), 10)
+    >>> with trainable_parameters(model, ["head."]) as (trained, total):
+    ...     trained, total, model.features[0].weight.requires_grad
+    (8906, 13706, False)
+    >>> model.features[0].weight.requires_grad   # restored
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from torch import nn
+
+from securetrain.data.base import DatasetInfo
+from securetrain.data.sources import DataSource, resolve_data
+from securetrain.errors import ConfigurationError
+from securetrain.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+PRETRAIN_BATCH_SIZE = 64
+"""Batch size of pretraining."""
+PRETRAIN_SPLIT = "train"
+"""The split of the public data set pretrained on."""
+
+
+def public_source(
+    config: TrainConfig, private: DatasetInfo | None, input_shape: Sequence[int], num_classes: int
+) -> DataSource:
+    """The public data set of ``config.pretrain``, checked against the private data it prepares for.
+
+    Raises :class:`~securetrain.errors.ConfigurationError` when it is the private data set or
+    shares its origin, or when its input shape or number of classes differ from the private data's.
+    """
+    if config.pretrain is None:
+        raise ConfigurationError("no public data set to pretrain on (TrainConfig.pretrain is None)")
+    source = resolve_data(config.pretrain, config.data_root)
+    info = source.info()
+    private_name = private.name if private is not None else config.data
+    private_origin = private.source() if private is not None else config.data
+    if info.name == private_name or info.source() == private_origin:
+        raise ConfigurationError(
+            f"pretrain data {config.pretrain!r} comes from {info.source()!r}, as does the training data "
+            f"{private_name!r}: pretraining runs without privacy, so it must use other, public data"
+        )
+    if tuple(info.input_shape) != tuple(input_shape) or info.num_classes != num_classes:
+        raise ConfigurationError(
+            f"pretrain data {config.pretrain!r} has inputs {list(info.input_shape)} and {info.num_classes} classes; "
+            f"the training data has {list(input_shape)} and {num_classes}: the same model must fit both"
+        )
+    return source
+
+
+def check_pretraining(
+    model: nn.Module, config: TrainConfig, private: DatasetInfo | None, input_shape: Sequence[int], num_classes: int
+) -> None:
+    """Everything :func:`~securetrain.training.fit` would refuse about ``config.pretrain`` and
+    ``config.trainable`` for ``model``, checked without training (for callers that must refuse
+    before writing anything)."""
+    if config.pretrain is not None:
+        public_source(config, private, input_shape, num_classes)
+    with trainable_parameters(model, config.trainable):
+        pass
+
+
+def pretrain(model: nn.Module, config: TrainConfig, source: DataSource) -> int:
+    """Train ``model`` without privacy on ``source``'s ``train`` split; the number of samples used.
+
+    Batch :data:`PRETRAIN_BATCH_SIZE`, Adam at ``config.pretrain_lr`` for ``config.pretrain_epochs``
+    epochs, seeded with ``config.seed``, in this process only.
+    """
+    from securetrain.training.loop import fit
+
+    info = source.info()
+    x, y = source.load(PRETRAIN_SPLIT)
+    inner = TrainConfig(
+        data=info.name,
+        epochs=config.pretrain_epochs,
+        batch_size=PRETRAIN_BATCH_SIZE,
+        optimizer="adam",
+        lr=config.pretrain_lr,
+        seed=config.seed,
+        progress=config.progress,
+        data_root=config.data_root,
+    )
+    log.info("pretraining on public data %s (%d samples, %d epochs)", info.name, len(y), config.pretrain_epochs)
+    fit(model, (x, y), None, inner, num_classes=info.num_classes, bounds=info.bounds, data_info=info, distributed=False)
+    return int(len(y))
+
+
+@contextmanager
+def trainable_parameters(model: nn.Module, prefixes: Sequence[str] | None) -> Iterator[tuple[int, int]]:
+    """Freeze every parameter of ``model`` whose name starts with none of ``prefixes``, for the block.
+
+    Yields ``(trained, total)`` numbers of parameters; ``requires_grad`` is restored on exit.
+    ``None`` freezes nothing. Raises :class:`~securetrain.errors.ConfigurationError` when a
+    prefix names no parameter or nothing would be trained.
+    """
+    named = list(model.named_parameters())
+    total = sum(p.numel() for _, p in named)
+    if prefixes is None:
+        yield sum(p.numel() for _, p in named if p.requires_grad), total
+        return
+    unmatched = [t for t in prefixes if not any(n.startswith(t) for n, _ in named)]
+    if unmatched:
+        shown = ", ".join(n for n, _ in named[:8]) + (", ..." if len(named) > 8 else "")
+        raise ConfigurationError(
+            f"trainable prefix(es) {', '.join(map(repr, unmatched))} name no parameter of the model ({shown})"
+        )
+    turned_off = [p for n, p in named if p.requires_grad and not any(n.startswith(t) for t in prefixes)]
+    trained = sum(p.numel() for _, p in named if p.requires_grad) - sum(p.numel() for p in turned_off)
+    if trained == 0:
+        raise ConfigurationError(f"trainable {list(prefixes)} leaves no parameter of the model to train")
+    try:
+        for p in turned_off:
+            p.requires_grad_(False)
+        yield trained, total
+    finally:
+        for p in turned_off:
+            p.requires_grad_(True)
+
+
+__all__ = [
+    "PRETRAIN_BATCH_SIZE",
+    "PRETRAIN_SPLIT",
+    "check_pretraining",
+    "pretrain",
+    "public_source",
+    "trainable_parameters",
+]
