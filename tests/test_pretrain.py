@@ -168,3 +168,17 @@ def test_the_digits_cnn_recipe_pretrains_and_flags_override_it(tmp_path, capsys)
     config = json.loads((tmp_path / "s" / "config.json").read_text())["train"]
     assert (config["pretrain"], config["trainable"]) == (None, None)
     assert "pretraining" not in json.loads((tmp_path / "s" / "report.json").read_text())["privacy"]
+
+
+@pytest.mark.parametrize("engine", ["bk", "ghost", "vmap", "hooks"])
+def test_every_engine_trains_exactly_the_trainable_parameters(engine):
+    x, y = data.load("digits", "validation")
+    model = _cnn()
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    dp = DifferentialPrivacy(epsilon=3.0, delta=1e-5, max_grad_norm=1.0, grad_sample_mode=engine)
+    cfg = TrainConfig(epochs=1, batch_size=64, progress=False, trainable=["features.3.", "head.3."])
+    result = fit(model, (x, y), None, cfg, [dp], num_classes=10)
+    after = result.model.state_dict()
+    changed = sorted({k.rsplit(".", 1)[0] for k in after if not torch.equal(after[k], init[k])})
+    assert changed == ["features.3", "head.3"]  # a frozen layer between trained ones is back-propagated through
+    assert result.sections["privacy"]["valid"] is True and result.sections["privacy"]["pretraining"]["data"] is None
