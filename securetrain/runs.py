@@ -127,7 +127,7 @@ def train(
             raise ModelError(f"model {model_name!r} on data {info.name!r}: {exc}") from None
     else:
         model_source = "object"  # the caller's own module: not rebuildable from the run directory
-    check_pretraining(model, config, info, info.input_shape, info.num_classes)  # before anything is written
+    check_pretraining(model, config, info, train_xy[0], info.num_classes)  # before anything is written
     if ctx.device.type != "cpu":
         model = model.to(ctx.device)
     run_config = {
@@ -235,6 +235,7 @@ def _train_locked(
         # two writes is detected on load instead of pairing new weights with an old report
         weights_digest = file_sha256(out / WEIGHTS_NAME)
     metrics = evaluate_across_ranks(plain, *test_xy, config.eval_batch_size, ctx)
+    before = result.session.plan.pretraining
     report = Report(
         data={
             "name": info.name,
@@ -250,6 +251,7 @@ def _train_locked(
             "parameters": int(sum(p.numel() for p in plain.parameters())),
             "kwargs": config.model_kwargs,
             **({"weights_sha256": weights_digest} if weights_digest is not None else {}),
+            **({"pretraining": before.describe()} if before is not None else {}),
         },
         accuracy=metrics["accuracy"],
         timing={
@@ -289,6 +291,17 @@ def _train_locked(
     if ctx.active:
         _barrier()  # every rank returns once rank 0's files are in place
     return RunResult(run_dir=final, report=report, model=plain, train_result=result)
+
+
+def check_pretraining_settings(config: TrainConfig) -> None:
+    """Refuse ``config``'s ``pretrain`` / ``trainable`` settings as :func:`train` would, writing nothing
+    (for commands that write several runs into one folder, such as a sweep)."""
+    if config.pretrain is None and config.trainable is None:
+        return
+    source = resolve_data(config.data, config.data_root)
+    info = source.info()
+    model = build_model(config.model or info.default_model, info.input_shape, info.num_classes, **config.model_kwargs)
+    check_pretraining(model, config, info, source.load(config.train_split)[0], info.num_classes)
 
 
 def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

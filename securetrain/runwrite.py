@@ -39,6 +39,7 @@ from typing import Any
 
 from securetrain.errors import CheckpointError, ConfigurationError
 from securetrain.rundir import CONFIG_NAME, RunDir
+from securetrain.training.pretrain import PRETRAIN_ONLY_KEYS
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -124,7 +125,10 @@ def check_same_run(existing: RunDir, new_config: Mapping[str, Any]) -> None:
     old_train, new_train = old.get("train") or {}, new_config.get("train") or {}
     diffs += _differences(old_train, new_train, RESUME_TRAIN_KEYS, "training")
     # runs written before these settings existed had their defaults
+    no_pretraining = old_train.get("pretrain") is None and new_train.get("pretrain") is None
     for key, default in _LATER_TRAIN_KEYS.items():
+        if no_pretraining and key in PRETRAIN_ONLY_KEYS:
+            continue  # settings of a pretraining that neither run has
         old_value, new_value = old_train.get(key, default), new_train.get(key, default)
         if old_value != new_value:
             diffs.append(f"training {key}: {old_value!r} in the run, {new_value!r} now")

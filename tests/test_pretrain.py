@@ -38,7 +38,7 @@ def _dp() -> DifferentialPrivacy:
 def test_the_public_set_is_mnist_drawn_like_digits():
     info = data.get_info("mnist-5k-8x8")
     assert (info.input_shape, info.num_classes, info.splits) == (_SHAPE, _CLASSES, ("train", "validation", "test"))
-    assert info.source() == "mnist-5k" and data.get_info("mnist-5k").source() == "mnist-5k"
+    assert info.source() == "mnist" and data.get_info("mnist-5k").source() == "mnist" == data.get_info("mnist").source()
     x, y = data.load("mnist-5k-8x8", "train")
     assert x.shape == (4000, 1, 8, 8) and 0 <= float(x.min()) and float(x.max()) <= 1
     assert torch.equal(x * 16, (x * 16).round())  # counts of ON pixels in 4x4 blocks, as in digits
@@ -74,7 +74,7 @@ def test_bad_settings_are_refused_by_the_config(kwargs, match):
 def test_public_data_of_the_same_origin_or_another_shape_is_refused():
     x, y = data.load("mnist-5k", "validation")
     same_origin = TrainConfig(data="mnist-5k", pretrain="mnist-5k-8x8", progress=False)
-    with pytest.raises(ConfigurationError, match="comes from 'mnist-5k', as does the training data"):
+    with pytest.raises(ConfigurationError, match="training data 'mnist-5k' both come from 'mnist-5k'"):
         fit(build_model("cnn", (1, 28, 28), 10), (x, y), None, same_origin, num_classes=10)
     xb, yb = data.load("breast_cancer", "validation")
     other_shape = TrainConfig(data="breast_cancer", pretrain="digits", progress=False)
@@ -163,7 +163,8 @@ def test_the_digits_cnn_recipe_pretrains_and_flags_override_it(tmp_path, capsys)
     assert "pretrain=mnist-5k-8x8 (1 epochs, public), trainable=head." in capsys.readouterr().err
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["privacy"]["pretraining"]["data"] == "mnist-5k-8x8"
-    assert main([*base, "--pretrain", "none", "--trainable", "all", "--out", str(tmp_path / "s"), "--no-html"]) == 0
+    plain = [*base[:-2], "--pretrain", "none", "--trainable", "all"]  # --pretrain-epochs would be refused here
+    assert main([*plain, "--out", str(tmp_path / "s"), "--no-html"]) == 0
     assert "pretrain=" not in capsys.readouterr().err
     config = json.loads((tmp_path / "s" / "config.json").read_text())["train"]
     assert (config["pretrain"], config["trainable"]) == (None, None)
@@ -182,3 +183,73 @@ def test_every_engine_trains_exactly_the_trainable_parameters(engine):
     changed = sorted({k.rsplit(".", 1)[0] for k in after if not torch.equal(after[k], init[k])})
     assert changed == ["features.3", "head.3"]  # a frozen layer between trained ones is back-propagated through
     assert result.sections["privacy"]["valid"] is True and result.sections["privacy"]["pretraining"]["data"] is None
+
+
+def test_public_data_that_shares_samples_or_an_origin_chain_is_refused(tmp_path, capsys):
+    from securetrain.data.base import DATASETS, DatasetInfo, register_dataset
+    from securetrain.training.pretrain import public_source
+
+    # mnist-5k is a sample of MNIST: neither is public data for the other, whatever the files hold
+    assert data.get_info("mnist-5k-8x8").lineage() == ("mnist-5k-8x8", "mnist-5k", "mnist")
+    x28 = torch.zeros(2, 1, 28, 28)
+    with pytest.raises(ConfigurationError, match="both come from 'mnist'"):
+        public_source(TrainConfig(data="mnist", pretrain="mnist-5k", progress=False), data.get_info("mnist"), x28, 10)
+    # a user's data set declared as derived from mnist-5k-8x8 is followed through the chain, both ways
+    derived = DatasetInfo("mnist-5k-8x8-mine", "image", _SHAPE, 10, (0.0, 1.0), "cnn", origin="mnist-5k-8x8")
+    register_dataset(derived, lambda split, root: data.load("mnist-5k-8x8", split), overwrite=True)
+    try:
+        for private, public in [("mnist-5k-8x8-mine", "mnist-5k"), ("mnist-5k", "mnist-5k-8x8-mine")]:
+            cfg = TrainConfig(data=private, pretrain=public, progress=False)
+            with pytest.raises(ConfigurationError, match="both come from 'mnist-5k"):
+                public_source(cfg, data.get_info(private), torch.zeros(2, *data.get_info(private).input_shape), 10)
+    finally:
+        DATASETS.remove("mnist-5k-8x8-mine")
+    # the tensors trained on are compared, not names: the public set itself passed to fit under digits' name
+    public_x, public_y = data.load("mnist-5k-8x8", "train")
+    with pytest.raises(ConfigurationError, match="4000 of the 4000 inputs of pretrain data 'mnist-5k-8x8' are also"):
+        fit(_cnn(), (public_x, public_y), None, _config(pretrain="mnist-5k-8x8"), [_dp()], num_classes=10)
+    # a copy of the private data under another name: refused on the command line, nothing written
+    import numpy as np
+
+    (x, y), (xt, yt) = data.load("digits", "train"), data.load("digits", "test")
+    np.savez(tmp_path / "copy.npz", x_train=x.numpy(), y_train=y.numpy(), x_test=xt.numpy(), y_test=yt.numpy())
+    out = tmp_path / "r"
+    assert main(["train", "--model", "cnn", "--pretrain", f"npz:{tmp_path / 'copy.npz'}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1200 of the 1200 inputs" in err[0] and not out.exists()
+
+
+def test_a_layer_replaced_for_privacy_stays_frozen():
+    class WithBatchNorm(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten())
+            self.head = torch.nn.Linear(4 * 36, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.features(x))
+
+    torch.manual_seed(0)
+    model = WithBatchNorm()
+    cfg = _config(trainable=["head."], batch_size=64)
+    result = fit(model, data.load("digits", "validation"), None, cfg, [_dp()], num_classes=10)
+    norm = result.model.features[1]
+    assert type(norm).__name__ == "GroupNorm"  # replaced for DP, and not trained: it was frozen
+    assert torch.equal(norm.weight, torch.ones(4)) and torch.equal(norm.bias, torch.zeros(4))
+    assert result.sections["privacy"]["pretraining"]["trained_parameters"] == 4 * 36 * 10 + 10
+    assert all(p.requires_grad for p in result.model.parameters())  # restored, the new layer's too
+
+
+def test_sweep_and_reports_say_what_was_pretrained(tmp_path, capsys):
+    # a sweep refuses bad pretraining settings before making its folder
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--model", "cnn", "--trainable", "body.", "--epsilons", "1", "--out", str(out)]) == 2
+    assert "name no parameter" in capsys.readouterr().err and not out.exists()
+    # --pretrain-epochs without public data is refused; a plain run's report names its pretraining
+    assert main(["train", "--model", "cnn", "--pretrain-epochs", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "--pretrain-epochs needs public data" in capsys.readouterr().err
+    run = tmp_path / "plain"
+    args = ["train", "--model", "cnn", "--epochs", "1", "--pretrain", "mnist-5k-8x8", "--pretrain-epochs", "1"]
+    assert main([*args, "--trainable", "head.", "--out", str(run), "--no-html"]) == 0
+    said = "pretrained without privacy on public data mnist-5k-8x8 (4000 samples, 1 epochs); trained here: head.*"
+    assert said in capsys.readouterr().out and said in (run / "report.md").read_text()

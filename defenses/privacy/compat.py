@@ -147,6 +147,9 @@ def make_compatible(model: nn.Module, *, fix: bool = True) -> list[str]:
         if ref is not None:
             new = new.to(ref.device)
         new.train(old.training)
+        old_params = list(old.parameters())
+        if old_params and not any(p.requires_grad for p in old_params):
+            new.requires_grad_(False)  # a frozen layer stays frozen (e.g. the pretrained features of a run)
         parent._modules[attr] = new
         changes.append(f"{name}: {_describe(old)} -> {_describe(new)}")
     return changes

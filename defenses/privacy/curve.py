@@ -62,7 +62,7 @@ def sweep(
     settings (default: ``config``).
     """
     from defenses.privacy.defense import DifferentialPrivacy
-    from securetrain.runs import train
+    from securetrain.runs import check_pretraining_settings, train
 
     eps_list = [float(e) for e in epsilons]
     if not eps_list:
@@ -75,6 +75,9 @@ def sweep(
         if forbidden in kwargs:
             raise PrivacyError(f"privacy= must not set {forbidden!r}: the sweep sets the target epsilon of each run")
     DifferentialPrivacy(epsilon=eps_list[0], **kwargs)  # bad settings are refused before any training
+    for each in (config, non_private_config) if non_private else (config,):
+        if each is not None:
+            check_pretraining_settings(each)  # refused before the output folder is made
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -94,6 +94,8 @@ def run_demo(opts: DemoOptions) -> Report:
     base: dict[str, Any] = {"data": DATA, "model": "cnn", "seed": opts.seed, "progress": opts.progress}
     dp = dp_recommended(DATA, "cnn", epsilon=opts.epsilon)  # the CNN: all four models share an architecture
     dp_train = {k: v for k, v in dp.train.items() if k != "data"}
+    if opts.quick and dp_train.get("pretrain"):
+        dp_train["pretrain_epochs"] = 2  # the smoke test: public pretraining shortened like the rest
     adv = adv_recommended(private=False, epsilon=opts.adv_eps)
     adv_dp = adv_recommended(private=True, epsilon=opts.adv_eps)
 

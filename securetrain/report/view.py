@@ -260,6 +260,9 @@ def summary_rows(d: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("model", str((d.get("model") or {}).get("name", "?"))),
         ("accuracy", fmt(d.get("accuracy"))),
     ]
+    before = (d.get("model") or {}).get("pretraining")
+    if before:
+        rows.append(("before training", str(before)))
     privacy = d.get("privacy")
     badge = f"epsilon {privacy_badge(privacy).text}" if privacy else "none (not trained with differential privacy)"
     rows.append(("privacy", badge))
@@ -388,12 +391,18 @@ def build_page(
     notes = [str(n) for n in d.get("notes") or []]
     if models:
         names = [str(m.get("name", "?")) for m in models]
+        lead = [
+            f"Each row below is one model trained on {data} ({', '.join(names)}); each has its own section "
+            "further down, and its own run directory. No figure mixes models."
+        ]
+        lead += [
+            f"{m.get('name', '?')}: {(m.get('model') or {})['pretraining']} before its training on {data}."
+            for m in models
+            if (m.get("model") or {}).get("pretraining")
+        ]
         return Page(
             title=f"securetrain report: {len(models)} models on {data}",
-            lead=[
-                f"Each row below is one model trained on {data} ({', '.join(names)}); each has its own section "
-                "further down, and its own run directory. No figure mixes models."
-            ],
+            lead=lead,
             comparison=comparison_table(models),
             plots=plots.get("", []),
             groups=[_group(m, str(m.get("name", "?")), plots.get(str(m.get("name")), [])) for m in models],

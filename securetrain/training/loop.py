@@ -38,7 +38,7 @@ from securetrain.training.config import TrainConfig
 from securetrain.training.defense import Defense, DefenseStack
 from securetrain.training.evaluate import evaluate, predict_logits
 from securetrain.training.plan import Pretraining, RunPlan
-from securetrain.training.pretrain import pretrain, public_source, trainable_parameters
+from securetrain.training.pretrain import PRETRAIN_ONLY_KEYS, pretrain, public_source, trainable_parameters
 from securetrain.training.session import Callback, TrainingSession
 
 log = logging.getLogger("securetrain")
@@ -129,7 +129,7 @@ def fit(
     check_model_fits(model, tuple(x_tr.shape[1:]), n_classes)
     if data_info is None and config.data in DATASETS:
         data_info = get_info(config.data)  # the configured data set describes the tensors
-    public = public_source(config, data_info, tuple(x_tr.shape[1:]), n_classes) if config.pretrain is not None else None
+    public = public_source(config, data_info, x_tr, n_classes) if config.pretrain is not None else None
     samples = pretrain(model, config, public) if public is not None else 0  # before anything is seeded below
     with trainable_parameters(model, config.trainable) as (trained, total):
         described = None
@@ -402,6 +402,8 @@ def _restore(path: Path, session: TrainingSession, config: TrainConfig, state: d
     saved_cfg = state.get("config", {})
     current = config.to_dict()
     diffs = [k for k in _RESUME_KEYS if k in saved_cfg and saved_cfg[k] != current[k]]
+    if saved_cfg.get("pretrain") is None and current["pretrain"] is None:
+        diffs = [k for k in diffs if k not in PRETRAIN_ONLY_KEYS]  # no pretraining on either side
     if diffs:
         raise CheckpointError(
             f"cannot resume from {path}: the checkpoint was made with different settings for "

@@ -33,10 +33,12 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 from securetrain.data.base import DatasetInfo
@@ -50,43 +52,63 @@ PRETRAIN_BATCH_SIZE = 64
 """Batch size of pretraining."""
 PRETRAIN_SPLIT = "train"
 """The split of the public data set pretrained on."""
+PRETRAIN_ONLY_KEYS = ("pretrain_epochs", "pretrain_lr")
+"""``TrainConfig`` settings that mean nothing without ``pretrain`` (not compared on resume when neither run pretrains)."""
 
 
 def public_source(
-    config: TrainConfig, private: DatasetInfo | None, input_shape: Sequence[int], num_classes: int
+    config: TrainConfig, private: DatasetInfo | None, train_x: torch.Tensor, num_classes: int
 ) -> DataSource:
-    """The public data set of ``config.pretrain``, checked against the private data it prepares for.
+    """The public data set of ``config.pretrain``, checked against the private training inputs ``train_x``.
 
     Raises :class:`~securetrain.errors.ConfigurationError` when it is the private data set or
-    shares its origin, or when its input shape or number of classes differ from the private data's.
+    shares an origin with it (:meth:`~securetrain.data.DatasetInfo.lineage`), when any of its
+    ``train`` inputs equals a private training input (a copy or a subset under another name),
+    or when its input shape or number of classes differ from the private data's.
     """
     if config.pretrain is None:
         raise ConfigurationError("no public data set to pretrain on (TrainConfig.pretrain is None)")
     source = resolve_data(config.pretrain, config.data_root)
     info = source.info()
-    private_name = private.name if private is not None else config.data
-    private_origin = private.source() if private is not None else config.data
-    if info.name == private_name or info.source() == private_origin:
+    private_lineage = set(private.lineage()) if private is not None else set()
+    private_lineage.add(config.data)
+    shared = [name for name in info.lineage() if name in private_lineage]
+    if shared:
+        private_name = private.name if private is not None else config.data
         raise ConfigurationError(
-            f"pretrain data {config.pretrain!r} comes from {info.source()!r}, as does the training data "
-            f"{private_name!r}: pretraining runs without privacy, so it must use other, public data"
+            f"pretrain data {config.pretrain!r} and the training data {private_name!r} both come from {shared[0]!r}: "
+            "pretraining runs without privacy, so it must use other, public data"
         )
-    if tuple(info.input_shape) != tuple(input_shape) or info.num_classes != num_classes:
+    input_shape = tuple(train_x.shape[1:])
+    if tuple(info.input_shape) != input_shape or info.num_classes != num_classes:
         raise ConfigurationError(
             f"pretrain data {config.pretrain!r} has inputs {list(info.input_shape)} and {info.num_classes} classes; "
             f"the training data has {list(input_shape)} and {num_classes}: the same model must fit both"
         )
+    public_x, _ = source.load(PRETRAIN_SPLIT)
+    common = len(_row_digests(public_x) & _row_digests(train_x))
+    if common:
+        raise ConfigurationError(
+            f"{common} of the {len(public_x)} inputs of pretrain data {config.pretrain!r} are also training inputs: "
+            "pretraining runs without privacy, so the public data must share no sample with the private data"
+        )
     return source
 
 
+def _row_digests(x: torch.Tensor) -> set[bytes]:
+    """One digest per sample of ``x`` (its float32 bytes): equal inputs, equal digests."""
+    rows = x.detach().to("cpu", torch.float32).contiguous().reshape(len(x), -1).numpy()
+    return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows}
+
+
 def check_pretraining(
-    model: nn.Module, config: TrainConfig, private: DatasetInfo | None, input_shape: Sequence[int], num_classes: int
+    model: nn.Module, config: TrainConfig, private: DatasetInfo | None, train_x: torch.Tensor, num_classes: int
 ) -> None:
     """Everything :func:`~securetrain.training.fit` would refuse about ``config.pretrain`` and
     ``config.trainable`` for ``model``, checked without training (for callers that must refuse
     before writing anything)."""
     if config.pretrain is not None:
-        public_source(config, private, input_shape, num_classes)
+        public_source(config, private, train_x, num_classes)
     with trainable_parameters(model, config.trainable):
         pass
 
@@ -135,21 +157,25 @@ def trainable_parameters(model: nn.Module, prefixes: Sequence[str] | None) -> It
         raise ConfigurationError(
             f"trainable prefix(es) {', '.join(map(repr, unmatched))} name no parameter of the model ({shown})"
         )
-    turned_off = [p for n, p in named if p.requires_grad and not any(n.startswith(t) for t in prefixes)]
-    trained = sum(p.numel() for _, p in named if p.requires_grad) - sum(p.numel() for p in turned_off)
+    turned_off = {n: p for n, p in named if p.requires_grad and not any(n.startswith(t) for t in prefixes)}
+    trained = sum(p.numel() for _, p in named if p.requires_grad) - sum(p.numel() for p in turned_off.values())
     if trained == 0:
         raise ConfigurationError(f"trainable {list(prefixes)} leaves no parameter of the model to train")
     try:
-        for p in turned_off:
+        for p in turned_off.values():
             p.requires_grad_(False)
         yield trained, total
     finally:
-        for p in turned_off:
+        for p in turned_off.values():
             p.requires_grad_(True)
+        for n, p in model.named_parameters():  # a layer replaced meanwhile (e.g. for DP) under the same name
+            if n in turned_off:
+                p.requires_grad_(True)
 
 
 __all__ = [
     "PRETRAIN_BATCH_SIZE",
+    "PRETRAIN_ONLY_KEYS",
     "PRETRAIN_SPLIT",
     "check_pretraining",
     "pretrain",

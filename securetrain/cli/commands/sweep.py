@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--recommended",
         action="store_true",
         help="use the tuned private settings of defenses.privacy.recommended(DATA) (batch size, epochs, optimizer, "
-        "learning rate, clipping norm) for the private runs; the baseline keeps the flags given",
+        "learning rate, clipping norm, public pretraining) for the private runs where no flag gives them; the "
+        "baseline keeps the flags given",
     )
     p.add_argument("--no-baseline", action="store_true", help="skip the non-private run")
     p.add_argument("--no-html", action="store_true", help="skip report.html files")
@@ -75,7 +76,6 @@ def _epsilons(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
 
     from defenses.privacy.curve import sweep
     from defenses.privacy.presets import recommended
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     privacy: dict[str, object] = {"accountant": args.accountant, "grad_sample_mode": args.grad_sample_mode}
     if args.recommended:
         rec = recommended(args.data, model=args.model)
-        private = replace(base, **{k: v for k, v in rec.train.items() if k != "data"})
+        private = config_from_args(args, rec)  # the recipe's settings where no flag was given, as in train --dp
         privacy.update(rec.settings)
         privacy["accountant"] = args.accountant
     if args.max_grad_norm is not None:

@@ -146,6 +146,10 @@ def _pretrain_from_args(args: argparse.Namespace, from_recipe: dict[str, Any]) -
     else:
         trainable = [t.strip() for t in prefixes.split(",") if t.strip()] or prefixes
     epochs = getattr(args, "pretrain_epochs", None)
+    if epochs is not None and pretrain is None:
+        from securetrain.errors import ConfigurationError
+
+        raise ConfigurationError("--pretrain-epochs needs public data to pretrain on: give --pretrain DATA too")
     if epochs is None:
         epochs = from_recipe.get("pretrain_epochs", GENERIC["pretrain_epochs"])
     return {"pretrain": pretrain, "pretrain_epochs": epochs, "trainable": trainable}
