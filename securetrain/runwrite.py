@@ -53,7 +53,7 @@ _LATER_TRAIN_KEYS: dict[str, Any] = {
     "train_split": "train",
     "pretrain": None,
     "pretrain_epochs": 15,
-    "pretrain_lr": 1e-2,
+    "pretrain_lr": 2e-2,
     "trainable": None,
 }
 """Training settings added after the first runs were written, with the value those runs had."""

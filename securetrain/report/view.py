@@ -396,7 +396,7 @@ def build_page(
             "further down, and its own run directory. No figure mixes models."
         ]
         lead += [
-            f"{m.get('name', '?')}: {(m.get('model') or {})['pretraining']} before its training on {data}."
+            f"{m.get('name', '?')}: {(m.get('model') or {})['pretraining']} (before and during its training on {data})."
             for m in models
             if (m.get("model") or {}).get("pretraining")
         ]

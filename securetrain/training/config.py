@@ -64,8 +64,8 @@ class TrainConfig:
     with the same input shape and classes; under differential privacy the guarantee covers ``data``
     and pretraining spends none of it (the public data is not protected)."""
     pretrain_epochs: int = 15
-    """Epochs of pretraining (batch 64, Adam at ``pretrain_lr``)."""
-    pretrain_lr: float = 1e-2
+    """Epochs of pretraining (batch 256, Adam at ``pretrain_lr``)."""
+    pretrain_lr: float = 2e-2
     """Adam's learning rate for pretraining."""
     trainable: list[str] | None = None
     """Names of the parameters trained on ``data``, as prefixes (e.g. ``["head."]``: the head only, the

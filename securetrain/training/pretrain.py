@@ -48,7 +48,7 @@ from securetrain.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-PRETRAIN_BATCH_SIZE = 64
+PRETRAIN_BATCH_SIZE = 256
 """Batch size of pretraining."""
 PRETRAIN_SPLIT = "train"
 """The split of the public data set pretrained on."""
