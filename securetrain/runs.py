@@ -44,7 +44,7 @@ from securetrain.io import atomic_write_json, remove_stale_temporaries
 from securetrain.models import build_model
 from securetrain.report import SECTIONS, Report, Section
 from securetrain.rundir import CONFIG_NAME, WEIGHTS_NAME, RunDir, file_sha256
-from securetrain.runlock import RunLock
+from securetrain.runlock import LOCK_NAME, RunLock
 from securetrain.runwrite import (
     check_may_write,
     check_out_dir,
@@ -151,9 +151,11 @@ def train(
     if ctx.active:
         _barrier()  # every rank has checked before rank 0 writes anything
     lock = RunLock(out, command="train")
+    created, had_lock = not out.exists(), (out / LOCK_NAME).exists()
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         lock.acquire()
+    unstarted = False
     try:
         return _train_locked(
             config,
@@ -171,8 +173,15 @@ def train(
             write_html=write_html,
             distributed=distributed,
         )
+    except BaseException:
+        # refused or stopped before the first checkpoint (e.g. a privacy setting refused when training
+        # starts): nothing was trained, so the new run's files go and the directory is as it was
+        unstarted = ctx.is_main and previous is None and not (out / CHECKPOINT_NAME).exists()
+        raise
     finally:
         lock.release()
+        if unstarted:
+            discard_unstarted_run(out, created=created, lock_file=not had_lock)
 
 
 def _train_locked(
@@ -291,6 +300,20 @@ def _train_locked(
     if ctx.active:
         _barrier()  # every rank returns once rank 0's files are in place
     return RunResult(run_dir=final, report=report, model=plain, train_result=result)
+
+
+def discard_unstarted_run(out: Path, *, created: bool, lock_file: bool) -> None:
+    """Remove what :func:`train` wrote into ``out`` for a run that never reached its first checkpoint:
+    its ``config.json``, the lock file when ``lock_file`` (this call made it), the directory when
+    ``created`` (this call made it, and it is empty again)."""
+    (out / CONFIG_NAME).unlink(missing_ok=True)
+    if lock_file:
+        (out / LOCK_NAME).unlink(missing_ok=True)
+    if created:
+        try:
+            out.rmdir()
+        except OSError:
+            pass  # something else was put there meanwhile: left as it is
 
 
 def check_pretraining_settings(config: TrainConfig) -> None:

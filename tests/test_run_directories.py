@@ -233,3 +233,19 @@ def test_weights_that_the_report_does_not_describe_are_refused(run, base_run, tm
     (run / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())  # a file replaced by hand
     with pytest.raises(CheckpointError, match=r"model.safetensors is not the model that .*report.json describes"):
         securetrain.load_model(run)
+
+
+def test_a_run_refused_when_training_starts_leaves_nothing_behind(tmp_path):
+    from defenses.privacy import DifferentialPrivacy
+    from securetrain.errors import PrivacyError
+
+    too_long = TrainConfig(epochs=20000, batch_size=1, progress=False)  # refused by the privacy defense's setup
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    for out in (tmp_path / "new", existing):
+        with pytest.raises(PrivacyError, match="planned for 24,000,000 steps"):
+            securetrain.train(too_long, out, [DifferentialPrivacy(epsilon=3.0)], write_html=False)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["existing"]  # no config.json, lock file or new folder
+    # the directory takes a new run without --overwrite: nothing of the refused one is left to refuse it
+    securetrain.train(TrainConfig(data="breast_cancer", epochs=1, progress=False), existing, write_html=False)
+    assert (existing / "report.json").is_file()

@@ -43,7 +43,7 @@ from torch import nn
 
 from securetrain.data.base import DatasetInfo
 from securetrain.data.sources import DataSource, resolve_data
-from securetrain.errors import ConfigurationError
+from securetrain.errors import ConfigurationError, DataNotFoundError
 from securetrain.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,11 @@ def public_source(
     """
     if config.pretrain is None:
         raise ConfigurationError("no public data set to pretrain on (TrainConfig.pretrain is None)")
-    source = resolve_data(config.pretrain, config.data_root)
-    info = source.info()
+    try:
+        source = resolve_data(config.pretrain, config.data_root)
+        info = source.info()
+    except DataNotFoundError as exc:  # its message names --data: say which data it was
+        raise DataNotFoundError(f"pretrain data {config.pretrain!r}: {exc}") from None
     private_lineage = set(private.lineage()) if private is not None else set()
     private_lineage.add(config.data)
     shared = [name for name in info.lineage() if name in private_lineage]
