@@ -24,12 +24,12 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 
+from securetrain.data.validate import row_keys
 from securetrain.errors import AttackError
 from securetrain.validation import check_delta, check_fraction
 
@@ -101,13 +101,6 @@ def check_xy(xy: Sequence[torch.Tensor], what: str) -> tuple[torch.Tensor, torch
     if x.shape[0] != y.shape[0]:
         raise AttackError(f"{what}: x has {x.shape[0]} rows but y has {y.shape[0]}")
     return x, y.long()
-
-
-def row_keys(x: torch.Tensor, y: torch.Tensor) -> list[bytes]:
-    """A content hash of every (input, label) pair, to match examples across sets."""
-    xs = x.detach().cpu().float().contiguous().reshape(x.shape[0], -1).numpy()
-    ys = y.detach().cpu().long().numpy()
-    return [hashlib.blake2b(xs[i].tobytes() + ys[i].tobytes(), digest_size=16).digest() for i in range(xs.shape[0])]
 
 
 def check_disjoint(members: tuple[torch.Tensor, torch.Tensor], nonmembers: tuple[torch.Tensor, torch.Tensor]) -> None:

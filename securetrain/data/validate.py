@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -55,6 +56,25 @@ def validate_batch(
                 f"{what}: inputs lie in [{xmin:.4g}, {xmax:.4g}], outside the declared bounds "
                 f"[{lo_b}, {hi_b}]; rescale the inputs or declare the right bounds"
             )
+
+
+def row_keys(x: torch.Tensor, y: torch.Tensor | None = None) -> list[bytes]:
+    """A content hash of every sample: its input (float32 bytes) and, when ``y`` is given, its label.
+
+    Equal samples get equal keys, so sets of keys show the samples two data sets share.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[0.0, 1.0], [2.0, 3.0], [0.0, 1.0]])
+        >>> keys = row_keys(x)
+        >>> keys[0] == keys[2], keys[0] == keys[1], row_keys(x, torch.tensor([0, 1, 1]))[0] == keys[0]
+        (True, False, False)
+    """
+    xs = x.detach().cpu().float().contiguous().reshape(x.shape[0], -1).numpy()
+    if y is None:
+        return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in xs]
+    ys = y.detach().cpu().long().numpy()
+    return [hashlib.blake2b(xs[i].tobytes() + ys[i].tobytes(), digest_size=16).digest() for i in range(xs.shape[0])]
 
 
 def check_model_fits(model: nn.Module, input_shape: Sequence[int], num_classes: int) -> None:

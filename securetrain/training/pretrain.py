@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +42,7 @@ from torch import nn
 
 from securetrain.data.base import DatasetInfo
 from securetrain.data.sources import DataSource, resolve_data
+from securetrain.data.validate import row_keys
 from securetrain.errors import ConfigurationError, DataNotFoundError
 from securetrain.training.config import TrainConfig
 
@@ -89,19 +89,13 @@ def public_source(
             f"the training data has {list(input_shape)} and {num_classes}: the same model must fit both"
         )
     public_x, _ = source.load(PRETRAIN_SPLIT)
-    common = len(_row_digests(public_x) & _row_digests(train_x))
+    common = len(set(row_keys(public_x)) & set(row_keys(train_x)))
     if common:
         raise ConfigurationError(
             f"{common} of the {len(public_x)} inputs of pretrain data {config.pretrain!r} are also training inputs: "
             "pretraining runs without privacy, so the public data must share no sample with the private data"
         )
     return source
-
-
-def _row_digests(x: torch.Tensor) -> set[bytes]:
-    """One digest per sample of ``x`` (its float32 bytes): equal inputs, equal digests."""
-    rows = x.detach().to("cpu", torch.float32).contiguous().reshape(len(x), -1).numpy()
-    return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows}
 
 
 def check_pretraining(
