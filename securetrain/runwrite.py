@@ -34,12 +34,14 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from securetrain.errors import CheckpointError, ConfigurationError
 from securetrain.rundir import CONFIG_NAME, RunDir
-from securetrain.training.pretrain import PRETRAIN_ONLY_KEYS
+from securetrain.training.config import TrainConfig
+from securetrain.training.pretrain import ignored_on_resume
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -49,14 +51,8 @@ _RETIRED = ".{name}.retired-"
 RESUME_TRAIN_KEYS = ("batch_size", "optimizer", "lr", "momentum", "weight_decay", "seed")
 """Training settings that must not change on resume (``epochs`` may grow: that is what resuming is for)."""
 
-_LATER_TRAIN_KEYS: dict[str, Any] = {
-    "train_split": "train",
-    "pretrain": None,
-    "pretrain_epochs": 15,
-    "pretrain_lr": 2e-2,
-    "trainable": None,
-}
-"""Training settings added after the first runs were written, with the value those runs had."""
+_LATER_TRAIN_KEYS = ("train_split", "pretrain", "pretrain_epochs", "pretrain_lr", "trainable")
+"""Training settings added after the first runs were written; a run without one had its default."""
 
 
 def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
@@ -125,11 +121,12 @@ def check_same_run(existing: RunDir, new_config: Mapping[str, Any]) -> None:
     old_train, new_train = old.get("train") or {}, new_config.get("train") or {}
     diffs += _differences(old_train, new_train, RESUME_TRAIN_KEYS, "training")
     # runs written before these settings existed had their defaults
-    no_pretraining = old_train.get("pretrain") is None and new_train.get("pretrain") is None
-    for key, default in _LATER_TRAIN_KEYS.items():
-        if no_pretraining and key in PRETRAIN_ONLY_KEYS:
-            continue  # settings of a pretraining that neither run has
-        old_value, new_value = old_train.get(key, default), new_train.get(key, default)
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    ignored = ignored_on_resume(old_train, new_train)
+    for key in _LATER_TRAIN_KEYS:
+        if key in ignored:
+            continue
+        old_value, new_value = old_train.get(key, defaults[key]), new_train.get(key, defaults[key])
         if old_value != new_value:
             diffs.append(f"training {key}: {old_value!r} in the run, {new_value!r} now")
     old_defenses = list(old.get("defenses") or [])

@@ -38,7 +38,9 @@ def _dp() -> DifferentialPrivacy:
 def test_the_public_set_is_mnist_drawn_like_digits():
     info = data.get_info("mnist-5k-8x8")
     assert (info.input_shape, info.num_classes, info.splits) == (_SHAPE, _CLASSES, ("train", "validation", "test"))
-    assert info.source() == "mnist" and data.get_info("mnist-5k").source() == "mnist" == data.get_info("mnist").source()
+    assert (
+        info.lineage()[-1] == data.get_info("mnist-5k").lineage()[-1] == data.get_info("mnist").lineage()[-1] == "mnist"
+    )
     x, y = data.load("mnist-5k-8x8", "train")
     assert x.shape == (4000, 1, 8, 8) and 0 <= float(x.min()) and float(x.max()) <= 1
     assert torch.equal(x * 16, (x * 16).round())  # counts of ON pixels in 4x4 blocks, as in digits
@@ -187,13 +189,13 @@ def test_every_engine_trains_exactly_the_trainable_parameters(engine):
 
 def test_public_data_that_shares_samples_or_an_origin_chain_is_refused(tmp_path, capsys):
     from securetrain.data.base import DATASETS, DatasetInfo, register_dataset
-    from securetrain.training.pretrain import public_source
+    from securetrain.training.pretrain import public_data
 
     # mnist-5k is a sample of MNIST: neither is public data for the other, whatever the files hold
     assert data.get_info("mnist-5k-8x8").lineage() == ("mnist-5k-8x8", "mnist-5k", "mnist")
     x28 = torch.zeros(2, 1, 28, 28)
     with pytest.raises(ConfigurationError, match="both come from 'mnist'"):
-        public_source(TrainConfig(data="mnist", pretrain="mnist-5k", progress=False), data.get_info("mnist"), x28, 10)
+        public_data(TrainConfig(data="mnist", pretrain="mnist-5k", progress=False), data.get_info("mnist"), x28, 10)
     # a user's data set declared as derived from mnist-5k-8x8 is followed through the chain, both ways
     derived = DatasetInfo("mnist-5k-8x8-mine", "image", _SHAPE, 10, (0.0, 1.0), "cnn", origin="mnist-5k-8x8")
     register_dataset(derived, lambda split, root: data.load("mnist-5k-8x8", split), overwrite=True)
@@ -201,7 +203,7 @@ def test_public_data_that_shares_samples_or_an_origin_chain_is_refused(tmp_path,
         for private, public in [("mnist-5k-8x8-mine", "mnist-5k"), ("mnist-5k", "mnist-5k-8x8-mine")]:
             cfg = TrainConfig(data=private, pretrain=public, progress=False)
             with pytest.raises(ConfigurationError, match="both come from 'mnist-5k"):
-                public_source(cfg, data.get_info(private), torch.zeros(2, *data.get_info(private).input_shape), 10)
+                public_data(cfg, data.get_info(private), torch.zeros(2, *data.get_info(private).input_shape), 10)
     finally:
         DATASETS.remove("mnist-5k-8x8-mine")
     # the tensors trained on are compared, not names: the public set itself passed to fit under digits' name

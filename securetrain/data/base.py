@@ -57,10 +57,6 @@ class DatasetInfo:
             nxt = DATASETS.get(nxt).info.origin if nxt in DATASETS else ""
         return tuple(chain)
 
-    def source(self) -> str:
-        """The first origin of the samples: the end of :meth:`lineage`."""
-        return self.lineage()[-1]
-
 
 Loader = Callable[[str, "Path | None"], tuple[torch.Tensor, torch.Tensor]]
 

@@ -38,7 +38,7 @@ from securetrain.training.config import TrainConfig
 from securetrain.training.defense import Defense, DefenseStack
 from securetrain.training.evaluate import evaluate, predict_logits
 from securetrain.training.plan import Pretraining, RunPlan
-from securetrain.training.pretrain import PRETRAIN_ONLY_KEYS, pretrain, public_source, trainable_parameters
+from securetrain.training.pretrain import ignored_on_resume, pretrain, public_data, trainable_parameters
 from securetrain.training.session import Callback, TrainingSession
 
 log = logging.getLogger("securetrain")
@@ -129,14 +129,15 @@ def fit(
     check_model_fits(model, tuple(x_tr.shape[1:]), n_classes)
     if data_info is None and config.data in DATASETS:
         data_info = get_info(config.data)  # the configured data set describes the tensors
-    public = public_source(config, data_info, x_tr, n_classes) if config.pretrain is not None else None
-    samples = pretrain(model, config, public) if public is not None else 0  # before anything is seeded below
+    public = public_data(config, data_info, x_tr, n_classes) if config.pretrain is not None else None
+    if public is not None:
+        pretrain(model, config, public)  # before anything is seeded below
     with trainable_parameters(model, config.trainable) as (trained, total):
         described = None
         if public is not None or config.trainable is not None:
             described = Pretraining(
-                data=public.info().name if public is not None else None,
-                samples=samples,
+                data=public.info.name if public is not None else None,
+                samples=len(public.y) if public is not None else 0,
                 epochs=int(config.pretrain_epochs) if public is not None else 0,
                 trainable=tuple(config.trainable) if config.trainable is not None else None,
                 trained_parameters=trained,
@@ -401,9 +402,8 @@ def _save(path: Path, session: TrainingSession, config: TrainConfig) -> None:
 def _restore(path: Path, session: TrainingSession, config: TrainConfig, state: dict[str, Any]) -> int:
     saved_cfg = state.get("config", {})
     current = config.to_dict()
-    diffs = [k for k in _RESUME_KEYS if k in saved_cfg and saved_cfg[k] != current[k]]
-    if saved_cfg.get("pretrain") is None and current["pretrain"] is None:
-        diffs = [k for k in diffs if k not in PRETRAIN_ONLY_KEYS]  # no pretraining on either side
+    ignored = ignored_on_resume(saved_cfg, current)
+    diffs = [k for k in _RESUME_KEYS if k in saved_cfg and k not in ignored and saved_cfg[k] != current[k]]
     if diffs:
         raise CheckpointError(
             f"cannot resume from {path}: the checkpoint was made with different settings for "

@@ -34,14 +34,16 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from securetrain.data.base import DatasetInfo
-from securetrain.data.sources import DataSource, resolve_data
+from securetrain.data.sources import resolve_data
 from securetrain.data.validate import row_keys
 from securetrain.errors import ConfigurationError, DataNotFoundError
 from securetrain.training.config import TrainConfig
@@ -56,9 +58,24 @@ PRETRAIN_ONLY_KEYS = ("pretrain_epochs", "pretrain_lr")
 """``TrainConfig`` settings that mean nothing without ``pretrain`` (not compared on resume when neither run pretrains)."""
 
 
-def public_source(
+def ignored_on_resume(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[str, ...]:
+    """The training settings (of two ``TrainConfig.to_dict()`` forms) a resume need not compare:
+    the pretraining's own, when neither run pretrains."""
+    return PRETRAIN_ONLY_KEYS if old.get("pretrain") is None and new.get("pretrain") is None else ()
+
+
+@dataclass(frozen=True)
+class PublicData:
+    """A checked public data set: its description and the ``train`` split pretrained on."""
+
+    info: DatasetInfo
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def public_data(
     config: TrainConfig, private: DatasetInfo | None, train_x: torch.Tensor, num_classes: int
-) -> DataSource:
+) -> PublicData:
     """The public data set of ``config.pretrain``, checked against the private training inputs ``train_x``.
 
     Raises :class:`~securetrain.errors.ConfigurationError` when it is the private data set or
@@ -88,14 +105,14 @@ def public_source(
             f"pretrain data {config.pretrain!r} has inputs {list(info.input_shape)} and {info.num_classes} classes; "
             f"the training data has {list(input_shape)} and {num_classes}: the same model must fit both"
         )
-    public_x, _ = source.load(PRETRAIN_SPLIT)
+    public_x, public_y = source.load(PRETRAIN_SPLIT)
     common = len(set(row_keys(public_x)) & set(row_keys(train_x)))
     if common:
         raise ConfigurationError(
             f"{common} of the {len(public_x)} inputs of pretrain data {config.pretrain!r} are also training inputs: "
             "pretraining runs without privacy, so the public data must share no sample with the private data"
         )
-    return source
+    return PublicData(info, public_x, public_y)
 
 
 def check_pretraining(
@@ -105,21 +122,20 @@ def check_pretraining(
     ``config.trainable`` for ``model``, checked without training (for callers that must refuse
     before writing anything)."""
     if config.pretrain is not None:
-        public_source(config, private, train_x, num_classes)
+        public_data(config, private, train_x, num_classes)
     with trainable_parameters(model, config.trainable):
         pass
 
 
-def pretrain(model: nn.Module, config: TrainConfig, source: DataSource) -> int:
-    """Train ``model`` without privacy on ``source``'s ``train`` split; the number of samples used.
+def pretrain(model: nn.Module, config: TrainConfig, public: PublicData) -> None:
+    """Train ``model`` without privacy on ``public`` (its ``train`` split).
 
     Batch :data:`PRETRAIN_BATCH_SIZE`, Adam at ``config.pretrain_lr`` for ``config.pretrain_epochs``
     epochs, seeded with ``config.seed``, in this process only.
     """
     from securetrain.training.loop import fit
 
-    info = source.info()
-    x, y = source.load(PRETRAIN_SPLIT)
+    info = public.info
     inner = TrainConfig(
         data=info.name,
         epochs=config.pretrain_epochs,
@@ -130,9 +146,17 @@ def pretrain(model: nn.Module, config: TrainConfig, source: DataSource) -> int:
         progress=config.progress,
         data_root=config.data_root,
     )
-    log.info("pretraining on public data %s (%d samples, %d epochs)", info.name, len(y), config.pretrain_epochs)
-    fit(model, (x, y), None, inner, num_classes=info.num_classes, bounds=info.bounds, data_info=info, distributed=False)
-    return int(len(y))
+    log.info("pretraining on public data %s (%d samples, %d epochs)", info.name, len(public.y), config.pretrain_epochs)
+    fit(
+        model,
+        (public.x, public.y),
+        None,
+        inner,
+        num_classes=info.num_classes,
+        bounds=info.bounds,
+        data_info=info,
+        distributed=False,
+    )
 
 
 @contextmanager
@@ -163,9 +187,8 @@ def trainable_parameters(model: nn.Module, prefixes: Sequence[str] | None) -> It
             p.requires_grad_(False)
         yield trained, total
     finally:
-        for p in turned_off.values():
-            p.requires_grad_(True)
-        for n, p in model.named_parameters():  # a layer replaced meanwhile (e.g. for DP) under the same name
+        # by name: a layer replaced meanwhile (e.g. for DP) is restored too
+        for n, p in model.named_parameters():
             if n in turned_off:
                 p.requires_grad_(True)
 
@@ -173,9 +196,11 @@ def trainable_parameters(model: nn.Module, prefixes: Sequence[str] | None) -> It
 __all__ = [
     "PRETRAIN_BATCH_SIZE",
     "PRETRAIN_ONLY_KEYS",
+    "PublicData",
     "PRETRAIN_SPLIT",
     "check_pretraining",
+    "ignored_on_resume",
     "pretrain",
-    "public_source",
+    "public_data",
     "trainable_parameters",
 ]
