@@ -178,6 +178,23 @@ CLI_CASES = [
         2,
         err("report", r"argument --threads: invalid int value: .many."),
     ),
+    # public pretraining and frozen parameters
+    cli(
+        "pretrain-unknown", TRAIN + " --pretrain no-such", 2, err("train", r"unknown data set 'no-such'; choose one of")
+    ),
+    cli(
+        "pretrain-shape",
+        TRAIN + " --pretrain digits",
+        2,
+        err("train", r"pretrain data 'digits' has inputs \[1, 8, 8\] and 10 classes; the training data has \[30\]"),
+    ),
+    cli(
+        "pretrain-epochs-zero",
+        TRAIN + " --pretrain digits --pretrain-epochs 0",
+        2,
+        err("train", r"pretrain_epochs must be at least 1, got 0$"),
+    ),
+    cli("trainable-empty", TRAIN + " --trainable ,", 2, err("train", r"trainable must be a non-empty list")),
     # model options
     cli(
         "kwargs-unknown",
